@@ -1,0 +1,17 @@
+include_guard(GLOBAL)
+
+# Warnings and sanitizers for the project's own targets only (never global flags).
+add_library(kvrdma_warnings INTERFACE)
+target_compile_options(kvrdma_warnings INTERFACE -Wall -Wextra -Werror)
+
+add_library(kvrdma_sanitize INTERFACE)
+if(KVRDMA_SANITIZE)
+  target_compile_options(kvrdma_sanitize INTERFACE
+    -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  target_link_options(kvrdma_sanitize INTERFACE -fsanitize=address,undefined)
+endif()
+
+# kvrdma_project_target(<target>): the settings every project target shares.
+function(kvrdma_project_target target)
+  target_link_libraries(${target} PRIVATE kvrdma_warnings kvrdma_sanitize)
+endfunction()

@@ -1,0 +1,90 @@
+// kvrdma::Client: one session with one kv-server. Owns a receive buffer registered with its
+// transport; GETs of values above the inline threshold are written there by the server.
+// Thread-safe: one Client may be shared by many threads, and its buffer serves their GETs at once.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "kvrdma/export.h"
+#include "kvrdma/options.h"
+#include "kvrdma/stats.h"
+#include "kvrdma/status.h"
+
+namespace kvrdma {
+
+// A value as it sits in the client's receive buffer (zero copy) or, for inline values, in memory
+// the view owns. The buffer space is given back when the view is destroyed or release()d.
+// Move-only. May outlive the Client that returned it.
+class KVRDMA_EXPORT ValueView {
+ public:
+  ValueView() = default;
+  ValueView(ValueView&&) noexcept = default;
+  ValueView& operator=(ValueView&&) noexcept = default;
+  ValueView(const ValueView&) = delete;
+  ValueView& operator=(const ValueView&) = delete;
+  ~ValueView() = default;
+
+  const std::byte* data() const { return data_; }
+  size_t size() const { return size_; }
+  std::string_view str() const { return {reinterpret_cast<const char*>(data_), size_}; }
+  // True when the bytes arrived by a transport write into the receive buffer.
+  bool in_receive_buffer() const { return in_buffer_; }
+  // Gives the space back now; the view is empty afterwards.
+  void release();
+
+  // For the library: wraps bytes kept alive by `owner`.
+  ValueView(std::shared_ptr<const void> owner, const std::byte* data, size_t size, bool in_buffer)
+      : owner_(std::move(owner)), data_(data), size_(size), in_buffer_(in_buffer) {}
+
+ private:
+  std::shared_ptr<const void> owner_;
+  const std::byte* data_ = nullptr;
+  size_t size_ = 0;
+  bool in_buffer_ = false;
+};
+
+class KVRDMA_EXPORT Client {
+ public:
+  // Registers the receive buffer, connects the transport and opens a session (Hello).
+  // UNAVAILABLE or DEADLINE_EXCEEDED within options.timeout_ms when the server is unreachable.
+  static Result<std::unique_ptr<Client>> connect(const ClientOptions& options);
+
+  // Ends the session (Goodbye). Views still alive keep the buffer mapped until they go.
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // The value of `key`, zero copy. NOT_FOUND when absent or expired. A value larger than the
+  // free buffer space waits for space (up to the timeout); one larger than the whole buffer is
+  // FAILED_PRECONDITION naming the size needed.
+  Result<ValueView> get(std::string_view key);
+  // The same, copied into a string.
+  Result<std::string> get_copy(std::string_view key);
+
+  // Stores `value` under `key`; ttl_ms 0 means no expiry. Values above the inline threshold go
+  // reserve -> transport write -> commit. Readers see the old value or the new one, whole.
+  Status put(std::string_view key, std::string_view value, uint64_t ttl_ms = 0);
+
+  // Removes `key`; NOT_FOUND when it was absent.
+  Status erase(std::string_view key);
+
+  Result<ServerStats> stats();
+
+  uint64_t session_id() const;
+  uint64_t inline_threshold() const;
+  uint64_t buffer_size() const;
+  uint64_t max_value_bytes() const;
+  std::string transport_description() const;
+
+  class Impl;
+
+ private:
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvrdma

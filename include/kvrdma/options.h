@@ -1,0 +1,76 @@
+// Settings of a kvrdma server and client. One table (settings()) names every setting with its
+// type, default and description; the CLI flags, kvrdma_config_set and the README's list all come
+// from it, so a setting is added in exactly one place (lib/common/settings.cc).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "kvrdma/export.h"
+#include "kvrdma/status.h"
+
+namespace kvrdma {
+
+enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError };
+enum class Eviction { kLru, kNone };
+
+// Which transport moves value bytes. Both ends must use the same one.
+struct TransportOptions {
+  bool mock = true;                // memcpy through shared memory (one host)
+  std::string provider = "auto";   // libfabric: auto|efa|verbs|shm|tcp (when mock is false)
+  std::string fabric_iface;        // network interface for tcp/verbs; empty: loopback/any
+  uint32_t num_domains = 1;        // stripe large transfers over this many domains
+};
+
+struct ServerOptions {
+  std::string listen_addr = "localhost:50051";  // host:port; port 0 picks a free port
+  uint64_t memory_bytes = 1024ull << 20;         // pool size
+  uint32_t node_id = 0;
+  LogLevel log_level = LogLevel::kInfo;
+  TransportOptions transport;
+  uint64_t inline_threshold = 64 << 10;          // values up to this ride inside the RPC
+  Eviction eviction = Eviction::kLru;
+  uint64_t max_value_bytes = 0;                  // 0: the pool size
+  uint64_t max_key_bytes = 4096;
+  uint64_t lease_ms = 30000;                     // a silent session ends after this
+  uint64_t reservation_ttl_ms = 30000;           // an uncommitted PUT reservation is freed after this
+  uint64_t sweep_interval_ms = 1000;             // how often expired keys/sessions are reclaimed
+};
+
+struct ClientOptions {
+  std::string server_addr = "http://[::1]:50051";
+  uint64_t client_id = 1;
+  uint64_t buffer_bytes = 64ull << 20;           // registered receive buffer
+  LogLevel log_level = LogLevel::kWarn;
+  TransportOptions transport;
+  uint64_t timeout_ms = 5000;                    // deadline of each call
+};
+
+// Which programs a setting applies to.
+enum SettingRole : unsigned { kServerSetting = 1, kClientSetting = 2 };
+
+struct SettingInfo {
+  const char* name;          // CLI flag without "--", also the kvrdma_config_set name
+  const char* type;          // "string", "bool", "bytes", "int", "enum"
+  const char* default_value;
+  const char* description;   // one line, for --help and the README
+  unsigned roles;            // SettingRole bits
+};
+
+// Every setting, in the order --help shows them.
+KVRDMA_EXPORT std::span<const SettingInfo> settings();
+
+// Applies `name` = `value` (text as on the command line; booleans accept
+// true/false/1/0/yes/no/on/off, sizes in bytes for "-bytes"/"-threshold" settings, MiB for "-mb").
+// INVALID_ARGUMENT names the setting and the accepted values when either is wrong; a setting of
+// the other role is INVALID_ARGUMENT too.
+KVRDMA_EXPORT Status apply_setting(ServerOptions& options, std::string_view name,
+                                   std::string_view value);
+KVRDMA_EXPORT Status apply_setting(ClientOptions& options, std::string_view name,
+                                   std::string_view value);
+
+KVRDMA_EXPORT const char* log_level_name(LogLevel level);
+
+}  // namespace kvrdma

@@ -1,0 +1,57 @@
+#include "rpc/status_map.h"
+
+#include <fmt/format.h>
+
+namespace kvrdma::rpc {
+namespace {
+
+struct Pair {
+  Code code;
+  grpc::StatusCode grpc;
+};
+
+constexpr Pair kTable[] = {
+    {Code::kOk, grpc::StatusCode::OK},
+    {Code::kNotFound, grpc::StatusCode::NOT_FOUND},
+    {Code::kInvalidArgument, grpc::StatusCode::INVALID_ARGUMENT},
+    {Code::kResourceExhausted, grpc::StatusCode::RESOURCE_EXHAUSTED},
+    {Code::kFailedPrecondition, grpc::StatusCode::FAILED_PRECONDITION},
+    {Code::kUnavailable, grpc::StatusCode::UNAVAILABLE},
+    {Code::kDeadlineExceeded, grpc::StatusCode::DEADLINE_EXCEEDED},
+    {Code::kPermissionDenied, grpc::StatusCode::PERMISSION_DENIED},
+    {Code::kInternal, grpc::StatusCode::INTERNAL},
+};
+
+}  // namespace
+
+grpc::Status to_grpc(const Status& status) {
+  for (const auto& p : kTable) {
+    if (p.code == status.code()) return grpc::Status(p.grpc, status.message());
+  }
+  return grpc::Status(grpc::StatusCode::INTERNAL, status.message());
+}
+
+Status from_grpc(const grpc::Status& status, std::string_view what) {
+  if (status.ok()) return Status();
+  std::string prefix = what.empty() ? std::string() : fmt::format("{}: ", what);
+  for (const auto& p : kTable) {
+    if (p.grpc == status.error_code()) {
+      return Status(p.code, prefix + status.error_message());
+    }
+  }
+  switch (status.error_code()) {
+    case grpc::StatusCode::CANCELLED:
+    case grpc::StatusCode::ABORTED:
+      return Status(Code::kUnavailable, prefix + "call cancelled: " + status.error_message());
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return Status(Code::kPermissionDenied, prefix + status.error_message());
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return Status(Code::kInvalidArgument, prefix + status.error_message());
+    default:
+      return Status(Code::kInternal,
+                    fmt::format("{}gRPC error {}: {}", prefix, static_cast<int>(status.error_code()),
+                                status.error_message()));
+  }
+}
+
+}  // namespace kvrdma::rpc

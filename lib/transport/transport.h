@@ -1,0 +1,92 @@
+// The data-plane interface: allocate registered memory, name our endpoint, connect to a peer,
+// attach a peer's registered memory, and write local bytes into it with a completion.
+// Addresses and memory descriptors are opaque bytes that only the transport produces and parses,
+// so the control plane never learns which transport runs. Every implementation supports all of it.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "kvrdma/options.h"
+#include "kvrdma/status.h"
+
+namespace kvrdma::transport {
+
+// Memory allocated and registered by a transport; page-aligned; peers reach it by descriptor().
+// Owned by the caller; must outlive every write that reads from it. Thread-safe (immutable).
+class LocalRegion {
+ public:
+  virtual ~LocalRegion() = default;
+  virtual std::byte* data() const = 0;
+  virtual size_t size() const = 0;
+  // Opaque bytes a peer passes to Peer::attach.
+  virtual const std::string& descriptor() const = 0;
+  // No further peer may attach; peers already attached keep working. The mock unlinks its
+  // shared-memory object here, so a killed process leaves nothing behind; libfabric needs nothing.
+  virtual void seal() = 0;
+};
+
+// A peer's registered memory, as attached from its descriptor. Thread-safe (immutable).
+class RemoteRegion {
+ public:
+  virtual ~RemoteRegion() = default;
+  virtual size_t size() const = 0;
+};
+
+// A connected peer endpoint. Thread-safe.
+class Peer {
+ public:
+  virtual ~Peer() = default;
+  // Attaches memory the peer registered. INVALID_ARGUMENT for a malformed descriptor,
+  // PERMISSION_DENIED for memory this transport must not map (e.g. a path that is not one of the
+  // mock's own shared-memory objects), FAILED_PRECONDITION when it cannot be reached.
+  virtual Result<std::shared_ptr<RemoteRegion>> attach(std::string_view descriptor) = 0;
+};
+
+// Called exactly once per write, on a transport thread or inline in write(). OK means the bytes
+// are complete and visible *at the target*, not merely sent.
+using Completion = std::function<void(Status)>;
+
+class Transport {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  virtual ~Transport() = default;
+
+  // Both ends must report the same kind to talk: "mock", "fabric/tcp;ofi_rxm", "fabric/shm"...
+  virtual std::string kind() const = 0;
+  // For people: the provider and domain, e.g. "libfabric tcp;ofi_rxm, domain lo".
+  virtual std::string description() const = 0;
+  // Our endpoint, opaque, for the peer's connect().
+  virtual std::string address() const = 0;
+
+  // Allocates `len` bytes (rounded up to pages) and registers them for remote writes.
+  virtual Result<std::unique_ptr<LocalRegion>> allocate(size_t len) = 0;
+
+  // Connects to a peer by the address its transport reported.
+  virtual Result<std::shared_ptr<Peer>> connect(std::string_view peer_address) = 0;
+
+  // Writes src[src_offset, +len) into dst[dst_offset, +len). Ranges are checked against both
+  // regions first: INVALID_ARGUMENT and nothing written when either falls outside. `dst` and the
+  // region behind `src` are kept alive by the caller until `done` runs. A write not complete by
+  // `deadline` completes with DEADLINE_EXCEEDED. Large writes may be split internally.
+  virtual void write(const LocalRegion& src, size_t src_offset,
+                     std::shared_ptr<RemoteRegion> dst, size_t dst_offset, size_t len,
+                     Clock::time_point deadline, Completion done) = 0;
+};
+
+// The transport the options name: MockTransport when options.mock, else FabricTransport with the
+// chosen provider.
+Result<std::unique_ptr<Transport>> make_transport(const TransportOptions& options);
+
+// Writes and waits for the completion; for callers that may block (the client, tests).
+Status write_and_wait(Transport& transport, const LocalRegion& src, size_t src_offset,
+                      std::shared_ptr<RemoteRegion> dst, size_t dst_offset, size_t len,
+                      Transport::Clock::time_point deadline);
+
+}  // namespace kvrdma::transport
