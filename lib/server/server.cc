@@ -1,1 +1,157 @@
-// placeholder
+#include "kvrdma/server.h"
+
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "common/logging.h"
+#include "common/units.h"
+#include "server/service.h"
+#include "transport/mock_transport.h"
+
+namespace kvrdma {
+
+// Owns the core (pool, store, transport, sessions), the gRPC server and the sweeper thread.
+class Server::Impl {
+ public:
+  ~Impl() { shutdown(); }
+
+  Status start(const ServerOptions& options);
+  void shutdown();
+  void wait();
+
+  server::ServerCore core;
+  std::string address;
+
+ private:
+  void sweep_loop();
+
+  std::unique_ptr<server::KvService> service_;
+  std::unique_ptr<grpc::Server> grpc_;
+  std::thread sweeper_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;  // guarded by mu_
+  bool stopped_ = false;   // guarded by mu_
+};
+
+Status Server::Impl::start(const ServerOptions& options) {
+  core.options = options;
+  log::set_level(options.log_level);
+  if (options.transport.mock) {
+    if (size_t n = transport::remove_stale_shm_objects()) {
+      KVRDMA_LOG_INFO("removed {} shared-memory objects left by killed kvrdma processes", n);
+    }
+  }
+  auto t = transport::make_transport(options.transport);
+  if (!t) return t.status();
+  core.transport = std::move(*t);
+  auto region = core.transport->allocate(options.memory_bytes);
+  if (!region) {
+    return region.status().with_context(
+        fmt::format("cannot register a pool of {} (--memory-mb)", format_bytes(options.memory_bytes)));
+  }
+  core.pool_region = std::move(*region);
+  core.pool = std::make_unique<memory::MemoryPool>(core.pool_region->data(),
+                                                   core.pool_region->size());
+  store::StoreOptions so;
+  so.evict = options.eviction == Eviction::kLru;
+  so.max_value_bytes = options.max_value_bytes;
+  so.max_key_bytes = options.max_key_bytes;
+  core.store = std::make_unique<store::Store>(*core.pool, SteadyClock::instance(), so);
+  core.sessions = std::make_unique<server::SessionTable>(std::chrono::milliseconds(options.lease_ms));
+
+  service_ = std::make_unique<server::KvService>(core);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options.listen_addr, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(service_.get());
+  int max_msg = static_cast<int>(std::min<uint64_t>(2 * options.inline_threshold + (4 << 20),
+                                                    1ull << 30));
+  builder.SetMaxReceiveMessageSize(max_msg);
+  builder.SetMaxSendMessageSize(max_msg);
+  grpc_ = builder.BuildAndStart();
+  if (!grpc_ || port == 0) {
+    grpc_.reset();
+    return Status(Code::kUnavailable,
+                  fmt::format("cannot listen on {}: the address is in use or not local; pick "
+                              "another --listen-addr (port 0 picks a free one)",
+                              options.listen_addr));
+  }
+  std::string host = options.listen_addr.substr(0, options.listen_addr.rfind(':'));
+  address = fmt::format("{}:{}", host, port);
+  sweeper_ = std::thread([this] { sweep_loop(); });
+  return Status();
+}
+
+void Server::Impl::sweep_loop() {
+  std::unique_lock lock(mu_);
+  auto interval = std::chrono::milliseconds(core.options.sweep_interval_ms);
+  while (!cv_.wait_for(lock, interval, [this] { return stopping_; })) {
+    lock.unlock();
+    auto now = std::chrono::steady_clock::now();
+    core.store->sweep_expired();
+    core.counters.reservations_expired += core.sessions->expire_reservations(now);
+    if (size_t n = core.sessions->expire(now)) {
+      core.counters.sessions_expired += n;
+      KVRDMA_LOG_INFO("{} client sessions expired (no call for {} ms)", n, core.options.lease_ms);
+    }
+    lock.lock();
+  }
+}
+
+void Server::Impl::shutdown() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      return;
+    }
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (grpc_) grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (sweeper_.joinable()) sweeper_.join();
+  if (grpc_) grpc_->Wait();
+  grpc_.reset();
+  service_.reset();
+  // Reverse order of construction: sessions hold pool extents, the store pins the pool.
+  core.sessions.reset();
+  core.store.reset();
+  core.pool.reset();
+  core.pool_region.reset();
+  core.transport.reset();
+  {
+    std::lock_guard lock(mu_);
+    stopped_ = true;
+  }
+  cv_.notify_all();
+}
+
+void Server::Impl::wait() {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [this] { return stopped_; });
+}
+
+Result<std::unique_ptr<Server>> Server::start(const ServerOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  Status s = impl->start(options);
+  if (!s.is_ok()) return s;
+  KVRDMA_LOG_DEBUG("kv-server listening on {}", impl->address);
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Server::~Server() = default;
+
+std::string Server::address() const { return impl_->address; }
+std::string Server::transport_description() const {
+  return impl_->core.transport ? impl_->core.transport->description() : "stopped";
+}
+ServerStats Server::stats() const { return impl_->core.stats(); }
+void Server::shutdown() { impl_->shutdown(); }
+void Server::wait() { impl_->wait(); }
+
+}  // namespace kvrdma

@@ -1,0 +1,290 @@
+#include "server/service.h"
+
+#include <fmt/format.h>
+
+#include "common/logging.h"
+#include "kvrdma/version.h"
+#include "rpc/status_map.h"
+
+namespace kvrdma::server {
+namespace {
+
+using std::chrono::milliseconds;
+
+grpc::ServerUnaryReactor* finish(grpc::CallbackServerContext* ctx, const Status& s) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(rpc::to_grpc(s));
+  return reactor;
+}
+
+// The call's deadline on the steady clock, capped so a write never outlives a sane bound.
+transport::Transport::Clock::time_point write_deadline(grpc::CallbackServerContext* ctx) {
+  constexpr auto kMax = std::chrono::seconds(60);
+  auto left = ctx->deadline() - std::chrono::system_clock::now();
+  if (left > kMax || left < std::chrono::nanoseconds(0)) left = kMax;
+  return std::chrono::steady_clock::now() +
+         std::chrono::duration_cast<std::chrono::steady_clock::duration>(left);
+}
+
+}  // namespace
+
+ServerStats ServerCore::stats() const {
+  ServerStats s;
+  s.node_id = options.node_id;
+  s.transport = transport->kind();
+  auto st = store->stats();
+  s.keys = st.keys;
+  s.value_bytes = st.value_bytes;
+  s.pinned = st.pinned;
+  s.evictions = st.evictions;
+  s.expirations = st.expirations;
+  auto u = pool->usage();
+  s.pool_bytes = u.total;
+  s.pool_used_bytes = u.used;
+  s.pool_free_bytes = u.free;
+  s.pool_largest_free_bytes = u.largest_free;
+  s.sessions = sessions->size();
+  s.reservations = sessions->reservations();
+  const Counters& c = counters;
+  s.gets = c.gets;
+  s.get_hits = c.get_hits;
+  s.get_misses = c.get_misses;
+  s.puts = c.puts;
+  s.deletes = c.deletes;
+  s.bytes_inline_sent = c.bytes_inline_sent;
+  s.bytes_transport_written = c.bytes_transport_written;
+  s.bytes_inline_received = c.bytes_inline_received;
+  s.bytes_put_committed = c.bytes_put_committed;
+  s.reservations_expired = c.reservations_expired;
+  s.sessions_expired = c.sessions_expired;
+  return s;
+}
+
+grpc::ServerUnaryReactor* KvService::Hello(grpc::CallbackServerContext* ctx,
+                                           const v1::HelloRequest* req, v1::HelloReply* reply) {
+  auto& t = *core_.transport;
+  if (req->transport_kind() != t.kind()) {
+    return finish(ctx, Status(Code::kFailedPrecondition,
+                              fmt::format("client uses transport '{}' but this server runs '{}'; "
+                                          "start both with the same --mock / --provider",
+                                          req->transport_kind(), t.kind())));
+  }
+  auto peer = t.connect(req->transport_address());
+  if (!peer) return finish(ctx, peer.status().with_context("Hello: client transport address"));
+  auto region = (*peer)->attach(req->memory_descriptor());
+  if (!region) return finish(ctx, region.status().with_context("Hello: client receive region"));
+  if ((*region)->size() != req->region_size()) {
+    return finish(ctx, Status(Code::kInvalidArgument,
+                              fmt::format("Hello: region_size {} does not match the {} bytes the "
+                                          "memory descriptor names", req->region_size(),
+                                          (*region)->size())));
+  }
+  auto s = core_.sessions->add(req->client_id(), std::move(*peer), std::move(*region));
+  KVRDMA_LOG_DEBUG("session {:x} opened by client {} ({} byte buffer, version {})", s->id,
+                   req->client_id(), req->region_size(), req->version());
+  reply->set_session_id(s->id);
+  reply->set_node_id(core_.options.node_id);
+  reply->set_transport_kind(t.kind());
+  reply->set_transport_address(t.address());
+  reply->set_memory_descriptor(core_.pool_region->descriptor());
+  reply->set_inline_threshold(core_.options.inline_threshold);
+  uint64_t max_value = core_.options.max_value_bytes ? core_.options.max_value_bytes
+                                                     : core_.pool->size();
+  reply->set_max_value_bytes(std::min<uint64_t>(max_value, core_.pool->size()));
+  reply->set_lease_ms(static_cast<uint64_t>(core_.sessions->lease().count()));
+  return finish(ctx, Status());
+}
+
+grpc::ServerUnaryReactor* KvService::KeepAlive(grpc::CallbackServerContext* ctx,
+                                               const v1::KeepAliveRequest* req,
+                                               v1::KeepAliveReply*) {
+  return finish(ctx, core_.sessions->find(req->session_id()).status());
+}
+
+grpc::ServerUnaryReactor* KvService::Goodbye(grpc::CallbackServerContext* ctx,
+                                             const v1::GoodbyeRequest* req, v1::GoodbyeReply*) {
+  if (!core_.sessions->remove(req->session_id())) {
+    return finish(ctx, core_.sessions->find(req->session_id()).status());
+  }
+  return finish(ctx, Status());
+}
+
+grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
+                                         const v1::GetRequest* req, v1::GetReply* reply) {
+  auto session = core_.sessions->find(req->session_id());
+  if (!session) return finish(ctx, session.status());
+  Status ok = core_.store->check(req->key(), 0);
+  if (!ok.is_ok()) return finish(ctx, ok);
+  ++core_.counters.gets;
+  auto ref = core_.store->get(req->key());
+  if (!ref) {
+    ++core_.counters.get_misses;
+    return finish(ctx, ref.status());
+  }
+  ++core_.counters.get_hits;
+  const uint64_t len = ref->size();
+  reply->set_value_len(len);
+  reply->set_node_id(core_.options.node_id);
+  if (len <= core_.options.inline_threshold) {
+    reply->set_is_inline(true);
+    reply->set_value(reinterpret_cast<const char*>(ref->data()), len);
+    core_.counters.bytes_inline_sent += len;
+    return finish(ctx, Status());
+  }
+  if (len > req->dest_capacity()) {
+    reply->set_written(false);  // the client reserves value_len bytes and asks again
+    return finish(ctx, Status());
+  }
+  const auto& region = (*session)->region;
+  uint64_t off = req->dest_offset();
+  if (off > region->size() || req->dest_capacity() > region->size() - off) {
+    return finish(ctx, Status(Code::kInvalidArgument,
+                              fmt::format("destination [{}, +{}) lies outside the {}-byte receive "
+                                          "region this session registered", off,
+                                          req->dest_capacity(), region->size())));
+  }
+  auto* reactor = ctx->DefaultReactor();
+  auto pinned = std::make_shared<store::ValueRef>(std::move(*ref));
+  Counters& counters = core_.counters;
+  core_.transport->write(
+      *core_.pool_region, pinned->pool_offset(), region, off, len, write_deadline(ctx),
+      [pinned, reply, reactor, len, &counters](Status s) mutable {
+        pinned.reset();  // unpin: the bytes are at the client (or the write failed)
+        if (s.is_ok()) {
+          reply->set_written(true);
+          counters.bytes_transport_written += len;
+        }
+        reactor->Finish(rpc::to_grpc(s.with_context("transport write")));
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
+                                         const v1::PutRequest* req, v1::PutReply*) {
+  auto session = core_.sessions->find(req->session_id());
+  if (!session) return finish(ctx, session.status());
+  Status s = core_.store->put(req->key(), req->value(), milliseconds(req->ttl_ms()));
+  if (s.is_ok()) {
+    ++core_.counters.puts;
+    core_.counters.bytes_inline_received += req->value().size();
+  }
+  return finish(ctx, s);
+}
+
+grpc::ServerUnaryReactor* KvService::PutBegin(grpc::CallbackServerContext* ctx,
+                                              const v1::PutBeginRequest* req,
+                                              v1::PutBeginReply* reply) {
+  auto session = core_.sessions->find(req->session_id());
+  if (!session) return finish(ctx, session.status());
+  Status ok = core_.store->check(req->key(), req->value_len());
+  if (!ok.is_ok()) return finish(ctx, ok);
+  if (req->value_len() == 0) {
+    return finish(ctx, Status(Code::kInvalidArgument,
+                              "PutBegin of an empty value; use Put for small values"));
+  }
+  auto a = core_.store->reserve(req->value_len());
+  if (!a) return finish(ctx, a.status());
+  Reservation r;
+  r.key = req->key();
+  r.length = req->value_len();
+  r.ttl = milliseconds(req->ttl_ms());
+  auto ttl = milliseconds(core_.options.reservation_ttl_ms);
+  r.expires = std::chrono::steady_clock::now() + ttl;
+  reply->set_remote_offset(a->offset());
+  reply->set_expires_in_ms(core_.options.reservation_ttl_ms);
+  r.allocation = std::move(*a);
+  Session& s = **session;
+  std::lock_guard lock(s.mu);
+  uint64_t id = s.next_reservation++;
+  s.reservations.emplace(id, std::move(r));
+  reply->set_reservation_id(id);
+  return finish(ctx, Status());
+}
+
+namespace {
+
+// Takes reservation `id` out of `session`; NOT_FOUND when it is not this session's.
+Result<Reservation> take_reservation(Session& session, uint64_t id) {
+  std::lock_guard lock(session.mu);
+  auto it = session.reservations.find(id);
+  if (it == session.reservations.end()) {
+    return Status(Code::kNotFound,
+                  fmt::format("reservation {} is not held by this session (expired, already "
+                              "committed, or never made); start the PUT again", id));
+  }
+  Reservation r = std::move(it->second);
+  session.reservations.erase(it);
+  return r;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* KvService::PutCommit(grpc::CallbackServerContext* ctx,
+                                               const v1::PutCommitRequest* req,
+                                               v1::PutCommitReply*) {
+  auto session = core_.sessions->find(req->session_id());
+  if (!session) return finish(ctx, session.status());
+  auto r = take_reservation(**session, req->reservation_id());
+  if (!r) return finish(ctx, r.status());
+  uint64_t len = r->length;
+  Status s = core_.store->commit(r->key, std::move(r->allocation), len, r->ttl);
+  if (s.is_ok()) {
+    ++core_.counters.puts;
+    core_.counters.bytes_put_committed += len;
+  }
+  return finish(ctx, s);
+}
+
+grpc::ServerUnaryReactor* KvService::PutAbort(grpc::CallbackServerContext* ctx,
+                                              const v1::PutAbortRequest* req,
+                                              v1::PutAbortReply*) {
+  auto session = core_.sessions->find(req->session_id());
+  if (!session) return finish(ctx, session.status());
+  return finish(ctx, take_reservation(**session, req->reservation_id()).status());
+}
+
+grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
+                                            const v1::DeleteRequest* req,
+                                            v1::DeleteReply* reply) {
+  auto session = core_.sessions->find(req->session_id());
+  if (!session) return finish(ctx, session.status());
+  Status ok = core_.store->check(req->key(), 0);
+  if (!ok.is_ok()) return finish(ctx, ok);
+  bool existed = core_.store->erase(req->key());
+  reply->set_existed(existed);
+  if (!existed) return finish(ctx, Status(Code::kNotFound, "key not found"));
+  ++core_.counters.deletes;
+  return finish(ctx, Status());
+}
+
+grpc::ServerUnaryReactor* KvService::Stats(grpc::CallbackServerContext* ctx,
+                                           const v1::StatsRequest*, v1::StatsReply* reply) {
+  ServerStats s = core_.stats();
+  reply->set_node_id(s.node_id);
+  reply->set_transport(s.transport);
+  reply->set_keys(s.keys);
+  reply->set_sessions(s.sessions);
+  reply->set_reservations(s.reservations);
+  reply->set_pinned(s.pinned);
+  reply->set_pool_bytes(s.pool_bytes);
+  reply->set_pool_used_bytes(s.pool_used_bytes);
+  reply->set_pool_free_bytes(s.pool_free_bytes);
+  reply->set_pool_largest_free_bytes(s.pool_largest_free_bytes);
+  reply->set_value_bytes(s.value_bytes);
+  reply->set_gets(s.gets);
+  reply->set_get_hits(s.get_hits);
+  reply->set_get_misses(s.get_misses);
+  reply->set_puts(s.puts);
+  reply->set_deletes(s.deletes);
+  reply->set_evictions(s.evictions);
+  reply->set_expirations(s.expirations);
+  reply->set_bytes_inline_sent(s.bytes_inline_sent);
+  reply->set_bytes_transport_written(s.bytes_transport_written);
+  reply->set_bytes_inline_received(s.bytes_inline_received);
+  reply->set_bytes_put_committed(s.bytes_put_committed);
+  reply->set_reservations_expired(s.reservations_expired);
+  reply->set_sessions_expired(s.sessions_expired);
+  return finish(ctx, Status());
+}
+
+}  // namespace kvrdma::server

@@ -1,0 +1,73 @@
+// KvService: the gRPC service of a kv-server, over the callback API. Handlers never block: a GET
+// of a large value starts a transport write and finishes the call from its completion.
+// Thread-safe; all shared state lives in ServerCore.
+#pragma once
+
+#include <atomic>
+#include <memory>
+
+#include "kv_cache.grpc.pb.h"
+#include "kvrdma/options.h"
+#include "kvrdma/stats.h"
+#include "memory/memory_pool.h"
+#include "server/session.h"
+#include "store/store.h"
+#include "transport/transport.h"
+
+namespace kvrdma::server {
+
+struct Counters {
+  std::atomic<uint64_t> gets{0}, get_hits{0}, get_misses{0}, puts{0}, deletes{0};
+  std::atomic<uint64_t> bytes_inline_sent{0}, bytes_transport_written{0};
+  std::atomic<uint64_t> bytes_inline_received{0}, bytes_put_committed{0};
+  std::atomic<uint64_t> reservations_expired{0}, sessions_expired{0};
+};
+
+// What the service works on; owned by Server::Impl, declared in destruction order reversed.
+struct ServerCore {
+  ServerOptions options;
+  std::unique_ptr<transport::Transport> transport;
+  std::unique_ptr<transport::LocalRegion> pool_region;
+  std::unique_ptr<memory::MemoryPool> pool;
+  std::unique_ptr<store::Store> store;
+  std::unique_ptr<SessionTable> sessions;
+  Counters counters;
+
+  ServerStats stats() const;
+};
+
+class KvService final : public kvrdma::v1::KvCache::CallbackService {
+ public:
+  explicit KvService(ServerCore& core) : core_(core) {}
+
+  grpc::ServerUnaryReactor* Hello(grpc::CallbackServerContext* ctx, const v1::HelloRequest* req,
+                                  v1::HelloReply* reply) override;
+  grpc::ServerUnaryReactor* KeepAlive(grpc::CallbackServerContext* ctx,
+                                      const v1::KeepAliveRequest* req,
+                                      v1::KeepAliveReply* reply) override;
+  grpc::ServerUnaryReactor* Goodbye(grpc::CallbackServerContext* ctx,
+                                    const v1::GoodbyeRequest* req,
+                                    v1::GoodbyeReply* reply) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* req,
+                                v1::GetReply* reply) override;
+  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const v1::PutRequest* req,
+                                v1::PutReply* reply) override;
+  grpc::ServerUnaryReactor* PutBegin(grpc::CallbackServerContext* ctx,
+                                     const v1::PutBeginRequest* req,
+                                     v1::PutBeginReply* reply) override;
+  grpc::ServerUnaryReactor* PutCommit(grpc::CallbackServerContext* ctx,
+                                      const v1::PutCommitRequest* req,
+                                      v1::PutCommitReply* reply) override;
+  grpc::ServerUnaryReactor* PutAbort(grpc::CallbackServerContext* ctx,
+                                     const v1::PutAbortRequest* req,
+                                     v1::PutAbortReply* reply) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx,
+                                   const v1::DeleteRequest* req, v1::DeleteReply* reply) override;
+  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest* req,
+                                  v1::StatsReply* reply) override;
+
+ private:
+  ServerCore& core_;
+};
+
+}  // namespace kvrdma::server
