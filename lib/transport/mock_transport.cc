@@ -13,6 +13,7 @@
 #include <cstring>
 #include <random>
 #include <regex>
+#include <utility>
 
 #include "memory/memory_pool.h"
 
@@ -42,6 +43,10 @@ Status errno_status(Code code, std::string_view what, std::string_view name) {
 struct Mapping {
   std::byte* data = nullptr;
   size_t size = 0;
+  Mapping() = default;
+  Mapping(Mapping&& o) noexcept : data(std::exchange(o.data, nullptr)), size(o.size) {}
+  Mapping& operator=(Mapping&&) = delete;
+  Mapping(const Mapping&) = delete;
   ~Mapping() {
     if (data != nullptr) munmap(data, size);
   }
