@@ -1,0 +1,69 @@
+// Pieces kv-server and kv-client share: flags built from the settings table, argv clean-up for
+// bare boolean flags, CLI11 error handling with the project's exit codes, and small parsers.
+// Uses only the public API (include/kvrdma) so the tools show what any embedding program can do.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kvrdma/options.h"
+#include "kvrdma/status.h"
+
+namespace kvrdma::tools {
+
+// Exit codes of both programs.
+constexpr int kExitOk = 0;
+constexpr int kExitNotFound = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitError = 3;
+
+// Text given on the command line for each setting flag, keyed by setting name. Only flags the
+// user actually gave are applied, so the library's defaults stay the single source of truth.
+struct SettingFlags {
+  std::map<std::string, std::string> values;
+  std::map<std::string, CLI::Option*> options;
+};
+
+// Adds "--<name>" for every setting whose roles include `role`, described from the table.
+// `log_level_default` replaces the table's two-role default text in --help.
+void add_setting_flags(CLI::App& app, unsigned role, SettingFlags& flags,
+                       std::string_view log_level_default);
+
+// Applies every flag the user gave; the first INVALID_ARGUMENT is returned as is.
+Status apply_setting_flags(const SettingFlags& flags, ServerOptions& options);
+Status apply_setting_flags(const SettingFlags& flags, ClientOptions& options);
+
+// argv as strings, with a bare boolean setting flag rewritten to "--mock=true", so
+// "kv-client --mock get k" parses. A flag is bare when nothing follows it, or (`takes_words`:
+// the program has subcommands or positionals) when the next word is not a boolean literal,
+// or (otherwise) when the next word is another flag. Stops at "--".
+std::vector<std::string> normalize_bool_flags(int argc, char** argv, unsigned role,
+                                              bool takes_words);
+
+// Parses `args` (argv[0] first, as from normalize_bool_flags).
+// Returns nullopt when the program should go on, or the exit code: 0 after --help/--version
+// (printed to stdout), 2 after a usage error (one line on stderr).
+std::optional<int> parse_command_line(CLI::App& app, std::vector<std::string> args,
+                                      std::string_view program);
+
+// "4096", "4K", "4KiB", "4KB", "1M", "1.5M", "2G": binary multiples. nullopt when malformed.
+std::optional<uint64_t> parse_size(std::string_view text);
+// "1.5 MiB", "512 B".
+std::string format_size(uint64_t bytes);
+
+// Maps a library status to the exit code: NOT_FOUND 1, anything else 3.
+int exit_code_for(const Status& status);
+// Prints "<prefix>: <CODE>: <message>" on one line on stderr and returns exit_code_for(status).
+int report_error(std::string_view prefix, const Status& status);
+// kExitOk for OK, else report_error().
+int report_error_if(std::string_view prefix, const Status& status);
+
+// True when the file descriptor is a terminal.
+bool is_terminal(int fd);
+
+}  // namespace kvrdma::tools

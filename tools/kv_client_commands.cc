@@ -1,0 +1,190 @@
+// get / put / delete / stats of kv-client.
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+
+#include "cli_common.h"
+#include "kv_client.h"
+
+namespace kvrdma::tools {
+namespace {
+
+// Writes all of `data` to `fd`, riding out short writes and EINTR.
+bool write_all(int fd, const std::byte* data, size_t size) {
+  while (size > 0) {
+    const ssize_t n = ::write(fd, data, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// The whole content of `fd` (a file or a pipe).
+bool read_all(int fd, std::string& out) {
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    if (n == 0) return true;
+    out.append(buf, static_cast<size_t>(n));
+  }
+}
+
+using U64Field = std::pair<const char*, uint64_t ServerStats::*>;
+const U64Field kU64Fields[] = {
+    {"keys", &ServerStats::keys},
+    {"sessions", &ServerStats::sessions},
+    {"reservations", &ServerStats::reservations},
+    {"pinned", &ServerStats::pinned},
+    {"pool_bytes", &ServerStats::pool_bytes},
+    {"pool_used_bytes", &ServerStats::pool_used_bytes},
+    {"pool_free_bytes", &ServerStats::pool_free_bytes},
+    {"pool_largest_free_bytes", &ServerStats::pool_largest_free_bytes},
+    {"value_bytes", &ServerStats::value_bytes},
+    {"gets", &ServerStats::gets},
+    {"get_hits", &ServerStats::get_hits},
+    {"get_misses", &ServerStats::get_misses},
+    {"puts", &ServerStats::puts},
+    {"deletes", &ServerStats::deletes},
+    {"evictions", &ServerStats::evictions},
+    {"expirations", &ServerStats::expirations},
+    {"bytes_inline_sent", &ServerStats::bytes_inline_sent},
+    {"bytes_transport_written", &ServerStats::bytes_transport_written},
+    {"bytes_inline_received", &ServerStats::bytes_inline_received},
+    {"bytes_put_committed", &ServerStats::bytes_put_committed},
+    {"reservations_expired", &ServerStats::reservations_expired},
+    {"sessions_expired", &ServerStats::sessions_expired},
+};
+
+bool is_byte_count(std::string_view name) {
+  return name.starts_with("bytes_") || name.ends_with("_bytes");
+}
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+int command_get(Client& client, std::string_view key, const std::string& output_path,
+                std::string_view prefix) {
+  auto value = client.get(key);
+  if (!value) return report_error(prefix, value.status());
+  if (output_path.empty() || output_path == "-") {
+    if (!write_all(STDOUT_FILENO, value->data(), value->size())) {
+      return report_error(
+          prefix, Status(Code::kInternal, fmt::format("writing {} bytes to stdout failed: {}",
+                                                      value->size(), std::strerror(errno))));
+    }
+    return kExitOk;
+  }
+  const int fd = ::open(output_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const bool ok = fd >= 0 && write_all(fd, value->data(), value->size());
+  const int err = errno;
+  if (fd >= 0 && ::close(fd) != 0 && ok) {
+    return report_error(
+        prefix, Status(Code::kInternal,
+                       fmt::format("closing '{}' failed: {}", output_path, std::strerror(errno))));
+  }
+  if (!ok) {
+    return report_error(
+        prefix, Status(Code::kInternal, fmt::format("cannot write '{}': {}; check the path and "
+                                                    "its permissions",
+                                                    output_path, std::strerror(err))));
+  }
+  return kExitOk;
+}
+
+int command_put(Client& client, std::string_view key, std::string_view value,
+                const std::string& file_path, uint64_t ttl_ms, std::string_view prefix) {
+  std::string contents;
+  if (!file_path.empty()) {
+    const bool from_stdin = file_path == "-";
+    const int fd = from_stdin ? STDIN_FILENO : ::open(file_path.c_str(), O_RDONLY | O_CLOEXEC);
+    const bool ok = fd >= 0 && read_all(fd, contents);
+    const int err = errno;
+    if (fd >= 0 && !from_stdin) ::close(fd);
+    if (!ok) {
+      return report_error(
+          prefix, Status(Code::kInvalidArgument,
+                         fmt::format("cannot read '{}': {}", from_stdin ? "stdin" : file_path,
+                                     std::strerror(err))));
+    }
+    value = contents;
+  }
+  return report_error_if(prefix, client.put(key, value, ttl_ms));
+}
+
+int command_delete(Client& client, std::string_view key, std::string_view prefix) {
+  return report_error_if(prefix, client.erase(key));
+}
+
+int command_stats(Client& client, bool json, std::string_view prefix) {
+  auto stats = client.stats();
+  if (!stats) return report_error(prefix, stats.status());
+  const std::string text = json ? stats_json(*stats) + "\n" : stats_table(*stats);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fflush(stdout);
+  return kExitOk;
+}
+
+std::string stats_table(const ServerStats& stats) {
+  std::string out;
+  out += fmt::format("{:<26}{}\n", "node_id", stats.node_id);
+  out += fmt::format("{:<26}{}\n", "transport", stats.transport);
+  for (const auto& [name, field] : kU64Fields) {
+    const uint64_t v = stats.*field;
+    if (is_byte_count(name) && v >= 1024) {
+      out += fmt::format("{:<26}{} ({})\n", name, v, format_size(v));
+    } else {
+      out += fmt::format("{:<26}{}\n", name, v);
+    }
+  }
+  return out;
+}
+
+std::string stats_json(const ServerStats& stats) {
+  std::string out = fmt::format("{{\"node_id\": {}, \"transport\": \"{}\"", stats.node_id,
+                                json_escape(stats.transport));
+  for (const auto& [name, field] : kU64Fields)
+    out += fmt::format(", \"{}\": {}", name, stats.*field);
+  out += "}";
+  return out;
+}
+
+bool parse_ttl_seconds(std::string_view text, uint64_t& ttl_ms) {
+  const std::string s(text);
+  char* end = nullptr;
+  errno = 0;
+  const double seconds = std::strtod(s.c_str(), &end);
+  if (s.empty() || end != s.c_str() + s.size() || errno != 0 || !std::isfinite(seconds) ||
+      seconds < 0 || seconds > 1e12) {
+    return false;
+  }
+  ttl_ms = static_cast<uint64_t>(std::llround(seconds * 1000));
+  if (seconds > 0 && ttl_ms == 0) ttl_ms = 1;
+  return true;
+}
+
+}  // namespace kvrdma::tools
