@@ -130,7 +130,7 @@ Status Store::commit(std::string_view key, Allocation allocation, uint64_t len,
     std::lock_guard lock(ix.mu);
     auto it = ix.map.find(std::string(key));
     if (it != ix.map.end()) {
-      old = std::move(it->second.entry);
+      old = it->second.entry;
       ix.unlink(it);
     }
     ix.lru.emplace_front(key);

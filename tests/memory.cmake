@@ -1,0 +1,1 @@
+kvrdma_add_test(memory_pool_test SOURCES memory_pool_test.cc LIBS kvrdma_memory)

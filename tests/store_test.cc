@@ -1,0 +1,175 @@
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/clock.h"
+#include "store/store.h"
+
+using kvrdma::Code;
+using kvrdma::ManualClock;
+using kvrdma::memory::MemoryPool;
+using kvrdma::store::Store;
+using kvrdma::store::StoreOptions;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct PageMemory {
+  explicit PageMemory(size_t n) : data(static_cast<std::byte*>(std::aligned_alloc(4096, n))) {}
+  ~PageMemory() { std::free(data); }
+  std::byte* data;
+};
+
+struct Fixture {
+  explicit Fixture(size_t pool_bytes = 1 << 20, StoreOptions o = {})
+      : mem(pool_bytes), pool(mem.data, pool_bytes), store(pool, clock, o) {}
+  std::string read(std::string_view key) {
+    auto r = store.get(key);
+    if (!r) return "<" + std::string(kvrdma::code_name(r.status().code())) + ">";
+    return std::string(reinterpret_cast<const char*>(r->data()), r->size());
+  }
+  PageMemory mem;  // destroyed last
+  ManualClock clock;
+  MemoryPool pool;
+  Store store;
+};
+
+std::string value_of(size_t n, char c) { return std::string(n, c); }
+
+}  // namespace
+
+TEST_CASE("put then get returns the bytes", "[store]") {
+  Fixture f;
+  std::string v("a\0b\xff", 4);
+  REQUIRE(f.store.put("k", v, 0ms).is_ok());
+  CHECK(f.read("k") == v);
+  CHECK(f.read("missing") == "<NOT_FOUND>");
+  CHECK(f.store.stats().keys == 1);
+  CHECK(f.store.stats().value_bytes == 4);
+}
+
+TEST_CASE("overwrite is atomic: a pinned old value stays whole", "[store]") {
+  Fixture f;
+  REQUIRE(f.store.put("k", value_of(10000, 'o'), 0ms).is_ok());
+  auto old_ref = f.store.get("k");
+  REQUIRE(old_ref.is_ok());
+  REQUIRE(f.store.put("k", value_of(20000, 'n'), 0ms).is_ok());
+  CHECK(std::string(reinterpret_cast<const char*>(old_ref->data()), old_ref->size()) ==
+        value_of(10000, 'o'));
+  CHECK(f.read("k") == value_of(20000, 'n'));
+}
+
+TEST_CASE("delete unlinks at once and frees memory when the last pin goes", "[store]") {
+  Fixture f;
+  REQUIRE(f.store.put("k", value_of(50000, 'x'), 0ms).is_ok());
+  auto used_with_value = f.pool.usage().used;
+  {
+    auto ref = f.store.get("k");
+    REQUIRE(ref.is_ok());
+    CHECK(f.store.stats().pinned == 1);
+    CHECK(f.store.erase("k"));
+    CHECK(f.read("k") == "<NOT_FOUND>");
+    CHECK(f.pool.usage().used == used_with_value);  // still pinned
+    CHECK(ref->data()[49999] == std::byte{'x'});
+  }
+  CHECK(f.pool.usage().used == 0);
+  CHECK_FALSE(f.store.erase("k"));
+}
+
+TEST_CASE("an expired key is never returned and the sweep reclaims it", "[store]") {
+  Fixture f;
+  REQUIRE(f.store.put("short", value_of(5000, 's'), 100ms).is_ok());
+  REQUIRE(f.store.put("forever", value_of(5000, 'f'), 0ms).is_ok());
+  f.clock.advance(99ms);
+  CHECK(f.read("short") == value_of(5000, 's'));
+  f.clock.advance(1ms);
+  CHECK(f.store.sweep_expired() == 1);
+  CHECK(f.read("short") == "<NOT_FOUND>");
+  CHECK(f.read("forever") == value_of(5000, 'f'));
+  CHECK(f.store.stats().expirations == 1);
+  CHECK(f.pool.usage().used == 8192);  // only "forever" remains (two pages each)
+}
+
+TEST_CASE("an expired key read before the sweep is NOT_FOUND", "[store]") {
+  Fixture f;
+  REQUIRE(f.store.put("k", "v", 10ms).is_ok());
+  f.clock.advance(10ms);
+  CHECK(f.read("k") == "<NOT_FOUND>");
+  CHECK(f.store.stats().keys == 0);
+}
+
+TEST_CASE("eviction takes the least recently used unpinned entry", "[store]") {
+  Fixture f(256 << 10);  // room for four 64 KiB values
+  for (const char* k : {"a", "b", "c", "d"}) REQUIRE(f.store.put(k, value_of(65536, *k), 0ms).is_ok());
+  CHECK(f.read("a") == value_of(65536, 'a'));  // a is now most recent; b is the LRU
+  REQUIRE(f.store.put("e", value_of(65536, 'e'), 0ms).is_ok());
+  CHECK(f.read("b") == "<NOT_FOUND>");
+  CHECK(f.read("a") == value_of(65536, 'a'));
+  CHECK(f.store.stats().evictions == 1);
+
+  // Pin c (now the LRU): eviction skips it and takes d.
+  auto pin = f.store.get("c");
+  REQUIRE(pin.is_ok());
+  f.read("a");
+  f.read("e");
+  REQUIRE(f.store.put("f", value_of(65536, 'f'), 0ms).is_ok());
+  CHECK(f.read("d") == "<NOT_FOUND>");
+  CHECK(std::string(reinterpret_cast<const char*>(pin->data()), 3) == "ccc");
+}
+
+TEST_CASE("with eviction off a full pool refuses and keeps every value", "[store]") {
+  StoreOptions o;
+  o.evict = false;
+  Fixture f(128 << 10, o);
+  REQUIRE(f.store.put("a", value_of(65536, 'a'), 0ms).is_ok());
+  REQUIRE(f.store.put("b", value_of(65536, 'b'), 0ms).is_ok());
+  auto s = f.store.put("c", value_of(65536, 'c'), 0ms);
+  CHECK(s.code() == Code::kResourceExhausted);
+  CHECK(s.message().find("--eviction") != std::string::npos);
+  CHECK(f.read("a") == value_of(65536, 'a'));
+  CHECK(f.read("b") == value_of(65536, 'b'));
+}
+
+TEST_CASE("limits on keys and values are INVALID_ARGUMENT", "[store]") {
+  StoreOptions o;
+  o.max_key_bytes = 16;
+  o.max_value_bytes = 1000;
+  Fixture f(1 << 20, o);
+  CHECK(f.store.put("", "v", 0ms).code() == Code::kInvalidArgument);
+  CHECK(f.store.put(std::string(17, 'k'), "v", 0ms).code() == Code::kInvalidArgument);
+  auto s = f.store.put("k", value_of(1001, 'v'), 0ms);
+  CHECK(s.code() == Code::kInvalidArgument);
+  CHECK(s.message().find("1001") != std::string::npos);
+  CHECK(f.store.stats().keys == 0);
+}
+
+TEST_CASE("concurrent readers always see a whole value", "[store]") {
+  Fixture f(8 << 20);
+  REQUIRE(f.store.put("k", value_of(8192, 'a'), 0ms).is_ok());
+  std::atomic<int> torn{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 2000; ++i) {
+        if (t == 0) {
+          (void)f.store.put("k", value_of(8192 + (i % 7) * 100, static_cast<char>('a' + i % 26)), 0ms);
+          continue;
+        }
+        auto r = f.store.get("k");
+        if (!r) continue;
+        auto* p = reinterpret_cast<const char*>(r->data());
+        for (uint64_t j = 1; j < r->size(); ++j) {
+          if (p[j] != p[0]) {
+            ++torn;
+            break;
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(torn == 0);
+}

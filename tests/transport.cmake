@@ -1,0 +1,1 @@
+kvrdma_add_test(mock_transport_test SOURCES mock_transport_test.cc LIBS kvrdma_transport)
