@@ -1,0 +1,177 @@
+// The C++ Client against a kv-server running as a separate process.
+#include <catch2/catch.hpp>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <future>
+#include <thread>
+#include <vector>
+
+#include "integration/harness.h"
+#include "kvrdma/client.h"
+
+using kvrdma::Client;
+using kvrdma::ClientOptions;
+using kvrdma::Code;
+using namespace kvrdma::testing;
+
+namespace {
+
+std::unique_ptr<Client> connect(const ServerProcess& server, uint64_t buffer_mb = 64) {
+  ClientOptions o;
+  o.server_addr = server.address();
+  o.buffer_bytes = buffer_mb << 20;
+  o.timeout_ms = 20000;
+  auto c = Client::connect(o);
+  INFO(c.status().to_string());
+  REQUIRE(c.is_ok());
+  return std::move(c).value();
+}
+
+}  // namespace
+
+TEST_CASE("client: a 64 MiB value goes two-phase and comes back byte-exact", "[client][large]") {
+  ServerProcess server({"--memory-mb", "160"});
+  auto c = connect(server, 128);
+  std::string v = pattern(64 << 20, 11);
+  REQUIRE(c->put("huge", v).is_ok());
+  auto view = c->get("huge");
+  REQUIRE(view.is_ok());
+  CHECK(view->in_receive_buffer());
+  REQUIRE(view->size() == v.size());
+  CHECK(view->str() == v);
+  auto s = c->stats();
+  REQUIRE(s.is_ok());
+  CHECK(s->bytes_transport_written >= v.size());
+  CHECK(s->bytes_put_committed == v.size());
+}
+
+TEST_CASE("client: a value larger than the receive buffer is FAILED_PRECONDITION naming the size",
+          "[client]") {
+  ServerProcess server({"--memory-mb", "64"});
+  auto big = connect(server, 32);
+  std::string v = pattern(20 << 20, 2);
+  REQUIRE(big->put("v", v).is_ok());  // staged through the 32 MiB buffer in chunks
+  auto small = connect(server, 8);
+  auto r = small->get("v");
+  REQUIRE_FALSE(r.is_ok());
+  CHECK(r.status().code() == Code::kFailedPrecondition);
+  CHECK(r.status().message().find(std::to_string(v.size())) != std::string::npos);
+  // A value larger than the small client's buffer can still be PUT by it (chunked).
+  REQUIRE(small->put("w", v).is_ok());
+  CHECK(big->get_copy("w").value() == v);
+}
+
+TEST_CASE("client: a get waits for buffer space held by a view", "[client]") {
+  ServerProcess server({"--memory-mb", "64"});
+  auto c = connect(server, 4);
+  std::string a = pattern(3 << 20, 4), b = pattern(3 << 20, 5);
+  REQUIRE(c->put("a", a).is_ok());
+  REQUIRE(c->put("b", b).is_ok());
+  auto held = c->get("a");
+  REQUIRE(held.is_ok());
+  auto pending = std::async(std::launch::async, [&] { return c->get_copy("b"); });
+  CHECK(pending.wait_for(std::chrono::milliseconds(200)) == std::future_status::timeout);
+  CHECK(held->str() == a);
+  held->release();
+  auto got = pending.get();
+  REQUIRE(got.is_ok());
+  CHECK(*got == b);
+}
+
+TEST_CASE("client: threads share one client, byte-exact", "[client][threads]") {
+  ServerProcess server({"--memory-mb", "128"});
+  auto c = connect(server, 32);
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 20; ++i) {
+        std::string key = "t" + std::to_string(t) + "-" + std::to_string(i);
+        std::string v = pattern(i % 2 ? 200000 : 900, t * 100 + i);
+        if (!c->put(key, v).is_ok()) ++bad;
+        auto got = c->get_copy(key);
+        if (!got.is_ok() || *got != v) ++bad;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(bad == 0);
+}
+
+namespace {
+
+// Child mode: the test binary re-executed as `client_test --kvrdma-child ADDR N` runs one client
+// process's workload and exits before Catch2 starts (gRPC does not survive fork, so children exec).
+int child_workload(const std::string& addr, int p) {
+  ClientOptions o;
+  o.server_addr = addr;
+  o.client_id = static_cast<uint64_t>(p);
+  o.buffer_bytes = 4 << 20;
+  o.timeout_ms = 30000;
+  auto c = Client::connect(o);
+  if (!c) return 10;
+  for (int i = 0; i < 6; ++i) {
+    std::string key = "p" + std::to_string(p) + "-" + std::to_string(i);
+    std::string v = pattern(i % 2 ? 256 << 10 : 1024, p * 31 + i);
+    if (!(*c)->put(key, v).is_ok()) return 11;
+    auto got = (*c)->get_copy(key);
+    if (!got || *got != v) return 12;
+  }
+  return 0;
+}
+
+const bool kChildMode = [] {
+  std::ifstream f("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> argv;
+  for (std::string a; std::getline(f, a, '\0');) argv.push_back(a);
+  if (argv.size() == 4 && argv[1] == "--kvrdma-child") {
+    std::exit(child_workload(argv[2], std::stoi(argv[3])));
+  }
+  return false;
+}();
+
+}  // namespace
+
+TEST_CASE("client: 32 client processes at once, byte-exact", "[client][processes]") {
+  ServerProcess server({"--memory-mb", "256"});
+  std::vector<std::future<RunResult>> children;
+  for (int p = 0; p < 32; ++p) {
+    children.push_back(std::async(std::launch::async, [&, p] {
+      return run("/proc/self/exe", {"--kvrdma-child", server.address(), std::to_string(p)});
+    }));
+  }
+  int ok = 0;
+  for (auto& child : children) {
+    RunResult r = child.get();
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    if (r.exit_code == 0) ++ok;
+  }
+  CHECK(ok == 32);
+  auto c = connect(server);
+  auto s = c->stats();
+  REQUIRE(s.is_ok());
+  CHECK(s->keys == 32 * 6);
+  CHECK(c->get_copy("p31-5").value() == pattern(256 << 10, 31 * 31 + 5));
+}
+
+TEST_CASE("client: TTL in milliseconds expires the key", "[client][ttl]") {
+  ServerProcess server({"--memory-mb", "32", "--sweep-interval-ms", "20"});
+  auto c = connect(server);
+  REQUIRE(c->put("k", pattern(100000, 1), 200).is_ok());
+  auto stored = std::chrono::steady_clock::now();
+  REQUIRE(c->get("k").is_ok());
+  while (std::chrono::steady_clock::now() < stored + std::chrono::milliseconds(250)) usleep(10000);
+  CHECK(c->get("k").status().code() == Code::kNotFound);
+  // The sweep (every 20 ms) reclaims the memory; poll stats with a bounded deadline.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  uint64_t used = 1;
+  while (std::chrono::steady_clock::now() < deadline && (used = c->stats()->pool_used_bytes) != 0) {
+    usleep(10000);
+  }
+  CHECK(used == 0);
+}
