@@ -67,6 +67,8 @@ Status Server::Impl::start(const ServerOptions& options) {
   service_ = std::make_unique<server::KvService>(core);
   grpc::ServerBuilder builder;
   int port = 0;
+  // Without this gRPC sets SO_REUSEPORT and a second server on a busy port would start too.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(options.listen_addr, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(service_.get());
   int max_msg = static_cast<int>(std::min<uint64_t>(2 * options.inline_threshold + (4 << 20),

@@ -1,0 +1,1 @@
+kvrdma_add_test(fabric_transport_test SOURCES fabric_transport_test.cc LIBS kvrdma_transport)
