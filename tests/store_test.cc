@@ -28,7 +28,12 @@ struct Fixture {
       : mem(pool_bytes), pool(mem.data, pool_bytes), store(pool, clock, o) {}
   std::string read(std::string_view key) {
     auto r = store.get(key);
-    if (!r) return "<" + std::string(kvrdma::code_name(r.status().code())) + ">";
+    if (!r) {
+      std::string out = "<";
+      out += kvrdma::code_name(r.status().code());
+      out += '>';
+      return out;
+    }
     return std::string(reinterpret_cast<const char*>(r->data()), r->size());
   }
   PageMemory mem;  // destroyed last

@@ -234,8 +234,9 @@ int run_bench(Client& client, const BenchConfig& config) {
                                                    "large; lower --keys or --value-size)",
                                                    keys, format_size(config.value_size)));
     }
-    return report_error(prefix,
-                        first.with_context(fmt::format("{} of {} ops failed; first", errors, ops)));
+    report_error(prefix,
+                 first.with_context(fmt::format("{} of {} ops failed; first", errors, ops)));
+    return kExitError;  // failed ops are an error even when the first was NOT_FOUND
   }
   return kExitOk;
 }
