@@ -1,6 +1,9 @@
 add_library(kvrdma_harness STATIC integration/harness.cc)
 target_include_directories(kvrdma_harness PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(kvrdma_harness PUBLIC Catch2::Catch2 kvrdma_sanitize)
+# Where the programs under test are; KVRDMA_SERVER_BIN / KVRDMA_CLIENT_BIN in the environment win.
+target_compile_definitions(kvrdma_harness PRIVATE
+  KVRDMA_SERVER_BIN_PATH="$<TARGET_FILE:kv-server>" KVRDMA_CLIENT_BIN_PATH="$<TARGET_FILE:kv-client>")
 kvrdma_add_test(cli_test SOURCES integration/cli_test.cc LIBS kvrdma_harness)
 kvrdma_add_test(client_test SOURCES integration/client_test.cc LIBS kvrdma_harness kvrdma_core)
 kvrdma_add_test(errors_test SOURCES integration/errors_test.cc LIBS kvrdma_harness kvrdma_core)

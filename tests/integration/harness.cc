@@ -55,8 +55,8 @@ int reap(pid_t pid, Steady::time_point deadline) {
 
 }  // namespace
 
-std::string server_binary() { return env_or("KVRDMA_SERVER_BIN", "kv-server"); }
-std::string client_binary() { return env_or("KVRDMA_CLIENT_BIN", "kv-client"); }
+std::string server_binary() { return env_or("KVRDMA_SERVER_BIN", KVRDMA_SERVER_BIN_PATH); }
+std::string client_binary() { return env_or("KVRDMA_CLIENT_BIN", KVRDMA_CLIENT_BIN_PATH); }
 
 ServerProcess::ServerProcess(std::vector<std::string> args) {
   int out[2];
