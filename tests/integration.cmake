@@ -1,5 +1,5 @@
 add_library(kvrdma_harness STATIC integration/harness.cc)
-target_include_directories(kvrdma_harness PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
+target_include_directories(kvrdma_harness PUBLIC ${CMAKE_CURRENT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/include)
 target_link_libraries(kvrdma_harness PUBLIC Catch2::Catch2 kvrdma_sanitize)
 # Where the programs under test are; KVRDMA_SERVER_BIN / KVRDMA_CLIENT_BIN in the environment win.
 target_compile_definitions(kvrdma_harness PRIVATE
@@ -10,3 +10,12 @@ kvrdma_add_test(errors_test SOURCES integration/errors_test.cc LIBS kvrdma_harne
 add_dependencies(client_test kv-server)
 add_dependencies(errors_test kv-server)
 add_dependencies(cli_test kv-server kv-client)
+
+# The same suites again over the real transport, on every libfabric provider that runs here.
+foreach(provider tcp shm)
+  foreach(suite cli_test client_test)
+    catch_discover_tests(${suite} TEST_PREFIX "${provider}/" TEST_SPEC "~[mockonly]"
+      EXTRA_ARGS --name ${suite}-${provider}
+      PROPERTIES TIMEOUT 300 ENVIRONMENT KVRDMA_TEST_PROVIDER=${provider})
+  endforeach()
+endforeach()

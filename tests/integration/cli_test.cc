@@ -54,7 +54,7 @@ TEST_CASE("cli: put, get, delete round trip byte-exact", "[cli]") {
   CHECK(server.stop() == 0);
 }
 
-TEST_CASE("cli: the server address is accepted with or without http://", "[cli]") {
+TEST_CASE("cli: the server address is accepted with or without http://", "[cli][mockonly]") {
   ServerProcess server({"--memory-mb", "32", "--mock"});
   REQUIRE(run_client(server.address(), {"--mock", "put", "k", "v"}).exit_code == 0);
   CHECK(run_client("http://" + server.address(), {"--mock=true", "get", "k"}).out == "v");
@@ -140,6 +140,14 @@ TEST_CASE("cli: bench --json reports its figures", "[cli][bench]") {
   }
   CHECK(json_field(r.out, "ops") == 500);
   CHECK(json_field(r.out, "errors") == 0);
+}
+
+TEST_CASE("cli: client and server on different transports fail at Hello", "[cli][mockonly]") {
+  ServerProcess server({"--memory-mb", "32"});  // mock
+  auto r = run_client(server.address(), {"--mock", "false", "--provider", "tcp", "get", "k"});
+  CHECK(r.exit_code == 3);
+  CHECK(r.err.find("transport") != std::string::npos);
+  CHECK(r.elapsed < std::chrono::seconds(10));
 }
 
 TEST_CASE("cli: SIGTERM stops the server cleanly and leaves nothing in /dev/shm", "[cli]") {

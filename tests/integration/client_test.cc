@@ -25,6 +25,7 @@ std::unique_ptr<Client> connect(const ServerProcess& server, uint64_t buffer_mb 
   o.server_addr = server.address();
   o.buffer_bytes = buffer_mb << 20;
   o.timeout_ms = 20000;
+  apply_test_transport(o.transport);
   auto c = Client::connect(o);
   INFO(c.status().to_string());
   REQUIRE(c.is_ok());
@@ -112,6 +113,7 @@ int child_workload(const std::string& addr, int p) {
   o.client_id = static_cast<uint64_t>(p);
   o.buffer_bytes = 4 << 20;
   o.timeout_ms = 30000;
+  apply_test_transport(o.transport);
   auto c = Client::connect(o);
   if (!c) return 10;
   for (int i = 0; i < 6; ++i) {

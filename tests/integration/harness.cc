@@ -55,6 +55,21 @@ int reap(pid_t pid, Steady::time_point deadline) {
 
 }  // namespace
 
+std::string test_provider() { return env_or("KVRDMA_TEST_PROVIDER", ""); }
+
+std::vector<std::string> transport_flags() {
+  std::string p = test_provider();
+  if (p.empty()) return {};
+  return {"--mock", "false", "--provider", p};
+}
+
+void apply_test_transport(TransportOptions& options) {
+  std::string p = test_provider();
+  if (p.empty()) return;
+  options.mock = false;
+  options.provider = p;
+}
+
 std::string server_binary() { return env_or("KVRDMA_SERVER_BIN", KVRDMA_SERVER_BIN_PATH); }
 std::string client_binary() { return env_or("KVRDMA_CLIENT_BIN", KVRDMA_CLIENT_BIN_PATH); }
 
@@ -63,6 +78,7 @@ ServerProcess::ServerProcess(std::vector<std::string> args) {
   REQUIRE(pipe(out) == 0);
   int devnull = open("/dev/null", O_RDWR);
   args.insert(args.begin(), {"--listen-addr", "127.0.0.1:0"});
+  for (const auto& f : transport_flags()) args.push_back(f);
   pid_ = spawn(server_binary(), args, devnull, out[1], 2);
   close(out[1]);
   close(devnull);
@@ -152,6 +168,7 @@ RunResult run(const std::string& binary, const std::vector<std::string>& args,
 RunResult run_client(const std::string& server, const std::vector<std::string>& args,
                      const std::string& input) {
   std::vector<std::string> all = {"--server-addr", server};
+  for (const auto& f : transport_flags()) all.push_back(f);
   all.insert(all.end(), args.begin(), args.end());
   return run(client_binary(), all, input);
 }

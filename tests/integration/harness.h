@@ -7,7 +7,17 @@
 #include <string>
 #include <vector>
 
+#include "kvrdma/options.h"
+
 namespace kvrdma::testing {
+
+// The libfabric provider the suite runs over, from KVRDMA_TEST_PROVIDER (tcp, shm); empty for the
+// mock. ctest runs the integration suite once per transport this way.
+std::string test_provider();
+// Flags selecting that transport, for kv-server and kv-client ({} for the mock).
+std::vector<std::string> transport_flags();
+// The same choice for the C++ API.
+void apply_test_transport(TransportOptions& options);
 
 // A kv-server process on a free loopback port; stopped (SIGTERM, then SIGKILL) when destroyed.
 class ServerProcess {
