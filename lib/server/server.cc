@@ -152,7 +152,9 @@ std::string Server::address() const { return impl_->address; }
 std::string Server::transport_description() const {
   return impl_->core.transport ? impl_->core.transport->description() : "stopped";
 }
-ServerStats Server::stats() const { return impl_->core.stats(); }
+ServerStats Server::stats() const {
+  return impl_->core.store ? impl_->core.stats() : ServerStats{};  // empty once shut down
+}
 void Server::shutdown() { impl_->shutdown(); }
 void Server::wait() { impl_->wait(); }
 
