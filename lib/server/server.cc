@@ -3,6 +3,11 @@
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -28,6 +33,9 @@ class Server::Impl {
 
  private:
   void sweep_loop();
+  // Starts gRPC on every address; returns the port bound, 0 on failure.
+  int listen(const std::vector<std::string>& addrs, const ServerOptions& options);
+  static int free_loopback_port();
 
   std::unique_ptr<server::KvService> service_;
   std::unique_ptr<grpc::Server> grpc_;
@@ -65,28 +73,65 @@ Status Server::Impl::start(const ServerOptions& options) {
   core.sessions = std::make_unique<server::SessionTable>(std::chrono::milliseconds(options.lease_ms));
 
   service_ = std::make_unique<server::KvService>(core);
+  std::string host = options.listen_addr.substr(0, options.listen_addr.rfind(':'));
+  std::string port = options.listen_addr.substr(options.listen_addr.rfind(':') + 1);
+  // "localhost" may resolve to 127.0.0.1 alone (as in many /etc/hosts); listen on both loopback
+  // addresses explicitly so clients reach us at 127.0.0.1 and [::1] alike.
+  std::vector<std::string> addrs = {options.listen_addr};
+  if (host == "localhost") {
+    if (port == "0") port = std::to_string(free_loopback_port());
+    addrs = {"127.0.0.1:" + port, "[::1]:" + port};
+  }
+  int bound = listen(addrs, options);
+  if (bound == 0 && addrs.size() == 2) bound = listen({addrs[0]}, options);  // no IPv6 here
+  if (bound == 0) {
+    return Status(Code::kUnavailable,
+                  fmt::format("cannot listen on {}: the address is in use or not local; pick "
+                              "another --listen-addr (port 0 picks a free one)",
+                              options.listen_addr));
+  }
+  address = fmt::format("{}:{}", host, bound);
+  sweeper_ = std::thread([this] { sweep_loop(); });
+  return Status();
+}
+
+int Server::Impl::listen(const std::vector<std::string>& addrs, const ServerOptions& options) {
   grpc::ServerBuilder builder;
-  int port = 0;
   // Without this gRPC sets SO_REUSEPORT and a second server on a busy port would start too.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(options.listen_addr, grpc::InsecureServerCredentials(), &port);
+  std::vector<int> ports(addrs.size(), 0);
+  for (size_t i = 0; i < addrs.size(); ++i) {
+    builder.AddListeningPort(addrs[i], grpc::InsecureServerCredentials(), &ports[i]);
+  }
   builder.RegisterService(service_.get());
   int max_msg = static_cast<int>(std::min<uint64_t>(2 * options.inline_threshold + (4 << 20),
                                                     1ull << 30));
   builder.SetMaxReceiveMessageSize(max_msg);
   builder.SetMaxSendMessageSize(max_msg);
   grpc_ = builder.BuildAndStart();
-  if (!grpc_ || port == 0) {
-    grpc_.reset();
-    return Status(Code::kUnavailable,
-                  fmt::format("cannot listen on {}: the address is in use or not local; pick "
-                              "another --listen-addr (port 0 picks a free one)",
-                              options.listen_addr));
+  for (int p : ports) {
+    if (!grpc_ || p == 0) {
+      if (grpc_) grpc_->Shutdown();
+      grpc_.reset();
+      return 0;
+    }
   }
-  std::string host = options.listen_addr.substr(0, options.listen_addr.rfind(':'));
-  address = fmt::format("{}:{}", host, port);
-  sweeper_ = std::thread([this] { sweep_loop(); });
-  return Status();
+  return ports[0];
+}
+
+int Server::Impl::free_loopback_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  if (fd >= 0) close(fd);
+  return port;
 }
 
 void Server::Impl::sweep_loop() {

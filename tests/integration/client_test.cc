@@ -12,6 +12,7 @@
 
 #include "integration/harness.h"
 #include "kvrdma/client.h"
+#include "kvrdma/server.h"
 
 using kvrdma::Client;
 using kvrdma::ClientOptions;
@@ -176,4 +177,27 @@ TEST_CASE("client: TTL in milliseconds expires the key", "[client][ttl]") {
     usleep(10000);
   }
   CHECK(used == 0);
+}
+
+TEST_CASE("server: localhost answers on both 127.0.0.1 and [::1]", "[client][mockonly]") {
+  kvrdma::ServerOptions so;
+  so.listen_addr = "localhost:0";
+  so.memory_bytes = 16 << 20;
+  auto server = kvrdma::Server::start(so);
+  REQUIRE(server.is_ok());
+  std::string port = (*server)->address().substr((*server)->address().rfind(':') + 1);
+  for (std::string host : {"127.0.0.1", "[::1]", "localhost"}) {
+    ClientOptions o;
+    o.server_addr = host + ":" + port;
+    o.buffer_bytes = 4 << 20;
+    auto c = Client::connect(o);
+    INFO(host << ": " << c.status().to_string());
+    REQUIRE(c.is_ok());
+    REQUIRE((*c)->put("k", host).is_ok());
+    CHECK((*c)->get_copy("k").value() == host);
+  }
+  // A second server on the same port must fail, not share it.
+  so.listen_addr = "127.0.0.1:" + port;
+  auto second = kvrdma::Server::start(so);
+  CHECK(second.status().code() == Code::kUnavailable);
 }
