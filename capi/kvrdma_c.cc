@@ -1,0 +1,266 @@
+// The C ABI over kvrdma::Server and kvrdma::Client. Every entry point runs through guard(), which
+// maps Status and any exception to a code and a message, so nothing throws across the boundary.
+#include "kvrdma/kvrdma.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kvrdma/client.h"
+#include "kvrdma/options.h"
+#include "kvrdma/server.h"
+#include "kvrdma/version.h"
+
+struct kvrdma_config {
+  std::vector<std::pair<std::string, std::string>> settings;  // in the order they were set
+};
+struct kvrdma_server {
+  std::unique_ptr<kvrdma::Server> server;
+  std::string address;
+};
+struct kvrdma_client {
+  std::unique_ptr<kvrdma::Client> client;
+};
+struct kvrdma_view {
+  kvrdma::ValueView view;
+};
+
+namespace {
+
+void set_error(char* errbuf, size_t errlen, const std::string& message) {
+  if (errbuf == nullptr || errlen == 0) return;
+  size_t n = std::min(message.size(), errlen - 1);
+  std::memcpy(errbuf, message.data(), n);
+  errbuf[n] = '\0';
+}
+
+int report(const kvrdma::Status& s, char* errbuf, size_t errlen) {
+  set_error(errbuf, errlen, s.is_ok() ? std::string() : s.to_string());
+  return static_cast<int>(s.code());
+}
+
+// Runs `fn` (returning kvrdma::Status) and maps everything it can throw to a code.
+template <typename Fn>
+int guard(char* errbuf, size_t errlen, Fn&& fn) noexcept {
+  try {
+    return report(fn(), errbuf, errlen);
+  } catch (const std::bad_alloc&) {
+    set_error(errbuf, errlen, "RESOURCE_EXHAUSTED: out of memory");
+    return KVRDMA_RESOURCE_EXHAUSTED;
+  } catch (const std::exception& e) {
+    set_error(errbuf, errlen, std::string("INTERNAL: ") + e.what());
+    return KVRDMA_INTERNAL;
+  } catch (...) {
+    set_error(errbuf, errlen, "INTERNAL: unknown exception");
+    return KVRDMA_INTERNAL;
+  }
+}
+
+kvrdma::Status null_argument(const char* what) {
+  return kvrdma::Status(kvrdma::Code::kInvalidArgument, std::string(what) + " is NULL");
+}
+
+template <typename Options>
+kvrdma::Status build(const kvrdma_config* config, Options& options, unsigned role) {
+  if (config == nullptr) return kvrdma::Status();
+  for (const auto& [name, value] : config->settings) {
+    for (const auto& s : kvrdma::settings()) {
+      if (name == s.name && (s.roles & role)) {
+        KVRDMA_RETURN_IF_ERROR(kvrdma::apply_setting(options, name, value));
+      }
+    }
+  }
+  return kvrdma::Status();
+}
+
+bool key_ok(const void* key, size_t keylen) { return key != nullptr || keylen == 0; }
+
+}  // namespace
+
+extern "C" {
+
+const char* kvrdma_version(void) { return kvrdma::version(); }
+
+const char* kvrdma_code_name(int code) {
+  if (code < KVRDMA_OK || code > KVRDMA_INTERNAL) return "UNKNOWN";
+  return kvrdma::code_name(static_cast<kvrdma::Code>(code));
+}
+
+kvrdma_config* kvrdma_config_new(void) { return new (std::nothrow) kvrdma_config(); }
+
+int kvrdma_config_set(kvrdma_config* config, const char* name, const char* value, char* errbuf,
+                      size_t errlen) {
+  return guard(errbuf, errlen, [&]() -> kvrdma::Status {
+    if (config == nullptr) return null_argument("config");
+    if (name == nullptr) return null_argument("name");
+    if (value == nullptr) return null_argument("value");
+    // Validate by applying to scratch options of every role the setting has.
+    const kvrdma::SettingInfo* info = nullptr;
+    for (const auto& setting : kvrdma::settings()) {
+      if (std::strcmp(setting.name, name) == 0) info = &setting;
+    }
+    if (info == nullptr) {
+      return kvrdma::Status(kvrdma::Code::kInvalidArgument,
+                            std::string("unknown setting '") + name +
+                                "'; settings are the kv-server / kv-client flag names");
+    }
+    if (info->roles & kvrdma::kServerSetting) {
+      kvrdma::ServerOptions scratch;
+      KVRDMA_RETURN_IF_ERROR(kvrdma::apply_setting(scratch, name, value));
+    }
+    if (info->roles & kvrdma::kClientSetting) {
+      kvrdma::ClientOptions scratch;
+      KVRDMA_RETURN_IF_ERROR(kvrdma::apply_setting(scratch, name, value));
+    }
+    for (auto& kv : config->settings) {
+      if (kv.first == name) {
+        kv.second = value;
+        return kvrdma::Status();
+      }
+    }
+    config->settings.emplace_back(name, value);
+    return kvrdma::Status();
+  });
+}
+
+void kvrdma_config_free(kvrdma_config* config) { delete config; }
+
+int kvrdma_server_start(const kvrdma_config* config, kvrdma_server** out, char* errbuf,
+                        size_t errlen) {
+  return guard(errbuf, errlen, [&]() -> kvrdma::Status {
+    if (out == nullptr) return null_argument("out");
+    *out = nullptr;
+    kvrdma::ServerOptions options;
+    KVRDMA_RETURN_IF_ERROR(build(config, options, kvrdma::kServerSetting));
+    auto server = kvrdma::Server::start(options);
+    if (!server) return server.status();
+    auto handle = std::make_unique<kvrdma_server>();
+    handle->address = (*server)->address();
+    handle->server = std::move(server).value();
+    *out = handle.release();
+    return kvrdma::Status();
+  });
+}
+
+const char* kvrdma_server_address(const kvrdma_server* server) {
+  return server ? server->address.c_str() : "";
+}
+
+void kvrdma_server_stop(kvrdma_server* server) {
+  try {
+    delete server;
+  } catch (...) {
+  }
+}
+
+int kvrdma_client_connect(const kvrdma_config* config, kvrdma_client** out, char* errbuf,
+                          size_t errlen) {
+  return guard(errbuf, errlen, [&]() -> kvrdma::Status {
+    if (out == nullptr) return null_argument("out");
+    *out = nullptr;
+    kvrdma::ClientOptions options;
+    KVRDMA_RETURN_IF_ERROR(build(config, options, kvrdma::kClientSetting));
+    auto client = kvrdma::Client::connect(options);
+    if (!client) return client.status();
+    *out = new kvrdma_client{std::move(client).value()};
+    return kvrdma::Status();
+  });
+}
+
+void kvrdma_client_close(kvrdma_client* client) {
+  try {
+    delete client;
+  } catch (...) {
+  }
+}
+
+int kvrdma_put(kvrdma_client* client, const void* key, size_t keylen, const void* val,
+               size_t vallen, uint64_t ttl_ms, char* errbuf, size_t errlen) {
+  return guard(errbuf, errlen, [&]() -> kvrdma::Status {
+    if (client == nullptr) return null_argument("client");
+    if (!key_ok(key, keylen)) return null_argument("key");
+    if (val == nullptr && vallen != 0) return null_argument("val");
+    return client->client->put({static_cast<const char*>(key), keylen},
+                               {static_cast<const char*>(val), vallen}, ttl_ms);
+  });
+}
+
+int kvrdma_get(kvrdma_client* client, const void* key, size_t keylen, void** val, size_t* vallen,
+               char* errbuf, size_t errlen) {
+  return guard(errbuf, errlen, [&]() -> kvrdma::Status {
+    if (client == nullptr) return null_argument("client");
+    if (!key_ok(key, keylen)) return null_argument("key");
+    if (val == nullptr || vallen == nullptr) return null_argument("val or vallen");
+    *val = nullptr;
+    *vallen = 0;
+    auto v = client->client->get({static_cast<const char*>(key), keylen});
+    if (!v) return v.status();
+    void* copy = std::malloc(v->size() ? v->size() : 1);
+    if (copy == nullptr) throw std::bad_alloc();
+    std::memcpy(copy, v->data(), v->size());
+    *val = copy;
+    *vallen = v->size();
+    return kvrdma::Status();
+  });
+}
+
+int kvrdma_get_into(kvrdma_client* client, const void* key, size_t keylen, void* buf, size_t cap,
+                    size_t* vallen, char* errbuf, size_t errlen) {
+  return guard(errbuf, errlen, [&]() -> kvrdma::Status {
+    if (client == nullptr) return null_argument("client");
+    if (!key_ok(key, keylen)) return null_argument("key");
+    if (vallen == nullptr) return null_argument("vallen");
+    if (buf == nullptr && cap != 0) return null_argument("buf");
+    auto v = client->client->get({static_cast<const char*>(key), keylen});
+    if (!v) return v.status();
+    *vallen = v->size();
+    if (v->size() > cap) {
+      return kvrdma::Status(kvrdma::Code::kFailedPrecondition,
+                            "buffer of " + std::to_string(cap) + " bytes is too small; the value "
+                            "has " + std::to_string(v->size()) + " bytes");
+    }
+    if (v->size() > 0) std::memcpy(buf, v->data(), v->size());
+    return kvrdma::Status();
+  });
+}
+
+int kvrdma_get_view(kvrdma_client* client, const void* key, size_t keylen, kvrdma_view** out,
+                    char* errbuf, size_t errlen) {
+  return guard(errbuf, errlen, [&]() -> kvrdma::Status {
+    if (client == nullptr) return null_argument("client");
+    if (!key_ok(key, keylen)) return null_argument("key");
+    if (out == nullptr) return null_argument("out");
+    *out = nullptr;
+    auto v = client->client->get({static_cast<const char*>(key), keylen});
+    if (!v) return v.status();
+    *out = new kvrdma_view{std::move(v).value()};
+    return kvrdma::Status();
+  });
+}
+
+const void* kvrdma_view_data(const kvrdma_view* view) { return view ? view->view.data() : nullptr; }
+size_t kvrdma_view_size(const kvrdma_view* view) { return view ? view->view.size() : 0; }
+
+void kvrdma_view_release(kvrdma_view* view) {
+  try {
+    delete view;
+  } catch (...) {
+  }
+}
+
+int kvrdma_delete(kvrdma_client* client, const void* key, size_t keylen, char* errbuf,
+                  size_t errlen) {
+  return guard(errbuf, errlen, [&]() -> kvrdma::Status {
+    if (client == nullptr) return null_argument("client");
+    if (!key_ok(key, keylen)) return null_argument("key");
+    return client->client->erase({static_cast<const char*>(key), keylen});
+  });
+}
+
+void kvrdma_free(void* ptr) { std::free(ptr); }
+
+}  // extern "C"

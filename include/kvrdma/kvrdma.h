@@ -1,0 +1,103 @@
+/* kvrdma C ABI — a stable C99 interface to the kvrdma client and server.
+ *
+ * Conventions:
+ * - Ownership: what *_new, *_start, *_connect and *_get_view return belongs to the caller, who
+ *   gives it back with the matching *_free, *_stop, *_close or *_view_release. Value bytes that
+ *   kvrdma_get allocates are freed with kvrdma_free, never with free().
+ * - NULL: every destroy function accepts NULL. errbuf may be NULL; when given it always receives
+ *   a NUL-terminated message (truncated to errlen), empty on success.
+ * - Errors: every fallible call returns a kvrdma_code (KVRDMA_OK = 0). No C++ exception ever
+ *   crosses this interface.
+ * - Threads: a client may be used from several threads at once; a config must not be changed
+ *   while another thread reads it. _start and _connect copy the config: free it when you like.
+ * - Keys and values are binary-safe (pointer + length).
+ */
+#ifndef KVRDMA_KVRDMA_H_
+#define KVRDMA_KVRDMA_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(KVRDMA_STATIC)
+#define KVRDMA_C_EXPORT
+#else
+#define KVRDMA_C_EXPORT __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kvrdma_config kvrdma_config; /* string-keyed settings */
+typedef struct kvrdma_server kvrdma_server;
+typedef struct kvrdma_client kvrdma_client;
+typedef struct kvrdma_view kvrdma_view; /* zero-copy value in the client's receive buffer */
+
+/* Never renumbered; the same numbers as kvrdma::Code and the wire. */
+typedef enum {
+  KVRDMA_OK = 0,
+  KVRDMA_NOT_FOUND,
+  KVRDMA_INVALID_ARGUMENT,
+  KVRDMA_RESOURCE_EXHAUSTED,
+  KVRDMA_FAILED_PRECONDITION,
+  KVRDMA_UNAVAILABLE,
+  KVRDMA_DEADLINE_EXCEEDED,
+  KVRDMA_PERMISSION_DENIED,
+  KVRDMA_INTERNAL
+} kvrdma_code;
+
+/* "MAJOR.MINOR.PATCH". */
+KVRDMA_C_EXPORT const char *kvrdma_version(void);
+/* "OK", "NOT_FOUND", ...; "UNKNOWN" for a number outside the enum. */
+KVRDMA_C_EXPORT const char *kvrdma_code_name(int code);
+
+/* Settings are the CLI flag names without dashes: listen-addr, memory-mb, mock, provider,
+ * server-addr, buffer-mb, client-id, timeout-ms, inline-threshold, eviction, log-level, ...
+ * An unknown name or a bad value is KVRDMA_INVALID_ARGUMENT with a message. */
+KVRDMA_C_EXPORT kvrdma_config *kvrdma_config_new(void);
+KVRDMA_C_EXPORT int kvrdma_config_set(kvrdma_config *config, const char *name, const char *value,
+                                      char *errbuf, size_t errlen);
+KVRDMA_C_EXPORT void kvrdma_config_free(kvrdma_config *config);
+
+/* Starts a server with the config's server settings. listen-addr 127.0.0.1:0 picks a free port;
+ * kvrdma_server_address returns the address bound (valid until kvrdma_server_stop). */
+KVRDMA_C_EXPORT int kvrdma_server_start(const kvrdma_config *config, kvrdma_server **out,
+                                        char *errbuf, size_t errlen);
+KVRDMA_C_EXPORT const char *kvrdma_server_address(const kvrdma_server *server);
+KVRDMA_C_EXPORT void kvrdma_server_stop(kvrdma_server *server);
+
+/* Connects a client with the config's client settings (server-addr, buffer-mb, timeout-ms...). */
+KVRDMA_C_EXPORT int kvrdma_client_connect(const kvrdma_config *config, kvrdma_client **out,
+                                          char *errbuf, size_t errlen);
+KVRDMA_C_EXPORT void kvrdma_client_close(kvrdma_client *client);
+
+/* Stores a value; ttl_ms 0 means no expiry. */
+KVRDMA_C_EXPORT int kvrdma_put(kvrdma_client *client, const void *key, size_t keylen,
+                               const void *val, size_t vallen, uint64_t ttl_ms, char *errbuf,
+                               size_t errlen);
+/* Copies the value into memory the library allocates: *val is freed with kvrdma_free. */
+KVRDMA_C_EXPORT int kvrdma_get(kvrdma_client *client, const void *key, size_t keylen, void **val,
+                               size_t *vallen, char *errbuf, size_t errlen);
+/* Copies the value into buf. When cap is too small: KVRDMA_FAILED_PRECONDITION and *vallen is
+ * set to the size needed. */
+KVRDMA_C_EXPORT int kvrdma_get_into(kvrdma_client *client, const void *key, size_t keylen,
+                                    void *buf, size_t cap, size_t *vallen, char *errbuf,
+                                    size_t errlen);
+/* The value where the server wrote it, zero copy; its buffer space is held until released. */
+KVRDMA_C_EXPORT int kvrdma_get_view(kvrdma_client *client, const void *key, size_t keylen,
+                                    kvrdma_view **out, char *errbuf, size_t errlen);
+KVRDMA_C_EXPORT const void *kvrdma_view_data(const kvrdma_view *view);
+KVRDMA_C_EXPORT size_t kvrdma_view_size(const kvrdma_view *view);
+KVRDMA_C_EXPORT void kvrdma_view_release(kvrdma_view *view);
+
+/* Removes a key; KVRDMA_NOT_FOUND when it was absent. */
+KVRDMA_C_EXPORT int kvrdma_delete(kvrdma_client *client, const void *key, size_t keylen,
+                                  char *errbuf, size_t errlen);
+
+KVRDMA_C_EXPORT void kvrdma_free(void *ptr);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KVRDMA_KVRDMA_H_ */

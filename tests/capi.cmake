@@ -1,0 +1,9 @@
+# The C ABI, compiled as C99 and linked against the shared library only.
+add_executable(capi_test capi_test.c)
+set_target_properties(capi_test PROPERTIES C_STANDARD 99 C_STANDARD_REQUIRED ON C_EXTENSIONS OFF)
+target_compile_options(capi_test PRIVATE -Wall -Wextra -Werror -pedantic)
+target_link_libraries(capi_test PRIVATE kvrdma Threads::Threads kvrdma_sanitize)
+add_test(NAME "capi: every call and error path, from C" COMMAND capi_test)
+set_tests_properties("capi: every call and error path, from C" PROPERTIES TIMEOUT 120)
+add_test(NAME "capi: exported symbols are kvrdma_* and kvrdma:: only"
+         COMMAND ${CMAKE_COMMAND} -DLIB=$<TARGET_FILE:kvrdma> -P ${CMAKE_CURRENT_SOURCE_DIR}/capi_symbols.cmake)

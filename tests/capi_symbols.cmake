@@ -1,0 +1,23 @@
+# Fails unless every dynamic symbol libkvrdma.so defines is kvrdma_* or in namespace kvrdma::
+# (demangled), apart from the version node KVRDMA_0 the version script creates.
+execute_process(COMMAND nm -D --defined-only ${LIB} COMMAND c++filt
+                OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "nm failed on ${LIB}")
+endif()
+string(REPLACE "\n" ";" lines "${out}")
+set(count 0)
+foreach(line ${lines})
+  string(REGEX REPLACE "^[0-9a-fA-F]* *[A-Za-z] " "" sym "${line}")
+  if(sym STREQUAL "" OR sym STREQUAL "KVRDMA_0")
+    continue()
+  endif()
+  math(EXPR count "${count} + 1")
+  if(NOT sym MATCHES "^kvrdma_" AND NOT sym MATCHES "^(typeinfo for |typeinfo name for |vtable for )?kvrdma::")
+    message(FATAL_ERROR "libkvrdma.so exports a symbol outside kvrdma_* / kvrdma::: ${sym}")
+  endif()
+endforeach()
+if(count LESS 20)
+  message(FATAL_ERROR "only ${count} symbols exported; the C ABI is missing")
+endif()
+message(STATUS "${count} exported symbols, all kvrdma_* or kvrdma::")

@@ -1,0 +1,172 @@
+/* The C ABI from a C99 program: every call and its error paths, and one client shared by threads.
+ * Prints "N passed, M failed" and exits non-zero on any failure. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvrdma/kvrdma.h"
+
+static int passed, failed;
+
+#define CHECK(cond)                                                     \
+  do {                                                                  \
+    if (cond) {                                                         \
+      ++passed;                                                         \
+    } else {                                                            \
+      ++failed;                                                         \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+    }                                                                   \
+  } while (0)
+
+static kvrdma_client *connect_to(const char *addr) {
+  char err[256];
+  kvrdma_config *cfg = kvrdma_config_new();
+  kvrdma_client *c = NULL;
+  CHECK(kvrdma_config_set(cfg, "server-addr", addr, err, sizeof err) == KVRDMA_OK);
+  CHECK(kvrdma_config_set(cfg, "buffer-mb", "8", err, sizeof err) == KVRDMA_OK);
+  CHECK(kvrdma_client_connect(cfg, &c, err, sizeof err) == KVRDMA_OK);
+  kvrdma_config_free(cfg); /* the client copied it */
+  return c;
+}
+
+struct worker {
+  kvrdma_client *client;
+  int id;
+  int bad;
+};
+
+static void *work(void *arg) {
+  struct worker *w = (struct worker *)arg;
+  char key[32], val[300000];
+  int i;
+  for (i = 0; i < 20; ++i) {
+    size_t n = (i % 2) ? sizeof val : 100, got = 0;
+    memset(val, 'a' + (w->id + i) % 26, n);
+    sprintf(key, "w%d-%d", w->id, i);
+    if (kvrdma_put(w->client, key, strlen(key), val, n, 0, NULL, 0) != KVRDMA_OK) ++w->bad;
+    {
+      char *out = malloc(sizeof val);
+      if (out == NULL ||
+          kvrdma_get_into(w->client, key, strlen(key), out, sizeof val, &got, NULL, 0) != KVRDMA_OK ||
+          got != n || memcmp(out, val, n) != 0)
+        ++w->bad;
+      free(out);
+    }
+  }
+  return NULL;
+}
+
+int main(void) {
+  char err[256];
+  char tiny[8];
+  kvrdma_config *cfg;
+  kvrdma_server *server = NULL;
+  kvrdma_client *client;
+  void *val = NULL;
+  size_t len = 0;
+  kvrdma_view *view = NULL;
+  const char key[] = {'k', '\0', 'y'}; /* binary key */
+  char big[100000];
+  int i;
+
+  CHECK(strlen(kvrdma_version()) > 0);
+  CHECK(strcmp(kvrdma_code_name(KVRDMA_OK), "OK") == 0);
+  CHECK(strcmp(kvrdma_code_name(KVRDMA_NOT_FOUND), "NOT_FOUND") == 0);
+  CHECK(strcmp(kvrdma_code_name(KVRDMA_INTERNAL), "INTERNAL") == 0);
+  CHECK(strcmp(kvrdma_code_name(99), "UNKNOWN") == 0);
+  CHECK(strcmp(kvrdma_code_name(-1), "UNKNOWN") == 0);
+
+  /* NULL-accepting destroys. */
+  kvrdma_config_free(NULL);
+  kvrdma_server_stop(NULL);
+  kvrdma_client_close(NULL);
+  kvrdma_view_release(NULL);
+  kvrdma_free(NULL);
+
+  cfg = kvrdma_config_new();
+  CHECK(cfg != NULL);
+  CHECK(kvrdma_config_set(cfg, "no-such-setting", "1", err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(strstr(err, "no-such-setting") != NULL);
+  CHECK(kvrdma_config_set(cfg, "memory-mb", "lots", err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(strstr(err, "memory-mb") != NULL);
+  CHECK(kvrdma_config_set(cfg, "memory-mb", "lots", NULL, 0) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(kvrdma_config_set(cfg, "eviction", "fifo", tiny, sizeof tiny) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(strlen(tiny) == sizeof tiny - 1); /* truncated, NUL-terminated */
+  CHECK(kvrdma_config_set(NULL, "memory-mb", "1", err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(kvrdma_config_set(cfg, NULL, "1", err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(kvrdma_config_set(cfg, "listen-addr", "127.0.0.1:0", err, sizeof err) == KVRDMA_OK);
+  CHECK(err[0] == '\0');
+  CHECK(kvrdma_config_set(cfg, "memory-mb", "64", err, sizeof err) == KVRDMA_OK);
+  CHECK(kvrdma_config_set(cfg, "mock", "true", err, sizeof err) == KVRDMA_OK);
+  CHECK(kvrdma_server_start(cfg, NULL, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(kvrdma_server_start(cfg, &server, err, sizeof err) == KVRDMA_OK);
+  kvrdma_config_free(cfg);
+  if (server == NULL) {
+    fprintf(stderr, "server did not start: %s\n", err);
+    return 1;
+  }
+  CHECK(strncmp(kvrdma_server_address(server), "127.0.0.1:", 10) == 0);
+  CHECK(strcmp(kvrdma_server_address(server), "127.0.0.1:0") != 0);
+
+  client = connect_to(kvrdma_server_address(server));
+  CHECK(client != NULL);
+
+  CHECK(kvrdma_put(client, key, sizeof key, "v\0w", 3, 0, err, sizeof err) == KVRDMA_OK);
+  CHECK(kvrdma_get(client, key, sizeof key, &val, &len, err, sizeof err) == KVRDMA_OK);
+  CHECK(len == 3 && memcmp(val, "v\0w", 3) == 0);
+  kvrdma_free(val);
+  CHECK(kvrdma_get(client, "absent", 6, &val, &len, err, sizeof err) == KVRDMA_NOT_FOUND);
+  CHECK(strlen(err) > 0);
+  CHECK(kvrdma_get(client, "absent", 6, &val, &len, NULL, 0) == KVRDMA_NOT_FOUND);
+  CHECK(kvrdma_put(client, "", 0, "v", 1, 0, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(kvrdma_put(NULL, "k", 1, "v", 1, 0, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+
+  /* A value above the inline threshold: pushed into the receive buffer. */
+  for (i = 0; i < (int)sizeof big; ++i) big[i] = (char)(i * 7);
+  CHECK(kvrdma_put(client, "big", 3, big, sizeof big, 60000, err, sizeof err) == KVRDMA_OK);
+  CHECK(kvrdma_get_into(client, "big", 3, tiny, sizeof tiny, &len, err, sizeof err) ==
+        KVRDMA_FAILED_PRECONDITION);
+  CHECK(len == sizeof big);
+  CHECK(kvrdma_get_view(client, "big", 3, &view, err, sizeof err) == KVRDMA_OK);
+  CHECK(kvrdma_view_size(view) == sizeof big);
+  CHECK(memcmp(kvrdma_view_data(view), big, sizeof big) == 0);
+  kvrdma_view_release(view);
+  CHECK(kvrdma_view_data(NULL) == NULL && kvrdma_view_size(NULL) == 0);
+  CHECK(kvrdma_get_view(client, "absent", 6, &view, err, sizeof err) == KVRDMA_NOT_FOUND);
+  CHECK(view == NULL);
+
+  CHECK(kvrdma_delete(client, "big", 3, err, sizeof err) == KVRDMA_OK);
+  CHECK(kvrdma_delete(client, "big", 3, err, sizeof err) == KVRDMA_NOT_FOUND);
+  CHECK(kvrdma_get(client, "big", 3, &val, &len, err, sizeof err) == KVRDMA_NOT_FOUND);
+
+  { /* one client, several threads */
+    pthread_t threads[4];
+    struct worker w[4];
+    for (i = 0; i < 4; ++i) {
+      w[i].client = client;
+      w[i].id = i;
+      w[i].bad = 0;
+      pthread_create(&threads[i], NULL, work, &w[i]);
+    }
+    for (i = 0; i < 4; ++i) {
+      pthread_join(threads[i], NULL);
+      CHECK(w[i].bad == 0);
+    }
+  }
+
+  { /* an unreachable server fails quickly with UNAVAILABLE */
+    kvrdma_client *none = NULL;
+    cfg = kvrdma_config_new();
+    CHECK(kvrdma_config_set(cfg, "server-addr", "127.0.0.1:1", err, sizeof err) == KVRDMA_OK);
+    CHECK(kvrdma_config_set(cfg, "timeout-ms", "500", err, sizeof err) == KVRDMA_OK);
+    CHECK(kvrdma_client_connect(cfg, &none, err, sizeof err) == KVRDMA_UNAVAILABLE);
+    CHECK(none == NULL);
+    kvrdma_config_free(cfg);
+  }
+
+  kvrdma_client_close(client);
+  kvrdma_server_stop(server);
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed == 0 ? 0 : 1;
+}
