@@ -112,13 +112,16 @@ TEST_CASE("cli: a value above the inline threshold is pushed by the transport", 
 
 TEST_CASE("cli: --ttl expires a key", "[cli][ttl]") {
   ServerProcess server({"--memory-mb", "32", "--sweep-interval-ms", "50"});
-  REQUIRE(run_client(server.address(), {"put", "k", "v", "--ttl", "1"}).exit_code == 0);
-  auto stored = std::chrono::steady_clock::now();
-  CHECK(run_client(server.address(), {"get", "k"}).out == "v");
-  // Let the second of life pass (waiting on time itself, not on an event).
-  while (std::chrono::steady_clock::now() < stored + std::chrono::milliseconds(1100)) {
-    usleep(20000);
-  }
+  using std::chrono::steady_clock;
+  auto before_put = steady_clock::now();
+  REQUIRE(run_client(server.address(), {"put", "k", "v", "--ttl", "2"}).exit_code == 0);
+  auto stored = steady_clock::now();
+  auto got = run_client(server.address(), {"get", "k"});
+  // Only a read that surely happened within the two seconds of life must find the key (a loaded
+  // machine can take that long to start a client).
+  if (steady_clock::now() - before_put < std::chrono::milliseconds(1900)) CHECK(got.out == "v");
+  // Let the TTL pass (waiting on time itself, not on an event).
+  while (steady_clock::now() < stored + std::chrono::milliseconds(2100)) usleep(20000);
   CHECK(run_client(server.address(), {"get", "k"}).exit_code == 1);
 }
 

@@ -134,7 +134,7 @@ TEST_CASE("errors: bad requests get their code and leave stored values intact", 
 }
 
 TEST_CASE("errors: an uncommitted reservation expires and its memory returns", "[errors]") {
-  ServerProcess server({"--memory-mb", "64", "--reservation-ttl-ms", "300", "--sweep-interval-ms", "50"});
+  ServerProcess server({"--memory-mb", "64", "--reservation-ttl-ms", "1500", "--sweep-interval-ms", "50"});
   auto c = connect(server);
   uint64_t baseline = c->stats()->pool_used_bytes;
   Raw raw(server.address());
