@@ -147,6 +147,8 @@ TEST_CASE("errors: an uncommitted reservation expires and its memory returns", "
   CHECK(c->stats()->reservations == 1);
   CHECK(c->stats()->pool_used_bytes >= baseline + (4 << 20));
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  // Only the sweeper frees a reservation and it raises no event a client could wait on: poll the
+  // counter, bounded by the deadline.
   while (std::chrono::steady_clock::now() < deadline && c->stats()->reservations != 0) usleep(20000);
   auto s = c->stats();
   CHECK(s->reservations == 0);
