@@ -2,9 +2,11 @@
 // maps Status and any exception to a code and a message, so nothing throws across the boundary.
 #include "kvrdma/kvrdma.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <new>
 #include <string>
 #include <utility>
@@ -14,6 +16,16 @@
 #include "kvrdma/options.h"
 #include "kvrdma/server.h"
 #include "kvrdma/version.h"
+
+// The C codes are kvrdma::Code cast to int; pin the numbering so neither side drifts.
+static_assert(KVRDMA_NOT_FOUND == static_cast<int>(kvrdma::Code::kNotFound));
+static_assert(KVRDMA_INVALID_ARGUMENT == static_cast<int>(kvrdma::Code::kInvalidArgument));
+static_assert(KVRDMA_RESOURCE_EXHAUSTED == static_cast<int>(kvrdma::Code::kResourceExhausted));
+static_assert(KVRDMA_FAILED_PRECONDITION == static_cast<int>(kvrdma::Code::kFailedPrecondition));
+static_assert(KVRDMA_UNAVAILABLE == static_cast<int>(kvrdma::Code::kUnavailable));
+static_assert(KVRDMA_DEADLINE_EXCEEDED == static_cast<int>(kvrdma::Code::kDeadlineExceeded));
+static_assert(KVRDMA_PERMISSION_DENIED == static_cast<int>(kvrdma::Code::kPermissionDenied));
+static_assert(KVRDMA_INTERNAL == static_cast<int>(kvrdma::Code::kInternal));
 
 struct kvrdma_config {
   std::vector<std::pair<std::string, std::string>> settings;  // in the order they were set
@@ -78,6 +90,50 @@ kvrdma::Status build(const kvrdma_config* config, Options& options, unsigned rol
 }
 
 bool key_ok(const void* key, size_t keylen) { return key != nullptr || keylen == 0; }
+
+// "name=value" lines, one per counter: a text form whose set of names may grow without breaking
+// the ABI (a struct could not).
+std::string stats_text(const kvrdma::ServerStats& s) {
+  std::string out = "node_id=" + std::to_string(s.node_id) + "\ntransport=" + s.transport + "\n";
+  auto add = [&out](const char* name, uint64_t v) {
+    out += name;
+    out += '=';
+    out += std::to_string(v);
+    out += '\n';
+  };
+  add("keys", s.keys);
+  add("sessions", s.sessions);
+  add("reservations", s.reservations);
+  add("pinned", s.pinned);
+  add("pool_bytes", s.pool_bytes);
+  add("pool_used_bytes", s.pool_used_bytes);
+  add("pool_free_bytes", s.pool_free_bytes);
+  add("pool_largest_free_bytes", s.pool_largest_free_bytes);
+  add("value_bytes", s.value_bytes);
+  add("gets", s.gets);
+  add("get_hits", s.get_hits);
+  add("get_misses", s.get_misses);
+  add("puts", s.puts);
+  add("deletes", s.deletes);
+  add("evictions", s.evictions);
+  add("expirations", s.expirations);
+  add("bytes_inline_sent", s.bytes_inline_sent);
+  add("bytes_transport_written", s.bytes_transport_written);
+  add("bytes_inline_received", s.bytes_inline_received);
+  add("bytes_put_committed", s.bytes_put_committed);
+  add("reservations_expired", s.reservations_expired);
+  add("sessions_expired", s.sessions_expired);
+  return out;
+}
+
+// Hands `text` to the caller as a NUL-terminated malloc'd string (freed with kvrdma_free).
+void give_text(const std::string& text, char** out, size_t* len) {
+  char* copy = static_cast<char*>(std::malloc(text.size() + 1));
+  if (copy == nullptr) throw std::bad_alloc();
+  std::memcpy(copy, text.c_str(), text.size() + 1);
+  *out = copy;
+  if (len != nullptr) *len = text.size();
+}
 
 }  // namespace
 
@@ -258,6 +314,32 @@ int kvrdma_delete(kvrdma_client* client, const void* key, size_t keylen, char* e
     if (client == nullptr) return null_argument("client");
     if (!key_ok(key, keylen)) return null_argument("key");
     return client->client->erase({static_cast<const char*>(key), keylen});
+  });
+}
+
+int kvrdma_client_stats(kvrdma_client* client, char** text, size_t* len, char* errbuf,
+                        size_t errlen) {
+  return guard(errbuf, errlen, [&]() -> kvrdma::Status {
+    if (client == nullptr) return null_argument("client");
+    if (text == nullptr) return null_argument("text");
+    *text = nullptr;
+    if (len != nullptr) *len = 0;
+    auto stats = client->client->stats();
+    if (!stats) return stats.status();
+    give_text(stats_text(*stats), text, len);
+    return kvrdma::Status();
+  });
+}
+
+int kvrdma_server_stats(const kvrdma_server* server, char** text, size_t* len, char* errbuf,
+                        size_t errlen) {
+  return guard(errbuf, errlen, [&]() -> kvrdma::Status {
+    if (server == nullptr) return null_argument("server");
+    if (text == nullptr) return null_argument("text");
+    *text = nullptr;
+    if (len != nullptr) *len = 0;
+    give_text(stats_text(server->server->stats()), text, len);
+    return kvrdma::Status();
   });
 }
 

@@ -1,9 +1,11 @@
 /* The C ABI from a C99 program: every call and its error paths, and one client shared by threads.
  * Prints "N passed, M failed" and exits non-zero on any failure. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime under -std=c99 */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kvrdma/kvrdma.h"
 
@@ -18,6 +20,24 @@ static int passed, failed;
       fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
     }                                                                   \
   } while (0)
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The value of counter `name` in stats text, or -1. */
+static long long stat_value(const char *text, const char *name) {
+  size_t n = strlen(name);
+  const char *p = text;
+  while (p != NULL && *p != '\0') {
+    if (strncmp(p, name, n) == 0 && p[n] == '=') return atoll(p + n + 1);
+    p = strchr(p, '\n');
+    if (p != NULL) ++p;
+  }
+  return -1;
+}
 
 static kvrdma_client *connect_to(const char *addr) {
   char err[256];
@@ -95,6 +115,11 @@ int main(void) {
   CHECK(strlen(tiny) == sizeof tiny - 1); /* truncated, NUL-terminated */
   CHECK(kvrdma_config_set(NULL, "memory-mb", "1", err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
   CHECK(kvrdma_config_set(cfg, NULL, "1", err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(kvrdma_config_set(cfg, "memory-mb", NULL, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(kvrdma_config_set(cfg, "timeout-ms", "soon", err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(kvrdma_config_set(cfg, "no-such-setting", "1", tiny, 1) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(tiny[0] == '\0'); /* errlen 1: only the terminator fits */
+  CHECK(kvrdma_config_set(cfg, "memory-mb", "1", err, sizeof err) == KVRDMA_OK);
   CHECK(kvrdma_config_set(cfg, "listen-addr", "127.0.0.1:0", err, sizeof err) == KVRDMA_OK);
   CHECK(err[0] == '\0');
   CHECK(kvrdma_config_set(cfg, "memory-mb", "64", err, sizeof err) == KVRDMA_OK);
@@ -121,6 +146,18 @@ int main(void) {
   CHECK(kvrdma_get(client, "absent", 6, &val, &len, NULL, 0) == KVRDMA_NOT_FOUND);
   CHECK(kvrdma_put(client, "", 0, "v", 1, 0, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
   CHECK(kvrdma_put(NULL, "k", 1, "v", 1, 0, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(kvrdma_put(client, NULL, 1, "v", 1, 0, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(kvrdma_get(client, key, sizeof key, NULL, &len, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(kvrdma_get_into(client, key, sizeof key, tiny, sizeof tiny, NULL, err, sizeof err) ==
+        KVRDMA_INVALID_ARGUMENT);
+  CHECK(kvrdma_get_view(client, key, sizeof key, NULL, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(kvrdma_delete(NULL, key, sizeof key, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(kvrdma_client_connect(NULL, NULL, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(strcmp(kvrdma_server_address(NULL), "") == 0);
+  /* An empty value is a value. */
+  CHECK(kvrdma_put(client, "empty", 5, NULL, 0, 0, err, sizeof err) == KVRDMA_OK);
+  CHECK(kvrdma_get_into(client, "empty", 5, NULL, 0, &len, err, sizeof err) == KVRDMA_OK);
+  CHECK(len == 0);
 
   /* A value above the inline threshold: pushed into the receive buffer. */
   for (i = 0; i < (int)sizeof big; ++i) big[i] = (char)(i * 7);
@@ -128,6 +165,17 @@ int main(void) {
   CHECK(kvrdma_get_into(client, "big", 3, tiny, sizeof tiny, &len, err, sizeof err) ==
         KVRDMA_FAILED_PRECONDITION);
   CHECK(len == sizeof big);
+  CHECK(strstr(err, "100000") != NULL);
+  {
+    char *copy = malloc(sizeof big);
+    CHECK(copy != NULL);
+    if (copy != NULL) {
+      len = 0;
+      CHECK(kvrdma_get_into(client, "big", 3, copy, sizeof big, &len, err, sizeof err) == KVRDMA_OK);
+      CHECK(len == sizeof big && memcmp(copy, big, sizeof big) == 0);
+      free(copy);
+    }
+  }
   CHECK(kvrdma_get_view(client, "big", 3, &view, err, sizeof err) == KVRDMA_OK);
   CHECK(kvrdma_view_size(view) == sizeof big);
   CHECK(memcmp(kvrdma_view_data(view), big, sizeof big) == 0);
@@ -155,12 +203,36 @@ int main(void) {
     }
   }
 
+  { /* counters, from the client (over the wire) and the embedded server */
+    char *text = NULL;
+    size_t tlen = 0;
+    CHECK(kvrdma_client_stats(client, &text, &tlen, err, sizeof err) == KVRDMA_OK);
+    CHECK(text != NULL && tlen == strlen(text));
+    if (text != NULL) {
+      CHECK(stat_value(text, "puts") >= 83); /* 3 here + 80 from the workers */
+      CHECK(stat_value(text, "get_misses") >= 4);
+      CHECK(stat_value(text, "deletes") >= 1);
+      CHECK(strstr(text, "transport=") != NULL);
+    }
+    kvrdma_free(text);
+    text = NULL;
+    CHECK(kvrdma_server_stats(server, &text, NULL, err, sizeof err) == KVRDMA_OK);
+    CHECK(text != NULL && stat_value(text, "keys") >= 80);
+    kvrdma_free(text);
+    CHECK(kvrdma_client_stats(NULL, &text, NULL, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+    CHECK(kvrdma_server_stats(server, NULL, NULL, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+  }
+
   { /* an unreachable server fails quickly with UNAVAILABLE */
     kvrdma_client *none = NULL;
+    double started;
     cfg = kvrdma_config_new();
     CHECK(kvrdma_config_set(cfg, "server-addr", "127.0.0.1:1", err, sizeof err) == KVRDMA_OK);
     CHECK(kvrdma_config_set(cfg, "timeout-ms", "500", err, sizeof err) == KVRDMA_OK);
+    started = now_seconds();
     CHECK(kvrdma_client_connect(cfg, &none, err, sizeof err) == KVRDMA_UNAVAILABLE);
+    CHECK(now_seconds() - started < 5.0);
+    CHECK(strstr(err, "127.0.0.1:1") != NULL);
     CHECK(none == NULL);
     kvrdma_config_free(cfg);
   }

@@ -1,6 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <cstdlib>
+#include <cstring>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -177,4 +180,141 @@ TEST_CASE("concurrent readers always see a whole value", "[store]") {
   }
   for (auto& t : threads) t.join();
   CHECK(torn == 0);
+}
+
+TEST_CASE("a moved-over ValueRef unpins what it held", "[store]") {
+  Fixture f(128 << 10);
+  REQUIRE(f.store.put("a", value_of(65536, 'a'), 0ms).is_ok());
+  REQUIRE(f.store.put("b", value_of(65536, 'b'), 0ms).is_ok());
+  auto ref = f.store.get("a");
+  REQUIRE(ref.is_ok());
+  kvrdma::store::ValueRef held = std::move(*ref);
+  CHECK(f.store.stats().pinned == 1);
+  auto other = f.store.get("b");
+  REQUIRE(other.is_ok());
+  held = std::move(*other);  // "a" is unpinned now, "b" pinned
+  CHECK(f.store.stats().pinned == 1);
+  // "a" is the LRU and no longer pinned, so it is the one evicted.
+  REQUIRE(f.store.put("c", value_of(65536, 'c'), 0ms).is_ok());
+  CHECK(f.read("a") == "<NOT_FOUND>");
+  CHECK(std::string(reinterpret_cast<const char*>(held.data()), 2) == "bb");
+}
+
+TEST_CASE("when every value is pinned, eviction refuses rather than free one", "[store]") {
+  Fixture f(128 << 10);
+  REQUIRE(f.store.put("a", value_of(65536, 'a'), 0ms).is_ok());
+  REQUIRE(f.store.put("b", value_of(65536, 'b'), 0ms).is_ok());
+  auto pa = f.store.get("a");
+  auto pb = f.store.get("b");
+  REQUIRE((pa.is_ok() && pb.is_ok()));
+  auto s = f.store.put("c", value_of(65536, 'c'), 0ms);
+  CHECK(s.code() == Code::kResourceExhausted);
+  CHECK(s.message().find("pinned") != std::string::npos);
+  CHECK(f.store.stats().evictions == 0);
+  CHECK(f.store.stats().pinned == 2);
+  CHECK(f.read("a") == value_of(65536, 'a'));
+  CHECK(f.read("b") == value_of(65536, 'b'));
+}
+
+TEST_CASE("eviction of small values frees their slab for a large one", "[store]") {
+  Fixture f(128 << 10);
+  for (int i = 0; i < 100; ++i) REQUIRE(f.store.put("s" + std::to_string(i), "tiny", 0ms).is_ok());
+  REQUIRE(f.store.put("big", value_of(100000, 'B'), 0ms).is_ok());
+  CHECK(f.read("big") == value_of(100000, 'B'));
+  CHECK(f.store.stats().evictions == 100);
+  CHECK(f.store.stats().keys == 1);
+}
+
+TEST_CASE("the full-pool message gives the figures and the remedy", "[store]") {
+  StoreOptions o;
+  o.evict = false;
+  Fixture f(64 << 10, o);
+  REQUIRE(f.store.put("a", value_of(40000, 'a'), 0ms).is_ok());
+  auto s = f.store.put("b", value_of(40000, 'b'), 0ms);
+  CHECK(s.code() == Code::kResourceExhausted);
+  CHECK(s.message().find("40000 bytes asked") != std::string::npos);
+  CHECK(s.message().find("--memory-mb") != std::string::npos);
+  CHECK(f.store.stats().keys == 1);
+}
+
+TEST_CASE("a value larger than the pool is INVALID_ARGUMENT naming both sizes", "[store]") {
+  Fixture f(64 << 10);
+  auto s = f.store.put("k", value_of(70000, 'v'), 0ms);
+  CHECK(s.code() == Code::kInvalidArgument);
+  CHECK(s.message().find("70000") != std::string::npos);
+  CHECK(s.message().find("65536") != std::string::npos);
+  CHECK(f.store.check("k", 65536).is_ok());
+}
+
+TEST_CASE("expiry: sweep reclaims every expired value, overwrite resets the TTL", "[store]") {
+  Fixture f;
+  for (int i = 0; i < 600; ++i) {  // more than one sweep batch
+    REQUIRE(f.store.put("t" + std::to_string(i), value_of(100, 't'), 50ms).is_ok());
+  }
+  REQUIRE(f.store.put("renewed", "old", 50ms).is_ok());
+  REQUIRE(f.store.put("renewed", "new", 0ms).is_ok());  // no TTL any more
+  f.clock.advance(50ms);
+  CHECK_FALSE(f.store.erase("t0"));  // expired: counted as such, not as a delete
+  CHECK(f.read("t1") == "<NOT_FOUND>");
+  CHECK(f.store.sweep_expired() == 598);
+  CHECK(f.store.sweep_expired() == 0);
+  CHECK(f.store.stats().expirations == 600);
+  CHECK(f.store.stats().keys == 1);
+  CHECK(f.read("renewed") == "new");
+  CHECK(f.pool.usage().allocations == 1);
+}
+
+TEST_CASE("reserve then commit publishes; an uncommitted reservation returns its memory", "[store]") {
+  Fixture f;
+  {
+    auto a = f.store.reserve(10000);
+    REQUIRE(a.is_ok());
+    CHECK(f.pool.usage().allocations == 1);
+  }
+  CHECK(f.pool.usage().allocations == 0);
+  auto a = f.store.reserve(5);
+  REQUIRE(a.is_ok());
+  std::memcpy(a->data(), "hello", 5);
+  REQUIRE(f.store.commit("k", std::move(*a), 5, 0ms).is_ok());
+  CHECK(f.read("k") == "hello");
+  REQUIRE(f.store.put("empty", "", 0ms).is_ok());
+  CHECK(f.read("empty").empty());
+}
+
+TEST_CASE("concurrent writers and readers on several keys see whole values", "[store]") {
+  Fixture f(2 << 20);  // small enough that eviction runs too
+  constexpr int kKeys = 8;
+  std::atomic<int> torn{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      for (int i = 0; i < 3000; ++i) {
+        std::string key = "k" + std::to_string(rng() % kKeys);
+        if (rng() % 3 == 0) {
+          // The length encodes the fill byte, so a reader can tell a whole value.
+          char c = static_cast<char>('a' + rng() % 26);
+          (void)f.store.put(key, value_of(1000 + (c - 'a') * 3001, c), 0ms);
+          continue;
+        }
+        auto r = f.store.get(key);
+        if (!r) continue;
+        auto* p = reinterpret_cast<const char*>(r->data());
+        if (r->size() != 1000 + static_cast<uint64_t>(p[0] - 'a') * 3001) {
+          ++torn;
+          continue;
+        }
+        for (uint64_t j = 1; j < r->size(); j += 7) {
+          if (p[j] != p[0]) {
+            ++torn;
+            break;
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(torn == 0);
+  CHECK(f.store.stats().pinned == 0);
+  CHECK(f.store.stats().keys <= kKeys);
 }

@@ -24,6 +24,15 @@ lib.kvrdma_put.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ct
 lib.kvrdma_get.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p),
                            c_size_p, ctypes.c_char_p, ctypes.c_size_t]
 lib.kvrdma_delete.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
+lib.kvrdma_get_view.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p),
+                                ctypes.c_char_p, ctypes.c_size_t]
+lib.kvrdma_view_data.argtypes = [ctypes.c_void_p]
+lib.kvrdma_view_data.restype = ctypes.c_void_p
+lib.kvrdma_view_size.argtypes = [ctypes.c_void_p]
+lib.kvrdma_view_size.restype = ctypes.c_size_t
+lib.kvrdma_view_release.argtypes = [ctypes.c_void_p]
+lib.kvrdma_client_stats.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), c_size_p,
+                                    ctypes.c_char_p, ctypes.c_size_t]
 lib.kvrdma_free.argtypes = [ctypes.c_void_p]
 
 
@@ -57,12 +66,23 @@ def main():
     got = ctypes.string_at(out, size.value)
     lib.kvrdma_free(out)
     print("blob:", size.value, "bytes, identical:", got == value)
+    # Zero copy: read the bytes where the server wrote them, then give the space back.
+    view = ctypes.c_void_p()
+    check(lib.kvrdma_get_view(client, b"blob", 4, ctypes.byref(view), err, len(err)), err)
+    viewed = ctypes.string_at(lib.kvrdma_view_data(view), lib.kvrdma_view_size(view))
+    lib.kvrdma_view_release(view)
+    print("view:", len(viewed), "bytes, identical:", viewed == value)
+    text = ctypes.c_void_p()
+    check(lib.kvrdma_client_stats(client, ctypes.byref(text), None, err, len(err)), err)
+    stats = dict(line.split("=", 1) for line in ctypes.string_at(text).decode().splitlines())
+    lib.kvrdma_free(text)
+    print("server counters: puts", stats["puts"], "gets", stats["gets"], "transport", stats["transport"])
     check(lib.kvrdma_delete(client, b"blob", 4, err, len(err)), err)
     rc = lib.kvrdma_get(client, b"blob", 4, ctypes.byref(out), ctypes.byref(size), err, len(err))
     print("after delete:", lib.kvrdma_code_name(rc).decode())
     lib.kvrdma_client_close(client)
     lib.kvrdma_server_stop(server)
-    return 0 if got == value and rc == 1 else 1
+    return 0 if got == value and viewed == value and rc == 1 else 1
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
  * Conventions:
  * - Ownership: what *_new, *_start, *_connect and *_get_view return belongs to the caller, who
  *   gives it back with the matching *_free, *_stop, *_close or *_view_release. Value bytes that
- *   kvrdma_get allocates are freed with kvrdma_free, never with free().
+ *   kvrdma_get allocates, and stats text, are freed with kvrdma_free, never with free().
  * - NULL: every destroy function accepts NULL. errbuf may be NULL; when given it always receives
  *   a NUL-terminated message (truncated to errlen), empty on success.
  * - Errors: every fallible call returns a kvrdma_code (KVRDMA_OK = 0). No C++ exception ever
@@ -94,6 +94,16 @@ KVRDMA_C_EXPORT void kvrdma_view_release(kvrdma_view *view);
 KVRDMA_C_EXPORT int kvrdma_delete(kvrdma_client *client, const void *key, size_t keylen,
                                   char *errbuf, size_t errlen);
 
+/* The server's counters as NUL-terminated text, one "name=value" line each (keys, puts, gets,
+ * get_hits, get_misses, deletes, evictions, pool_used_bytes, transport, ...; names may be added,
+ * never renamed). *text is freed with kvrdma_free; len may be NULL. kvrdma_client_stats asks the
+ * server the client is connected to; kvrdma_server_stats reads an embedded server directly. */
+KVRDMA_C_EXPORT int kvrdma_client_stats(kvrdma_client *client, char **text, size_t *len,
+                                        char *errbuf, size_t errlen);
+KVRDMA_C_EXPORT int kvrdma_server_stats(const kvrdma_server *server, char **text, size_t *len,
+                                        char *errbuf, size_t errlen);
+
+/* Frees memory the library gave the caller (kvrdma_get values, stats text). NULL is fine. */
 KVRDMA_C_EXPORT void kvrdma_free(void *ptr);
 
 #ifdef __cplusplus

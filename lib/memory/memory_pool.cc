@@ -11,11 +11,19 @@ namespace kvrdma::memory {
 namespace {
 
 constexpr uint64_t kMinClass = 64;
-constexpr int kNumClasses = 6;               // 64 B .. 2 KiB; 2 KiB < len < 4 KiB takes a page
-constexpr uint64_t kSlabBytes = 64 << 10;    // small classes are carved from 64 KiB slabs
+constexpr int kNumClasses = 6;             // 64 B .. 2 KiB; 2 KiB < len < 4 KiB takes a page
+constexpr uint64_t kSlabBytes = 64 << 10;  // small classes are carved from 64 KiB slabs
 
-uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
+static_assert((kMinClass << (kNumClasses - 1)) < kSmallLimit);
+static_assert(kSlabBytes % kPageSize == 0);
 
+// Rounds up to a multiple of `to`; 0 when that would overflow (callers treat 0 as "too big").
+uint64_t round_up(uint64_t v, uint64_t to) {
+  if (v > UINT64_MAX - (to - 1)) return 0;
+  return (v + to - 1) / to * to;
+}
+
+// The size class for a small length, or -1 when it takes whole pages.
 int class_of(uint64_t len) {
   for (int c = 0; c < kNumClasses; ++c) {
     if (len <= (kMinClass << c)) return c;
@@ -26,14 +34,23 @@ int class_of(uint64_t len) {
 }  // namespace
 
 struct MemoryPool::State {
-  std::map<uint64_t, uint64_t> free_by_offset;     // offset -> length, page-granular
-  std::multimap<uint64_t, uint64_t> free_by_length;  // length -> offset (best fit)
+  // Free page extents, kept in two indexes that always hold the same set: by offset to find and
+  // merge neighbours, by length for best fit.
+  std::map<uint64_t, uint64_t> free_by_offset;       // offset -> length
+  std::multimap<uint64_t, uint64_t> free_by_length;  // length -> offset
+
+  // A slab of one size class. Slots are carved in address order (`carved` is the bump pointer);
+  // given-back slots go on `free` and are reused first. An empty slab goes back to the page map at
+  // once, so small values never pin memory that a large value could use.
   struct Slab {
-    int cls;
-    uint32_t used;
+    int cls = 0;
+    uint32_t used = 0;
+    uint32_t carved = 0;
+    std::vector<uint32_t> free;  // slot indexes
   };
-  std::map<uint64_t, Slab> slabs;                   // slab offset -> slab
-  std::set<uint64_t> free_slots[kNumClasses];       // free slot offsets per class
+  std::map<uint64_t, Slab> slabs;     // slab offset -> slab
+  std::set<uint64_t> partial[kNumClasses];  // offsets of slabs with a slot to give, per class
+
   uint64_t used = 0;
   uint64_t allocations = 0;
 
@@ -51,7 +68,7 @@ struct MemoryPool::State {
     }
     free_by_offset.erase(it);
   }
-  // Best-fit page extent; returns false when none fits.
+  // Best fit: the shortest free extent of at least `len`; false when none is long enough.
   bool take_pages(uint64_t len, uint64_t& off) {
     auto it = free_by_length.lower_bound(len);
     if (it == free_by_length.end()) return false;
@@ -62,6 +79,7 @@ struct MemoryPool::State {
     if (flen > len) add_free(off + len, flen - len);
     return true;
   }
+  // Returns an extent, merged with a free neighbour on either side.
   void give_pages(uint64_t off, uint64_t len) {
     auto next = free_by_offset.lower_bound(off);
     if (next != free_by_offset.end() && next->first == off + len) {
@@ -81,6 +99,46 @@ struct MemoryPool::State {
   }
   uint64_t largest_free() const {
     return free_by_length.empty() ? 0 : free_by_length.rbegin()->first;
+  }
+
+  // A slot of class `cls`, carving a new slab if needed; false when no slab can be had.
+  bool take_slot(int cls, uint64_t& off) {
+    const uint64_t slot = kMinClass << cls;
+    const uint32_t slots_per_slab = static_cast<uint32_t>(kSlabBytes / slot);
+    auto& part = partial[cls];
+    if (part.empty()) {
+      uint64_t start = 0;
+      if (!take_pages(kSlabBytes, start)) return false;
+      slabs.emplace(start, Slab{cls, 0, 0, {}});
+      part.insert(start);
+    }
+    // The lowest-addressed partial slab: keeps small values packed so slabs empty out.
+    uint64_t start = *part.begin();
+    Slab& s = slabs.at(start);
+    uint32_t idx;
+    if (!s.free.empty()) {
+      idx = s.free.back();
+      s.free.pop_back();
+    } else {
+      idx = s.carved++;
+    }
+    if (++s.used == slots_per_slab) part.erase(start);
+    off = start + idx * slot;
+    return true;
+  }
+  void give_slot(uint64_t off) {
+    auto it = std::prev(slabs.upper_bound(off));
+    Slab& s = it->second;
+    const uint64_t slot = kMinClass << s.cls;
+    if (--s.used == 0) {
+      partial[s.cls].erase(it->first);
+      uint64_t start = it->first;
+      slabs.erase(it);
+      give_pages(start, kSlabBytes);
+      return;
+    }
+    s.free.push_back(static_cast<uint32_t>((off - it->first) / slot));
+    partial[s.cls].insert(it->first);
   }
 };
 
@@ -117,38 +175,29 @@ MemoryPool::MemoryPool(std::byte* base, uint64_t size)
 MemoryPool::~MemoryPool() = default;
 
 Result<Allocation> MemoryPool::allocate(uint64_t len) {
-  if (len == 0) return Status(Code::kInvalidArgument, "cannot allocate 0 bytes");
   std::lock_guard lock(mu_);
+  return allocate_locked(len);
+}
+
+Result<Allocation> MemoryPool::allocate_locked(uint64_t len) {
+  if (len == 0) return Status(Code::kInvalidArgument, "cannot allocate 0 bytes; ask for 1 or more");
   State& s = *state_;
-  int cls = len < kSmallLimit ? class_of(len) : -1;
-  if (cls >= 0) {
-    uint64_t slot_size = kMinClass << cls;
-    if (s.free_slots[cls].empty()) {
-      uint64_t slab = 0;
-      if (s.take_pages(kSlabBytes, slab)) {
-        s.slabs.emplace(slab, State::Slab{cls, 0});
-        for (uint64_t o = slab; o < slab + kSlabBytes; o += slot_size) s.free_slots[cls].insert(o);
-      }
-    }
-    if (!s.free_slots[cls].empty()) {
-      uint64_t off = *s.free_slots[cls].begin();
-      s.free_slots[cls].erase(s.free_slots[cls].begin());
-      auto slab = std::prev(s.slabs.upper_bound(off));
-      ++slab->second.used;
-      s.used += slot_size;
+  if (int cls = len < kSmallLimit ? class_of(len) : -1; cls >= 0) {
+    uint64_t off = 0;
+    if (s.take_slot(cls, off)) {
+      s.used += kMinClass << cls;
       ++s.allocations;
-      return Allocation(this, off, slot_size);
+      return Allocation(this, off, kMinClass << cls);
     }
-    // No slab could be carved: fall through to a page of its own.
+    // No slab could be carved (no free 64 KiB extent): fall through to a page of its own.
   }
   uint64_t pages = round_up(len, kPageSize);
-  if (pages < len) return Status(Code::kInvalidArgument, fmt::format("size {} overflows", len));
   uint64_t off = 0;
-  if (!s.take_pages(pages, off)) {
+  if (pages == 0 || !s.take_pages(pages, off)) {
     return Status(Code::kResourceExhausted,
-                  fmt::format("memory pool full: {} asked, {} free, largest free extent {}",
-                              format_bytes(len), format_bytes(size_ - s.used),
-                              format_bytes(s.largest_free())));
+                  fmt::format("memory pool full: {} bytes asked, {} bytes free (largest free "
+                              "extent {} bytes, pool {}); free values or raise --memory-mb",
+                              len, size_ - s.used, s.largest_free(), format_bytes(size_)));
   }
   s.used += pages;
   ++s.allocations;
@@ -157,23 +206,25 @@ Result<Allocation> MemoryPool::allocate(uint64_t len) {
 
 Result<Allocation> MemoryPool::allocate_until(uint64_t len,
                                               std::chrono::steady_clock::time_point deadline) {
-  if (round_up(len, kPageSize) > size_) {
+  uint64_t need = round_up(len, kPageSize);
+  if (len > 0 && (need == 0 || need > size_)) {
     return Status(Code::kFailedPrecondition,
-                  fmt::format("{} bytes can never fit in a pool of {} bytes; it needs at least {}",
-                              len, size_, round_up(len, kPageSize)));
+                  fmt::format("{} bytes can never fit in a pool of {} bytes (needs {} bytes); "
+                              "raise --memory-mb or split the value",
+                              len, size_, need == 0 ? len : need));
   }
+  std::unique_lock lock(mu_);
   for (;;) {
-    auto a = allocate(len);
+    auto a = allocate_locked(len);
     if (a.is_ok() || a.status().code() != Code::kResourceExhausted) return a;
-    std::unique_lock lock(mu_);
-    // Re-check under the lock so a release between allocate() and wait is not missed.
-    uint64_t need = len < kSmallLimit ? std::min<uint64_t>(kSlabBytes, round_up(len, kPageSize))
-                                      : round_up(len, kPageSize);
-    bool fits = state_->largest_free() >= need;
-    if (!fits && released_.wait_until(lock, deadline) == std::cv_status::timeout) {
+    // Holding mu_ from the failed attempt to the wait means no release can slip in between.
+    if (released_.wait_until(lock, deadline) == std::cv_status::timeout) {
+      auto last = allocate_locked(len);
+      if (last.is_ok()) return last;
       return Status(Code::kDeadlineExceeded,
-                    fmt::format("no {} of free space became available in time ({} free now)",
-                                format_bytes(len), format_bytes(size_ - state_->used)));
+                    fmt::format("no room for {} bytes became free before the deadline ({} bytes "
+                                "free, largest free extent {} bytes)",
+                                len, size_ - state_->used, state_->largest_free()));
     }
   }
 }
@@ -185,16 +236,7 @@ void MemoryPool::release(uint64_t offset, uint64_t capacity) {
     s.used -= capacity;
     --s.allocations;
     if (capacity < kSmallLimit) {
-      auto slab = std::prev(s.slabs.upper_bound(offset));
-      int cls = slab->second.cls;
-      s.free_slots[cls].insert(offset);
-      if (--slab->second.used == 0) {
-        uint64_t start = slab->first;
-        auto& slots = s.free_slots[cls];
-        slots.erase(slots.lower_bound(start), slots.lower_bound(start + kSlabBytes));
-        s.slabs.erase(slab);
-        s.give_pages(start, kSlabBytes);
-      }
+      s.give_slot(offset);
     } else {
       s.give_pages(offset, capacity);
     }

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -78,6 +79,8 @@ class MemoryPool {
  private:
   friend class Allocation;
   void release(uint64_t offset, uint64_t capacity);
+  // allocate() with mu_ already held.
+  Result<Allocation> allocate_locked(uint64_t len);
   // Implementation details are private to memory_pool.cc; declared here for the mutex's sake.
   struct State;
   std::byte* base_;

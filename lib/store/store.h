@@ -28,7 +28,7 @@ class ValueRef {
   ValueRef() = default;
   explicit ValueRef(std::shared_ptr<Entry> entry);
   ValueRef(ValueRef&&) noexcept = default;
-  ValueRef& operator=(ValueRef&&) noexcept = default;
+  ValueRef& operator=(ValueRef&& other) noexcept;  // unpins what this held
   ValueRef(const ValueRef&) = delete;
   ValueRef& operator=(const ValueRef&) = delete;
   ~ValueRef();
@@ -38,6 +38,7 @@ class ValueRef {
   uint64_t pool_offset() const;   // where the value starts in the pool region
 
  private:
+  void unpin();
   std::shared_ptr<Entry> entry_;
 };
 
@@ -50,7 +51,7 @@ struct StoreOptions {
 struct StoreStats {
   uint64_t keys = 0;
   uint64_t value_bytes = 0;
-  uint64_t pinned = 0;       // entries with at least one live ValueRef
+  uint64_t pinned = 0;       // entries with at least one live ValueRef, in the index or not
   uint64_t evictions = 0;
   uint64_t expirations = 0;
 };
