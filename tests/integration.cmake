@@ -1,15 +1,21 @@
+# Integration suites: kv-server (and kv-client) run as separate processes on loopback ports.
 add_library(kvrdma_harness STATIC integration/harness.cc)
 target_include_directories(kvrdma_harness PUBLIC ${CMAKE_CURRENT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/include)
 target_link_libraries(kvrdma_harness PUBLIC Catch2::Catch2 kvrdma_sanitize)
+kvrdma_project_target(kvrdma_harness)
 # Where the programs under test are; KVRDMA_SERVER_BIN / KVRDMA_CLIENT_BIN in the environment win.
 target_compile_definitions(kvrdma_harness PRIVATE
   KVRDMA_SERVER_BIN_PATH="$<TARGET_FILE:kv-server>" KVRDMA_CLIENT_BIN_PATH="$<TARGET_FILE:kv-client>")
-kvrdma_add_test(cli_test SOURCES integration/cli_test.cc LIBS kvrdma_harness)
-kvrdma_add_test(client_test SOURCES integration/client_test.cc LIBS kvrdma_harness kvrdma_core)
-kvrdma_add_test(errors_test SOURCES integration/errors_test.cc LIBS kvrdma_harness kvrdma_core)
-add_dependencies(client_test kv-server)
-add_dependencies(errors_test kv-server)
-add_dependencies(cli_test kv-server kv-client)
+
+kvrdma_add_test(cli_test SOURCES integration/cli_test.cc integration/cli_cache_test.cc
+                LIBS kvrdma_harness)
+kvrdma_add_test(client_test SOURCES integration/client_test.cc integration/client_eviction_test.cc
+                LIBS kvrdma_harness kvrdma_core)
+kvrdma_add_test(errors_test SOURCES integration/errors_test.cc integration/reservation_test.cc
+                LIBS kvrdma_harness kvrdma_core)
+foreach(suite cli_test client_test errors_test)
+  add_dependencies(${suite} kv-server kv-client)
+endforeach()
 
 # The same suites again over the real transport, on every libfabric provider that runs here.
 foreach(provider tcp shm)

@@ -1,1 +1,2 @@
+kvrdma_add_test(transport_conformance_test SOURCES transport_conformance_test.cc LIBS kvrdma_transport)
 kvrdma_add_test(mock_transport_test SOURCES mock_transport_test.cc LIBS kvrdma_transport)

@@ -1,137 +1,123 @@
 #include "transport/mock_transport.h"
 
-#include <dirent.h>
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <signal.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <cerrno>
+#include <charconv>
 #include <cstring>
-#include <random>
-#include <regex>
+#include <mutex>
+#include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "memory/memory_pool.h"
+#include "transport/shm_object.h"
 
 namespace kvrdma::transport {
 namespace {
 
 constexpr std::string_view kDescriptorTag = "kvrdma-mock-v1";
 constexpr std::string_view kAddressTag = "kvrdma-mock:";
+constexpr size_t kMaxDescriptorBytes = 128;  // tag + 36-byte name + 20 digits, with room to spare
+constexpr size_t kMaxPidDigits = 10;
 
-bool valid_object_name(std::string_view name) {
-  static const std::regex kPattern("^/kvrdma-[0-9]{1,10}-[0-9a-f]{16}$");
-  return std::regex_match(name.begin(), name.end(), kPattern);
-}
-
-std::string random_name() {
-  static std::atomic<uint64_t> counter{0};
-  std::random_device rd;
-  uint64_t r = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ (counter++ * 0x9e3779b97f4a7c15ull);
-  return fmt::format("/kvrdma-{}-{:016x}", getpid(), r);
-}
-
-Status errno_status(Code code, std::string_view what, std::string_view name) {
-  return Status(code, fmt::format("{} '{}': {}", what, name, std::strerror(errno)));
-}
-
-// A mapping of a shared-memory object; unmaps on destruction.
-struct Mapping {
-  std::byte* data = nullptr;
-  size_t size = 0;
-  Mapping() = default;
-  Mapping(Mapping&& o) noexcept : data(std::exchange(o.data, nullptr)), size(o.size) {}
-  Mapping& operator=(Mapping&&) = delete;
-  Mapping(const Mapping&) = delete;
-  ~Mapping() {
-    if (data != nullptr) munmap(data, size);
+bool all_digits(std::string_view s) {
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
   }
+  return !s.empty();
+}
+
+// Peer-supplied bytes made safe to quote in a message: printable ASCII, at most 40 characters.
+std::string quoted(std::string_view bytes) {
+  std::string out;
+  for (char c : bytes.substr(0, 40)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  if (bytes.size() > 40) out += "...";
+  return out;
+}
+
+std::vector<std::string_view> split_spaces(std::string_view s) {
+  std::vector<std::string_view> fields;
+  for (size_t start = 0;;) {
+    size_t end = s.find(' ', start);
+    fields.push_back(s.substr(start, end == std::string_view::npos ? end : end - start));
+    if (end == std::string_view::npos) return fields;
+    start = end + 1;
+  }
+}
+
+struct Descriptor {
+  std::string name;
+  uint64_t length = 0;
 };
+
+// "<tag> <name> <length>", single spaces, nothing else. The name is checked by the caller, so a
+// well-formed descriptor naming a foreign object gets PERMISSION_DENIED rather than this error.
+Result<Descriptor> parse_descriptor(std::string_view text) {
+  auto malformed = [&](std::string_view why) {
+    return Status(Code::kInvalidArgument,
+                  fmt::format("malformed mock memory descriptor '{}' ({}); client and server must "
+                              "both run --mock true", quoted(text), why));
+  };
+  if (text.size() > kMaxDescriptorBytes) return malformed("too long");
+  std::vector<std::string_view> f = split_spaces(text);
+  if (f.size() != 3) return malformed("expected 3 fields");
+  if (f[0] != kDescriptorTag) return malformed("unknown format tag");
+  Descriptor d;
+  d.name = std::string(f[1]);
+  if (!all_digits(f[2])) return malformed("length is not a decimal number");
+  auto [end, ec] = std::from_chars(f[2].data(), f[2].data() + f[2].size(), d.length);
+  if (ec != std::errc() || end != f[2].data() + f[2].size()) return malformed("length overflows");
+  if (d.length == 0 || d.length % memory::kPageSize != 0) {
+    return malformed("length is not a positive multiple of the page size");
+  }
+  return d;
+}
 
 class MockLocalRegion final : public LocalRegion {
  public:
-  MockLocalRegion(std::string name, Mapping map)
-      : name_(std::move(name)), map_(std::move(map)),
-        descriptor_(fmt::format("{} {} {}", kDescriptorTag, name_, map_.size)) {}
-  MockLocalRegion(const MockLocalRegion&) = delete;
-  MockLocalRegion& operator=(const MockLocalRegion&) = delete;
-  ~MockLocalRegion() override { seal(); }
+  explicit MockLocalRegion(shm::OwnedObject object)
+      : descriptor_(fmt::format("{} {} {}", kDescriptorTag, object.name(), object.size())),
+        object_(std::move(object)) {}
 
-  std::byte* data() const override { return map_.data; }
-  size_t size() const override { return map_.size; }
+  std::byte* data() const override { return object_.data(); }
+  size_t size() const override { return object_.size(); }
   const std::string& descriptor() const override { return descriptor_; }
   void seal() override {
-    if (!sealed_.exchange(true)) shm_unlink(name_.c_str());
+    std::lock_guard lock(seal_mu_);
+    object_.unlink();
   }
 
  private:
-  std::string name_;
-  Mapping map_;
-  std::string descriptor_;
-  std::atomic<bool> sealed_{false};
+  const std::string descriptor_;
+  std::mutex seal_mu_;               // serialises seal() calls from several threads
+  shm::OwnedObject object_;          // its name is guarded by seal_mu_; data/size immutable
 };
 
 class MockRemoteRegion final : public RemoteRegion {
  public:
-  explicit MockRemoteRegion(Mapping map) : map_(std::move(map)) {}
-  size_t size() const override { return map_.size; }
-  std::byte* data() const { return map_.data; }
+  explicit MockRemoteRegion(shm::Mapping map) : map_(std::move(map)) {}
+  size_t size() const override { return map_.size(); }
+  std::byte* data() const { return map_.data(); }
 
  private:
-  Mapping map_;
+  shm::Mapping map_;
 };
-
-Result<Mapping> map_object(int fd, size_t size, std::string_view name) {
-  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED) return errno_status(Code::kResourceExhausted, "cannot map", name);
-  Mapping m;
-  m.data = static_cast<std::byte*>(p);
-  m.size = size;
-  return m;
-}
 
 class MockPeer final : public Peer {
  public:
   Result<std::shared_ptr<RemoteRegion>> attach(std::string_view descriptor) override {
-    // "<tag> <name> <length>"
-    std::string text(descriptor);
-    char tag[32] = {}, name[96] = {};
-    unsigned long long len = 0;
-    char extra = 0;
-    if (text.size() > 160 ||
-        std::sscanf(text.c_str(), "%31s %95s %llu %c", tag, name, &len, &extra) != 3 ||
-        kDescriptorTag != tag) {
-      return Status(Code::kInvalidArgument,
-                    "malformed memory descriptor for the mock transport (client and server "
-                    "must both run --mock true)");
-    }
-    if (!valid_object_name(name)) {
+    auto d = parse_descriptor(descriptor);
+    if (!d) return d.status();
+    if (!shm::is_object_name(d->name)) {
       return Status(Code::kPermissionDenied,
-                    fmt::format("memory descriptor names '{}', which is not a kvrdma "
-                                "shared-memory object; refusing to map it", name));
+                    fmt::format("memory descriptor names '{}', which is not a kvrdma shared-memory "
+                                "object; refusing to map it", quoted(d->name)));
     }
-    if (len == 0) return Status(Code::kInvalidArgument, "memory descriptor of 0 bytes");
-    int fd = shm_open(name, O_RDWR, 0);
-    if (fd < 0) {
-      return errno_status(Code::kFailedPrecondition,
-                          "cannot open the peer's shared-memory object (is it on this host and "
-                          "still alive?)", name);
-    }
-    struct stat st {};
-    if (fstat(fd, &st) != 0 || static_cast<unsigned long long>(st.st_size) != len) {
-      close(fd);
-      return Status(Code::kInvalidArgument,
-                    fmt::format("shared-memory object '{}' has {} bytes, descriptor says {}", name,
-                                static_cast<long long>(st.st_size), len));
-    }
-    auto m = map_object(fd, len, name);
-    close(fd);
-    if (!m) return m.status();
-    return std::shared_ptr<RemoteRegion>(std::make_shared<MockRemoteRegion>(std::move(*m)));
+    auto map = shm::open_object(d->name, d->length);
+    if (!map) return map.status();
+    return std::shared_ptr<RemoteRegion>(std::make_shared<MockRemoteRegion>(std::move(*map)));
   }
 };
 
@@ -143,31 +129,23 @@ class MockTransport final : public Transport {
 
   Result<std::unique_ptr<LocalRegion>> allocate(size_t len) override {
     if (len == 0) return Status(Code::kInvalidArgument, "cannot register 0 bytes");
+    if (len > SIZE_MAX - (memory::kPageSize - 1)) {
+      return Status(Code::kResourceExhausted, fmt::format("cannot register {} bytes", len));
+    }
     size_t size = (len + memory::kPageSize - 1) / memory::kPageSize * memory::kPageSize;
-    std::string name = random_name();
-    int fd = shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
-    if (fd < 0) return errno_status(Code::kResourceExhausted, "cannot create", name);
-    if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
-      Status s = errno_status(Code::kResourceExhausted,
-                              fmt::format("cannot size {} bytes for", size), name);
-      close(fd);
-      shm_unlink(name.c_str());
-      return s;
-    }
-    auto m = map_object(fd, size, name);
-    close(fd);
-    if (!m) {
-      shm_unlink(name.c_str());
-      return m.status();
-    }
-    return std::unique_ptr<LocalRegion>(std::make_unique<MockLocalRegion>(name, std::move(*m)));
+    auto object = shm::OwnedObject::create(size);
+    if (!object) return object.status().with_context("registering memory for the mock transport");
+    return std::unique_ptr<LocalRegion>(std::make_unique<MockLocalRegion>(std::move(*object)));
   }
 
   Result<std::shared_ptr<Peer>> connect(std::string_view peer_address) override {
-    if (peer_address.substr(0, kAddressTag.size()) != kAddressTag) {
+    std::string_view pid = peer_address.substr(0, kAddressTag.size()) == kAddressTag
+                               ? peer_address.substr(kAddressTag.size())
+                               : std::string_view();
+    if (!all_digits(pid) || pid.size() > kMaxPidDigits) {
       return Status(Code::kInvalidArgument,
-                    "peer address is not a mock transport address (client and server must both "
-                    "run --mock true)");
+                    fmt::format("peer address '{}' is not a mock transport address (client and "
+                                "server must both run --mock true)", quoted(peer_address)));
     }
     return std::shared_ptr<Peer>(std::make_shared<MockPeer>());
   }
@@ -175,15 +153,17 @@ class MockTransport final : public Transport {
   void write(const LocalRegion& src, size_t src_offset, std::shared_ptr<RemoteRegion> dst,
              size_t dst_offset, size_t len, Clock::time_point /*deadline*/,
              Completion done) override {
+    auto* local = dynamic_cast<const MockLocalRegion*>(&src);
     auto* remote = dynamic_cast<MockRemoteRegion*>(dst.get());
-    if (remote == nullptr) {
-      done(Status(Code::kInvalidArgument, "destination region is not a mock region"));
+    if (local == nullptr || remote == nullptr) {
+      done(Status(Code::kInvalidArgument, "regions do not belong to the mock transport"));
       return;
     }
-    if (src_offset > src.size() || len > src.size() - src_offset) {
+    // Written as subtractions so offsets near SIZE_MAX cannot wrap past the checks.
+    if (src_offset > local->size() || len > local->size() - src_offset) {
       done(Status(Code::kInvalidArgument,
                   fmt::format("source range [{}, +{}) is outside the {}-byte local region",
-                              src_offset, len, src.size())));
+                              src_offset, len, local->size())));
       return;
     }
     if (dst_offset > remote->size() || len > remote->size() - dst_offset) {
@@ -192,7 +172,7 @@ class MockTransport final : public Transport {
                               dst_offset, len, remote->size())));
       return;
     }
-    if (len > 0) std::memcpy(remote->data() + dst_offset, src.data() + src_offset, len);
+    if (len > 0) std::memcpy(remote->data() + dst_offset, local->data() + src_offset, len);
     done(Status());
   }
 };
@@ -201,20 +181,6 @@ class MockTransport final : public Transport {
 
 std::unique_ptr<Transport> make_mock_transport() { return std::make_unique<MockTransport>(); }
 
-size_t remove_stale_shm_objects() {
-  DIR* dir = opendir("/dev/shm");
-  if (dir == nullptr) return 0;
-  size_t removed = 0;
-  while (dirent* e = readdir(dir)) {
-    std::string name = std::string("/") + e->d_name;
-    if (!valid_object_name(name)) continue;
-    long pid = std::strtol(e->d_name + std::strlen("kvrdma-"), nullptr, 10);
-    if (pid > 0 && kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
-      if (shm_unlink(name.c_str()) == 0) ++removed;
-    }
-  }
-  closedir(dir);
-  return removed;
-}
+size_t remove_stale_shm_objects() { return shm::remove_stale_objects(); }
 
 }  // namespace kvrdma::transport

@@ -35,6 +35,39 @@ std::unique_ptr<Client> connect(const ServerProcess& server, uint64_t buffer_mb 
 
 }  // namespace
 
+TEST_CASE("client: a value above the inline threshold lands in the receive buffer",
+          "[client][push]") {
+  ServerProcess server({"--memory-mb", "64", "--inline-threshold", "65536"});
+  auto c = connect(server);
+  CHECK(c->inline_threshold() == 65536);
+  std::string big = pattern(1 << 20, 21), small = pattern(1024, 22);
+  REQUIRE(c->put("big", big).is_ok());
+  REQUIRE(c->put("small", small).is_ok());
+  auto before = c->stats();
+  REQUIRE(before.is_ok());
+  CHECK(before->bytes_put_committed == big.size());
+  CHECK(before->bytes_inline_received == small.size());
+  {
+    auto view = c->get("big");
+    REQUIRE(view.is_ok());
+    CHECK(view->in_receive_buffer());
+    CHECK(view->str() == big);
+  }
+  auto mid = c->stats();
+  REQUIRE(mid.is_ok());
+  CHECK(mid->bytes_transport_written - before->bytes_transport_written == big.size());
+  CHECK(mid->bytes_inline_sent == before->bytes_inline_sent);
+  CHECK(mid->pinned == 0);  // the write completed before the reply, so the pin is gone
+  auto view = c->get("small");
+  REQUIRE(view.is_ok());
+  CHECK_FALSE(view->in_receive_buffer());
+  CHECK(view->str() == small);
+  auto last = c->stats();
+  REQUIRE(last.is_ok());
+  CHECK(last->bytes_inline_sent - mid->bytes_inline_sent == small.size());
+  CHECK(last->bytes_transport_written == mid->bytes_transport_written);
+}
+
 TEST_CASE("client: a 64 MiB value goes two-phase and comes back byte-exact", "[client][large]") {
   ServerProcess server({"--memory-mb", "160"});
   auto c = connect(server, 128);
