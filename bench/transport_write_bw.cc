@@ -100,6 +100,8 @@ int main(int argc, char** argv) {
     auto t = open_transport(args.provider);
     auto region = t->allocate(max_size * 2);
     if (!region) return 3;
+    // The initiator writes into us for the whole run: keep our endpoint progressed eagerly.
+    transport::WriteExpectation incoming = t->expect_writes();
     send_string(to_parent[1], t->address());
     send_string(to_parent[1], (*region)->descriptor());
     char done;

@@ -153,3 +153,71 @@ TEST_CASE("fabric: a write to a process that has exited fails within its deadlin
     }
   }
 }
+
+TEST_CASE("fabric: descriptors and addresses are parsed strictly", "[fabric]") {
+  for (std::string provider : {"tcp", "shm"}) {
+    DYNAMIC_SECTION(provider) {
+      auto t = open(provider);
+      if (!t) continue;
+      auto dst = t->allocate(8192);
+      REQUIRE(dst.is_ok());
+      auto peer = t->connect(t->address());
+      REQUIRE(peer.is_ok());
+      const std::string good = (*dst)->descriptor();
+      REQUIRE((*peer)->attach(good).is_ok());
+      // Trailing or doubled spaces, signs, an empty key list, a region that wraps the address
+      // space: each is refused, never guessed at.
+      for (const std::string& bad : {good + " ", good + "\n", " " + good, good + ",",
+                                     std::string("kvrdma-fabric-v2 ffffffffffffffff 8192 1 1"),
+                                     std::string("kvrdma-fabric-v2 1000 -8192 1 1"),
+                                     std::string("kvrdma-fabric-v2 1000 8192 1 "),
+                                     std::string("kvrdma-fabric-v2 1000 8192 2 1"),
+                                     std::string("kvrdma-fabric-v2  1000 8192 1 1")}) {
+        INFO("descriptor '" << bad << "'");
+        CHECK((*peer)->attach(bad).status().code() == Code::kInvalidArgument);
+      }
+      // An address cut short (fi_av_insert would read past its end), padded, or with a rail
+      // count that does not match its bytes.
+      const std::string addr = t->address();
+      for (const std::string& bad : {addr.substr(0, addr.size() - 1), addr + "x",
+                                     addr.substr(0, 5), std::string("kvf1") + '\0'}) {
+        INFO("address of " << bad.size() << " bytes");
+        CHECK(t->connect(bad).status().code() == Code::kInvalidArgument);
+      }
+    }
+  }
+}
+
+TEST_CASE("fabric: --num-domains stripes a write over several rails, byte-exact", "[fabric]") {
+  for (std::string provider : {"tcp", "shm"}) {
+    DYNAMIC_SECTION(provider) {
+      TransportOptions o;
+      o.mock = false;
+      o.provider = provider;
+      o.num_domains = 3;
+      auto server = make_transport(o);
+      o.num_domains = 2;
+      auto client = make_transport(o);
+      if (!server || !client) {
+        WARN("skipping provider " << provider << ": " << server.status().to_string());
+        continue;
+      }
+      CHECK_THAT((*server)->description(), Catch::Contains("3 rails"));
+      const size_t len = 40 << 20;  // five 8 MiB pieces: every rail on both sides gets some
+      auto src = (*server)->allocate(len);
+      auto dst = (*client)->allocate(len);
+      REQUIRE(src.is_ok());
+      REQUIRE(dst.is_ok());
+      fill((*src)->data(), len, 7);
+      auto peer = (*server)->connect((*client)->address());
+      REQUIRE(peer.is_ok());
+      auto remote = (*peer)->attach((*dst)->descriptor());
+      REQUIRE(remote.is_ok());
+      auto incoming = (*client)->expect_writes();
+      REQUIRE(write_and_wait(**server, **src, 0, *remote, 0, len, deadline()).is_ok());
+      CHECK(std::memcmp((*src)->data(), (*dst)->data(), len) == 0);
+      o.num_domains = 0;
+      CHECK(make_transport(o).status().code() == Code::kInvalidArgument);
+    }
+  }
+}

@@ -186,6 +186,8 @@ Result<ValueView> Client::Impl::get(std::string_view key) {
   if (guess > 0) {
     if (auto a = pool.allocate(guess)) extent = std::move(*a);
   }
+  // The server may write the value into our buffer from the moment the request leaves.
+  transport::WriteExpectation incoming = buffer->transport->expect_writes();
   for (int attempt = 0; attempt < 4; ++attempt) {
     v1::GetRequest req;
     req.set_session_id(hello.session_id());

@@ -193,6 +193,7 @@ grpc::ServerUnaryReactor* KvService::PutBegin(grpc::CallbackServerContext* ctx,
   reply->set_remote_offset(a->offset());
   reply->set_expires_in_ms(core_.options.reservation_ttl_ms);
   r.allocation = std::move(*a);
+  r.incoming = core_.transport->expect_writes();
   Session& s = **session;
   std::lock_guard lock(s.mu);
   uint64_t id = s.next_reservation++;

@@ -26,6 +26,7 @@ struct Reservation {
   uint64_t length = 0;
   std::chrono::milliseconds ttl{0};
   SteadyTime expires;
+  transport::WriteExpectation incoming;  // the client writes the value into our pool until commit
 };
 
 struct Session {

@@ -175,6 +175,9 @@ class MockTransport final : public Transport {
     if (len > 0) std::memcpy(remote->data() + dst_offset, local->data() + src_offset, len);
     done(Status());
   }
+
+  // A memcpy by the writer needs nothing from the target.
+  WriteExpectation expect_writes() override { return {}; }
 };
 
 }  // namespace

@@ -52,6 +52,10 @@ class Peer {
 // are complete and visible *at the target*, not merely sent.
 using Completion = std::function<void(Status)>;
 
+// While alive, a peer may write into this process's memory soon (a GET is outstanding, a PUT
+// reservation is open). Empty for transports that need nothing; see Transport::expect_writes.
+using WriteExpectation = std::shared_ptr<void>;
+
 class Transport {
  public:
   using Clock = std::chrono::steady_clock;
@@ -78,6 +82,13 @@ class Transport {
   virtual void write(const LocalRegion& src, size_t src_offset,
                      std::shared_ptr<RemoteRegion> dst, size_t dst_offset, size_t len,
                      Clock::time_point deadline, Completion done) = 0;
+
+  // Says that a peer may write into our memory until the returned value is destroyed. With
+  // manual progress (libfabric's tcp and shm) a write into us completes only while we poll our
+  // endpoint: a transport polls eagerly while any expectation lives (or its own writes are in
+  // flight) and only every millisecond or so otherwise, so an idle process costs no CPU. The
+  // mock returns an empty value. Cheap, thread-safe; may outlive the transport.
+  virtual WriteExpectation expect_writes() = 0;
 };
 
 // The transport the options name: MockTransport when options.mock, else FabricTransport with the

@@ -1,0 +1,162 @@
+#include "transport/fabric/fabric_rail.h"
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <rdma/fi_cm.h>
+#include <rdma/fi_errno.h>
+
+#include <cstring>
+
+#include "common/logging.h"
+
+namespace kvrdma::transport::fabric {
+namespace {
+
+constexpr uint32_t kMaxRails = 16;
+
+// The IPv4 address of interface `name`, for tcp/verbs; empty when unknown.
+std::string iface_address(const std::string& name) {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return {};
+  std::string out;
+  for (ifaddrs* i = list; i; i = i->ifa_next) {
+    if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && name == i->ifa_name) {
+      char buf[INET_ADDRSTRLEN];
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, buf, sizeof buf);
+      out = buf;
+      break;
+    }
+  }
+  freeifaddrs(list);
+  return out;
+}
+
+// Owns a fi_getinfo list.
+struct InfoList {
+  fi_info* head = nullptr;
+  ~InfoList() {
+    if (head) fi_freeinfo(head);
+  }
+};
+
+Status get_infos(const std::string& prov, const TransportOptions& o, InfoList& out) {
+  fi_info* hints = fi_allocinfo();
+  hints->caps = FI_RMA | FI_WRITE | FI_REMOTE_WRITE;
+  hints->ep_attr->type = FI_EP_RDM;
+  hints->mode = FI_CONTEXT | FI_CONTEXT2;
+  // What this code can honour; the provider answers with the bits it needs.
+  hints->domain_attr->mr_mode =
+      FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
+  hints->domain_attr->threading = FI_THREAD_DOMAIN;
+  hints->fabric_attr->prov_name = strdup(prov.c_str());
+  std::string node;
+  if (prov != "shm") node = o.fabric_iface.empty() ? "127.0.0.1" : iface_address(o.fabric_iface);
+  if (prov != "shm" && node.empty()) {
+    fi_freeinfo(hints);
+    return Status(Code::kInvalidArgument,
+                  fmt::format("--fabric-iface {} has no IPv4 address", o.fabric_iface));
+  }
+  int rc = fi_getinfo(FI_VERSION(1, 17), node.empty() ? nullptr : node.c_str(), nullptr,
+                      node.empty() ? 0 : FI_SOURCE, hints, &out.head);
+  fi_freeinfo(hints);
+  if (rc) {
+    return Status(Code::kFailedPrecondition,
+                  fmt::format("libfabric provider '{}' is not available here ({}); see fi_info -p",
+                              prov, fi_strerror(-rc)));
+  }
+  return Status();
+}
+
+Result<std::shared_ptr<Rail>> open_rail(const fi_info* info) {
+  auto r = std::make_shared<Rail>();
+  r->info = fi_dupinfo(info);
+  if (r->info == nullptr) return Status(Code::kResourceExhausted, "fi_dupinfo failed");
+  int rc;
+  if ((rc = fi_fabric(r->info->fabric_attr, &r->fabric, nullptr))) return fi_error("fi_fabric", rc);
+  if ((rc = fi_domain(r->fabric, r->info, &r->domain, nullptr))) return fi_error("fi_domain", rc);
+  fi_cq_attr cq_attr{};
+  cq_attr.format = FI_CQ_FORMAT_CONTEXT;
+  cq_attr.size = 4096;
+  cq_attr.wait_obj = FI_WAIT_NONE;  // the progress thread polls (see FabricTransport)
+  if ((rc = fi_cq_open(r->domain, &cq_attr, &r->cq, nullptr))) return fi_error("fi_cq_open", rc);
+  fi_av_attr av_attr{};
+  av_attr.type = FI_AV_UNSPEC;
+  if ((rc = fi_av_open(r->domain, &av_attr, &r->av, nullptr))) return fi_error("fi_av_open", rc);
+  if ((rc = fi_endpoint(r->domain, r->info, &r->ep, nullptr))) return fi_error("fi_endpoint", rc);
+  if ((rc = fi_ep_bind(r->ep, &r->av->fid, 0))) return fi_error("fi_ep_bind(av)", rc);
+  if ((rc = fi_ep_bind(r->ep, &r->cq->fid, FI_TRANSMIT | FI_RECV))) {
+    return fi_error("fi_ep_bind(cq)", rc);
+  }
+  if ((rc = fi_enable(r->ep))) return fi_error("fi_enable", rc);
+  char name[256];
+  size_t len = sizeof name;
+  if ((rc = fi_getname(&r->ep->fid, name, &len))) return fi_error("fi_getname", rc);
+  r->address.assign(name, len);
+  return r;
+}
+
+Result<std::vector<std::shared_ptr<Rail>>> open_provider(const std::string& prov,
+                                                         const TransportOptions& o) {
+  InfoList infos;
+  KVRDMA_RETURN_IF_ERROR(get_infos(prov, o, infos));
+  // Distinct domains (NICs) in the order fi_getinfo ranks them.
+  std::vector<const fi_info*> domains;
+  for (const fi_info* i = infos.head; i; i = i->next) {
+    bool seen = false;
+    for (const fi_info* d : domains) seen = seen || std::strcmp(d->domain_attr->name, i->domain_attr->name) == 0;
+    if (!seen) domains.push_back(i);
+  }
+  std::vector<std::shared_ptr<Rail>> rails;
+  for (uint32_t k = 0; k < o.num_domains; ++k) {
+    auto r = open_rail(domains[k % domains.size()]);
+    if (!r) return r.status().with_context(fmt::format("opening rail {} of {}", k + 1, o.num_domains));
+    rails.push_back(std::move(*r));
+  }
+  if (o.num_domains > domains.size()) {
+    KVRDMA_LOG_INFO("{} rails over {} domain(s) of {}: rails share a NIC (separate endpoints and "
+                    "queues, not more wire bandwidth)", o.num_domains, domains.size(), prov);
+  }
+  return rails;
+}
+
+}  // namespace
+
+Rail::~Rail() {
+  // Reverse order of opening.
+  if (ep) fi_close(&ep->fid);
+  if (cq) fi_close(&cq->fid);
+  if (av) fi_close(&av->fid);
+  if (domain) fi_close(&domain->fid);
+  if (fabric) fi_close(&fabric->fid);
+  if (info) fi_freeinfo(info);
+}
+
+Status fi_error(std::string_view call, int rc) {
+  return Status(Code::kInternal, fmt::format("{} failed: {} ({})", call, fi_strerror(-rc), rc));
+}
+
+Result<std::vector<std::shared_ptr<Rail>>> open_rails(const TransportOptions& options) {
+  if (options.num_domains < 1 || options.num_domains > kMaxRails) {
+    return Status(Code::kInvalidArgument, fmt::format("--num-domains {} is outside 1..{}",
+                                                      options.num_domains, kMaxRails));
+  }
+  std::vector<std::string> candidates;
+  const std::string& p = options.provider;
+  if (p == "auto") candidates = {"efa", "verbs;ofi_rxm", "shm", "tcp;ofi_rxm"};
+  else if (p == "verbs") candidates = {"verbs;ofi_rxm"};
+  else if (p == "tcp") candidates = {"tcp;ofi_rxm"};
+  else if (p == "efa" || p == "shm") candidates = {p};
+  else return Status(Code::kInvalidArgument, fmt::format("unknown provider '{}'", p));
+  Status last;
+  for (const auto& prov : candidates) {
+    auto rails = open_provider(prov, options);
+    if (rails) return rails;
+    last = rails.status();
+    KVRDMA_LOG_DEBUG("provider {} not usable: {}", prov, last.message());
+  }
+  return last;
+}
+
+}  // namespace kvrdma::transport::fabric

@@ -1,0 +1,59 @@
+// A rail: one libfabric endpoint with everything it needs (fabric, domain, AV, CQ), opened
+// together and closed in reverse order. A FabricTransport has one rail per --num-domains.
+//
+// Thread safety: `mu` serialises every call on the endpoint, CQ, AV and domain (domains are
+// opened FI_THREAD_DOMAIN). Fields are set once by open_rails() and never change afterwards.
+#pragma once
+
+#include <rdma/fabric.h>
+#include <rdma/fi_domain.h>
+#include <rdma/fi_endpoint.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kvrdma/options.h"
+#include "kvrdma/status.h"
+
+namespace kvrdma::transport::fabric {
+
+struct Rail {
+  fi_info* info = nullptr;
+  fid_fabric* fabric = nullptr;
+  fid_domain* domain = nullptr;
+  fid_av* av = nullptr;
+  fid_cq* cq = nullptr;
+  fid_ep* ep = nullptr;
+  std::string address;  // fi_getname of ep
+  std::mutex mu;
+  std::atomic<uint64_t> next_key{1};  // requested MR keys, unique within the domain
+  // Contexts of writes still posted when their transport went away: the provider may hold them
+  // until the endpoint closes, so they are freed only after that (members outlive ~Rail's body).
+  std::vector<std::shared_ptr<void>> retired;  // guarded by mu
+
+  Rail() = default;
+  Rail(const Rail&) = delete;
+  Rail& operator=(const Rail&) = delete;
+  ~Rail();
+
+  uint64_t mr_mode() const { return info->domain_attr->mr_mode; }
+  bool virt_addr() const { return (mr_mode() & FI_MR_VIRT_ADDR) != 0; }
+  const char* provider() const { return info->fabric_attr->prov_name; }
+};
+
+// "<call> failed: <fi_strerror> (<rc>)", INTERNAL.
+Status fi_error(std::string_view call, int rc);
+
+// Opens options.num_domains rails of the provider options.provider names (auto: efa,
+// verbs;ofi_rxm, shm, tcp;ofi_rxm — the first that opens). Rail i uses the i-th domain fi_getinfo
+// lists for that provider; with fewer domains than rails (one NIC) rails share a domain's NIC,
+// each with its own domain object and endpoint. FAILED_PRECONDITION naming the provider when
+// fi_info does not offer it; INVALID_ARGUMENT for a bad provider, interface or count.
+Result<std::vector<std::shared_ptr<Rail>>> open_rails(const TransportOptions& options);
+
+}  // namespace kvrdma::transport::fabric
