@@ -65,6 +65,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  kvrdma::tools::tune_allocator();
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {
