@@ -13,7 +13,9 @@ kvrdma_add_test(client_test SOURCES integration/client_test.cc integration/clien
                 LIBS kvrdma_harness kvrdma_core)
 kvrdma_add_test(errors_test SOURCES integration/errors_test.cc integration/reservation_test.cc
                 LIBS kvrdma_harness kvrdma_core)
-foreach(suite cli_test client_test errors_test)
+# Faults (server killed and restarted, client killed) and the randomized model; mock only.
+kvrdma_add_test(fault_test SOURCES integration/fault_test.cc LIBS kvrdma_harness kvrdma_core)
+foreach(suite cli_test client_test errors_test fault_test)
   add_dependencies(${suite} kv-server kv-client)
 endforeach()
 
