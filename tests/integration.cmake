@@ -14,7 +14,10 @@ kvrdma_add_test(client_test SOURCES integration/client_test.cc integration/clien
 kvrdma_add_test(errors_test SOURCES integration/errors_test.cc integration/reservation_test.cc
                 LIBS kvrdma_harness kvrdma_core)
 kvrdma_add_test(transfer_test SOURCES integration/transfer_test.cc LIBS kvrdma_harness kvrdma_core)
-foreach(suite cli_test client_test errors_test transfer_test)
+# Faults (server killed and restarted, client killed) and the randomized model; mock only.
+kvrdma_add_test(fault_test SOURCES integration/fault_test.cc LIBS kvrdma_harness kvrdma_core)
+kvrdma_add_test(model_test SOURCES integration/model_test.cc LIBS kvrdma_harness kvrdma_core)
+foreach(suite cli_test client_test errors_test transfer_test fault_test model_test)
   add_dependencies(${suite} kv-server kv-client)
 endforeach()
 

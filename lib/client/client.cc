@@ -34,6 +34,25 @@ struct HeldExtent {
   memory::Allocation extent;
 };
 
+// One session with the server, replaced whole when the client re-opens it after the server lost
+// it (restart, lease expiry). Calls work on a snapshot, so a re-open never changes the session
+// under a call in flight; the old receive buffer lives on while views of it do.
+struct SessionState {
+  v1::HelloReply hello;
+  std::shared_ptr<ReceiveBuffer> buffer;
+  std::shared_ptr<transport::RemoteRegion> server_pool;  // target of large PUT writes
+  uint64_t generation = 0;                               // 0 for the first session, then +1
+};
+
+// True when the server answered that it does not know the session (it restarted or the lease
+// ran out): the only failure that proves the request was not executed and a new Hello helps.
+// The server's message (SessionTable::find) is the marker; the code alone is also used for
+// other preconditions.
+bool session_gone(const Status& s) {
+  return s.code() == Code::kFailedPrecondition &&
+         s.message().find("unknown or expired session") != std::string::npos;
+}
+
 std::string grpc_target(std::string_view addr) {
   for (std::string_view scheme : {"http://", "grpc://", "dns:///"}) {
     if (addr.substr(0, scheme.size()) == scheme) addr.remove_prefix(scheme.size());
@@ -60,10 +79,14 @@ class Client::Impl {
   Status erase(std::string_view key);
   Result<ServerStats> stats();
 
+  // The current session (never null after connect succeeded).
+  std::shared_ptr<const SessionState> current() const {
+    std::lock_guard lock(session_mu_);
+    return session_;
+  }
+
   ClientOptions options;
   std::string target;
-  std::shared_ptr<ReceiveBuffer> buffer;
-  v1::HelloReply hello;
 
  private:
   Steady::time_point deadline() const {
@@ -80,12 +103,44 @@ class Client::Impl {
     }
     return rpc::from_grpc(s);
   }
-  Status put_large(std::string_view key, std::string_view value, uint64_t ttl_ms);
+  Result<ValueView> get_once(const SessionState& st, std::string_view key, Steady::time_point d);
+  Status put_once(const SessionState& st, std::string_view key, std::string_view value,
+                  uint64_t ttl_ms, Steady::time_point d);
+  Status put_large(const SessionState& st, std::string_view key, std::string_view value,
+                   uint64_t ttl_ms, Steady::time_point d);
+  Status erase_once(const SessionState& st, std::string_view key, Steady::time_point d);
+  // Registers a fresh receive buffer and opens a session with it (Hello, transport connect,
+  // attach the server's pool). A fresh buffer each time: the mock unlinks a buffer's shared
+  // memory once a server mapped it, so an old one cannot be announced to a new server.
+  Result<std::shared_ptr<SessionState>> open_session(Steady::time_point d);
+  // Replaces the session `seen` by a new one, unless another thread already did.
+  Status reopen(const SessionState& seen, Steady::time_point d);
+  // Runs `op` on the current session; when the server proves the session gone, re-opens it and
+  // runs `op` once more on the new one, within the same deadline. Only for steps that are safe
+  // to repeat (the first attempt was rejected before doing anything).
+  template <class Op>
+  auto with_session(Op op) -> decltype(op(std::declval<const SessionState&>(), Steady::now())) {
+    auto d = deadline();
+    auto st = current();
+    auto r = op(*st, d);
+    Status first = status_of(r);
+    if (!session_gone(first)) return r;
+    if (Status s = reopen(*st, d); !s.is_ok()) {
+      return s.with_context("the server lost this client's session; re-opening it failed");
+    }
+    return op(*current(), d);
+  }
+  static Status status_of(const Status& s) { return s; }
+  template <class T>
+  static Status status_of(const Result<T>& r) { return r ? Status() : r.status(); }
   void keepalive_loop();
 
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::KvCache::Stub> stub_;
-  std::shared_ptr<transport::RemoteRegion> server_pool_;  // target of large PUT writes
+  std::shared_ptr<transport::Transport> transport_;
+  mutable std::mutex session_mu_;
+  std::shared_ptr<const SessionState> session_;  // guarded by session_mu_
+  std::mutex reopen_mu_;                         // one re-open at a time
   std::thread keepalive_;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -103,16 +158,16 @@ Status Client::Impl::connect(const ClientOptions& o) {
   }
   auto t = transport::make_transport(o.transport);
   if (!t) return t.status();
-  buffer = std::make_shared<ReceiveBuffer>();
-  buffer->transport = std::move(*t);
-  auto region = buffer->transport->allocate(o.buffer_bytes);
-  if (!region) return region.status().with_context("cannot register the receive buffer (--buffer-mb)");
-  buffer->region = std::move(*region);
-  buffer->pool = std::make_unique<memory::MemoryPool>(buffer->region->data(), buffer->region->size());
+  transport_ = std::move(*t);
 
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(1 << 30);
   args.SetMaxSendMessageSize(1 << 30);
+  // Retry a lost server often: gRPC's default backoff grows to 120 s, so a restarted server
+  // would stay unreachable that long. Calls meanwhile fail at once with UNAVAILABLE.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   channel_ = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
   stub_ = v1::KvCache::NewStub(channel_);
   auto d = deadline();
@@ -122,24 +177,53 @@ Status Client::Impl::connect(const ClientOptions& o) {
                               "(start it with kv-server --listen-addr {})",
                               target, o.timeout_ms, target));
   }
+  auto st = open_session(d);
+  if (!st) return st.status();
+  session_ = std::move(*st);
+  keepalive_ = std::thread([this] { keepalive_loop(); });
+  return Status();
+}
+
+Result<std::shared_ptr<SessionState>> Client::Impl::open_session(Steady::time_point d) {
+  auto st = std::make_shared<SessionState>();
+  st->buffer = std::make_shared<ReceiveBuffer>();
+  ReceiveBuffer& buf = *st->buffer;
+  buf.transport = transport_;
+  auto region = transport_->allocate(options.buffer_bytes);
+  if (!region) return region.status().with_context("cannot register the receive buffer (--buffer-mb)");
+  buf.region = std::move(*region);
+  buf.pool = std::make_unique<memory::MemoryPool>(buf.region->data(), buf.region->size());
+
   v1::HelloRequest req;
-  req.set_client_id(o.client_id);
-  req.set_transport_kind(buffer->transport->kind());
-  req.set_transport_address(buffer->transport->address());
-  req.set_memory_descriptor(buffer->region->descriptor());
-  req.set_region_size(buffer->region->size());
+  req.set_client_id(options.client_id);
+  req.set_transport_kind(transport_->kind());
+  req.set_transport_address(transport_->address());
+  req.set_memory_descriptor(buf.region->descriptor());
+  req.set_region_size(buf.region->size());
   req.set_version(version());
   grpc::ClientContext ctx;
   set_deadline(ctx, d);
-  grpc::Status s = stub_->Hello(&ctx, req, &hello);
+  grpc::Status s = stub_->Hello(&ctx, req, &st->hello);
   if (!s.ok()) return call_failed(s, "Hello").with_context("Hello");
-  buffer->region->seal();  // the server has mapped it; nobody else may
-  auto peer = buffer->transport->connect(hello.transport_address());
+  buf.region->seal();  // the server has mapped it; nobody else may
+  auto peer = transport_->connect(st->hello.transport_address());
   if (!peer) return peer.status().with_context("connecting to the server's transport");
-  auto pool = (*peer)->attach(hello.memory_descriptor());
+  auto pool = (*peer)->attach(st->hello.memory_descriptor());
   if (!pool) return pool.status().with_context("attaching the server's pool");
-  server_pool_ = std::move(*pool);
-  keepalive_ = std::thread([this] { keepalive_loop(); });
+  st->server_pool = std::move(*pool);
+  return st;
+}
+
+Status Client::Impl::reopen(const SessionState& seen, Steady::time_point d) {
+  std::lock_guard lock(reopen_mu_);
+  if (current()->generation != seen.generation) return Status();  // another thread did it
+  auto st = open_session(d);
+  if (!st) return st.status();
+  (*st)->generation = seen.generation + 1;
+  KVRDMA_LOG_INFO("kv-server {} lost session {}; re-opened as session {}", target,
+                  seen.hello.session_id(), (*st)->hello.session_id());
+  std::lock_guard slock(session_mu_);
+  session_ = std::move(*st);
   return Status();
 }
 
@@ -150,35 +234,54 @@ Client::Impl::~Impl() {
   }
   cv_.notify_all();
   if (keepalive_.joinable()) keepalive_.join();
-  if (stub_ && hello.session_id() != 0) {
+  auto st = session_;  // no other thread is left
+  if (stub_ && st && st->hello.session_id() != 0) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
     v1::GoodbyeRequest req;
-    req.set_session_id(hello.session_id());
+    req.set_session_id(st->hello.session_id());
     v1::GoodbyeReply reply;
     (void)stub_->Goodbye(&ctx, req, &reply);
   }
 }
 
 void Client::Impl::keepalive_loop() {
-  auto every = std::chrono::milliseconds(std::max<uint64_t>(hello.lease_ms() / 3, 50));
+  auto every = [this] {
+    return std::chrono::milliseconds(std::max<uint64_t>(current()->hello.lease_ms() / 3, 50));
+  };
   std::unique_lock lock(mu_);
-  while (!cv_.wait_for(lock, every, [this] { return stopping_; })) {
+  while (!cv_.wait_for(lock, every(), [this] { return stopping_; })) {
     lock.unlock();
+    auto st = current();
+    auto d = deadline();
     grpc::ClientContext ctx;
-    set_deadline(ctx, deadline());
+    set_deadline(ctx, d);
     v1::KeepAliveRequest req;
-    req.set_session_id(hello.session_id());
+    req.set_session_id(st->hello.session_id());
     v1::KeepAliveReply reply;
     grpc::Status s = stub_->KeepAlive(&ctx, req, &reply);
-    if (!s.ok()) KVRDMA_LOG_WARN("keepalive failed: {}", s.error_message());
+    if (!s.ok()) {
+      Status failed = rpc::from_grpc(s);
+      KVRDMA_LOG_WARN("keepalive failed: {}", s.error_message());
+      // The server restarted or dropped us: re-open now so the next call need not.
+      if (session_gone(failed)) {
+        if (Status r = reopen(*st, d); !r.is_ok()) KVRDMA_LOG_WARN("re-open failed: {}", r.message());
+      }
+    }
     lock.lock();
   }
 }
 
 Result<ValueView> Client::Impl::get(std::string_view key) {
   if (key.empty()) return Status(Code::kInvalidArgument, "key is empty; give a non-empty key");
-  auto d = deadline();
+  return with_session([&](const SessionState& st, Steady::time_point d) {
+    return get_once(st, key, d);
+  });
+}
+
+Result<ValueView> Client::Impl::get_once(const SessionState& st, std::string_view key,
+                                         Steady::time_point d) {
+  const std::shared_ptr<ReceiveBuffer>& buffer = st.buffer;
   memory::MemoryPool& pool = *buffer->pool;
   // A first guess at the space the value needs; the reply says the real size when it is larger.
   memory::Allocation extent;
@@ -190,7 +293,7 @@ Result<ValueView> Client::Impl::get(std::string_view key) {
   transport::WriteExpectation incoming = buffer->transport->expect_writes();
   for (int attempt = 0; attempt < 4; ++attempt) {
     v1::GetRequest req;
-    req.set_session_id(hello.session_id());
+    req.set_session_id(st.hello.session_id());
     req.set_key(std::string(key));
     req.set_dest_offset(extent.valid() ? extent.offset() : 0);
     req.set_dest_capacity(extent.valid() ? extent.capacity() : 0);
@@ -227,13 +330,21 @@ Result<ValueView> Client::Impl::get(std::string_view key) {
 
 Status Client::Impl::put(std::string_view key, std::string_view value, uint64_t ttl_ms) {
   if (key.empty()) return Status(Code::kInvalidArgument, "key is empty; give a non-empty key");
+  return with_session([&](const SessionState& st, Steady::time_point d) {
+    return put_once(st, key, value, ttl_ms, d);
+  });
+}
+
+Status Client::Impl::put_once(const SessionState& st, std::string_view key,
+                              std::string_view value, uint64_t ttl_ms, Steady::time_point d) {
+  const v1::HelloReply& hello = st.hello;
   if (value.size() > hello.max_value_bytes()) {
     return Status(Code::kInvalidArgument,
                   fmt::format("value of {} bytes exceeds the server's maximum of {} bytes; raise "
                               "--max-value-mb on the server or split the value",
                               value.size(), hello.max_value_bytes()));
   }
-  if (value.size() > hello.inline_threshold()) return put_large(key, value, ttl_ms);
+  if (value.size() > hello.inline_threshold()) return put_large(st, key, value, ttl_ms, d);
   v1::PutRequest req;
   req.set_session_id(hello.session_id());
   req.set_key(std::string(key));
@@ -241,15 +352,18 @@ Status Client::Impl::put(std::string_view key, std::string_view value, uint64_t 
   req.set_ttl_ms(ttl_ms);
   v1::PutReply reply;
   grpc::ClientContext ctx;
-  set_deadline(ctx, deadline());
+  set_deadline(ctx, d);
   grpc::Status s = stub_->Put(&ctx, req, &reply);
   return s.ok() ? Status() : call_failed(s, "Put");
 }
 
-Status Client::Impl::put_large(std::string_view key, std::string_view value, uint64_t ttl_ms) {
-  auto d = deadline();
+// Two-phase PUT. Only a rejected PutBegin reports the session gone (nothing reserved, nothing
+// written, so with_session may repeat it); a failure after it is never repeated: the PUT fails,
+// and a lost session is re-opened for the next call.
+Status Client::Impl::put_large(const SessionState& st, std::string_view key,
+                               std::string_view value, uint64_t ttl_ms, Steady::time_point d) {
   v1::PutBeginRequest begin;
-  begin.set_session_id(hello.session_id());
+  begin.set_session_id(st.hello.session_id());
   begin.set_key(std::string(key));
   begin.set_value_len(value.size());
   begin.set_ttl_ms(ttl_ms);
@@ -262,7 +376,7 @@ Status Client::Impl::put_large(std::string_view key, std::string_view value, uin
   }
   // The source of a transport write must be registered memory: stage through the receive
   // buffer, chunk by chunk, so a value larger than the buffer still goes.
-  memory::MemoryPool& pool = *buffer->pool;
+  memory::MemoryPool& pool = *st.buffer->pool;
   uint64_t chunk = std::min<uint64_t>(std::max<uint64_t>(pool.size() / 4, 1 << 20), pool.size());
   Status failed;
   for (uint64_t pos = 0; pos < value.size() && failed.is_ok();) {
@@ -273,36 +387,53 @@ Status Client::Impl::put_large(std::string_view key, std::string_view value, uin
       break;
     }
     std::memcpy(a->data(), value.data() + pos, n);
-    failed = transport::write_and_wait(*buffer->transport, *buffer->region, a->offset(),
-                                       server_pool_, reserved.remote_offset() + pos, n, d);
+    failed = transport::write_and_wait(*transport_, *st.buffer->region, a->offset(),
+                                       st.server_pool, reserved.remote_offset() + pos, n, d);
     pos += n;
   }
   grpc::ClientContext ctx;
   set_deadline(ctx, failed.is_ok() ? d : deadline());
+  Status result;
   if (!failed.is_ok()) {
     v1::PutAbortRequest abort;
-    abort.set_session_id(hello.session_id());
+    abort.set_session_id(st.hello.session_id());
     abort.set_reservation_id(reserved.reservation_id());
     v1::PutAbortReply reply;
     (void)stub_->PutAbort(&ctx, abort, &reply);
-    return failed.with_context("writing the value into the server's pool");
+    result = failed.with_context("writing the value into the server's pool");
+  } else {
+    v1::PutCommitRequest commit;
+    commit.set_session_id(st.hello.session_id());
+    commit.set_reservation_id(reserved.reservation_id());
+    v1::PutCommitReply reply;
+    grpc::Status s = stub_->PutCommit(&ctx, commit, &reply);
+    if (s.ok()) return Status();
+    result = call_failed(s, "PutCommit");
   }
-  v1::PutCommitRequest commit;
-  commit.set_session_id(hello.session_id());
-  commit.set_reservation_id(reserved.reservation_id());
-  v1::PutCommitReply reply;
-  grpc::Status s = stub_->PutCommit(&ctx, commit, &reply);
-  return s.ok() ? Status() : call_failed(s, "PutCommit");
+  if (session_gone(result)) {
+    (void)reopen(st, deadline());
+    return Status(Code::kUnavailable,
+                  fmt::format("kv-server {} lost the session during a two-phase PUT; the value "
+                              "was not stored; put it again", target));
+  }
+  return result;
 }
 
 Status Client::Impl::erase(std::string_view key) {
   if (key.empty()) return Status(Code::kInvalidArgument, "key is empty; give a non-empty key");
+  return with_session([&](const SessionState& st, Steady::time_point d) {
+    return erase_once(st, key, d);
+  });
+}
+
+Status Client::Impl::erase_once(const SessionState& st, std::string_view key,
+                                Steady::time_point d) {
   v1::DeleteRequest req;
-  req.set_session_id(hello.session_id());
+  req.set_session_id(st.hello.session_id());
   req.set_key(std::string(key));
   v1::DeleteReply reply;
   grpc::ClientContext ctx;
-  set_deadline(ctx, deadline());
+  set_deadline(ctx, d);
   grpc::Status s = stub_->Delete(&ctx, req, &reply);
   return s.ok() ? Status() : call_failed(s, "Delete");
 }
@@ -363,12 +494,12 @@ Status Client::put(std::string_view key, std::string_view value, uint64_t ttl_ms
 }
 Status Client::erase(std::string_view key) { return impl_->erase(key); }
 Result<ServerStats> Client::stats() { return impl_->stats(); }
-uint64_t Client::session_id() const { return impl_->hello.session_id(); }
-uint64_t Client::inline_threshold() const { return impl_->hello.inline_threshold(); }
-uint64_t Client::buffer_size() const { return impl_->buffer->pool->size(); }
-uint64_t Client::max_value_bytes() const { return impl_->hello.max_value_bytes(); }
+uint64_t Client::session_id() const { return impl_->current()->hello.session_id(); }
+uint64_t Client::inline_threshold() const { return impl_->current()->hello.inline_threshold(); }
+uint64_t Client::buffer_size() const { return impl_->current()->buffer->pool->size(); }
+uint64_t Client::max_value_bytes() const { return impl_->current()->hello.max_value_bytes(); }
 std::string Client::transport_description() const {
-  return impl_->buffer->transport->description();
+  return impl_->current()->buffer->transport->description();
 }
 
 }  // namespace kvrdma

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -117,7 +118,10 @@ ServerProcess::ServerProcess(std::vector<std::string> args) {
   int out[2];
   REQUIRE(pipe2(out, O_CLOEXEC) == 0);
   int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  args.insert(args.begin(), {"--listen-addr", "127.0.0.1:0"});
+  // A test may pick the address (a restart on the same port); else any free loopback port.
+  if (std::find(args.begin(), args.end(), "--listen-addr") == args.end()) {
+    args.insert(args.begin(), {"--listen-addr", "127.0.0.1:0"});
+  }
   for (const auto& f : transport_flags()) args.push_back(f);
   pid_ = spawn(server_binary(), args, devnull, out[1], err_fd);
   int spawn_errno = errno;
