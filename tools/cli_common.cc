@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 namespace kvrdma::tools {
 namespace {
@@ -35,6 +36,12 @@ Status apply_all(const SettingFlags& flags, Options& options) {
       continue;
     }
     KVRDMA_RETURN_IF_ERROR(apply_setting(options, s.name, it->second));
+  }
+  // The token may come from the environment, so it need not show in `ps`.
+  auto token = flags.options.find("auth-token");
+  const char* env = std::getenv("KVRDMA_AUTH_TOKEN");
+  if (env != nullptr && token != flags.options.end() && token->second->count() == 0) {
+    KVRDMA_RETURN_IF_ERROR(apply_setting(options, "auth-token", env).with_context("KVRDMA_AUTH_TOKEN"));
   }
   return Status();
 }

@@ -24,6 +24,20 @@ struct TransportOptions {
   uint32_t num_domains = 1;        // stripe large transfers over this many domains
 };
 
+// Who may talk to whom on the control plane. RDMA traffic is neither encrypted nor authenticated
+// by these: keep the fabric on an isolated network (README, Security).
+struct SecurityOptions {
+  // Shared secret: when the server has one, every RPC without exactly this token is
+  // PERMISSION_DENIED; a client sends its token (if any) with every call. Empty: none.
+  std::string auth_token;
+  // PEM files. Server: tls_cert + tls_key turn TLS on; tls_ca then requires and verifies client
+  // certificates signed by it. Client: tls_ca (or tls_cert) turns TLS on and verifies the server
+  // against tls_ca (system roots when empty); tls_cert + tls_key present a client certificate.
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_ca;
+};
+
 struct ServerOptions {
   std::string listen_addr = "localhost:50051";  // host:port; port 0 picks a free port
   uint64_t memory_bytes = 1024ull << 20;         // pool size
@@ -37,6 +51,7 @@ struct ServerOptions {
   uint64_t lease_ms = 30000;                     // a silent session ends after this
   uint64_t reservation_ttl_ms = 30000;           // an uncommitted PUT reservation is freed after this
   uint64_t sweep_interval_ms = 1000;             // how often expired keys/sessions are reclaimed
+  SecurityOptions security;
 };
 
 struct ClientOptions {
@@ -46,6 +61,7 @@ struct ClientOptions {
   LogLevel log_level = LogLevel::kWarn;
   TransportOptions transport;
   uint64_t timeout_ms = 5000;                    // deadline of each call
+  SecurityOptions security;
 };
 
 // Which programs a setting applies to.

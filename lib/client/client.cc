@@ -12,6 +12,7 @@
 #include "kv_cache.grpc.pb.h"
 #include "kvrdma/version.h"
 #include "memory/memory_pool.h"
+#include "rpc/security.h"
 #include "rpc/status_map.h"
 #include "transport/transport.h"
 
@@ -93,8 +94,10 @@ class Client::Impl {
     return Steady::now() + std::chrono::milliseconds(options.timeout_ms);
   }
   // A context whose gRPC deadline matches `d`.
-  static void set_deadline(grpc::ClientContext& ctx, Steady::time_point d) {
+  // Every call goes through here: its deadline, and the auth token.
+  void set_deadline(grpc::ClientContext& ctx, Steady::time_point d) const {
     ctx.set_deadline(std::chrono::system_clock::now() + (d - Steady::now()));
+    rpc::add_token(ctx, options.security.auth_token);
   }
   Status call_failed(const grpc::Status& s, std::string_view what) const {
     if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
@@ -168,7 +171,9 @@ Status Client::Impl::connect(const ClientOptions& o) {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  channel_ = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  auto creds = rpc::channel_credentials(o.security);
+  if (!creds) return creds.status();
+  channel_ = grpc::CreateCustomChannel(target, *creds, args);
   stub_ = v1::KvCache::NewStub(channel_);
   auto d = deadline();
   if (!channel_->WaitForConnected(std::chrono::system_clock::now() + (d - Steady::now()))) {
@@ -237,7 +242,7 @@ Client::Impl::~Impl() {
   auto st = session_;  // no other thread is left
   if (stub_ && st && st->hello.session_id() != 0) {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    set_deadline(ctx, Steady::now() + std::chrono::seconds(1));
     v1::GoodbyeRequest req;
     req.set_session_id(st->hello.session_id());
     v1::GoodbyeReply reply;

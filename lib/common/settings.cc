@@ -41,6 +41,13 @@ const SettingInfo kSettings[] = {
     {"sweep-interval-ms", "int", "1000", "how often expired keys and sessions are reclaimed",
      kServerSetting},
     {"timeout-ms", "int", "5000", "deadline of each call", kClientSetting},
+    {"auth-token", "string", "", "shared secret every RPC must carry (programs also read "
+     "KVRDMA_AUTH_TOKEN); empty: none", kBoth},
+    {"tls-cert", "string", "", "PEM certificate: the server's (turns TLS on), or the client's own "
+     "for mutual TLS", kBoth},
+    {"tls-key", "string", "", "PEM private key of --tls-cert", kBoth},
+    {"tls-ca", "string", "", "PEM CA: the client verifies the server with it (turns TLS on); the "
+     "server requires client certificates signed by it", kBoth},
 };
 
 Status bad_value(std::string_view name, std::string_view value, std::string_view expected) {
@@ -65,10 +72,23 @@ Result<LogLevel> parse_level(std::string_view name, std::string_view value) {
 }
 
 // Settings both roles share. Returns nullopt-like OK-with-handled flag through `handled`.
-Status apply_common(LogLevel& level, TransportOptions& t, std::string_view name,
-                    std::string_view value, bool& handled) {
+Status apply_common(LogLevel& level, TransportOptions& t, SecurityOptions& sec,
+                    std::string_view name, std::string_view value, bool& handled) {
   handled = true;
-  if (name == "log-level") {
+  if (name == "auth-token") {
+    if (value.size() > 4096) return bad_value(name, "(hidden)", "at most 4096 characters");
+    for (char c : value) {
+      // gRPC metadata values must be printable ASCII.
+      if (c < 0x20 || c > 0x7e) return bad_value(name, "(hidden)", "printable ASCII characters");
+    }
+    sec.auth_token = std::string(value);
+  } else if (name == "tls-cert") {
+    sec.tls_cert = std::string(value);
+  } else if (name == "tls-key") {
+    sec.tls_key = std::string(value);
+  } else if (name == "tls-ca") {
+    sec.tls_ca = std::string(value);
+  } else if (name == "log-level") {
     auto l = parse_level(name, value);
     if (!l) return l.status();
     level = *l;
@@ -125,7 +145,7 @@ const char* log_level_name(LogLevel level) {
 
 Status apply_setting(ServerOptions& o, std::string_view name, std::string_view value) {
   bool handled = false;
-  KVRDMA_RETURN_IF_ERROR(apply_common(o.log_level, o.transport, name, value, handled));
+  KVRDMA_RETURN_IF_ERROR(apply_common(o.log_level, o.transport, o.security, name, value, handled));
   if (handled) return Status();
   if (name == "listen-addr") {
     if (value.empty() || value.find(':') == std::string_view::npos) {
@@ -174,7 +194,7 @@ Status apply_setting(ServerOptions& o, std::string_view name, std::string_view v
 
 Status apply_setting(ClientOptions& o, std::string_view name, std::string_view value) {
   bool handled = false;
-  KVRDMA_RETURN_IF_ERROR(apply_common(o.log_level, o.transport, name, value, handled));
+  KVRDMA_RETURN_IF_ERROR(apply_common(o.log_level, o.transport, o.security, name, value, handled));
   if (handled) return Status();
   if (name == "server-addr") {
     if (value.empty()) return bad_value(name, value, "host:port or http://host:port");

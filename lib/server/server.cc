@@ -14,6 +14,7 @@
 
 #include "common/logging.h"
 #include "common/units.h"
+#include "rpc/security.h"
 #include "server/service.h"
 #include "transport/mock_transport.h"
 
@@ -37,6 +38,7 @@ class Server::Impl {
   int listen(const std::vector<std::string>& addrs, const ServerOptions& options);
   static int free_loopback_port();
 
+  std::shared_ptr<grpc::ServerCredentials> credentials_;  // TLS or insecure, per SecurityOptions
   std::unique_ptr<server::KvService> service_;
   std::unique_ptr<grpc::Server> grpc_;
   std::thread sweeper_;
@@ -72,6 +74,9 @@ Status Server::Impl::start(const ServerOptions& options) {
   core.store = std::make_unique<store::Store>(*core.pool, SteadyClock::instance(), so);
   core.sessions = std::make_unique<server::SessionTable>(std::chrono::milliseconds(options.lease_ms));
 
+  auto creds = rpc::server_credentials(options.security);
+  if (!creds) return creds.status();
+  credentials_ = std::move(*creds);
   service_ = std::make_unique<server::KvService>(core);
   std::string host = options.listen_addr.substr(0, options.listen_addr.rfind(':'));
   std::string port = options.listen_addr.substr(options.listen_addr.rfind(':') + 1);
@@ -101,7 +106,7 @@ int Server::Impl::listen(const std::vector<std::string>& addrs, const ServerOpti
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   std::vector<int> ports(addrs.size(), 0);
   for (size_t i = 0; i < addrs.size(); ++i) {
-    builder.AddListeningPort(addrs[i], grpc::InsecureServerCredentials(), &ports[i]);
+    builder.AddListeningPort(addrs[i], credentials_, &ports[i]);
   }
   builder.RegisterService(service_.get());
   int max_msg = static_cast<int>(std::min<uint64_t>(2 * options.inline_threshold + (4 << 20),

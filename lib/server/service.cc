@@ -4,6 +4,7 @@
 
 #include "common/logging.h"
 #include "kvrdma/version.h"
+#include "rpc/security.h"
 #include "rpc/status_map.h"
 
 namespace kvrdma::server {
@@ -60,8 +61,13 @@ ServerStats ServerCore::stats() const {
   return s;
 }
 
+Status KvService::authorize(grpc::CallbackServerContext* ctx) const {
+  return rpc::check_token(*ctx, core_.options.security.auth_token);
+}
+
 grpc::ServerUnaryReactor* KvService::Hello(grpc::CallbackServerContext* ctx,
                                            const v1::HelloRequest* req, v1::HelloReply* reply) {
+  if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   auto& t = *core_.transport;
   if (req->transport_kind() != t.kind()) {
     return finish(ctx, Status(Code::kFailedPrecondition,
@@ -98,11 +104,13 @@ grpc::ServerUnaryReactor* KvService::Hello(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* KvService::KeepAlive(grpc::CallbackServerContext* ctx,
                                                const v1::KeepAliveRequest* req,
                                                v1::KeepAliveReply*) {
+  if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   return finish(ctx, core_.sessions->find(req->session_id()).status());
 }
 
 grpc::ServerUnaryReactor* KvService::Goodbye(grpc::CallbackServerContext* ctx,
                                              const v1::GoodbyeRequest* req, v1::GoodbyeReply*) {
+  if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   if (!core_.sessions->remove(req->session_id())) {
     return finish(ctx, core_.sessions->find(req->session_id()).status());
   }
@@ -111,6 +119,7 @@ grpc::ServerUnaryReactor* KvService::Goodbye(grpc::CallbackServerContext* ctx,
 
 grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
                                          const v1::GetRequest* req, v1::GetReply* reply) {
+  if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());
   Status ok = core_.store->check(req->key(), 0);
@@ -161,6 +170,7 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
 
 grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
                                          const v1::PutRequest* req, v1::PutReply*) {
+  if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());
   Status s = core_.store->put(req->key(), req->value(), milliseconds(req->ttl_ms()));
@@ -174,6 +184,7 @@ grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* KvService::PutBegin(grpc::CallbackServerContext* ctx,
                                               const v1::PutBeginRequest* req,
                                               v1::PutBeginReply* reply) {
+  if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());
   Status ok = core_.store->check(req->key(), req->value_len());
@@ -223,6 +234,7 @@ Result<Reservation> take_reservation(Session& session, uint64_t id) {
 grpc::ServerUnaryReactor* KvService::PutCommit(grpc::CallbackServerContext* ctx,
                                                const v1::PutCommitRequest* req,
                                                v1::PutCommitReply*) {
+  if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());
   auto r = take_reservation(**session, req->reservation_id());
@@ -239,6 +251,7 @@ grpc::ServerUnaryReactor* KvService::PutCommit(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* KvService::PutAbort(grpc::CallbackServerContext* ctx,
                                               const v1::PutAbortRequest* req,
                                               v1::PutAbortReply*) {
+  if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());
   return finish(ctx, take_reservation(**session, req->reservation_id()).status());
@@ -247,6 +260,7 @@ grpc::ServerUnaryReactor* KvService::PutAbort(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
                                             const v1::DeleteRequest* req,
                                             v1::DeleteReply* reply) {
+  if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());
   Status ok = core_.store->check(req->key(), 0);
@@ -260,6 +274,7 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
 
 grpc::ServerUnaryReactor* KvService::Stats(grpc::CallbackServerContext* ctx,
                                            const v1::StatsRequest*, v1::StatsReply* reply) {
+  if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   ServerStats s = core_.stats();
   reply->set_node_id(s.node_id);
   reply->set_transport(s.transport);

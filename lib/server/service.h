@@ -67,6 +67,10 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
                                   v1::StatsReply* reply) override;
 
  private:
+  // The one check every handler runs first: the token (when the server has one). A new RPC must
+  // call it too; security_test calls every method of the service without a token to make sure.
+  Status authorize(grpc::CallbackServerContext* ctx) const;
+
   ServerCore& core_;
 };
 
