@@ -18,7 +18,8 @@ kvrdma_add_test(transfer_test SOURCES integration/transfer_test.cc LIBS kvrdma_h
 kvrdma_add_test(fault_test SOURCES integration/fault_test.cc LIBS kvrdma_harness kvrdma_core)
 kvrdma_add_test(model_test SOURCES integration/model_test.cc LIBS kvrdma_harness kvrdma_core)
 # Token and TLS on the control plane; mock only (the data plane is not what they protect).
-kvrdma_add_test(security_test SOURCES integration/security_test.cc LIBS kvrdma_harness kvrdma_core)
+kvrdma_add_test(security_test SOURCES integration/security_test.cc integration/limits_test.cc
+                LIBS kvrdma_harness kvrdma_core)
 foreach(suite cli_test client_test errors_test transfer_test fault_test model_test security_test)
   add_dependencies(${suite} kv-server kv-client)
 endforeach()

@@ -51,6 +51,9 @@ struct ServerOptions {
   uint64_t lease_ms = 30000;                     // a silent session ends after this
   uint64_t reservation_ttl_ms = 30000;           // an uncommitted PUT reservation is freed after this
   uint64_t sweep_interval_ms = 1000;             // how often expired keys/sessions are reclaimed
+  uint64_t max_sessions = 1024;                  // Hello beyond this: RESOURCE_EXHAUSTED
+  uint64_t max_inflight = 256;                   // per session: GET transfers + open PUT reservations
+  uint64_t max_message_bytes = 0;                // gRPC message limit; 0: 2 x inline threshold + 4 MiB
   SecurityOptions security;
 };
 

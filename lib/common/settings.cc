@@ -40,6 +40,12 @@ const SettingInfo kSettings[] = {
      kServerSetting},
     {"sweep-interval-ms", "int", "1000", "how often expired keys and sessions are reclaimed",
      kServerSetting},
+    {"max-sessions", "int", "1024", "client sessions at once; more get RESOURCE_EXHAUSTED",
+     kServerSetting},
+    {"max-inflight", "int", "256", "per session: GETs being pushed plus open two-phase PUTs",
+     kServerSetting},
+    {"max-message-mb", "int", "0", "largest gRPC message, MiB (0: 2 x inline threshold + 4 MiB)",
+     kServerSetting},
     {"timeout-ms", "int", "5000", "deadline of each call", kClientSetting},
     {"auth-token", "string", "", "shared secret every RPC must carry (programs also read "
      "KVRDMA_AUTH_TOKEN); empty: none", kBoth},
@@ -180,6 +186,9 @@ Status apply_setting(ServerOptions& o, std::string_view name, std::string_view v
       {"lease-ms", &o.lease_ms, 100, 86'400'000, 1},
       {"reservation-ttl-ms", &o.reservation_ttl_ms, 100, 86'400'000, 1},
       {"sweep-interval-ms", &o.sweep_interval_ms, 10, 3'600'000, 1},
+      {"max-sessions", &o.max_sessions, 1, 1'000'000, 1},
+      {"max-inflight", &o.max_inflight, 1, 1'000'000, 1},
+      {"max-message-mb", &o.max_message_bytes, 0, 2047, 1ull << 20},
   };
   for (const auto& f : fields) {
     if (name != f.name) continue;

@@ -109,8 +109,9 @@ int Server::Impl::listen(const std::vector<std::string>& addrs, const ServerOpti
     builder.AddListeningPort(addrs[i], credentials_, &ports[i]);
   }
   builder.RegisterService(service_.get());
-  int max_msg = static_cast<int>(std::min<uint64_t>(2 * options.inline_threshold + (4 << 20),
-                                                    1ull << 30));
+  uint64_t limit = options.max_message_bytes != 0 ? options.max_message_bytes
+                                                  : 2 * options.inline_threshold + (4 << 20);
+  int max_msg = static_cast<int>(std::min<uint64_t>(limit, (1ull << 31) - 1));
   builder.SetMaxReceiveMessageSize(max_msg);
   builder.SetMaxSendMessageSize(max_msg);
   grpc_ = builder.BuildAndStart();

@@ -85,7 +85,10 @@ grpc::ServerUnaryReactor* KvService::Hello(grpc::CallbackServerContext* ctx,
                                           "memory descriptor names", req->region_size(),
                                           (*region)->size())));
   }
-  auto s = core_.sessions->add(req->client_id(), std::move(*peer), std::move(*region));
+  auto added = core_.sessions->add(req->client_id(), std::move(*peer), std::move(*region),
+                                   core_.options.max_sessions);
+  if (!added) return finish(ctx, added.status());
+  auto& s = *added;
   KVRDMA_LOG_DEBUG("session {:x} opened by client {} ({} byte buffer, version {})", s->id,
                    req->client_id(), req->region_size(), req->version());
   reply->set_session_id(s->id);
@@ -152,13 +155,22 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
                                           "region this session registered", off,
                                           req->dest_capacity(), region->size())));
   }
+  std::shared_ptr<Session> owner = *session;
+  if (owner->transfers.fetch_add(1) >= core_.options.max_inflight) {
+    owner->transfers.fetch_sub(1);
+    return finish(ctx, Status(Code::kResourceExhausted,
+                              fmt::format("this session already has {} GETs in flight "
+                                          "(--max-inflight); wait for some to finish",
+                                          core_.options.max_inflight)));
+  }
   auto* reactor = ctx->DefaultReactor();
   auto pinned = std::make_shared<store::ValueRef>(std::move(*ref));
   Counters& counters = core_.counters;
   core_.transport->write(
       *core_.pool_region, pinned->pool_offset(), region, off, len, write_deadline(ctx),
-      [pinned, reply, reactor, len, &counters](Status s) mutable {
+      [pinned, reply, reactor, len, &counters, owner](Status s) mutable {
         pinned.reset();  // unpin: the bytes are at the client (or the write failed)
+        owner->transfers.fetch_sub(1);
         if (s.is_ok()) {
           reply->set_written(true);
           counters.bytes_transport_written += len;
@@ -192,6 +204,16 @@ grpc::ServerUnaryReactor* KvService::PutBegin(grpc::CallbackServerContext* ctx,
   if (req->value_len() == 0) {
     return finish(ctx, Status(Code::kInvalidArgument,
                               "PutBegin of an empty value; use Put for small values"));
+  }
+  {
+    Session& owner = **session;
+    std::lock_guard lock(owner.mu);
+    if (owner.reservations.size() >= core_.options.max_inflight) {
+      return finish(ctx, Status(Code::kResourceExhausted,
+                                fmt::format("this session already has {} PUTs open "
+                                            "(--max-inflight); commit or abort some first",
+                                            owner.reservations.size())));
+    }
   }
   auto a = core_.store->reserve(req->value_len());
   if (!a) return finish(ctx, a.status());

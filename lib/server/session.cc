@@ -13,15 +13,21 @@ int64_t now_ns() {
 
 }  // namespace
 
-std::shared_ptr<Session> SessionTable::add(uint64_t client_id,
-                                           std::shared_ptr<transport::Peer> peer,
-                                           std::shared_ptr<transport::RemoteRegion> region) {
+Result<std::shared_ptr<Session>> SessionTable::add(uint64_t client_id,
+                                                   std::shared_ptr<transport::Peer> peer,
+                                                   std::shared_ptr<transport::RemoteRegion> region,
+                                                   size_t max_sessions) {
   auto s = std::make_shared<Session>();
   s->client_id = client_id;
   s->peer = std::move(peer);
   s->region = std::move(region);
   s->last_seen_ns = now_ns();
   std::lock_guard lock(mu_);
+  if (sessions_.size() >= max_sessions) {
+    return Status(Code::kResourceExhausted,
+                  fmt::format("kv-server already has {} client sessions (--max-sessions {}); close "
+                              "idle clients or raise the limit", sessions_.size(), max_sessions));
+  }
   static thread_local std::mt19937_64 rng{std::random_device{}() ^
                                           (static_cast<uint64_t>(std::random_device{}()) << 32)};
   do {

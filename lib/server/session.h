@@ -35,6 +35,7 @@ struct Session {
   std::shared_ptr<transport::Peer> peer;
   std::shared_ptr<transport::RemoteRegion> region;  // every GET write must land inside it
   std::atomic<int64_t> last_seen_ns{0};
+  std::atomic<uint64_t> transfers{0};  // GETs whose transport write is in flight
 
   std::mutex mu;
   std::unordered_map<uint64_t, Reservation> reservations;  // guarded by mu
@@ -45,9 +46,10 @@ class SessionTable {
  public:
   explicit SessionTable(std::chrono::milliseconds lease) : lease_(lease) {}
 
-  // Adds a session with a fresh unguessable id.
-  std::shared_ptr<Session> add(uint64_t client_id, std::shared_ptr<transport::Peer> peer,
-                               std::shared_ptr<transport::RemoteRegion> region);
+  // Adds a session with a fresh unguessable id; RESOURCE_EXHAUSTED when `max_sessions` are open.
+  Result<std::shared_ptr<Session>> add(uint64_t client_id, std::shared_ptr<transport::Peer> peer,
+                                       std::shared_ptr<transport::RemoteRegion> region,
+                                       size_t max_sessions);
   // The session, its lease renewed; FAILED_PRECONDITION when unknown or expired.
   Result<std::shared_ptr<Session>> find(uint64_t id);
   // Removes the session; false when unknown.
