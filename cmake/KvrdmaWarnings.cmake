@@ -27,6 +27,15 @@ if(KVRDMA_SANITIZE)
   target_compile_options(kvrdma_sanitize INTERFACE
     -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
   target_link_options(kvrdma_sanitize INTERFACE -fsanitize=address,undefined)
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    # clang links its sanitizer runtime statically into executables only, which leaves
+    # libkvrdma.so (linked with --no-undefined) unresolved: use the shared runtime everywhere,
+    # found through an rpath. It also holds weak stubs of the coverage hooks libFuzzer defines.
+    execute_process(COMMAND ${CMAKE_CXX_COMPILER} -print-runtime-dir
+                    OUTPUT_VARIABLE kvrdma_sanitizer_dir OUTPUT_STRIP_TRAILING_WHITESPACE)
+    target_link_options(kvrdma_sanitize INTERFACE -shared-libsan
+                        "LINKER:-rpath,${kvrdma_sanitizer_dir}")
+  endif()
   if(KVRDMA_FUZZ)
     target_compile_options(kvrdma_sanitize INTERFACE -fsanitize=fuzzer-no-link)
   endif()
