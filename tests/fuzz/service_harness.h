@@ -1,0 +1,59 @@
+// The real KvService in-process for fuzzing and extreme-field tests: a real pool and store on the
+// mock transport, served over gRPC's in-process channel, and called by method name with raw
+// request bytes, so every handler (including ones added later) is reached the way a client's
+// bytes reach it. A client-side mock region and a live session let requests pass the session
+// check and exercise the handlers' deeper paths.
+#pragma once
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <google/protobuf/message.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "server/service.h"
+
+namespace kvrdma::fuzz {
+
+class InProcessService {
+ public:
+  // A 16 MiB pool, eviction as given; every other option at its default.
+  explicit InProcessService(bool evict = true);
+  ~InProcessService();
+  InProcessService(const InProcessService&) = delete;
+  InProcessService& operator=(const InProcessService&) = delete;
+
+  // The methods of kvrdma.v1.KvCache, in declaration order.
+  const std::vector<std::string>& methods() const { return methods_; }
+  // An empty request message of `method`'s input type.
+  std::unique_ptr<google::protobuf::Message> new_request(const std::string& method) const;
+
+  // Sends `request` (serialized proto bytes, possibly malformed) to `method`; waits at most
+  // `limit` (a handler that does not answer by then comes back as DEADLINE_EXCEEDED).
+  grpc::Status call(const std::string& method, const std::string& request, std::string* reply,
+                    std::chrono::milliseconds limit = std::chrono::milliseconds(10000));
+
+  // A session id the server knows, opened by Hello with a real client region; re-opened when a
+  // request ended it.
+  uint64_t live_session();
+  // If `msg` has a session_id field, sets it to live_session().
+  void use_live_session(google::protobuf::Message& msg);
+
+  server::ServerCore& core() { return core_; }
+
+ private:
+  server::ServerCore core_;
+  std::unique_ptr<server::KvService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<grpc::GenericStub> stub_;
+  std::vector<std::string> methods_;
+  std::unique_ptr<transport::Transport> client_transport_;
+  std::vector<std::unique_ptr<transport::LocalRegion>> client_regions_;  // live sessions' regions
+  uint64_t session_ = 0;
+};
+
+}  // namespace kvrdma::fuzz
