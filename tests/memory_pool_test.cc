@@ -136,7 +136,7 @@ TEST_CASE("random allocations never overlap", "[pool]") {
   CHECK(pool.usage().largest_free == pool.size());
 }
 
-TEST_CASE("size classes are powers of two from 64 B; 2 KiB..4 KiB takes a page", "[pool]") {
+TEST_CASE("size classes are powers of two from 64 B, 2 KiB..4 KiB takes a page", "[pool]") {
   Region r(1 << 20);
   MemoryPool pool(r.data, r.size);
   const std::pair<uint64_t, uint64_t> cases[] = {{1, 64},       {64, 64},     {65, 128},

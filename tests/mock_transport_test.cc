@@ -168,7 +168,7 @@ TEST_CASE("mock: the parent writes into a child's region", "[mock]") {
   CHECK(objects_of(pid).empty());
 }
 
-TEST_CASE("mock: seal unlinks the object; attached peers keep working", "[mock]") {
+TEST_CASE("mock: seal unlinks the object, attached peers keep working", "[mock]") {
   auto t = make_mock_transport();
   auto src = t->allocate(kPage);
   auto dst = t->allocate(kPage);

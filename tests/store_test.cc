@@ -264,7 +264,7 @@ TEST_CASE("expiry: sweep reclaims every expired value, overwrite resets the TTL"
   CHECK(f.pool.usage().allocations == 1);
 }
 
-TEST_CASE("reserve then commit publishes; an uncommitted reservation returns its memory", "[store]") {
+TEST_CASE("reserve then commit publishes, an uncommitted reservation returns its memory", "[store]") {
   Fixture f;
   {
     auto a = f.store.reserve(10000);

@@ -122,7 +122,7 @@ TEST_CASE("security: with --auth-token, calls without the right token are PERMIS
   }
 }
 
-TEST_CASE("security: kv-client reads KVRDMA_AUTH_TOKEN; a token against a tokenless server is fine",
+TEST_CASE("security: kv-client reads KVRDMA_AUTH_TOKEN, and a token against a tokenless server is fine",
           "[security]") {
   ServerProcess guarded({"--auth-token", "from-env"});
   REQUIRE(setenv("KVRDMA_AUTH_TOKEN", "from-env", 1) == 0);
