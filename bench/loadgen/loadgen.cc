@@ -1,0 +1,264 @@
+// kvrdma-loadgen: drives one system (kvrdma, Redis over RESP2, memcached over its text protocol)
+// with N in-flight workers, each a thread with its own connection, and prints one JSON line per
+// case (op x value size x in-flight): ops/s, GB/s, p50/p99 latency. `--probe memcpy` instead
+// measures single-thread memcpy bandwidth on buffers far larger than the last-level cache.
+//
+// Every case is bounded: warm-up time, then a measured window that ends at --duration-ms or after
+// --max-ops operations, whichever comes first. Every GET is verified (length and spot bytes).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "driver.h"
+
+namespace kvrdma::bench {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+struct Args {
+  std::string system = "kvrdma", label, addr, provider = "auto";
+  bool mock = true;
+  std::vector<uint64_t> sizes{64, 4096};
+  std::vector<std::string> ops{"put", "get"};
+  std::vector<int> inflight{1, 16};
+  int64_t duration_ms = 1000, warmup_ms = 200, max_ops = 200000;
+  uint64_t key_budget = 64ull << 20;  // bytes of values per size; bounds memory for big values
+  int batch = 1;                      // GETs per request (RESP pipelining; kvrdma get_many hook)
+  std::string probe;
+};
+
+std::vector<std::string> split(std::string_view s) {
+  std::vector<std::string> out;
+  while (!s.empty()) {
+    auto c = s.find(',');
+    out.emplace_back(s.substr(0, c));
+    s = c == std::string_view::npos ? std::string_view() : s.substr(c + 1);
+  }
+  return out;
+}
+
+uint64_t parse_size(const std::string& s) {
+  char* end = nullptr;
+  uint64_t v = std::strtoull(s.c_str(), &end, 10);
+  if (*end == 'k' || *end == 'K') v <<= 10;
+  if (*end == 'm' || *end == 'M') v <<= 20;
+  return v;
+}
+
+constexpr const char* kUsage =
+    "usage: kvrdma-loadgen --system kvrdma|resp|memcached --addr HOST:PORT [--label NAME]\n"
+    "  [--mock true|false] [--provider shm|tcp] [--sizes 64,4k,1m] [--ops put,get]\n"
+    "  [--inflight 1,16] [--duration-ms 1000] [--warmup-ms 200] [--max-ops 200000]\n"
+    "  [--key-budget-mb 64] [--batch 1]\n"
+    "       kvrdma-loadgen --probe memcpy\n";
+
+bool parse_args(int argc, char** argv, Args& a) {
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    if (i + 1 >= argc) return false;
+    std::string v = argv[++i];
+    if (k == "--system") a.system = v;
+    else if (k == "--label") a.label = v;
+    else if (k == "--addr") a.addr = v;
+    else if (k == "--mock") a.mock = (v == "true" || v == "1");
+    else if (k == "--provider") a.provider = v;
+    else if (k == "--sizes") { a.sizes.clear(); for (auto& s : split(v)) a.sizes.push_back(parse_size(s)); }
+    else if (k == "--ops") a.ops = split(v);
+    else if (k == "--inflight") { a.inflight.clear(); for (auto& s : split(v)) a.inflight.push_back(std::stoi(s)); }
+    else if (k == "--duration-ms") a.duration_ms = std::stoll(v);
+    else if (k == "--warmup-ms") a.warmup_ms = std::stoll(v);
+    else if (k == "--max-ops") a.max_ops = std::stoll(v);
+    else if (k == "--key-budget-mb") a.key_budget = std::stoull(v) << 20;
+    else if (k == "--batch") a.batch = std::max(1, std::stoi(v));
+    else if (k == "--probe") a.probe = v;
+    else return false;
+  }
+  if (a.label.empty()) a.label = a.system;
+  return true;
+}
+
+// Single-thread memcpy bandwidth: 256 MiB buffers (beyond any LLC here), pages touched first,
+// best of 5 copies. GB/s counts the bytes copied (not read + written).
+void probe_memcpy() {
+  constexpr size_t kBytes = 256ull << 20;
+  std::vector<char> src(kBytes, 1), dst(kBytes, 2);
+  double best = 0;
+  for (int i = 0; i < 5; ++i) {
+    auto t0 = SteadyClock::now();
+    std::memcpy(dst.data(), src.data(), kBytes);
+    double s = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+    best = std::max(best, kBytes / s / 1e9);
+  }
+  fmt::print("{{\"probe\":\"memcpy\",\"bytes\":{},\"gbps\":{:.3f},\"check\":{}}}\n", kBytes, best,
+             int(dst[kBytes / 2]));
+}
+
+Result<std::unique_ptr<Driver>> make_driver(const Args& a, uint64_t max_size) {
+  DriverConfig c{a.system, a.addr, a.mock, a.provider,
+                 std::max<uint64_t>(8ull << 20, 2 * max_size * a.batch + (1ull << 20))};
+  if (a.system == "kvrdma") return make_kvrdma_driver(c);
+  if (a.system == "resp") return make_resp_driver(c);
+  if (a.system == "memcached") return make_memcached_driver(c);
+  return Status(Code::kInvalidArgument, fmt::format("unknown --system '{}'", a.system));
+}
+
+// The keys of one value size and the bytes each holds: key i holds pattern[i % 251, +size).
+struct Dataset {
+  uint64_t size = 0;
+  std::string pattern;
+  std::vector<std::string> keys;
+  std::string_view value(size_t i) const { return std::string_view(pattern).substr(i % 251, size); }
+};
+
+Dataset make_dataset(uint64_t size, uint64_t budget) {
+  Dataset d;
+  d.size = size;
+  d.pattern.resize(size + 251);
+  for (size_t j = 0; j < d.pattern.size(); ++j) d.pattern[j] = static_cast<char>('a' + j % 23);
+  for (size_t j = 0; j < d.pattern.size(); j += 4093) d.pattern[j] = static_cast<char>(j * 7);
+  size_t n = std::clamp<uint64_t>(budget / std::max<uint64_t>(size, 1), 4, 1024);
+  for (size_t i = 0; i < n; ++i) d.keys.push_back(fmt::format("lg:{}:{}", size, i));
+  return d;
+}
+
+struct CaseResult {
+  uint64_t ops = 0;
+  double seconds = 0;
+  std::vector<uint32_t> lat_ns;  // per request (a batch counts as one request)
+  std::string error;
+};
+
+CaseResult run_case(const Args& a, std::vector<std::unique_ptr<Driver>>& drivers,
+                    const Dataset& d, bool is_get, int inflight) {
+  CaseResult total;
+  std::vector<CaseResult> per(inflight);
+  std::barrier start(inflight);
+  const int64_t per_thread_ops = std::max<int64_t>(1, a.max_ops / inflight);
+  std::vector<std::thread> threads;
+  SteadyClock::time_point t_warm_end;
+  for (int w = 0; w < inflight; ++w) {
+    threads.emplace_back([&, w] {
+      CaseResult& r = per[w];
+      Driver& drv = *drivers[w];
+      r.lat_ns.reserve(std::min<int64_t>(per_thread_ops, 1 << 20));
+      size_t k = static_cast<size_t>(w) * 7919;
+      std::vector<std::string_view> keys(a.batch);
+      std::vector<Expect> expects(a.batch);
+      start.arrive_and_wait();
+      const auto t0 = SteadyClock::now();
+      const auto warm_end = t0 + std::chrono::milliseconds(a.warmup_ms);
+      const auto end = warm_end + std::chrono::milliseconds(a.duration_ms);
+      if (w == 0) t_warm_end = warm_end;
+      auto last = t0;
+      while (r.ops < static_cast<uint64_t>(per_thread_ops)) {
+        auto t1 = SteadyClock::now();
+        if (t1 >= end) break;
+        Status s;
+        int n = is_get ? a.batch : 1;
+        for (int b = 0; b < n; ++b, ++k) {
+          keys[b] = d.keys[k % d.keys.size()];
+          expects[b] = Expect{d.value(k % d.keys.size())};
+        }
+        if (!is_get) s = drv.put(keys[0], expects[0].value);
+        else if (n == 1) s = drv.get(keys[0], expects[0]);
+        else s = drv.get_batch({keys.data(), size_t(n)}, {expects.data(), size_t(n)});
+        last = SteadyClock::now();
+        if (!s.is_ok()) {
+          r.error = s.message();
+          break;
+        }
+        if (t1 >= warm_end) {
+          r.ops += n;
+          r.lat_ns.push_back(static_cast<uint32_t>(std::min<int64_t>(
+              UINT32_MAX, std::chrono::duration_cast<std::chrono::nanoseconds>(last - t1).count())));
+        }
+      }
+      r.seconds = std::chrono::duration<double>(last - warm_end).count();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& r : per) {
+    total.ops += r.ops;
+    total.seconds = std::max(total.seconds, r.seconds);
+    total.lat_ns.insert(total.lat_ns.end(), r.lat_ns.begin(), r.lat_ns.end());
+    if (total.error.empty()) total.error = r.error;
+  }
+  (void)t_warm_end;
+  return total;
+}
+
+double percentile(std::vector<uint32_t>& v, double p) {
+  if (v.empty()) return 0;
+  size_t i = std::min(v.size() - 1, static_cast<size_t>(p * v.size()));
+  std::nth_element(v.begin(), v.begin() + i, v.end());
+  return v[i] / 1000.0;
+}
+
+int run(const Args& a) {
+  uint64_t max_size = *std::max_element(a.sizes.begin(), a.sizes.end());
+  int max_inflight = *std::max_element(a.inflight.begin(), a.inflight.end());
+  std::vector<std::unique_ptr<Driver>> drivers;
+  for (int i = 0; i < max_inflight; ++i) {
+    auto d = make_driver(a, max_size);
+    if (!d) {
+      fmt::print(stderr, "kvrdma-loadgen: {} connect {}: {}\n", a.label, a.addr, d.status().message());
+      return 1;
+    }
+    drivers.push_back(std::move(d).value());
+  }
+  int failures = 0;
+  for (uint64_t size : a.sizes) {
+    Dataset d = make_dataset(size, a.key_budget);
+    for (size_t i = 0; i < d.keys.size(); ++i) {  // GET rows read keys that exist
+      if (auto s = drivers[0]->put(d.keys[i], d.value(i)); !s.is_ok()) {
+        fmt::print(stderr, "kvrdma-loadgen: {} preload size {}: {}\n", a.label, size, s.message());
+        return 1;
+      }
+    }
+    for (int inflight : a.inflight) {
+      for (const auto& op : a.ops) {
+        CaseResult r = run_case(a, drivers, d, op == "get", inflight);
+        double ops_s = r.seconds > 0 ? r.ops / r.seconds : 0;
+        fmt::print("{{\"system\":\"{}\",\"op\":\"{}\",\"size\":{},\"inflight\":{},\"batch\":{},"
+                   "\"keys\":{},\"ops\":{},\"seconds\":{:.4f},\"ops_per_s\":{:.1f},\"gbps\":{:.4f},"
+                   "\"p50_us\":{:.1f},\"p99_us\":{:.1f},\"verified\":{},\"error\":\"{}\"}}\n",
+                   a.label, op, size, inflight, op == "get" ? a.batch : 1, d.keys.size(), r.ops,
+                   r.seconds, ops_s, ops_s * size / 1e9, percentile(r.lat_ns, 0.50),
+                   percentile(r.lat_ns, 0.99), r.error.empty() && op == "get" ? "true" : "false",
+                   r.error);
+        std::fflush(stdout);
+        if (!r.error.empty()) ++failures;
+      }
+    }
+  }
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace kvrdma::bench
+
+int main(int argc, char** argv) {
+  kvrdma::bench::Args a;
+  if (!kvrdma::bench::parse_args(argc, argv, a)) {
+    fmt::print(stderr, "{}", kvrdma::bench::kUsage);
+    return 2;
+  }
+  if (a.probe == "memcpy") {
+    kvrdma::bench::probe_memcpy();
+    return 0;
+  }
+  if (a.addr.empty()) {
+    fmt::print(stderr, "kvrdma-loadgen: --addr is required\n{}", kvrdma::bench::kUsage);
+    return 2;
+  }
+  return kvrdma::bench::run(a);
+}
