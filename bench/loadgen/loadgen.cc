@@ -159,9 +159,12 @@ CaseResult run_case(const Args& a, std::vector<std::unique_ptr<Driver>>& drivers
       const auto end = warm_end + std::chrono::milliseconds(a.duration_ms);
       if (w == 0) t_warm_end = warm_end;
       auto last = t0;
+      // A worker whose requests are slower than the window still completes one measured request
+      // (so a row is never empty), up to a hard stop at four windows plus 10 s.
+      const auto hard_end = end + 3 * (end - warm_end) + std::chrono::seconds(10);
       while (r.ops < static_cast<uint64_t>(per_thread_ops)) {
         auto t1 = SteadyClock::now();
-        if (t1 >= end) break;
+        if (t1 >= end && (r.ops > 0 || t1 >= hard_end)) break;
         Status s;
         int n = is_get ? a.batch : 1;
         for (int b = 0; b < n; ++b, ++k) {
