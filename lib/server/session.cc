@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <sys/random.h>
+
 #include <random>
 
 namespace kvrdma::server {
@@ -28,10 +30,13 @@ Result<std::shared_ptr<Session>> SessionTable::add(uint64_t client_id,
                   fmt::format("kv-server already has {} client sessions (--max-sessions {}); close "
                               "idle clients or raise the limit", sessions_.size(), max_sessions));
   }
-  static thread_local std::mt19937_64 rng{std::random_device{}() ^
-                                          (static_cast<uint64_t>(std::random_device{}()) << 32)};
+  // The id is the session's only credential besides the token: take it from the kernel's CSPRNG
+  // (an mt19937 stream can be predicted from a few outputs).
   do {
-    s->id = rng();
+    if (getrandom(&s->id, sizeof s->id, 0) != static_cast<ssize_t>(sizeof s->id)) {
+      static thread_local std::mt19937_64 rng{std::random_device{}()};
+      s->id = rng() ^ static_cast<uint64_t>(std::random_device{}());
+    }
   } while (s->id == 0 || sessions_.count(s->id) != 0);
   sessions_.emplace(s->id, s);
   return s;
