@@ -235,7 +235,8 @@ TEST_CASE("fault: a client SIGKILLed mid-transfer leaves no reservation, pin or 
   until = Steady::now() + std::chrono::seconds(30);
   for (int i = 0; i < 100'000 && Steady::now() < until; ++i) {
     s = read();
-    if (s.sessions == 1 && s.reservations == 0 && s.pinned == 0) break;
+    // The sweeper counts the expiry just after removing the session: wait for both.
+    if (s.sessions == 1 && s.reservations == 0 && s.pinned == 0 && s.sessions_expired >= 1) break;
   }
   CHECK(s.sessions == 1);  // the observer
   CHECK(s.reservations == 0);
