@@ -13,13 +13,14 @@ kvrdma_add_test(client_test SOURCES integration/client_test.cc integration/clien
                 LIBS kvrdma_harness kvrdma_core)
 kvrdma_add_test(errors_test SOURCES integration/errors_test.cc integration/reservation_test.cc
                 LIBS kvrdma_harness kvrdma_core)
-foreach(suite cli_test client_test errors_test)
+kvrdma_add_test(batch_test SOURCES integration/batch_test.cc LIBS kvrdma_harness kvrdma_core)
+foreach(suite cli_test client_test errors_test batch_test)
   add_dependencies(${suite} kv-server kv-client)
 endforeach()
 
 # The same suites again over the real transport, on every libfabric provider that runs here.
 foreach(provider tcp shm)
-  foreach(suite cli_test client_test)
+  foreach(suite cli_test client_test batch_test)
     catch_discover_tests(${suite} TEST_PREFIX "${provider}/" TEST_SPEC "~[mockonly]"
       EXTRA_ARGS --name ${suite}-${provider}
       PROPERTIES TIMEOUT 300 ENVIRONMENT KVRDMA_TEST_PROVIDER=${provider})

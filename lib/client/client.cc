@@ -8,6 +8,8 @@
 #include <mutex>
 #include <thread>
 
+#include "client/batch.h"
+#include "client/receive_buffer.h"
 #include "common/logging.h"
 #include "kv_cache.grpc.pb.h"
 #include "kvrdma/version.h"
@@ -20,19 +22,8 @@ namespace {
 
 using Steady = std::chrono::steady_clock;
 
-// The registered receive buffer and its allocator. Shared by the client and every live view, so
-// a view may outlive its Client. Members are destroyed in reverse order: pool, region, transport.
-struct ReceiveBuffer {
-  std::shared_ptr<transport::Transport> transport;
-  std::unique_ptr<transport::LocalRegion> region;
-  std::unique_ptr<memory::MemoryPool> pool;
-};
-
-// What a view in the receive buffer holds: the extent, given back when the view goes.
-struct HeldExtent {
-  std::shared_ptr<ReceiveBuffer> buffer;  // declared first: outlives `extent`
-  memory::Allocation extent;
-};
+using client::HeldExtent;
+using client::ReceiveBuffer;
 
 std::string grpc_target(std::string_view addr) {
   for (std::string_view scheme : {"http://", "grpc://", "dns:///"}) {
@@ -59,6 +50,7 @@ class Client::Impl {
   Status put(std::string_view key, std::string_view value, uint64_t ttl_ms);
   Status erase(std::string_view key);
   Result<ServerStats> stats();
+  client::BatchChannel batch_channel();
 
   ClientOptions options;
   std::string target;
@@ -305,6 +297,21 @@ Status Client::Impl::erase(std::string_view key) {
   return s.ok() ? Status() : call_failed(s, "Delete");
 }
 
+client::BatchChannel Client::Impl::batch_channel() {
+  client::BatchChannel ch;
+  ch.stub = stub_.get();
+  ch.session_id = hello.session_id();
+  ch.inline_threshold = hello.inline_threshold();
+  ch.max_value_bytes = hello.max_value_bytes();
+  ch.buffer = buffer;
+  ch.timeout = std::chrono::milliseconds(options.timeout_ms);
+  ch.target = target;
+  ch.put_one = [this](std::string_view k, std::string_view v, uint64_t ttl) {
+    return put(k, v, ttl);
+  };
+  return ch;
+}
+
 Result<ServerStats> Client::Impl::stats() {
   v1::StatsRequest req;
   v1::StatsReply r;
@@ -360,6 +367,12 @@ Status Client::put(std::string_view key, std::string_view value, uint64_t ttl_ms
   return impl_->put(key, value, ttl_ms);
 }
 Status Client::erase(std::string_view key) { return impl_->erase(key); }
+std::vector<Result<ValueView>> Client::get_many(std::span<const std::string_view> keys) {
+  return client::get_many(impl_->batch_channel(), keys);
+}
+std::vector<Status> Client::put_many(std::span<const KeyValue> items, uint64_t ttl_ms) {
+  return client::put_many(impl_->batch_channel(), items, ttl_ms);
+}
 Result<ServerStats> Client::stats() { return impl_->stats(); }
 uint64_t Client::session_id() const { return impl_->hello.session_id(); }
 uint64_t Client::inline_threshold() const { return impl_->hello.inline_threshold(); }

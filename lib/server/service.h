@@ -65,6 +65,13 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
                                    const v1::DeleteRequest* req, v1::DeleteReply* reply) override;
   grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest* req,
                                   v1::StatsReply* reply) override;
+  // Batch calls, in batch_service.cc.
+  grpc::ServerUnaryReactor* GetMany(grpc::CallbackServerContext* ctx,
+                                    const v1::GetManyRequest* req,
+                                    v1::GetManyReply* reply) override;
+  grpc::ServerUnaryReactor* PutMany(grpc::CallbackServerContext* ctx,
+                                    const v1::PutManyRequest* req,
+                                    v1::PutManyReply* reply) override;
 
  private:
   ServerCore& core_;
