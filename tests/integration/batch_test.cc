@@ -129,12 +129,14 @@ TEST_CASE("batch: a batch larger than the receive buffer completes", "[batch]") 
     REQUIRE(got[i].is_ok());
     CHECK(got[i]->str() == values[i]);
   }
+  got.clear();  // gives the buffer space back (views hold it)
   // A value larger than the whole buffer fails alone, naming the size.
   std::string huge = pattern(9 << 20, 5);
   REQUIRE(c->put("huge", huge).is_ok());
   std::vector<std::string_view> two{"huge", "big0"};
   auto mixed = c->get_many(two);
   CHECK(mixed[0].status().code() == Code::kFailedPrecondition);
+  INFO(mixed[1].status().to_string());
   REQUIRE(mixed[1].is_ok());
   CHECK(mixed[1]->str() == values[0]);
 }
