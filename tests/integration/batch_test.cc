@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "integration/harness.h"
+#include "integration/raw_rpc.h"
 #include "kvrdma/client.h"
 
 using kvrdma::Client;
@@ -188,4 +189,66 @@ TEST_CASE("batch: concurrent batches from threads share one client", "[batch]") 
   }
   for (auto& th : threads) th.join();
   for (int t = 0; t < kThreads; ++t) CHECK(failures[t] == 0);
+}
+
+TEST_CASE("batch: the server enforces per-call limits and checks every item", "[batch]") {
+  ServerProcess server({"--memory-mb", "64", "--inline-threshold", "4096"});
+  auto c = connect(server, 8);
+  REQUIRE(c->put("present", "p").is_ok());
+  RawRpc raw(server.address());
+  using Stub = kvrdma::v1::KvCache::Stub;
+  {
+    kvrdma::v1::GetManyRequest req;
+    req.set_session_id(c->session_id());
+    for (int i = 0; i < 4097; ++i) req.add_items()->set_key("k");
+    kvrdma::v1::GetManyReply reply;
+    auto s = raw.call(&Stub::GetMany, req, &reply);
+    CHECK(s.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK(s.error_message().find("4096") != std::string::npos);
+  }
+  {
+    kvrdma::v1::PutManyRequest req;
+    req.set_session_id(c->session_id());
+    for (int i = 0; i < 3; ++i) {
+      auto* item = req.add_items();
+      item->set_key("big" + std::to_string(i));
+      item->set_value(std::string(1100 << 10, 'x'));
+    }
+    kvrdma::v1::PutManyReply reply;
+    auto s = raw.call(&Stub::PutMany, req, &reply);
+    CHECK(s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  {
+    kvrdma::v1::PutManyRequest req;
+    req.set_session_id(c->session_id());
+    auto* big = req.add_items();
+    big->set_key("over-inline");
+    big->set_value(std::string(5000, 'y'));
+    auto* ok = req.add_items();
+    ok->set_key("fine");
+    ok->set_value("f");
+    kvrdma::v1::PutManyReply reply;
+    REQUIRE(raw.call(&Stub::PutMany, req, &reply).ok());
+    REQUIRE(reply.results_size() == 2);
+    CHECK(reply.results(0).code() == static_cast<uint32_t>(Code::kInvalidArgument));
+    CHECK(reply.results(1).code() == 0);
+  }
+  {
+    // A destination outside the registered region is refused for that item only.
+    REQUIRE(c->put("large", std::string(10000, 'z')).is_ok());
+    kvrdma::v1::GetManyRequest req;
+    req.set_session_id(c->session_id());
+    auto* bad = req.add_items();
+    bad->set_key("large");
+    bad->set_dest_offset(c->buffer_size());
+    bad->set_dest_capacity(10000);
+    req.add_items()->set_key("present");
+    kvrdma::v1::GetManyReply reply;
+    REQUIRE(raw.call(&Stub::GetMany, req, &reply).ok());
+    REQUIRE(reply.results_size() == 2);
+    CHECK(reply.results(0).status().code() == static_cast<uint32_t>(Code::kInvalidArgument));
+    CHECK(reply.results(1).value() == "p");
+  }
+  CHECK(c->get_copy("fine").is_ok());
+  CHECK(c->get_copy("over-inline").status().code() == Code::kNotFound);
 }
