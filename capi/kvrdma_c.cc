@@ -308,6 +308,82 @@ void kvrdma_view_release(kvrdma_view* view) {
   }
 }
 
+namespace {
+
+// The first failure of a batch, as the call's result; every item's code into codes[].
+kvrdma::Status batch_outcome(const std::vector<kvrdma::Status>& items, int* codes) {
+  kvrdma::Status first;
+  for (size_t i = 0; i < items.size(); ++i) {
+    codes[i] = static_cast<int>(items[i].code());
+    if (first.is_ok() && !items[i].is_ok()) {
+      first = items[i].with_context("item " + std::to_string(i));
+    }
+  }
+  return first;
+}
+
+// Checks the arrays of a batch; on failure every code (when codes is given) is the failure's.
+kvrdma::Status batch_arguments(kvrdma_client* client, size_t n, const void* const* keys,
+                               const size_t* keylens, const void* out, int* codes) {
+  kvrdma::Status s;
+  if (client == nullptr) s = null_argument("client");
+  else if (n > 0 && (keys == nullptr || keylens == nullptr)) s = null_argument("keys or keylens");
+  else if (n > 0 && (out == nullptr || codes == nullptr)) s = null_argument("output array or codes");
+  for (size_t i = 0; s.is_ok() && i < n; ++i) {
+    if (!key_ok(keys[i], keylens[i])) s = null_argument(("keys[" + std::to_string(i) + "]").c_str());
+  }
+  if (!s.is_ok() && codes != nullptr) std::fill(codes, codes + n, static_cast<int>(s.code()));
+  return s;
+}
+
+}  // namespace
+
+int kvrdma_get_many(kvrdma_client* client, size_t n, const void* const* keys,
+                    const size_t* keylens, kvrdma_view** views, int* codes, char* errbuf,
+                    size_t errlen) {
+  return guard(errbuf, errlen, [&]() -> kvrdma::Status {
+    if (views != nullptr) std::fill(views, views + n, nullptr);
+    KVRDMA_RETURN_IF_ERROR(batch_arguments(client, n, keys, keylens, views, codes));
+    std::vector<std::string_view> ks;
+    ks.reserve(n);
+    for (size_t i = 0; i < n; ++i) ks.emplace_back(static_cast<const char*>(keys[i]), keylens[i]);
+    auto got = client->client->get_many(ks);
+    std::vector<kvrdma::Status> statuses;
+    statuses.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      statuses.push_back(got[i].status());
+      if (got[i].is_ok()) views[i] = new kvrdma_view{std::move(got[i]).value()};
+    }
+    return batch_outcome(statuses, codes);
+  });
+}
+
+int kvrdma_put_many(kvrdma_client* client, size_t n, const void* const* keys,
+                    const size_t* keylens, const void* const* vals, const size_t* vallens,
+                    uint64_t ttl_ms, int* codes, char* errbuf, size_t errlen) {
+  return guard(errbuf, errlen, [&]() -> kvrdma::Status {
+    KVRDMA_RETURN_IF_ERROR(batch_arguments(client, n, keys, keylens, codes, codes));
+    kvrdma::Status bad;
+    if (n > 0 && (vals == nullptr || vallens == nullptr)) bad = null_argument("vals or vallens");
+    for (size_t i = 0; bad.is_ok() && i < n; ++i) {
+      if (vals[i] == nullptr && vallens[i] != 0) {
+        bad = null_argument(("vals[" + std::to_string(i) + "]").c_str());
+      }
+    }
+    if (!bad.is_ok()) {
+      std::fill(codes, codes + n, static_cast<int>(bad.code()));
+      return bad;
+    }
+    std::vector<kvrdma::KeyValue> items;
+    items.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      items.push_back({{static_cast<const char*>(keys[i]), keylens[i]},
+                       {static_cast<const char*>(vals[i]), vallens[i]}});
+    }
+    return batch_outcome(client->client->put_many(items, ttl_ms), codes);
+  });
+}
+
 int kvrdma_delete(kvrdma_client* client, const void* key, size_t keylen, char* errbuf,
                   size_t errlen) {
   return guard(errbuf, errlen, [&]() -> kvrdma::Status {

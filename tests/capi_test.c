@@ -184,6 +184,37 @@ int main(void) {
   CHECK(kvrdma_get_view(client, "absent", 6, &view, err, sizeof err) == KVRDMA_NOT_FOUND);
   CHECK(view == NULL);
 
+  { /* batches: per-item codes, views released one by one, argument errors */
+    const void *pkeys[4] = {"m1", "m2", "big", "absent"};
+    const size_t pklens[4] = {2, 2, 3, 6};
+    const void *pvals[2] = {"one", "two"};
+    const size_t pvlens[2] = {3, 3};
+    kvrdma_view *views[4];
+    int codes[4];
+    CHECK(kvrdma_put_many(client, 2, pkeys, pklens, pvals, pvlens, 0, codes, err, sizeof err) ==
+          KVRDMA_OK);
+    CHECK(codes[0] == KVRDMA_OK && codes[1] == KVRDMA_OK && err[0] == '\0');
+    CHECK(kvrdma_get_many(client, 4, pkeys, pklens, views, codes, err, sizeof err) ==
+          KVRDMA_NOT_FOUND);
+    CHECK(strstr(err, "item 3") != NULL);
+    CHECK(codes[0] == KVRDMA_OK && codes[1] == KVRDMA_OK && codes[2] == KVRDMA_OK);
+    CHECK(codes[3] == KVRDMA_NOT_FOUND && views[3] == NULL);
+    CHECK(kvrdma_view_size(views[0]) == 3 && memcmp(kvrdma_view_data(views[0]), "one", 3) == 0);
+    CHECK(kvrdma_view_size(views[1]) == 3 && memcmp(kvrdma_view_data(views[1]), "two", 3) == 0);
+    CHECK(kvrdma_view_size(views[2]) == sizeof big &&
+          memcmp(kvrdma_view_data(views[2]), big, sizeof big) == 0);
+    for (i = 0; i < 4; ++i) kvrdma_view_release(views[i]);
+    CHECK(kvrdma_get_many(client, 0, NULL, NULL, NULL, NULL, err, sizeof err) == KVRDMA_OK);
+    CHECK(kvrdma_get_many(client, 2, NULL, pklens, views, codes, err, sizeof err) ==
+          KVRDMA_INVALID_ARGUMENT);
+    CHECK(codes[0] == KVRDMA_INVALID_ARGUMENT && codes[1] == KVRDMA_INVALID_ARGUMENT);
+    CHECK(views[0] == NULL && views[1] == NULL);
+    CHECK(kvrdma_put_many(client, 2, pkeys, pklens, NULL, pvlens, 0, codes, err, sizeof err) ==
+          KVRDMA_INVALID_ARGUMENT);
+    CHECK(kvrdma_put_many(NULL, 2, pkeys, pklens, pvals, pvlens, 0, codes, err, sizeof err) ==
+          KVRDMA_INVALID_ARGUMENT);
+  }
+
   CHECK(kvrdma_delete(client, "big", 3, err, sizeof err) == KVRDMA_OK);
   CHECK(kvrdma_delete(client, "big", 3, err, sizeof err) == KVRDMA_NOT_FOUND);
   CHECK(kvrdma_get(client, "big", 3, &val, &len, err, sizeof err) == KVRDMA_NOT_FOUND);

@@ -56,6 +56,11 @@ void add_subcommands(CLI::App& app, Args& a) {
   bench->add_option("--duration", b.duration_s, "stop after SECONDS even before --ops")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  bench->add_option("--batch", b.batch,
+                    "keys per call: >1 sends get_many / put_many batches of N keys (one RPC each, "
+                    "latency is then per batch); mixed picks get or put per batch")
+      ->check(CLI::Range(1u, 4096u))
+      ->capture_default_str();
   bench->add_flag("--json", b.json, "one JSON object instead of a table");
 }
 

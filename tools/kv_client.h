@@ -36,6 +36,7 @@ struct BenchConfig {
   uint64_t keys = 0;       // 0: min(ops, 1000)
   double duration_s = 60;  // stop after this, even before `ops`
   bool json = false;
+  unsigned batch = 1;      // >1: each call is a get_many / put_many of this many keys
 };
 int run_bench(Client& client, const BenchConfig& config);
 

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <mutex>
 #include <thread>
+#include <span>
 #include <vector>
 
 #include "cli_common.h"
@@ -61,7 +62,56 @@ struct Rng {
   }
 };
 
+// --batch N: one get_many / put_many of N random keys per call; latency is per call.
+void batch_worker(Client& client, Shared& sh, uint64_t keys, unsigned index,
+                  std::vector<uint64_t>& lat) {
+  Rng rng{0x9E3779B97F4A7C15ull * (index + 1)};
+  const BenchConfig& cfg = sh.config;
+  std::vector<uint64_t> ids(cfg.batch);
+  std::vector<std::string> names(cfg.batch);
+  std::vector<std::string_view> views(cfg.batch);
+  std::vector<KeyValue> items(cfg.batch);
+  for (;;) {
+    const uint64_t first = sh.next_op.fetch_add(cfg.batch, std::memory_order_relaxed);
+    if (first >= cfg.ops || SteadyClock::now() >= sh.deadline) break;
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(cfg.batch, cfg.ops - first));
+    for (size_t i = 0; i < n; ++i) {
+      ids[i] = rng.next() % keys;
+      names[i] = key_name(ids[i]);
+      views[i] = names[i];
+      items[i] = KeyValue{names[i], sh.value_of(ids[i])};
+    }
+    const bool is_put = cfg.op == "put" || (cfg.op == "mixed" && rng.next() % 10 == 0);
+    const auto start = SteadyClock::now();
+    if (is_put) {
+      auto st = client.put_many(std::span<const KeyValue>(items.data(), n));
+      lat.push_back(static_cast<uint64_t>((SteadyClock::now() - start).count()));
+      for (size_t i = 0; i < n; ++i) {
+        if (!st[i].is_ok()) sh.record_error(st[i].with_context(fmt::format("put {}", names[i])));
+        else sh.bytes.fetch_add(cfg.value_size, std::memory_order_relaxed);
+      }
+    } else {
+      auto got = client.get_many(std::span<const std::string_view>(views.data(), n));
+      lat.push_back(static_cast<uint64_t>((SteadyClock::now() - start).count()));
+      for (size_t i = 0; i < n; ++i) {
+        if (!got[i]) {
+          sh.record_error(got[i].status().with_context(fmt::format("get {}", names[i])));
+          continue;
+        }
+        sh.bytes.fetch_add(got[i]->size(), std::memory_order_relaxed);
+        if ((first + i) % kVerifyEvery == 0 && got[i]->str() != sh.value_of(ids[i])) {
+          sh.record_error(Status(Code::kInternal,
+                                 fmt::format("get {}: {} bytes returned differ from the {} put",
+                                             names[i], got[i]->size(), cfg.value_size)));
+        }
+      }
+    }
+    sh.done_ops.fetch_add(n, std::memory_order_relaxed);
+  }
+}
+
 void worker(Client& client, Shared& sh, uint64_t keys, unsigned index, std::vector<uint64_t>& lat) {
+  if (sh.config.batch > 1) return batch_worker(client, sh, keys, index, lat);
   Rng rng{0x9E3779B97F4A7C15ull * (index + 1)};
   const BenchConfig& cfg = sh.config;
   for (;;) {
@@ -197,7 +247,7 @@ int run_bench(Client& client, const BenchConfig& config) {
   std::vector<uint64_t> all;
   for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
   std::sort(all.begin(), all.end());
-  const uint64_t ops = all.size();
+  const uint64_t ops = sh.done_ops.load();  // with --batch, `all` holds one latency per call
   const double ops_per_sec = seconds > 0 ? ops / seconds : 0;
   const double bytes_per_sec = seconds > 0 ? sh.bytes.load() / seconds : 0;
   const double p50 = percentile_us(all, 0.50), p99 = percentile_us(all, 0.99);
@@ -208,14 +258,16 @@ int run_bench(Client& client, const BenchConfig& config) {
     fmt::print(
         "{{\"op\": \"{}\", \"ops\": {}, \"seconds\": {:.6f}, \"ops_per_sec\": {:.1f}, "
         "\"bytes_per_sec\": {:.1f}, \"p50_us\": {:.1f}, \"p99_us\": {:.1f}, \"max_us\": {:.1f}, "
-        "\"errors\": {}, \"value_size\": {}, \"concurrency\": {}, \"keys\": {}}}\n",
+        "\"errors\": {}, \"value_size\": {}, \"concurrency\": {}, \"keys\": {}, "
+        "\"batch\": {}}}\n",
         config.op, ops, seconds, ops_per_sec, bytes_per_sec, p50, p99, max, errors,
-        config.value_size, config.concurrency, keys);
+        config.value_size, config.concurrency, keys, config.batch);
   } else {
-    fmt::print("bench: op {}, value {}{}, concurrency {}, keys {}\n", config.op,
+    fmt::print("bench: op {}, value {}{}, concurrency {}, keys {}{}\n", config.op,
                format_size(config.value_size),
                config.value_size >= 1024 ? fmt::format(" ({} B)", config.value_size) : "",
-               config.concurrency, keys);
+               config.concurrency, keys,
+               config.batch > 1 ? fmt::format(", batch {} (latency per call)", config.batch) : "");
     fmt::print("  ops          {}{}\n", ops, ops < config.ops ? " (stopped by --duration)" : "");
     fmt::print("  seconds      {:.3f}\n", seconds);
     fmt::print("  ops/s        {:.0f}\n", ops_per_sec);

@@ -6,8 +6,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "kvrdma/export.h"
 #include "kvrdma/options.h"
@@ -47,6 +49,12 @@ class KVRDMA_EXPORT ValueView {
   bool in_buffer_ = false;
 };
 
+// One item of put_many.
+struct KeyValue {
+  std::string_view key;
+  std::string_view value;
+};
+
 class KVRDMA_EXPORT Client {
  public:
   // Registers the receive buffer, connects the transport and opens a session (Hello).
@@ -71,6 +79,18 @@ class KVRDMA_EXPORT Client {
 
   // Removes `key`; NOT_FOUND when it was absent.
   Status erase(std::string_view key);
+
+  // Many GETs in one round trip: one Result per key, in order (duplicates allowed, each gets its
+  // own view). Small values come back inline; large ones are written into the receive buffer by
+  // the server, all at once, after a first call learns their sizes. A batch whose values exceed
+  // the free buffer space is split into several calls, and views of its earlier values are copied
+  // out of the buffer to make room, so it completes (or fails per key with DEADLINE_EXCEEDED)
+  // within the timeout, never deadlocks.
+  std::vector<Result<ValueView>> get_many(std::span<const std::string_view> keys);
+  // Many PUTs: values up to the inline threshold travel together (several calls when the batch
+  // exceeds the per-call limits); larger ones go the two-phase path one by one. One Status per
+  // item, in order.
+  std::vector<Status> put_many(std::span<const KeyValue> items, uint64_t ttl_ms = 0);
 
   Result<ServerStats> stats();
 

@@ -90,6 +90,26 @@ KVRDMA_C_EXPORT const void *kvrdma_view_data(const kvrdma_view *view);
 KVRDMA_C_EXPORT size_t kvrdma_view_size(const kvrdma_view *view);
 KVRDMA_C_EXPORT void kvrdma_view_release(kvrdma_view *view);
 
+/* Batches: item i is keys[i] / keylens[i] (and vals[i] / vallens[i]), i < n; codes[i] receives
+ * its kvrdma_code. The call returns KVRDMA_OK when every item succeeded, else the code of the
+ * first failed item, with "item <i>: <message>" in errbuf; look at codes[] for the others. An
+ * argument error (NULL arrays) fails the whole call and sets every codes[i] (when codes is given).
+ * n == 0 is KVRDMA_OK.
+ *
+ * kvrdma_get_many: one round trip for many keys (duplicates allowed). views[i] receives a view of
+ * key i, zero copy when large (release each with kvrdma_view_release), or NULL when codes[i] is
+ * not KVRDMA_OK. A batch larger than the receive buffer still completes (values are then copied
+ * out of the buffer). */
+KVRDMA_C_EXPORT int kvrdma_get_many(kvrdma_client *client, size_t n, const void *const *keys,
+                                    const size_t *keylens, kvrdma_view **views, int *codes,
+                                    char *errbuf, size_t errlen);
+/* kvrdma_put_many: values up to the inline threshold go together in one round trip, larger ones
+ * one by one through the two-phase path; ttl_ms applies to every item (0: no expiry). */
+KVRDMA_C_EXPORT int kvrdma_put_many(kvrdma_client *client, size_t n, const void *const *keys,
+                                    const size_t *keylens, const void *const *vals,
+                                    const size_t *vallens, uint64_t ttl_ms, int *codes,
+                                    char *errbuf, size_t errlen);
+
 /* Removes a key; KVRDMA_NOT_FOUND when it was absent. */
 KVRDMA_C_EXPORT int kvrdma_delete(kvrdma_client *client, const void *key, size_t keylen,
                                   char *errbuf, size_t errlen);

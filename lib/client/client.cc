@@ -8,6 +8,8 @@
 #include <mutex>
 #include <thread>
 
+#include "client/batch.h"
+#include "client/receive_buffer.h"
 #include "common/logging.h"
 #include "kv_cache.grpc.pb.h"
 #include "kvrdma/version.h"
@@ -21,19 +23,8 @@ namespace {
 
 using Steady = std::chrono::steady_clock;
 
-// The registered receive buffer and its allocator. Shared by the client and every live view, so
-// a view may outlive its Client. Members are destroyed in reverse order: pool, region, transport.
-struct ReceiveBuffer {
-  std::shared_ptr<transport::Transport> transport;
-  std::unique_ptr<transport::LocalRegion> region;
-  std::unique_ptr<memory::MemoryPool> pool;
-};
-
-// What a view in the receive buffer holds: the extent, given back when the view goes.
-struct HeldExtent {
-  std::shared_ptr<ReceiveBuffer> buffer;  // declared first: outlives `extent`
-  memory::Allocation extent;
-};
+using client::HeldExtent;
+using client::ReceiveBuffer;
 
 // One session with the server, replaced whole when the client re-opens it after the server lost
 // it (restart, lease expiry). Calls work on a snapshot, so a re-open never changes the session
@@ -79,6 +70,8 @@ class Client::Impl {
   Status put(std::string_view key, std::string_view value, uint64_t ttl_ms);
   Status erase(std::string_view key);
   Result<ServerStats> stats();
+  std::vector<Result<ValueView>> get_many(std::span<const std::string_view> keys);
+  std::vector<Status> put_many(std::span<const KeyValue> items, uint64_t ttl_ms);
 
   // The current session (never null after connect succeeded).
   std::shared_ptr<const SessionState> current() const {
@@ -137,6 +130,10 @@ class Client::Impl {
   template <class T>
   static Status status_of(const Result<T>& r) { return r ? Status() : r.status(); }
   void keepalive_loop();
+  client::BatchChannel batch_channel(const SessionState& st);
+  template <class Item, class R, class Run>
+  void retry_lost_session(std::span<const Item> items, std::vector<R>& results,
+                          const SessionState& seen, Run run);
 
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::KvCache::Stub> stub_;
@@ -443,6 +440,65 @@ Status Client::Impl::erase_once(const SessionState& st, std::string_view key,
   return s.ok() ? Status() : call_failed(s, "Delete");
 }
 
+client::BatchChannel Client::Impl::batch_channel(const SessionState& st) {
+  client::BatchChannel ch;
+  ch.stub = stub_.get();
+  ch.session_id = st.hello.session_id();
+  ch.inline_threshold = st.hello.inline_threshold();
+  ch.max_value_bytes = st.hello.max_value_bytes();
+  ch.buffer = st.buffer;
+  ch.timeout = std::chrono::milliseconds(options.timeout_ms);
+  ch.target = target;
+  ch.auth_token = options.security.auth_token;
+  ch.put_one = [this](std::string_view k, std::string_view v, uint64_t ttl) {
+    return put(k, v, ttl);
+  };
+  return ch;
+}
+
+// A batch whose items the server refused because it lost the session (it restarted, or the
+// lease ran out) is re-run once, for those items only, on a re-opened session: the refusal
+// proves they were not executed.
+template <class Item, class R, class Run>
+void Client::Impl::retry_lost_session(std::span<const Item> items, std::vector<R>& results,
+                                      const SessionState& seen, Run run) {
+  std::vector<size_t> lost;
+  for (size_t i = 0; i < results.size(); ++i) {
+    if (session_gone(status_of(results[i]))) lost.push_back(i);
+  }
+  if (lost.empty()) return;
+  if (Status s = reopen(seen, deadline()); !s.is_ok()) {
+    Status failed = s.with_context("the server lost this client's session; re-opening it failed");
+    for (size_t i : lost) results[i] = failed;
+    return;
+  }
+  std::vector<Item> again;
+  again.reserve(lost.size());
+  for (size_t i : lost) again.push_back(items[i]);
+  auto redone = run(batch_channel(*current()), std::span<const Item>(again));
+  for (size_t j = 0; j < lost.size(); ++j) results[lost[j]] = std::move(redone[j]);
+}
+
+std::vector<Result<ValueView>> Client::Impl::get_many(std::span<const std::string_view> keys) {
+  auto st = current();
+  auto run = [](const client::BatchChannel& ch, std::span<const std::string_view> k) {
+    return client::get_many(ch, k);
+  };
+  auto results = run(batch_channel(*st), keys);
+  retry_lost_session(keys, results, *st, run);
+  return results;
+}
+
+std::vector<Status> Client::Impl::put_many(std::span<const KeyValue> items, uint64_t ttl_ms) {
+  auto st = current();
+  auto run = [ttl_ms](const client::BatchChannel& ch, std::span<const KeyValue> i) {
+    return client::put_many(ch, i, ttl_ms);
+  };
+  auto results = run(batch_channel(*st), items);
+  retry_lost_session(items, results, *st, run);
+  return results;
+}
+
 Result<ServerStats> Client::Impl::stats() {
   v1::StatsRequest req;
   v1::StatsReply r;
@@ -498,6 +554,12 @@ Status Client::put(std::string_view key, std::string_view value, uint64_t ttl_ms
   return impl_->put(key, value, ttl_ms);
 }
 Status Client::erase(std::string_view key) { return impl_->erase(key); }
+std::vector<Result<ValueView>> Client::get_many(std::span<const std::string_view> keys) {
+  return impl_->get_many(keys);
+}
+std::vector<Status> Client::put_many(std::span<const KeyValue> items, uint64_t ttl_ms) {
+  return impl_->put_many(items, ttl_ms);
+}
 Result<ServerStats> Client::stats() { return impl_->stats(); }
 uint64_t Client::session_id() const { return impl_->current()->hello.session_id(); }
 uint64_t Client::inline_threshold() const { return impl_->current()->hello.inline_threshold(); }

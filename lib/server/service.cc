@@ -65,6 +65,14 @@ Status KvService::authorize(grpc::CallbackServerContext* ctx) const {
   return rpc::check_token(*ctx, core_.options.security.auth_token);
 }
 
+Status KvService::take_transfer_slot(Session& session) const {
+  if (session.transfers.fetch_add(1) < core_.options.max_inflight) return Status();
+  session.transfers.fetch_sub(1);
+  return Status(Code::kResourceExhausted,
+                fmt::format("this session already has {} GETs in flight (--max-inflight); wait "
+                            "for some to finish", core_.options.max_inflight));
+}
+
 grpc::ServerUnaryReactor* KvService::Hello(grpc::CallbackServerContext* ctx,
                                            const v1::HelloRequest* req, v1::HelloReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
@@ -156,13 +164,7 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
                                           req->dest_capacity(), region->size())));
   }
   std::shared_ptr<Session> owner = *session;
-  if (owner->transfers.fetch_add(1) >= core_.options.max_inflight) {
-    owner->transfers.fetch_sub(1);
-    return finish(ctx, Status(Code::kResourceExhausted,
-                              fmt::format("this session already has {} GETs in flight "
-                                          "(--max-inflight); wait for some to finish",
-                                          core_.options.max_inflight)));
-  }
+  if (Status busy = take_transfer_slot(*owner); !busy.is_ok()) return finish(ctx, busy);
   auto* reactor = ctx->DefaultReactor();
   auto pinned = std::make_shared<store::ValueRef>(std::move(*ref));
   Counters& counters = core_.counters;

@@ -65,11 +65,21 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
                                    const v1::DeleteRequest* req, v1::DeleteReply* reply) override;
   grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest* req,
                                   v1::StatsReply* reply) override;
+  // Batch calls, in batch_service.cc.
+  grpc::ServerUnaryReactor* GetMany(grpc::CallbackServerContext* ctx,
+                                    const v1::GetManyRequest* req,
+                                    v1::GetManyReply* reply) override;
+  grpc::ServerUnaryReactor* PutMany(grpc::CallbackServerContext* ctx,
+                                    const v1::PutManyRequest* req,
+                                    v1::PutManyReply* reply) override;
 
  private:
   // The one check every handler runs first: the token (when the server has one). A new RPC must
   // call it too; security_test calls every method of the service without a token to make sure.
   Status authorize(grpc::CallbackServerContext* ctx) const;
+  // Takes one of the session's --max-inflight transfer slots (a GET write or a GetMany call);
+  // RESOURCE_EXHAUSTED naming the flag when none is free. The caller gives it back when done.
+  Status take_transfer_slot(Session& session) const;
 
   ServerCore& core_;
 };

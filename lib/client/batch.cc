@@ -1,0 +1,222 @@
+#include "client/batch.h"
+
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+
+#include <cstring>
+#include <deque>
+
+#include "rpc/security.h"
+#include "rpc/status_map.h"
+
+namespace kvrdma::client {
+namespace {
+
+using Steady = std::chrono::steady_clock;
+
+// Per call, below the server's limits (4096 items, 3 MiB of request bytes) so no call is refused.
+constexpr size_t kItemsPerCall = 1024;
+constexpr uint64_t kBytesPerCall = 2ull << 20;
+// A key is asked again when its value changed size or the reply was full; bounded per key.
+constexpr int kMaxAttempts = 8;
+
+Status call_failed(const BatchChannel& ch, const grpc::Status& s, std::string_view what) {
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return rpc::from_grpc(s, fmt::format("{} at kv-server {}", what, ch.target));
+  }
+  return rpc::from_grpc(s);
+}
+
+Status item_status(const v1::ItemStatus& s) {
+  if (s.code() == 0) return Status();
+  Code c = s.code() <= static_cast<uint32_t>(Code::kInternal) ? static_cast<Code>(s.code())
+                                                              : Code::kInternal;
+  return Status(c, s.message());
+}
+
+void set_deadline(const BatchChannel& ch, grpc::ClientContext& ctx, Steady::time_point d) {
+  ctx.set_deadline(std::chrono::system_clock::now() + (d - Steady::now()));
+  rpc::add_token(ctx, ch.auth_token);
+}
+
+ValueView owned_view(std::string bytes) {
+  auto owner = std::make_shared<std::string>(std::move(bytes));
+  const auto* data = reinterpret_cast<const std::byte*>(owner->data());
+  size_t n = owner->size();
+  return ValueView(std::move(owner), data, n, false);
+}
+
+// Copies every result still in the receive buffer to the heap, giving its space back. True when
+// some space was freed. Used only when the rest of the batch cannot otherwise fit.
+bool spill_to_heap(std::vector<Result<ValueView>>& results) {
+  bool freed = false;
+  for (auto& r : results) {
+    if (r.is_ok() && r->in_receive_buffer()) {
+      r = owned_view(std::string(r->str()));
+      freed = true;
+    }
+  }
+  return freed;
+}
+
+struct Want {
+  size_t index = 0;
+  uint64_t need = 0;  // 0: not known yet, ask for inline values only
+  int attempts = 0;
+  memory::Allocation extent;
+};
+
+}  // namespace
+
+std::vector<Result<ValueView>> get_many(const BatchChannel& ch,
+                                        std::span<const std::string_view> keys) {
+  std::vector<Result<ValueView>> results;
+  results.reserve(keys.size());
+  std::deque<Want> queue;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (keys[i].empty()) {
+      results.emplace_back(Status(Code::kInvalidArgument, "key is empty; give a non-empty key"));
+    } else {
+      results.emplace_back(Status(Code::kInternal, "get_many: key not served"));
+      queue.emplace_back();
+      queue.back().index = i;
+    }
+  }
+  const auto d = Steady::now() + ch.timeout;
+  memory::MemoryPool& pool = *ch.buffer->pool;
+  // The server may write values into our buffer from the moment a request leaves.
+  transport::WriteExpectation incoming = ch.buffer->transport->expect_writes();
+  while (!queue.empty()) {
+    // Build one call from the front of the queue, reserving space for values of known size.
+    std::vector<Want> call;
+    uint64_t bytes = 0;
+    while (!queue.empty() && call.size() < kItemsPerCall) {
+      Want& w = queue.front();
+      const std::string_view key = keys[w.index];
+      if (!call.empty() && bytes + key.size() > kBytesPerCall) break;
+      if (w.need > 0 && !w.extent.valid()) {
+        if (w.need > pool.size()) {
+          results[w.index] = Status(
+              Code::kFailedPrecondition,
+              fmt::format("value of {} bytes does not fit the {}-byte receive buffer; raise "
+                          "--buffer-mb to at least {}", w.need, pool.size(),
+                          (w.need + (1 << 20) - 1) >> 20));
+          queue.pop_front();
+          continue;
+        }
+        auto a = pool.allocate(w.need);
+        if (!a && !call.empty()) break;  // send what fits; this key goes in a later call
+        if (!a && spill_to_heap(results)) continue;
+        if (!a) a = pool.allocate_until(w.need, d);  // space held by other views only
+        if (!a) {
+          results[w.index] = a.status().with_context(
+              fmt::format("waiting for {} bytes of receive buffer", w.need));
+          queue.pop_front();
+          continue;
+        }
+        w.extent = std::move(*a);
+      }
+      bytes += key.size();
+      call.push_back(std::move(w));
+      queue.pop_front();
+    }
+    if (call.empty()) continue;
+
+    v1::GetManyRequest req;
+    req.set_session_id(ch.session_id);
+    for (const Want& w : call) {
+      v1::GetManyItem* item = req.add_items();
+      item->set_key(keys[w.index].data(), keys[w.index].size());
+      item->set_dest_offset(w.extent.valid() ? w.extent.offset() : 0);
+      item->set_dest_capacity(w.extent.valid() ? w.extent.capacity() : 0);
+    }
+    v1::GetManyReply reply;
+    grpc::ClientContext ctx;
+    set_deadline(ch, ctx, d);
+    grpc::Status s = ch.stub->GetMany(&ctx, req, &reply);
+    if (s.ok() && reply.results_size() != static_cast<int>(call.size())) {
+      s = grpc::Status(grpc::StatusCode::INTERNAL,
+                       fmt::format("GetMany answered {} results for {} keys",
+                                   reply.results_size(), call.size()));
+    }
+    if (!s.ok()) {
+      Status failed = call_failed(ch, s, "GetMany");
+      for (const Want& w : call) results[w.index] = failed;
+      continue;  // later calls fail fast the same way when the server is gone
+    }
+    for (size_t j = 0; j < call.size(); ++j) {
+      Want& w = call[j];
+      v1::GetManyResult& r = *reply.mutable_results(static_cast<int>(j));
+      Status st = item_status(r.status());
+      if (!st.is_ok()) {
+        results[w.index] = st;
+      } else if (r.is_inline()) {
+        results[w.index] = owned_view(std::move(*r.mutable_value()));
+      } else if (r.written()) {
+        auto held = std::make_shared<HeldExtent>(HeldExtent{ch.buffer, std::move(w.extent)});
+        const std::byte* data = held->extent.data();
+        results[w.index] = ValueView(std::move(held), data, r.value_len(), true);
+      } else if (++w.attempts >= kMaxAttempts) {
+        results[w.index] = Status(Code::kUnavailable,
+                                  "the value kept changing size while being read; try again");
+      } else {
+        // Deferred (reply full) or larger than the space given: ask again with the real size.
+        w.extent.reset();
+        w.need = r.deferred() ? 0 : r.value_len();
+        queue.push_back(std::move(w));
+      }
+    }
+  }
+  return results;
+}
+
+std::vector<Status> put_many(const BatchChannel& ch, std::span<const KeyValue> items,
+                             uint64_t ttl_ms) {
+  std::vector<Status> results(items.size());
+  std::vector<size_t> small;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const KeyValue& kv = items[i];
+    if (kv.key.empty()) {
+      results[i] = Status(Code::kInvalidArgument, "key is empty; give a non-empty key");
+    } else if (kv.value.size() > ch.inline_threshold) {
+      results[i] = ch.put_one(kv.key, kv.value, ttl_ms);  // checks the size limit, two-phase
+    } else {
+      small.push_back(i);
+    }
+  }
+  const auto d = Steady::now() + ch.timeout;
+  for (size_t pos = 0; pos < small.size();) {
+    v1::PutManyRequest req;
+    req.set_session_id(ch.session_id);
+    req.set_ttl_ms(ttl_ms);
+    uint64_t bytes = 0;
+    size_t end = pos;
+    for (; end < small.size() && end - pos < kItemsPerCall; ++end) {
+      const KeyValue& kv = items[small[end]];
+      uint64_t n = kv.key.size() + kv.value.size();
+      if (end > pos && bytes + n > kBytesPerCall) break;
+      bytes += n;
+      v1::PutManyItem* item = req.add_items();
+      item->set_key(kv.key.data(), kv.key.size());
+      item->set_value(kv.value.data(), kv.value.size());
+    }
+    v1::PutManyReply reply;
+    grpc::ClientContext ctx;
+    set_deadline(ch, ctx, d);
+    grpc::Status s = ch.stub->PutMany(&ctx, req, &reply);
+    if (s.ok() && reply.results_size() != static_cast<int>(end - pos)) {
+      s = grpc::Status(grpc::StatusCode::INTERNAL,
+                       fmt::format("PutMany answered {} results for {} items",
+                                   reply.results_size(), end - pos));
+    }
+    for (size_t j = pos; j < end; ++j) {
+      results[small[j]] = s.ok() ? item_status(reply.results(static_cast<int>(j - pos)))
+                                 : call_failed(ch, s, "PutMany");
+    }
+    pos = end;
+  }
+  return results;
+}
+
+}  // namespace kvrdma::client

@@ -1,0 +1,189 @@
+// GetMany and PutMany: the batch calls of KvService. Kept apart from service.cc so the single-key
+// handlers can change without touching these. A GetMany issues every transport write of the batch
+// before waiting for any, and finishes the call when the last one completes.
+#include <fmt/format.h>
+
+#include <atomic>
+#include <mutex>
+
+#include "common/logging.h"
+#include "rpc/status_map.h"
+#include "server/service.h"
+
+namespace kvrdma::server {
+namespace {
+
+using std::chrono::milliseconds;
+
+// Per call: more items is INVALID_ARGUMENT, more request bytes (keys + values) is
+// RESOURCE_EXHAUSTED. Inline reply bytes beyond kMaxReplyInline are deferred per item (the client
+// asks again). All stay well under the server's gRPC message limit (>= 4 MiB).
+constexpr size_t kMaxItems = 4096;
+constexpr uint64_t kMaxRequestBytes = 3ull << 20;
+constexpr uint64_t kMaxReplyInline = 2ull << 20;
+
+grpc::ServerUnaryReactor* finish(grpc::CallbackServerContext* ctx, const Status& s) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(rpc::to_grpc(s));
+  return reactor;
+}
+
+void set_status(v1::ItemStatus* out, const Status& s) {
+  out->set_code(static_cast<uint32_t>(s.code()));
+  if (!s.is_ok()) out->set_message(s.message());
+}
+
+transport::Transport::Clock::time_point write_deadline(grpc::CallbackServerContext* ctx) {
+  constexpr auto kMax = std::chrono::seconds(60);
+  auto left = ctx->deadline() - std::chrono::system_clock::now();
+  if (left > kMax || left < std::chrono::nanoseconds(0)) left = kMax;
+  return std::chrono::steady_clock::now() +
+         std::chrono::duration_cast<std::chrono::steady_clock::duration>(left);
+}
+
+// Checks the shape of a batch before any work: item count and request bytes.
+template <typename Items, typename Bytes>
+Status check_batch(std::string_view call, const Items& items, Bytes bytes_of) {
+  if (static_cast<size_t>(items.size()) > kMaxItems) {
+    return Status(Code::kInvalidArgument,
+                  fmt::format("{} of {} items exceeds the limit of {} per call; split the batch",
+                              call, items.size(), kMaxItems));
+  }
+  uint64_t total = 0;
+  for (const auto& it : items) total += bytes_of(it);
+  if (total > kMaxRequestBytes) {
+    return Status(Code::kResourceExhausted,
+                  fmt::format("{} carries {} bytes of keys and values, over the limit of {} per "
+                              "call; split the batch", call, total, kMaxRequestBytes));
+  }
+  return Status();
+}
+
+// Finishes the call when the last outstanding write (plus the issuing pass itself) is done.
+// The call holds one of its session's --max-inflight transfer slots until then.
+struct PendingWrites {
+  grpc::ServerUnaryReactor* reactor = nullptr;
+  std::shared_ptr<Session> owner;
+  std::atomic<size_t> left{1};  // 1 = the issuing pass
+  void done() {
+    if (left.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      owner->transfers.fetch_sub(1);
+      reactor->Finish(grpc::Status::OK);
+    }
+  }
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* KvService::GetMany(grpc::CallbackServerContext* ctx,
+                                             const v1::GetManyRequest* req,
+                                             v1::GetManyReply* reply) {
+  if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  auto session = core_.sessions->find(req->session_id());
+  if (!session) return finish(ctx, session.status());
+  Status shape = check_batch("GetMany", req->items(),
+                             [](const v1::GetManyItem& i) { return i.key().size(); });
+  if (!shape.is_ok()) return finish(ctx, shape);
+  std::shared_ptr<Session> owner = *session;
+  if (Status busy = take_transfer_slot(*owner); !busy.is_ok()) return finish(ctx, busy);
+  reply->set_node_id(core_.options.node_id);
+  // Reserve every result first: the write completions fill their own element concurrently and
+  // the repeated field must not reallocate under them.
+  for (int i = 0; i < req->items_size(); ++i) reply->add_results();
+  const auto& region = (*session)->region;
+  Counters& counters = core_.counters;
+  auto pending = std::make_shared<PendingWrites>();
+  pending->reactor = ctx->DefaultReactor();
+  pending->owner = std::move(owner);
+  const auto deadline = write_deadline(ctx);
+  uint64_t inline_bytes = 0;
+  for (int i = 0; i < req->items_size(); ++i) {
+    const v1::GetManyItem& item = req->items(i);
+    v1::GetManyResult* out = reply->mutable_results(i);
+    Status ok = core_.store->check(item.key(), 0);
+    if (!ok.is_ok()) {
+      set_status(out->mutable_status(), ok);
+      continue;
+    }
+    ++counters.gets;
+    auto ref = core_.store->get(item.key());
+    if (!ref) {
+      ++counters.get_misses;
+      set_status(out->mutable_status(), ref.status());
+      continue;
+    }
+    const uint64_t len = ref->size();
+    out->set_value_len(len);
+    if (len <= core_.options.inline_threshold) {
+      if (inline_bytes + len > kMaxReplyInline) {
+        --counters.gets;  // not served: the client asks again
+        out->set_deferred(true);
+        continue;
+      }
+      ++counters.get_hits;
+      inline_bytes += len;
+      out->set_is_inline(true);
+      out->set_value(reinterpret_cast<const char*>(ref->data()), len);
+      counters.bytes_inline_sent += len;
+      continue;
+    }
+    ++counters.get_hits;
+    if (len > item.dest_capacity()) continue;  // written=false: reserve value_len and ask again
+    uint64_t off = item.dest_offset();
+    if (off > region->size() || item.dest_capacity() > region->size() - off) {
+      set_status(out->mutable_status(),
+                 Status(Code::kInvalidArgument,
+                        fmt::format("destination [{}, +{}) lies outside the {}-byte receive "
+                                    "region this session registered",
+                                    off, item.dest_capacity(), region->size())));
+      continue;
+    }
+    auto pinned = std::make_shared<store::ValueRef>(std::move(*ref));
+    pending->left.fetch_add(1, std::memory_order_relaxed);
+    core_.transport->write(*core_.pool_region, pinned->pool_offset(), region, off, len, deadline,
+                           [pinned, out, pending, len, &counters](Status s) mutable {
+                             pinned.reset();  // unpin: the bytes are at the client, or failed
+                             if (s.is_ok()) {
+                               out->set_written(true);
+                               counters.bytes_transport_written += len;
+                             } else {
+                               set_status(out->mutable_status(), s.with_context("transport write"));
+                             }
+                             pending->done();
+                           });
+  }
+  auto* reactor = pending->reactor;
+  pending->done();  // the issuing pass is over; finishes now if no write is outstanding
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KvService::PutMany(grpc::CallbackServerContext* ctx,
+                                             const v1::PutManyRequest* req,
+                                             v1::PutManyReply* reply) {
+  if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  auto session = core_.sessions->find(req->session_id());
+  if (!session) return finish(ctx, session.status());
+  Status shape = check_batch("PutMany", req->items(), [](const v1::PutManyItem& i) {
+    return i.key().size() + i.value().size();
+  });
+  if (!shape.is_ok()) return finish(ctx, shape);
+  for (const v1::PutManyItem& item : req->items()) {
+    v1::ItemStatus* out = reply->add_results();
+    if (item.value().size() > core_.options.inline_threshold) {
+      set_status(out, Status(Code::kInvalidArgument,
+                             fmt::format("PutMany value of {} bytes is above the inline threshold "
+                                         "of {} bytes; store it with PutBegin/PutCommit",
+                                         item.value().size(), core_.options.inline_threshold)));
+      continue;
+    }
+    Status s = core_.store->put(item.key(), item.value(), milliseconds(req->ttl_ms()));
+    if (s.is_ok()) {
+      ++core_.counters.puts;
+      core_.counters.bytes_inline_received += item.value().size();
+    }
+    set_status(out, s);
+  }
+  return finish(ctx, Status());
+}
+
+}  // namespace kvrdma::server
