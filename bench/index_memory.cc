@@ -1,17 +1,20 @@
 // index_memory: server memory the Store spends per key beyond the value bytes, at 1 million keys
 // (or --keys N). Stores N keys of --value-bytes each (16 by default) into a Store over a pool
 // whose region is mapped up front, then reports two measures:
-//   heap:  malloc'd bytes in use after minus before (mallinfo2().uordblks), per key. This is the
+//   heap:  malloc'd bytes in use after minus before (mallinfo2(): uordblks + hblkhd, i.e. small
+//          chunks plus blocks malloc mmap()s on its own, like a big bucket array), per key. This is the
 //          index proper (hash nodes, keys, entries, LRU links) plus the pool's own bookkeeping;
 //          the pool region is not malloc'd, so value bytes are not in it.
 //   rss:   resident set growth (from /proc/self/statm) minus the pool bytes handed out for the
 //          values (PoolUsage::used, i.e. value bytes rounded to the pool's size classes), per key.
-// Prints one JSON line. Keys are "key:<n>" zero-padded to 11 bytes, counted as index memory.
+// Prints one JSON line. Keys are "key:<n>" zero-padded to --key-bytes (11 by default, 11 to 60),
+// counted as index memory.
 #include <fmt/format.h>
 #include <malloc.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -33,18 +36,22 @@ uint64_t rss_bytes() {
   return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
 }
 
-uint64_t heap_bytes() { return mallinfo2().uordblks; }
+uint64_t heap_bytes() {
+  struct mallinfo2 m = mallinfo2();
+  return m.uordblks + m.hblkhd;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  uint64_t keys = 1000000, value_bytes = 16;
+  uint64_t keys = 1000000, value_bytes = 16, key_bytes = 11;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
     if (k == "--keys") keys = std::stoull(argv[i + 1]);
     else if (k == "--value-bytes") value_bytes = std::stoull(argv[i + 1]);
+    else if (k == "--key-bytes") key_bytes = std::clamp<uint64_t>(std::stoull(argv[i + 1]), 11, 60);
     else {
-      fmt::print(stderr, "usage: index_memory [--keys N] [--value-bytes B]\n");
+      fmt::print(stderr, "usage: index_memory [--keys N] [--value-bytes B] [--key-bytes K]\n");
       return 2;
     }
   }
@@ -64,9 +71,10 @@ int main(int argc, char** argv) {
     heap0 = heap_bytes();
     rss0 = rss_bytes();
     auto t0 = std::chrono::steady_clock::now();
-    char key[32];
+    char key[64];
     for (uint64_t i = 0; i < keys; ++i) {
-      int n = std::snprintf(key, sizeof key, "key:%07llu", static_cast<unsigned long long>(i));
+      int n = std::snprintf(key, sizeof key, "key:%0*llu", static_cast<int>(key_bytes - 4),
+                            static_cast<unsigned long long>(i));
       auto s = store.put(std::string_view(key, n), value, std::chrono::milliseconds(0));
       if (!s.is_ok()) {
         fmt::print(stderr, "index_memory: put #{} failed: {}\n", i, s.message());
@@ -85,9 +93,10 @@ int main(int argc, char** argv) {
   munmap(region, pool_bytes);
   const double heap_per_key = double(heap1 - heap0) / keys;
   const double rss_per_key = (double(rss1) - double(rss0) - double(pool_used)) / keys;
-  fmt::print("{{\"keys\":{},\"value_bytes\":{},\"key_bytes\":11,\"heap_bytes_per_key\":{:.1f},"
+  fmt::print("{{\"keys\":{},\"value_bytes\":{},\"key_bytes\":{},\"heap_bytes_per_key\":{:.1f},"
              "\"rss_bytes_per_key_beyond_pool\":{:.1f},\"pool_bytes_per_key\":{:.1f},"
              "\"insert_seconds\":{:.3f}}}\n",
-             keys, value_bytes, heap_per_key, rss_per_key, double(pool_used) / keys, secs);
+             keys, value_bytes, key_bytes, heap_per_key, rss_per_key, double(pool_used) / keys,
+             secs);
   return 0;
 }

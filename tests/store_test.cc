@@ -318,3 +318,55 @@ TEST_CASE("concurrent writers and readers on several keys see whole values", "[s
   CHECK(f.store.stats().pinned == 0);
   CHECK(f.store.stats().keys <= kKeys);
 }
+
+TEST_CASE("the index grows past its first buckets and keeps every key, LRU order and TTL", "[store]") {
+  Fixture f(8 << 20);
+  constexpr int kKeys = 5000;  // several doublings of the bucket array
+  for (int i = 0; i < kKeys; ++i) {
+    auto ttl = i % 10 == 0 ? 100ms : 0ms;  // every tenth key expires
+    REQUIRE(f.store.put("key-" + std::to_string(i), std::to_string(i * 7), ttl).is_ok());
+  }
+  CHECK(f.store.stats().keys == kKeys);
+  for (int i = 0; i < kKeys; i += 3) {
+    REQUIRE(f.read("key-" + std::to_string(i)) == std::to_string(i * 7));
+  }
+  for (int i = 1; i < kKeys; i += 2) REQUIRE(f.store.erase("key-" + std::to_string(i)));
+  CHECK_FALSE(f.store.erase("key-1"));  // erased already
+  CHECK(f.store.stats().keys == kKeys / 2);
+  f.clock.advance(99ms);
+  CHECK(f.store.sweep_expired() == 0);  // not one millisecond early
+  f.clock.advance(1ms);
+  CHECK(f.store.sweep_expired() == kKeys / 10);
+  for (int i = 0; i < kKeys; i += 2) {
+    std::string want = i % 10 == 0 ? "<NOT_FOUND>" : std::to_string(i * 7);
+    REQUIRE(f.read("key-" + std::to_string(i)) == want);
+  }
+  CHECK(f.store.stats().keys == kKeys / 2 - kKeys / 10);
+  CHECK(f.pool.usage().allocations == f.store.stats().keys);
+}
+
+TEST_CASE("keys that differ only in their tail or length are distinct", "[store]") {
+  Fixture f;
+  const std::string long_key(4096, 'x');
+  std::string other = long_key;
+  other.back() = 'y';
+  REQUIRE(f.store.put(long_key, "a", 0ms).is_ok());
+  REQUIRE(f.store.put(other, "b", 0ms).is_ok());
+  REQUIRE(f.store.put(long_key.substr(0, 4095), "c", 0ms).is_ok());
+  REQUIRE(f.store.put(std::string("k\0z", 3), "d", 0ms).is_ok());
+  REQUIRE(f.store.put("k", "e", 0ms).is_ok());
+  CHECK(f.read(long_key) == "a");
+  CHECK(f.read(other) == "b");
+  CHECK(f.read(long_key.substr(0, 4095)) == "c");
+  CHECK(f.read(std::string("k\0z", 3)) == "d");
+  CHECK(f.read("k") == "e");
+  CHECK(f.store.stats().keys == 5);
+}
+
+TEST_CASE("a TTL too long to represent is kept as the longest one, not as none", "[store]") {
+  Fixture f;
+  REQUIRE(f.store.put("k", "v", std::chrono::milliseconds(INT64_MAX)).is_ok());
+  f.clock.advance(std::chrono::hours(24 * 365 * 100));
+  CHECK(f.read("k") == "v");
+  CHECK(f.store.sweep_expired() == 0);
+}

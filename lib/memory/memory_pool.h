@@ -38,6 +38,9 @@ class Allocation {
   uint64_t capacity() const { return capacity_; }  // >= the length asked for
   std::byte* data() const;
   void reset();
+  // Stops owning the extent without giving it back: for an owner that keeps (offset, capacity)
+  // more compactly and returns it later with MemoryPool::adopt(). Read both first.
+  void detach() { pool_ = nullptr; }
 
  private:
   friend class MemoryPool;
@@ -71,6 +74,10 @@ class MemoryPool {
   // fails at once with FAILED_PRECONDITION naming the size needed; one still not satisfiable at
   // the deadline fails with DEADLINE_EXCEEDED.
   Result<Allocation> allocate_until(uint64_t len, std::chrono::steady_clock::time_point deadline);
+
+  // Owns again an extent that an Allocation of this pool detach()ed: exactly that offset and
+  // capacity, once.
+  Allocation adopt(uint64_t offset, uint64_t capacity) { return Allocation(this, offset, capacity); }
 
   PoolUsage usage() const;
   std::byte* base() const { return base_; }

@@ -5,10 +5,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <list>
 #include <map>
 #include <mutex>
-#include <unordered_map>
 #include <vector>
 
 #include "common/units.h"
@@ -17,26 +15,197 @@ namespace kvrdma::store {
 
 using memory::Allocation;
 
-// One stored value. Shared between the index and every ValueRef; its extent goes back to the pool
-// when the last of them lets go.
-struct Entry {
-  Allocation allocation;
-  uint64_t length = 0;
-  Clock::time_point expiry = Clock::time_point::max();
-  std::atomic<uint32_t> pins{0};
-  std::atomic<int64_t>* pinned_entries = nullptr;  // the Store's count of entries with pins > 0
+namespace {
+
+// An entry's refs word: the index's own reference (while the key maps to it) plus one per pin.
+constexpr uint32_t kLinked = 1u << 31;
+constexpr uint32_t kPinMask = kLinked - 1;
+
+// The meta word: expiry in milliseconds since the Store's epoch (0: none), and the key length.
+constexpr int kKeyBits = 21;  // --max-key-bytes is at most 1 MiB
+constexpr uint64_t kKeyMask = (1ull << kKeyBits) - 1;
+constexpr uint64_t kMaxExpiryMs = (1ull << (64 - kKeyBits)) - 1;  // ~278 years
+
+}  // namespace
+
+struct LruLink {
+  LruLink* prev = this;
+  LruLink* next = this;
+  void unlink() {
+    prev->next = next;
+    next->prev = prev;
+  }
+  void insert_after(LruLink* at) {  // `at` then this
+    prev = at;
+    next = at->next;
+    at->next->prev = this;
+    at->next = this;
+  }
 };
 
-ValueRef::ValueRef(std::shared_ptr<Entry> entry) : entry_(std::move(entry)) {
-  if (entry_ && entry_->pins.fetch_add(1, std::memory_order_acq_rel) == 0) {
-    entry_->pinned_entries->fetch_add(1, std::memory_order_relaxed);
+// One stored value: 56 bytes, then the key bytes, in one heap block. Shared between the index
+// and every ValueRef through `refs`; the last of them to let go returns the extent and the block.
+struct Entry : LruLink {
+  Entry* chain = nullptr;  // next entry in the same hash bucket
+  uint64_t offset = 0;     // the value's extent in the pool
+  uint64_t length = 0;     // the value's length
+  uint64_t meta = 0;       // expiry_ms << kKeyBits | key length
+  std::atomic<uint32_t> refs{kLinked};
+  uint32_t capacity64 = 0;  // the extent's capacity / 64 (every pool extent is a multiple of 64)
+
+  std::string_view key() const {
+    return {reinterpret_cast<const char*>(this + 1), static_cast<size_t>(meta & kKeyMask)};
+  }
+  uint64_t expiry_ms() const { return meta >> kKeyBits; }
+  bool has_ttl() const { return expiry_ms() != 0; }
+};
+static_assert(sizeof(Entry) == 56, "the entry layout is the index's memory budget");
+
+// The index. Lock order: Index::mu, never held while taking the pool's mutex: an entry whose last
+// reference may be dropped is dropped after the lock is released. Blocks for new keys are built
+// before the lock is taken, so the critical sections allocate nothing beyond a bucket-array growth.
+struct Index {
+  memory::MemoryPool& pool;
+  const Clock& clock;
+  const StoreOptions options;
+  const Clock::time_point epoch;  // expiries count milliseconds from here
+  std::atomic<int64_t> pinned_entries{0};
+
+  mutable std::mutex mu;
+  std::unique_ptr<Entry*[]> buckets;  // guarded by mu; a power of two of them
+  uint64_t bucket_mask = 0;           // guarded by mu
+  uint64_t size = 0;                  // guarded by mu
+  LruLink lru;                        // guarded by mu; lru.next = most recently used
+  std::multimap<uint64_t, Entry*> expiries;  // guarded by mu; entries with a TTL, by expiry_ms
+  uint64_t value_bytes = 0;  // guarded by mu
+  uint64_t evictions = 0;    // guarded by mu
+  uint64_t expirations = 0;  // guarded by mu
+
+  Index(memory::MemoryPool& p, const Clock& c, StoreOptions o)
+      : pool(p), clock(c), options(o), epoch(c.now()) {
+    resize(1024);
+  }
+  ~Index() {
+    // The Store outlives every ValueRef, so the index holds the last reference to each entry.
+    for (LruLink* l = lru.next; l != &lru;) {
+      Entry* e = static_cast<Entry*>(l);
+      l = l->next;
+      destroy(e);
+    }
+  }
+
+  // Milliseconds since the epoch, rounded up: an entry never expires before its TTL.
+  uint64_t now_ms() const {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(clock.now() - epoch).count();
+    return static_cast<uint64_t>(std::max<int64_t>(ns, 0) + 999'999) / 1'000'000;
+  }
+  bool expired(const Entry& e, uint64_t now) const { return e.has_ttl() && e.expiry_ms() <= now; }
+
+  static size_t hash(std::string_view key) { return std::hash<std::string_view>{}(key); }
+  Entry** slot_of(std::string_view key) {
+    Entry** p = &buckets[hash(key) & bucket_mask];
+    while (*p != nullptr && (*p)->key() != key) p = &(*p)->chain;
+    return p;  // the link that points at the entry, or the null link at the chain's end
+  }
+  Entry* find(std::string_view key) { return *slot_of(key); }
+
+  void resize(uint64_t n) {
+    auto fresh = std::make_unique<Entry*[]>(n);  // zeroed
+    for (uint64_t b = 0; buckets && b <= bucket_mask; ++b) {
+      for (Entry* e = buckets[b]; e != nullptr;) {
+        Entry* next = e->chain;
+        Entry*& head = fresh[hash(e->key()) & (n - 1)];
+        e->chain = head;
+        head = e;
+        e = next;
+      }
+    }
+    buckets = std::move(fresh);
+    bucket_mask = n - 1;
+  }
+
+  // Links a new entry whose key is absent.
+  void link(Entry* e) {
+    if (size + 1 > bucket_mask + 1) resize((bucket_mask + 1) * 2);  // load factor <= 1
+    Entry*& head = buckets[hash(e->key()) & bucket_mask];
+    e->chain = head;
+    head = e;
+    ++size;
+    e->insert_after(&lru);
+    if (e->has_ttl()) expiries.emplace(e->expiry_ms(), e);
+    value_bytes += e->length;
+  }
+  // Takes the entry `*at` points to out of the index; the caller drops the index's reference with
+  // release() after letting go of the lock.
+  Entry* unlink(Entry** at) {
+    Entry* e = *at;
+    *at = e->chain;
+    e->chain = nullptr;
+    --size;
+    e->unlink();
+    if (e->has_ttl()) forget_expiry(e);
+    value_bytes -= e->length;
+    return e;
+  }
+  void forget_expiry(Entry* e) {
+    auto [b, end] = expiries.equal_range(e->expiry_ms());
+    for (auto it = b; it != end; ++it) {
+      if (it->second == e) {
+        expiries.erase(it);
+        return;
+      }
+    }
+  }
+  void touch(Entry* e) {
+    e->unlink();
+    e->insert_after(&lru);
+  }
+
+  // Drops the index's reference to an unlinked entry (outside mu).
+  void release(Entry* e) {
+    if (e != nullptr && e->refs.fetch_sub(kLinked, std::memory_order_acq_rel) == kLinked) {
+      destroy(e);
+    }
+  }
+  void destroy(Entry* e) {
+    Allocation back = pool.adopt(e->offset, uint64_t{e->capacity64} * 64);
+    e->~Entry();
+    ::operator delete(e);
+    // `back` returns the extent to the pool here.
+  }
+
+  Entry* make_entry(std::string_view key, Allocation allocation, uint64_t len, uint64_t expiry) {
+    void* block = ::operator new(sizeof(Entry) + key.size());
+    Entry* e = new (block) Entry;
+    std::memcpy(reinterpret_cast<char*>(e + 1), key.data(), key.size());
+    e->offset = allocation.offset();
+    e->capacity64 = static_cast<uint32_t>(allocation.capacity() / 64);
+    e->length = len;
+    e->meta = expiry << kKeyBits | key.size();
+    allocation.detach();  // the entry owns the extent now
+    return e;
+  }
+};
+
+// Drops an unlinked entry's index reference when it goes out of scope: declare it before the
+// lock guard so it runs after the lock is released.
+struct Unlinked {
+  Index& ix;
+  Entry* entry = nullptr;
+  ~Unlinked() { ix.release(entry); }
+};
+
+ValueRef::ValueRef(Entry* entry, Index* index) : entry_(entry), index_(index) {
+  if ((entry_->refs.fetch_add(1, std::memory_order_acq_rel) & kPinMask) == 0) {
+    index_->pinned_entries.fetch_add(1, std::memory_order_relaxed);
   }
 }
 
 ValueRef& ValueRef::operator=(ValueRef&& other) noexcept {
   if (this != &other) {
     unpin();
-    entry_ = std::move(other.entry_);
+    entry_ = std::exchange(other.entry_, nullptr);
+    index_ = other.index_;
   }
   return *this;
 }
@@ -44,62 +213,18 @@ ValueRef& ValueRef::operator=(ValueRef&& other) noexcept {
 ValueRef::~ValueRef() { unpin(); }
 
 void ValueRef::unpin() {
-  if (!entry_) return;
-  if (entry_->pins.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-    entry_->pinned_entries->fetch_sub(1, std::memory_order_relaxed);
-  }
-  entry_.reset();  // may free the extent, if the index let go already
+  Entry* e = std::exchange(entry_, nullptr);
+  if (e == nullptr) return;
+  uint32_t before = e->refs.fetch_sub(1, std::memory_order_acq_rel);
+  if ((before & kPinMask) == 1) index_->pinned_entries.fetch_sub(1, std::memory_order_relaxed);
+  if (before == 1) index_->destroy(e);  // the index let go already: the extent goes back
 }
 
-const std::byte* ValueRef::data() const { return entry_ ? entry_->allocation.data() : nullptr; }
+const std::byte* ValueRef::data() const {
+  return entry_ ? index_->pool.base() + entry_->offset : nullptr;
+}
 uint64_t ValueRef::size() const { return entry_ ? entry_->length : 0; }
-uint64_t ValueRef::pool_offset() const { return entry_ ? entry_->allocation.offset() : 0; }
-
-namespace {
-
-struct KeyHash {
-  using is_transparent = void;  // find(string_view) without building a std::string
-  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
-
-}  // namespace
-
-// The index. Lock order: Index::mu, never held while taking the pool's mutex: every entry that may
-// be the last owner of an extent is dropped after the lock is released. Nodes for new keys are
-// built before the lock is taken, so the critical sections do no allocation beyond a rehash.
-struct Store::Index {
-  using Lru = std::list<const std::string*>;  // map keys, front = most recently used
-  using Expiries = std::multimap<Clock::time_point, const std::string*>;  // keys with a TTL
-  struct Slot {
-    std::shared_ptr<Entry> entry;
-    Lru::iterator lru;
-    Expiries::iterator expiry;  // expiries.end() when the value has no TTL
-  };
-  using Map = std::unordered_map<std::string, Slot, KeyHash, std::equal_to<>>;
-
-  memory::MemoryPool& pool;
-  const Clock& clock;
-  const StoreOptions options;
-  std::atomic<int64_t> pinned_entries{0};
-
-  mutable std::mutex mu;
-  Map map;            // guarded by mu
-  Lru lru;            // guarded by mu
-  Expiries expiries;  // guarded by mu
-  uint64_t value_bytes = 0;  // guarded by mu
-  uint64_t evictions = 0;    // guarded by mu
-  uint64_t expirations = 0;  // guarded by mu
-
-  Index(memory::MemoryPool& p, const Clock& c, StoreOptions o) : pool(p), clock(c), options(o) {}
-
-  // Takes `it` out of the index. The returned node owns the entry: let it go outside the lock.
-  Map::node_type unlink(Map::iterator it) {
-    value_bytes -= it->second.entry->length;
-    lru.erase(it->second.lru);
-    if (it->second.expiry != expiries.end()) expiries.erase(it->second.expiry);
-    return map.extract(it);
-  }
-};
+uint64_t ValueRef::pool_offset() const { return entry_ ? entry_->offset : 0; }
 
 Store::Store(memory::MemoryPool& pool, const Clock& clock, StoreOptions options)
     : index_(std::make_unique<Index>(pool, clock, options)) {}
@@ -148,19 +273,19 @@ Result<Allocation> Store::reserve(uint64_t len) {
     }
     // Evict the least recently used unpinned entry, then retry. Pins are only taken under mu, so
     // an entry seen unpinned here cannot be pinned before it is unlinked.
-    Index::Map::node_type victim;
+    Unlinked victim{ix};
     {
       std::lock_guard lock(ix.mu);
-      for (auto it = ix.lru.rbegin(); it != ix.lru.rend(); ++it) {
-        auto m = ix.map.find(**it);
-        if (m->second.entry->pins.load(std::memory_order_acquire) == 0) {
-          victim = ix.unlink(m);
+      for (LruLink* l = ix.lru.prev; l != &ix.lru; l = l->prev) {
+        Entry* e = static_cast<Entry*>(l);
+        if ((e->refs.load(std::memory_order_acquire) & kPinMask) == 0) {
+          victim.entry = ix.unlink(ix.slot_of(e->key()));
           ++ix.evictions;
           break;
         }
       }
     }
-    if (victim.empty()) {
+    if (victim.entry == nullptr) {
       auto u = ix.pool.usage();
       return Status(Code::kResourceExhausted,
                     fmt::format("pool full: {} bytes asked, {} bytes free, and every stored value "
@@ -175,54 +300,30 @@ Result<Allocation> Store::reserve(uint64_t len) {
 Status Store::commit(std::string_view key, Allocation allocation, uint64_t len,
                      std::chrono::milliseconds ttl) {
   KVRDMA_RETURN_IF_ERROR(check(key, len));
-  if (!allocation.valid() || allocation.capacity() < std::max<uint64_t>(len, 1)) {
+  if (!allocation.valid() || allocation.capacity() < std::max<uint64_t>(len, 1) ||
+      allocation.capacity() % 64 != 0 || allocation.capacity() / 64 > UINT32_MAX) {
     return Status(Code::kInternal,
                   fmt::format("commit of {} bytes into a reservation of {} bytes", len,
                               allocation.capacity()));
   }
   Index& ix = *index_;
-  auto entry = std::make_shared<Entry>();
-  entry->allocation = std::move(allocation);
-  entry->length = len;
-  entry->pinned_entries = &ix.pinned_entries;
-  if (ttl.count() > 0) entry->expiry = ix.clock.now() + ttl;
-
-  // Everything a new key needs, allocated before the lock; what is left over dies after it.
-  Index::Map fresh;
-  fresh.emplace(std::string(key), Index::Slot{});
-  Index::Map::node_type node = fresh.extract(fresh.begin());
-  Index::Lru fresh_lru(1, nullptr);
-  Index::Expiries fresh_expiry;
-  if (ttl.count() > 0) fresh_expiry.emplace(entry->expiry, nullptr);
-  std::shared_ptr<Entry> old;
-  Index::Expiries::node_type old_expiry;
+  uint64_t expiry = 0;
+  if (ttl.count() > 0) {
+    uint64_t t = static_cast<uint64_t>(ttl.count());
+    expiry = std::min(kMaxExpiryMs, ix.now_ms() + std::min(t, kMaxExpiryMs));
+  }
+  // The block is built before the lock; what it replaces is released after it.
+  Entry* fresh = ix.make_entry(key, std::move(allocation), len, expiry);
+  Unlinked old{ix};
   {
     std::lock_guard lock(ix.mu);
-    auto it = ix.map.find(key);
-    if (it != ix.map.end()) {
-      // Overwrite: swap the entry in place; a reader holds either the old one or the new one.
-      Index::Slot& slot = it->second;
-      ix.value_bytes -= slot.entry->length;
-      old = std::exchange(slot.entry, std::move(entry));
-      ix.lru.splice(ix.lru.begin(), ix.lru, slot.lru);
-      if (slot.expiry != ix.expiries.end()) old_expiry = ix.expiries.extract(slot.expiry);
-    } else {
-      node.mapped().entry = std::move(entry);
-      it = ix.map.insert(std::move(node)).position;
-      ix.lru.splice(ix.lru.begin(), fresh_lru);
-      it->second.lru = ix.lru.begin();
-      *it->second.lru = &it->first;
-    }
-    Index::Slot& slot = it->second;
-    slot.expiry = ix.expiries.end();
-    if (!fresh_expiry.empty()) {
-      auto e = fresh_expiry.extract(fresh_expiry.begin());
-      e.mapped() = &it->first;
-      slot.expiry = ix.expiries.insert(std::move(e));
-    }
-    ix.value_bytes += len;
+    // Overwrite: unlink the old entry and link the new one under one lock hold, so a reader
+    // gets either the old value or the new one.
+    Entry** at = ix.slot_of(key);
+    if (*at != nullptr) old.entry = ix.unlink(at);
+    ix.link(fresh);
   }
-  return Status();  // `old` (the replaced value) is released outside the lock
+  return Status();
 }
 
 Status Store::put(std::string_view key, std::string_view value, std::chrono::milliseconds ttl) {
@@ -235,31 +336,31 @@ Status Store::put(std::string_view key, std::string_view value, std::chrono::mil
 
 Result<ValueRef> Store::get(std::string_view key) {
   Index& ix = *index_;
-  auto now = ix.clock.now();
-  Index::Map::node_type dropped;  // destroyed after the lock is released
+  const uint64_t now = ix.now_ms();
+  Unlinked dropped{ix};  // released after the lock is
   std::lock_guard lock(ix.mu);
-  auto it = ix.map.find(key);
-  if (it == ix.map.end()) {
+  Entry** at = ix.slot_of(key);
+  if (*at == nullptr) {
     return Status(Code::kNotFound, fmt::format("key '{}' is not in the cache", key));
   }
-  if (it->second.entry->expiry <= now) {
-    dropped = ix.unlink(it);
+  if (ix.expired(**at, now)) {
+    dropped.entry = ix.unlink(at);
     ++ix.expirations;
     return Status(Code::kNotFound, fmt::format("key '{}' is not in the cache (expired)", key));
   }
-  ix.lru.splice(ix.lru.begin(), ix.lru, it->second.lru);
-  return ValueRef(it->second.entry);
+  ix.touch(*at);
+  return ValueRef(*at, &ix);
 }
 
 bool Store::erase(std::string_view key) {
   Index& ix = *index_;
-  auto now = ix.clock.now();
-  Index::Map::node_type dropped;  // destroyed after the lock is released
+  const uint64_t now = ix.now_ms();
+  Unlinked dropped{ix};  // released after the lock is
   std::lock_guard lock(ix.mu);
-  auto it = ix.map.find(key);
-  if (it == ix.map.end()) return false;
-  bool live = it->second.entry->expiry > now;
-  dropped = ix.unlink(it);
+  Entry** at = ix.slot_of(key);
+  if (*at == nullptr) return false;
+  bool live = !ix.expired(**at, now);
+  dropped.entry = ix.unlink(at);
   if (!live) ++ix.expirations;
   return live;
 }
@@ -268,8 +369,8 @@ size_t Store::sweep_expired() {
   // In batches, so neither the lock hold nor the memory held at once grows with the expired set.
   constexpr size_t kBatch = 256;
   Index& ix = *index_;
-  auto now = ix.clock.now();
-  std::vector<Index::Map::node_type> dropped;
+  const uint64_t now = ix.now_ms();
+  std::vector<Entry*> dropped;
   dropped.reserve(kBatch);
   size_t total = 0;
   for (;;) {
@@ -277,14 +378,15 @@ size_t Store::sweep_expired() {
       std::lock_guard lock(ix.mu);
       while (dropped.size() < kBatch && !ix.expiries.empty() &&
              ix.expiries.begin()->first <= now) {
-        auto it = ix.map.find(*ix.expiries.begin()->second);
-        dropped.push_back(ix.unlink(it));
+        Entry* e = ix.expiries.begin()->second;
+        dropped.push_back(ix.unlink(ix.slot_of(e->key())));
         ++ix.expirations;
       }
     }
     size_t n = dropped.size();
     total += n;
-    dropped.clear();  // extents return to the pool here, outside the index lock
+    for (Entry* e : dropped) ix.release(e);  // extents return to the pool outside the lock
+    dropped.clear();
     if (n < kBatch) return total;
   }
 }
@@ -294,7 +396,7 @@ StoreStats Store::stats() const {
   StoreStats s;
   s.pinned = static_cast<uint64_t>(std::max<int64_t>(0, ix.pinned_entries.load()));
   std::lock_guard lock(ix.mu);
-  s.keys = ix.map.size();
+  s.keys = ix.size;
   s.value_bytes = ix.value_bytes;
   s.evictions = ix.evictions;
   s.expirations = ix.expirations;

@@ -1,5 +1,8 @@
 // Store: key -> entry {pool extent, length, expiry, pins, LRU position}. Knows nothing of
 // transports or gRPC. Thread-safe; one mutex guards the index (shard it if the bench says so).
+// Compact by design (issue 4: <= 100 bytes per key beyond the value): each key is ONE heap block,
+// a 56-byte entry with the key bytes right after it, linked into an intrusive hash chain and an
+// intrusive LRU list; the only other per-key cost is one bucket pointer (8 bytes at load 1).
 //
 // Invariants: a key maps to a whole, committed value; overwrite swaps entries atomically, so a
 // reader holds either the old value or the new one. A pool extent is freed only when its entry is
@@ -12,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "common/clock.h"
 #include "kvrdma/status.h"
@@ -20,14 +24,15 @@
 namespace kvrdma::store {
 
 struct Entry;  // private to store.cc
+struct Index;  // private to store.cc
 
 // Pins a stored value for as long as it lives. Move-only; may outlive the Store's index entry
 // (not the Store itself).
 class ValueRef {
  public:
   ValueRef() = default;
-  explicit ValueRef(std::shared_ptr<Entry> entry);
-  ValueRef(ValueRef&&) noexcept = default;
+  ValueRef(ValueRef&& other) noexcept
+      : entry_(std::exchange(other.entry_, nullptr)), index_(other.index_) {}
   ValueRef& operator=(ValueRef&& other) noexcept;  // unpins what this held
   ValueRef(const ValueRef&) = delete;
   ValueRef& operator=(const ValueRef&) = delete;
@@ -38,8 +43,11 @@ class ValueRef {
   uint64_t pool_offset() const;   // where the value starts in the pool region
 
  private:
+  friend class Store;
+  ValueRef(Entry* entry, Index* index);  // pins; only under the index lock
   void unpin();
-  std::shared_ptr<Entry> entry_;
+  Entry* entry_ = nullptr;
+  Index* index_ = nullptr;
 };
 
 struct StoreOptions {
@@ -73,7 +81,7 @@ class Store {
   Result<memory::Allocation> reserve(uint64_t len);
 
   // Publishes `len` bytes already written at `allocation` under `key`, replacing any old value.
-  // ttl zero: no expiry.
+  // ttl zero: no expiry; a TTL is kept to the millisecond, rounded up, and at most ~278 years.
   Status commit(std::string_view key, memory::Allocation allocation, uint64_t len,
                 std::chrono::milliseconds ttl);
 
@@ -93,7 +101,6 @@ class Store {
   StoreStats stats() const;
 
  private:
-  struct Index;  // private to store.cc
   std::unique_ptr<Index> index_;
 };
 
