@@ -1,11 +1,15 @@
-// kvrdma-loadgen: one bench loop, three wire protocols behind this interface. Every driver is one
-// connection used by one worker thread, so the loop measures the same thing for every system.
+// kvrdma-loadgen: one bench loop, three wire protocols behind this interface. Every driver is used
+// by one worker thread with one request at a time, so N workers keep N requests in flight on
+// every system. A Redis or memcached driver is one connection; kvrdma drivers share one Client by
+// default (one process, one Client, many threads: how the library is meant to be used) or have
+// one Client each (--kvrdma-clients per-worker).
 #pragma once
 
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "kvrdma/status.h"
 
@@ -26,8 +30,8 @@ class Driver {
   virtual ~Driver() = default;
   virtual Status put(std::string_view key, std::string_view value) = 0;
   virtual Status get(std::string_view key, const Expect& expect) = 0;
-  // A batch of GETs issued together (pipelined where the protocol allows). The default issues
-  // them one by one. Hook: the kvrdma driver switches to Client::get_many once it exists.
+  // A batch of GETs issued together (pipelined where the protocol allows; kvrdma: get_many).
+  // The default issues them one by one.
   virtual Status get_batch(std::span<const std::string_view> keys,
                            std::span<const Expect> expects) {
     for (size_t i = 0; i < keys.size(); ++i) {
@@ -45,7 +49,10 @@ struct DriverConfig {
   uint64_t buffer_bytes = 64ull << 20;  // kvrdma: client receive buffer
 };
 
-Result<std::unique_ptr<Driver>> make_kvrdma_driver(const DriverConfig& config);
+// `workers` drivers; with `shared`, all of them on one Client whose receive buffer is `workers`
+// times buffer_bytes.
+Result<std::vector<std::unique_ptr<Driver>>> make_kvrdma_drivers(const DriverConfig& config,
+                                                                 int workers, bool shared);
 Result<std::unique_ptr<Driver>> make_resp_driver(const DriverConfig& config);
 Result<std::unique_ptr<Driver>> make_memcached_driver(const DriverConfig& config);
 

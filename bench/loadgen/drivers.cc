@@ -2,9 +2,11 @@
 // the last two written here so Redis and memcached are driven by the same loop as kvrdma.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "driver.h"
@@ -31,9 +33,11 @@ Status verify(std::string_view key, const Expect& expect, const char* got, size_
 
 namespace {
 
+// One worker's handle on a kvrdma Client; several workers may share one Client (it is
+// thread-safe and keeps many requests in flight), which is how an application uses it.
 class KvrdmaDriver final : public Driver {
  public:
-  explicit KvrdmaDriver(std::unique_ptr<Client> c) : client_(std::move(c)) {}
+  explicit KvrdmaDriver(std::shared_ptr<Client> c) : client_(std::move(c)) {}
   Status put(std::string_view key, std::string_view value) override {
     return client_->put(key, value);
   }
@@ -42,11 +46,23 @@ class KvrdmaDriver final : public Driver {
     if (!v) return v.status();
     return verify(key, expect, reinterpret_cast<const char*>(v->data()), v->size());
   }
-  // get_batch: the default (one GET at a time) until Client::get_many exists; then call it here
-  // with `keys` and verify each returned view against `expects`.
+  // One get_many call: one RPC, the large values written into the receive buffer in one pass.
+  Status get_batch(std::span<const std::string_view> keys,
+                   std::span<const Expect> expects) override {
+    auto views = client_->get_many(keys);
+    for (size_t i = 0; i < views.size(); ++i) {
+      if (!views[i]) return views[i].status().with_context(fmt::format("GET '{}'", keys[i]));
+      const ValueView& v = *views[i];
+      if (auto s = verify(keys[i], expects[i], reinterpret_cast<const char*>(v.data()), v.size());
+          !s.is_ok()) {
+        return s;
+      }
+    }
+    return Status();
+  }
 
  private:
-  std::unique_ptr<Client> client_;
+  std::shared_ptr<Client> client_;
 };
 
 // Small decimal formatting without allocation.
@@ -160,16 +176,27 @@ class MemcachedDriver final : public Driver {
 
 }  // namespace
 
-Result<std::unique_ptr<Driver>> make_kvrdma_driver(const DriverConfig& config) {
+Result<std::vector<std::unique_ptr<Driver>>> make_kvrdma_drivers(const DriverConfig& config,
+                                                                 int workers, bool shared) {
   ClientOptions o;
   o.server_addr = config.addr;
   o.transport.mock = config.mock;
   o.transport.provider = config.provider;
-  o.buffer_bytes = config.buffer_bytes;
+  // Shared: room for every worker's value at once, which is what `workers` in flight need.
+  o.buffer_bytes = shared ? std::max<uint64_t>(64ull << 20, config.buffer_bytes / 2 * workers)
+                          : config.buffer_bytes;
   o.timeout_ms = 30000;
-  auto c = Client::connect(o);
-  if (!c) return c.status();
-  return std::unique_ptr<Driver>(new KvrdmaDriver(std::move(c).value()));
+  std::vector<std::unique_ptr<Driver>> drivers;
+  std::shared_ptr<Client> client;
+  for (int w = 0; w < workers; ++w) {
+    if (!client || !shared) {
+      auto c = Client::connect(o);
+      if (!c) return c.status();
+      client = std::shared_ptr<Client>(std::move(c).value());
+    }
+    drivers.push_back(std::make_unique<KvrdmaDriver>(client));
+  }
+  return drivers;
 }
 
 Result<std::unique_ptr<Driver>> make_resp_driver(const DriverConfig& config) {

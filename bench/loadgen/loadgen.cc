@@ -32,7 +32,8 @@ struct Args {
   std::vector<int> inflight{1, 16};
   int64_t duration_ms = 1000, warmup_ms = 200, max_ops = 200000;
   uint64_t key_budget = 64ull << 20;  // bytes of values per size; bounds memory for big values
-  int batch = 1;                      // GETs per request (RESP pipelining; kvrdma get_many hook)
+  int batch = 1;                      // GETs per request (RESP pipelining; kvrdma get_many)
+  bool shared_client = true;          // kvrdma: one Client for every worker
   std::string probe;
 };
 
@@ -58,7 +59,7 @@ constexpr const char* kUsage =
     "usage: kvrdma-loadgen --system kvrdma|resp|memcached --addr HOST:PORT [--label NAME]\n"
     "  [--mock true|false] [--provider shm|tcp] [--sizes 64,4k,1m] [--ops put,get]\n"
     "  [--inflight 1,16] [--duration-ms 1000] [--warmup-ms 200] [--max-ops 200000]\n"
-    "  [--key-budget-mb 64] [--batch 1]\n"
+    "  [--key-budget-mb 64] [--batch 1] [--kvrdma-clients shared|per-worker]\n"
     "       kvrdma-loadgen --probe memcpy\n";
 
 bool parse_args(int argc, char** argv, Args& a) {
@@ -80,6 +81,9 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--key-budget-mb") a.key_budget = std::stoull(v) << 20;
     else if (k == "--batch") a.batch = std::max(1, std::stoi(v));
     else if (k == "--probe") a.probe = v;
+    else if (k == "--kvrdma-clients" && (v == "shared" || v == "per-worker")) {
+      a.shared_client = v == "shared";
+    }
     else return false;
   }
   if (a.label.empty()) a.label = a.system;
@@ -102,13 +106,21 @@ void probe_memcpy() {
              int(dst[kBytes / 2]));
 }
 
-Result<std::unique_ptr<Driver>> make_driver(const Args& a, uint64_t max_size) {
+Result<std::vector<std::unique_ptr<Driver>>> make_drivers(const Args& a, uint64_t max_size,
+                                                          int workers) {
   DriverConfig c{a.system, a.addr, a.mock, a.provider,
                  std::max<uint64_t>(8ull << 20, 2 * max_size * a.batch + (1ull << 20))};
-  if (a.system == "kvrdma") return make_kvrdma_driver(c);
-  if (a.system == "resp") return make_resp_driver(c);
-  if (a.system == "memcached") return make_memcached_driver(c);
-  return Status(Code::kInvalidArgument, fmt::format("unknown --system '{}'", a.system));
+  if (a.system == "kvrdma") return make_kvrdma_drivers(c, workers, a.shared_client);
+  std::vector<std::unique_ptr<Driver>> drivers;
+  for (int i = 0; i < workers; ++i) {
+    Result<std::unique_ptr<Driver>> d = Status(
+        Code::kInvalidArgument, fmt::format("unknown --system '{}'", a.system));
+    if (a.system == "resp") d = make_resp_driver(c);
+    if (a.system == "memcached") d = make_memcached_driver(c);
+    if (!d) return d.status();
+    drivers.push_back(std::move(d).value());
+  }
+  return drivers;
 }
 
 // The keys of one value size and the bytes each holds: key i holds pattern[i % 251, +size).
@@ -209,15 +221,13 @@ double percentile(std::vector<uint32_t>& v, double p) {
 int run(const Args& a) {
   uint64_t max_size = *std::max_element(a.sizes.begin(), a.sizes.end());
   int max_inflight = *std::max_element(a.inflight.begin(), a.inflight.end());
-  std::vector<std::unique_ptr<Driver>> drivers;
-  for (int i = 0; i < max_inflight; ++i) {
-    auto d = make_driver(a, max_size);
-    if (!d) {
-      fmt::print(stderr, "kvrdma-loadgen: {} connect {}: {}\n", a.label, a.addr, d.status().message());
-      return 1;
-    }
-    drivers.push_back(std::move(d).value());
+  auto made = make_drivers(a, max_size, max_inflight);
+  if (!made) {
+    fmt::print(stderr, "kvrdma-loadgen: {} connect {}: {}\n", a.label, a.addr,
+               made.status().message());
+    return 1;
   }
+  std::vector<std::unique_ptr<Driver>> drivers = std::move(made).value();
   int failures = 0;
   for (uint64_t size : a.sizes) {
     Dataset d = make_dataset(size, a.key_budget);

@@ -252,3 +252,39 @@ TEST_CASE("batch: the server enforces per-call limits and checks every item", "[
   CHECK(c->get_copy("fine").is_ok());
   CHECK(c->get_copy("over-inline").status().code() == Code::kNotFound);
 }
+
+TEST_CASE("batch: a session the server dropped is re-opened and the batch completes",
+          "[batch]") {
+  ServerProcess server({"--memory-mb", "64", "--inline-threshold", "4096"});
+  auto c = connect(server, 16);
+  const std::string small = pattern(100, 5), large = pattern(300000, 6);
+  std::vector<KeyValue> items{{"s", small}, {"l", large}};
+  for (const auto& s : c->put_many(items)) REQUIRE(s.is_ok());
+  // End the client's session behind its back, as a server restart or lease expiry would.
+  auto drop_session = [&] {
+    RawRpc raw(server.address());
+    kvrdma::v1::GoodbyeRequest bye;
+    bye.set_session_id(c->session_id());
+    kvrdma::v1::GoodbyeReply reply;
+    REQUIRE(raw.call(&kvrdma::v1::KvCache::Stub::Goodbye, bye, &reply).ok());
+  };
+  const uint64_t first = c->session_id();
+  drop_session();
+  std::vector<std::string_view> keys{"s", "l", "missing"};
+  auto got = c->get_many(keys);
+  REQUIRE(got.size() == 3);
+  REQUIRE(got[0].is_ok());
+  CHECK(got[0]->str() == small);
+  REQUIRE(got[1].is_ok());
+  CHECK(got[1]->str() == large);
+  CHECK(got[2].status().code() == Code::kNotFound);
+  CHECK(c->session_id() != first);
+
+  const uint64_t second = c->session_id();
+  drop_session();
+  std::vector<KeyValue> again{{"s", large}, {"n", small}};
+  for (const auto& s : c->put_many(again)) CHECK(s.is_ok());
+  CHECK(c->session_id() != second);
+  CHECK(c->get("s")->str() == large);
+  CHECK(c->get("n")->str() == small);
+}
