@@ -174,10 +174,17 @@ Status Client::Impl::connect(const ClientOptions& o) {
   stub_ = v1::KvCache::NewStub(channel_);
   auto d = deadline();
   if (!channel_->WaitForConnected(std::chrono::system_clock::now() + (d - Steady::now()))) {
+    // A TLS mismatch looks the same as no server at all from here: name both.
+    const bool tls = !o.security.tls_ca.empty() || !o.security.tls_cert.empty();
     return Status(Code::kUnavailable,
                   fmt::format("cannot reach kv-server at {} within {} ms; is it running there? "
-                              "(start it with kv-server --listen-addr {})",
-                              target, o.timeout_ms, target));
+                              "(start it with kv-server --listen-addr {}){}",
+                              target, o.timeout_ms, target,
+                              tls ? "; this client uses TLS: the server needs --tls-cert and "
+                                    "--tls-key, its certificate must be signed by --tls-ca, and "
+                                    "with mutual TLS this client needs --tls-cert and --tls-key"
+                                  : "; if the server uses TLS, give --tls-ca (and --tls-cert / "
+                                    "--tls-key when it asks for client certificates)"));
   }
   auto st = open_session(d);
   if (!st) return st.status();

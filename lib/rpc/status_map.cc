@@ -34,6 +34,14 @@ grpc::Status to_grpc(const Status& status) {
 Status from_grpc(const grpc::Status& status, std::string_view what) {
   if (status.ok()) return Status();
   std::string prefix = what.empty() ? std::string() : fmt::format("{}: ", what);
+  // gRPC's own size check names no setting; say which one decides it.
+  if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+      status.error_message().find("larger than max") != std::string::npos) {
+    return Status(Code::kResourceExhausted,
+                  fmt::format("{}{}; kv-server --max-message-mb caps one gRPC message (0: twice "
+                              "--inline-threshold + 4 MiB): send fewer keys per batch or raise it",
+                              prefix, status.error_message()));
+  }
   for (const auto& p : kTable) {
     if (p.grpc == status.error_code()) {
       return Status(p.code, prefix + status.error_message());

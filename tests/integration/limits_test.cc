@@ -113,5 +113,6 @@ TEST_CASE("limits: --max-message-mb refuses an oversized inline PUT and keeps th
   REQUIRE(c.put("k", "small").is_ok());
   kvrdma::Status s = c.put("k", pattern(2 << 20, 9));
   CHECK(s.code() == Code::kResourceExhausted);
+  CHECK_THAT(s.message(), Catch::Contains("--max-message-mb"));
   CHECK(c.get_copy("k").value() == "small");
 }

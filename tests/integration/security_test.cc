@@ -154,9 +154,11 @@ TEST_CASE("security: TLS with --tls-cert/--tls-key/--tls-ca, and mutual TLS", "[
 
     auto plain = Client::connect(options_for(server));
     CHECK(plain.status().code() == Code::kUnavailable);
+    CHECK_THAT(plain.status().message(), Catch::Contains("if the server uses TLS, give --tls-ca"));
     o.security.tls_ca = pki.path("other-ca.pem");
     auto wrong_ca = Client::connect(o);
     CHECK(wrong_ca.status().code() == Code::kUnavailable);
+    CHECK_THAT(wrong_ca.status().message(), Catch::Contains("signed by --tls-ca"));
   }
   SECTION("mutual TLS: the server requires a client certificate signed by its CA") {
     ServerProcess server({"--tls-cert", pki.path("server.pem"), "--tls-key", pki.path("server.key"),
