@@ -3,6 +3,7 @@
 // Thread-safe: one Client may be shared by many threads, and its buffer serves their GETs at once.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -93,6 +94,10 @@ class KVRDMA_EXPORT Client {
   std::vector<Status> put_many(std::span<const KeyValue> items, uint64_t ttl_ms = 0);
 
   Result<ServerStats> stats();
+  // Waits until the server's state version (ServerStats::version) is above `version`, or
+  // `max_wait` (at most 10 s) passes, then returns the stats. Wait for a condition as
+  // `for (v = 0; !done(s); v = s.version) s = stats_after(v, 1s)` instead of polling stats().
+  Result<ServerStats> stats_after(uint64_t version, std::chrono::milliseconds max_wait);
 
   uint64_t session_id() const;
   uint64_t inline_threshold() const;

@@ -31,6 +31,9 @@ struct ServerStats {
   uint64_t bytes_put_committed = 0;      // PUT bytes committed after a transport write
   uint64_t reservations_expired = 0;
   uint64_t sessions_expired = 0;
+  // Moves when keys, sessions, reservations, pins or the pool change (not for read counters);
+  // Client::stats_after waits for it to pass a value.
+  uint64_t version = 0;
 };
 
 }  // namespace kvrdma

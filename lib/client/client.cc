@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -69,7 +70,7 @@ class Client::Impl {
   Result<ValueView> get(std::string_view key);
   Status put(std::string_view key, std::string_view value, uint64_t ttl_ms);
   Status erase(std::string_view key);
-  Result<ServerStats> stats();
+  Result<ServerStats> stats(uint64_t changed_since, std::chrono::milliseconds wait);
   std::vector<Result<ValueView>> get_many(std::span<const std::string_view> keys);
   std::vector<Status> put_many(std::span<const KeyValue> items, uint64_t ttl_ms);
 
@@ -506,11 +507,14 @@ std::vector<Status> Client::Impl::put_many(std::span<const KeyValue> items, uint
   return results;
 }
 
-Result<ServerStats> Client::Impl::stats() {
+Result<ServerStats> Client::Impl::stats(uint64_t changed_since, std::chrono::milliseconds wait) {
+  wait = std::clamp(wait, std::chrono::milliseconds(0), std::chrono::milliseconds(10000));
   v1::StatsRequest req;
+  req.set_changed_since(changed_since);
+  req.set_wait_ms(static_cast<uint32_t>(wait.count()));
   v1::StatsReply r;
   grpc::ClientContext ctx;
-  set_deadline(ctx, deadline());
+  set_deadline(ctx, deadline() + wait);
   grpc::Status s = stub_->Stats(&ctx, req, &r);
   if (!s.ok()) return call_failed(s, "Stats");
   ServerStats o;
@@ -538,6 +542,7 @@ Result<ServerStats> Client::Impl::stats() {
   o.bytes_put_committed = r.bytes_put_committed();
   o.reservations_expired = r.reservations_expired();
   o.sessions_expired = r.sessions_expired();
+  o.version = r.version();
   return o;
 }
 
@@ -567,7 +572,10 @@ std::vector<Result<ValueView>> Client::get_many(std::span<const std::string_view
 std::vector<Status> Client::put_many(std::span<const KeyValue> items, uint64_t ttl_ms) {
   return impl_->put_many(items, ttl_ms);
 }
-Result<ServerStats> Client::stats() { return impl_->stats(); }
+Result<ServerStats> Client::stats() { return impl_->stats(0, std::chrono::milliseconds(0)); }
+Result<ServerStats> Client::stats_after(uint64_t version, std::chrono::milliseconds max_wait) {
+  return impl_->stats(version, max_wait);
+}
 uint64_t Client::session_id() const { return impl_->current()->hello.session_id(); }
 uint64_t Client::inline_threshold() const { return impl_->current()->hello.inline_threshold(); }
 uint64_t Client::buffer_size() const { return impl_->current()->buffer->pool->size(); }

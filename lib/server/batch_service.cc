@@ -64,10 +64,12 @@ Status check_batch(std::string_view call, const Items& items, Bytes bytes_of) {
 struct PendingWrites {
   grpc::ServerUnaryReactor* reactor = nullptr;
   std::shared_ptr<Session> owner;
+  ChangeBoard* changes = nullptr;  // bumped when the call's pins are all released
   std::atomic<size_t> left{1};  // 1 = the issuing pass
   void done() {
     if (left.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       owner->transfers.fetch_sub(1);
+      changes->bump();
       reactor->Finish(grpc::Status::OK);
     }
   }
@@ -95,6 +97,7 @@ grpc::ServerUnaryReactor* KvService::GetMany(grpc::CallbackServerContext* ctx,
   auto pending = std::make_shared<PendingWrites>();
   pending->reactor = ctx->DefaultReactor();
   pending->owner = std::move(owner);
+  pending->changes = &core_.changes;
   const auto deadline = write_deadline(ctx);
   uint64_t inline_bytes = 0;
   for (int i = 0; i < req->items_size(); ++i) {
@@ -161,6 +164,7 @@ grpc::ServerUnaryReactor* KvService::PutMany(grpc::CallbackServerContext* ctx,
                                              const v1::PutManyRequest* req,
                                              v1::PutManyReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  BumpOnReturn changed(core_.changes);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());
   Status shape = check_batch("PutMany", req->items(), [](const v1::PutManyItem& i) {

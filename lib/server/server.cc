@@ -146,12 +146,16 @@ void Server::Impl::sweep_loop() {
   while (!cv_.wait_for(lock, interval, [this] { return stopping_; })) {
     lock.unlock();
     auto now = std::chrono::steady_clock::now();
-    core.store->sweep_expired();
-    core.counters.reservations_expired += core.sessions->expire_reservations(now);
-    if (size_t n = core.sessions->expire(now)) {
-      core.counters.sessions_expired += n;
-      KVRDMA_LOG_INFO("{} client sessions expired (no call for {} ms)", n, core.options.lease_ms);
+    size_t removed = core.store->sweep_expired();
+    size_t reservations = core.sessions->expire_reservations(now);
+    core.counters.reservations_expired += reservations;
+    size_t sessions = core.sessions->expire(now);
+    if (sessions > 0) {
+      core.counters.sessions_expired += sessions;
+      KVRDMA_LOG_INFO("{} client sessions expired (no call for {} ms)", sessions,
+                      core.options.lease_ms);
     }
+    if (removed + reservations + sessions > 0) core.changes.bump();
     lock.lock();
   }
 }
@@ -165,6 +169,7 @@ void Server::Impl::shutdown() {
     stopping_ = true;
   }
   cv_.notify_all();
+  core.changes.stop();  // answers waiting Stats calls now, so shutdown does not wait for them
   if (grpc_) grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (sweeper_.joinable()) sweeper_.join();
   if (grpc_) grpc_->Wait();

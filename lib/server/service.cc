@@ -31,6 +31,9 @@ transport::Transport::Clock::time_point write_deadline(grpc::CallbackServerConte
 
 ServerStats ServerCore::stats() const {
   ServerStats s;
+  // Read first: a change during the reads below moves the version past this one, so a client
+  // waiting for a version after it sees that change.
+  s.version = changes.version();
   s.node_id = options.node_id;
   s.transport = transport->kind();
   auto st = store->stats();
@@ -76,6 +79,7 @@ Status KvService::take_transfer_slot(Session& session) const {
 grpc::ServerUnaryReactor* KvService::Hello(grpc::CallbackServerContext* ctx,
                                            const v1::HelloRequest* req, v1::HelloReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  BumpOnReturn changed(core_.changes);
   auto& t = *core_.transport;
   if (req->transport_kind() != t.kind()) {
     return finish(ctx, Status(Code::kFailedPrecondition,
@@ -122,6 +126,7 @@ grpc::ServerUnaryReactor* KvService::KeepAlive(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* KvService::Goodbye(grpc::CallbackServerContext* ctx,
                                              const v1::GoodbyeRequest* req, v1::GoodbyeReply*) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  BumpOnReturn changed(core_.changes);
   if (!core_.sessions->remove(req->session_id())) {
     return finish(ctx, core_.sessions->find(req->session_id()).status());
   }
@@ -170,9 +175,11 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
   Counters& counters = core_.counters;
   core_.transport->write(
       *core_.pool_region, pinned->pool_offset(), region, off, len, write_deadline(ctx),
-      [pinned, reply, reactor, len, &counters, owner](Status s) mutable {
+      [pinned, reply, reactor, len, &counters, &changes = core_.changes,
+       owner](Status s) mutable {
         pinned.reset();  // unpin: the bytes are at the client (or the write failed)
         owner->transfers.fetch_sub(1);
+        changes.bump();
         if (s.is_ok()) {
           reply->set_written(true);
           counters.bytes_transport_written += len;
@@ -185,6 +192,7 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
                                          const v1::PutRequest* req, v1::PutReply*) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  BumpOnReturn changed(core_.changes);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());
   Status s = core_.store->put(req->key(), req->value(), milliseconds(req->ttl_ms()));
@@ -199,6 +207,7 @@ grpc::ServerUnaryReactor* KvService::PutBegin(grpc::CallbackServerContext* ctx,
                                               const v1::PutBeginRequest* req,
                                               v1::PutBeginReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  BumpOnReturn changed(core_.changes);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());
   Status ok = core_.store->check(req->key(), req->value_len());
@@ -259,6 +268,7 @@ grpc::ServerUnaryReactor* KvService::PutCommit(grpc::CallbackServerContext* ctx,
                                                const v1::PutCommitRequest* req,
                                                v1::PutCommitReply*) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  BumpOnReturn changed(core_.changes);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());
   auto r = take_reservation(**session, req->reservation_id());
@@ -276,6 +286,7 @@ grpc::ServerUnaryReactor* KvService::PutAbort(grpc::CallbackServerContext* ctx,
                                               const v1::PutAbortRequest* req,
                                               v1::PutAbortReply*) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  BumpOnReturn changed(core_.changes);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());
   return finish(ctx, take_reservation(**session, req->reservation_id()).status());
@@ -285,6 +296,7 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
                                             const v1::DeleteRequest* req,
                                             v1::DeleteReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  BumpOnReturn changed(core_.changes);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());
   Status ok = core_.store->check(req->key(), 0);
@@ -296,10 +308,9 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
   return finish(ctx, Status());
 }
 
-grpc::ServerUnaryReactor* KvService::Stats(grpc::CallbackServerContext* ctx,
-                                           const v1::StatsRequest*, v1::StatsReply* reply) {
-  if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
-  ServerStats s = core_.stats();
+namespace {
+
+void fill_stats(const ServerStats& s, v1::StatsReply* reply) {
   reply->set_node_id(s.node_id);
   reply->set_transport(s.transport);
   reply->set_keys(s.keys);
@@ -324,7 +335,28 @@ grpc::ServerUnaryReactor* KvService::Stats(grpc::CallbackServerContext* ctx,
   reply->set_bytes_put_committed(s.bytes_put_committed);
   reply->set_reservations_expired(s.reservations_expired);
   reply->set_sessions_expired(s.sessions_expired);
-  return finish(ctx, Status());
+  reply->set_version(s.version);
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* KvService::Stats(grpc::CallbackServerContext* ctx,
+                                           const v1::StatsRequest* req, v1::StatsReply* reply) {
+  if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  if (req->wait_ms() == 0) {
+    fill_stats(core_.stats(), reply);
+    return finish(ctx, Status());
+  }
+  // Long poll: the board's thread finishes the call once the version passes changed_since.
+  auto wait = std::min<std::chrono::milliseconds>(milliseconds(req->wait_ms()),
+                                                  ChangeBoard::kMaxWait);
+  auto* reactor = ctx->DefaultReactor();
+  core_.changes.wait(req->changed_since(), std::chrono::steady_clock::now() + wait,
+                     [this, reply, reactor] {
+                       fill_stats(core_.stats(), reply);
+                       reactor->Finish(grpc::Status::OK);
+                     });
+  return reactor;
 }
 
 }  // namespace kvrdma::server

@@ -10,6 +10,7 @@
 #include "kvrdma/options.h"
 #include "kvrdma/stats.h"
 #include "memory/memory_pool.h"
+#include "server/change_board.h"
 #include "server/session.h"
 #include "store/store.h"
 #include "transport/transport.h"
@@ -32,6 +33,7 @@ struct ServerCore {
   std::unique_ptr<store::Store> store;
   std::unique_ptr<SessionTable> sessions;
   Counters counters;
+  ChangeBoard changes;  // the state version; Stats calls that wait for it
 
   ServerStats stats() const;
 };

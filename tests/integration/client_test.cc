@@ -240,3 +240,32 @@ TEST_CASE("server: localhost answers on both 127.0.0.1 and [::1]", "[client][moc
   auto second = kvrdma::Server::start(so);
   CHECK(second.status().code() == Code::kUnavailable);
 }
+
+TEST_CASE("client: stats_after waits for a change and reports it", "[client][stats]") {
+  ServerProcess server({"--memory-mb", "16"});
+  auto c = connect(server, 8);
+  auto before = c->stats();
+  REQUIRE(before.is_ok());
+  // Nothing changes: the wait runs out and the version is the same.
+  auto same = c->stats_after(before->version, std::chrono::milliseconds(100));
+  REQUIRE(same.is_ok());
+  CHECK(same->version == before->version);
+  CHECK(same->keys == 0);
+  // A waiter started before a PUT returns with the PUT in its stats.
+  auto observer = connect(server, 8);
+  auto seen = observer->stats();  // after the observer's own Hello, which moved the version
+  REQUIRE(seen.is_ok());
+  REQUIRE(seen->keys == 0);
+  auto waiter = std::async(std::launch::async, [&] {
+    return observer->stats_after(seen->version, std::chrono::milliseconds(10000));
+  });
+  REQUIRE(c->put("k", "v").is_ok());
+  auto after = waiter.get();
+  REQUIRE(after.is_ok());
+  CHECK(after->version > seen->version);
+  CHECK(after->keys == 1);
+  // A version already passed answers at once.
+  auto old = c->stats_after(0, std::chrono::milliseconds(10000));
+  REQUIRE(old.is_ok());
+  CHECK(old->version >= after->version);
+}

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "integration/harness.h"
+#include "integration/wait_stats.h"
 #include "kvrdma/client.h"
 
 using kvrdma::Client;
@@ -219,25 +220,20 @@ TEST_CASE("fault: a client SIGKILLed mid-transfer leaves no reservation, pin or 
   };
   // Kill it while a transfer is in flight: wait (bounded) until the server shows a reservation
   // or a pin of the doomed client's; the observer holds neither.
-  auto until = Steady::now() + std::chrono::seconds(60);
-  bool in_flight = false;
-  for (int i = 0; i < 200'000 && Steady::now() < until && !in_flight; ++i) {
-    auto s = read();
-    in_flight = s.reservations > 0 || s.pinned > 0;
-  }
+  auto busy = wait_stats(*observer, [](const kvrdma::ServerStats& st) {
+    return st.reservations > 0 || st.pinned > 0;
+  }, std::chrono::seconds(60));
+  const bool in_flight = busy.reservations > 0 || busy.pinned > 0;
   REQUIRE(in_flight);
   REQUIRE(kill(child, SIGKILL) == 0);
   REQUIRE(waitpid(child, nullptr, 0) == child);
   reaper.pid = -1;
 
-  // The server notices through the lease; read stats until the session is gone (bounded).
-  kvrdma::ServerStats s = read();
-  until = Steady::now() + std::chrono::seconds(30);
-  for (int i = 0; i < 100'000 && Steady::now() < until; ++i) {
-    s = read();
-    // The sweeper counts the expiry just after removing the session: wait for both.
-    if (s.sessions == 1 && s.reservations == 0 && s.pinned == 0 && s.sessions_expired >= 1) break;
-  }
+  // The server notices through the lease; wait for state changes until the session is gone.
+  // The sweeper counts the expiry just after removing the session: wait for both.
+  kvrdma::ServerStats s = wait_stats(*observer, [](const kvrdma::ServerStats& st) {
+    return st.sessions == 1 && st.reservations == 0 && st.pinned == 0 && st.sessions_expired >= 1;
+  }, std::chrono::seconds(30));
   CHECK(s.sessions == 1);  // the observer
   CHECK(s.reservations == 0);
   CHECK(s.pinned == 0);

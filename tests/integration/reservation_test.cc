@@ -5,6 +5,7 @@
 
 #include "integration/harness.h"
 #include "integration/raw_rpc.h"
+#include "integration/wait_stats.h"
 #include "kvrdma/client.h"
 
 using kvrdma::Client;
@@ -43,15 +44,11 @@ TEST_CASE("reservation: an uncommitted PutBegin expires and its memory returns",
     CHECK(held->reservations == 1);
     CHECK(held->pool_used_bytes >= base->pool_used_bytes + (4 << 20));
   }
-  // Only the sweeper frees a reservation and it raises no event a client could wait on: poll the
-  // counters, bounded by a deadline.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  kvrdma::Result<kvrdma::ServerStats> s = c.stats();
-  while (std::chrono::steady_clock::now() < deadline && s.is_ok() &&
-         (s->reservations != 0 || s->pool_used_bytes != base->pool_used_bytes)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    s = c.stats();
-  }
+  // Only the sweeper frees a reservation: wait for the server's state to change until it did.
+  auto freed = [&](const kvrdma::ServerStats& st) {
+    return st.reservations == 0 && st.pool_used_bytes == base->pool_used_bytes;
+  };
+  kvrdma::Result<kvrdma::ServerStats> s = wait_stats(c, freed, std::chrono::seconds(10));
   REQUIRE(s.is_ok());
   CHECK(s->reservations == 0);
   CHECK(s->reservations_expired == 1);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "integration/harness.h"
+#include "integration/wait_stats.h"
 #include "kvrdma/client.h"
 
 using kvrdma::Client;
@@ -51,22 +52,6 @@ bool whole_version(std::string_view bytes) {
          std::all_of(bytes.begin(), bytes.end(), [&](char c) { return c == bytes[0]; });
 }
 
-// Reads stats until `done` holds for them or `limit` passes; returns the last reading.
-kvrdma::ServerStats stats_until(Client& c, const std::function<bool(const kvrdma::ServerStats&)>& done,
-                                std::chrono::seconds limit) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  kvrdma::ServerStats last{};
-  for (int i = 0; i < 100000 && std::chrono::steady_clock::now() < end; ++i) {
-    auto s = c.stats();
-    REQUIRE(s.is_ok());
-    last = *s;
-    if (done(last)) break;
-    // The server frees pins from a transport completion, which raises no event a test could
-    // wait on; re-read at a modest pace rather than flood it with RPCs.
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return last;
-}
 
 // Child mode: `transfer_test --kvrdma-getter ADDR` runs GET loops of "hot" in 8 threads and
 // writes one line to stdout once GETs are flowing; the test kills it mid-transfer.
@@ -182,7 +167,7 @@ TEST_CASE("transfer: a client killed with GETs in flight leaves the server servi
 
   // The writes into the dead client complete or fail; either way their pins go, and the dead
   // session ends when its lease runs out.
-  auto s = stats_until(*c, [&](const kvrdma::ServerStats& st) {
+  auto s = wait_stats(*c, [&](const kvrdma::ServerStats& st) {
     return st.pinned == 0 && st.sessions == baseline->sessions;
   }, std::chrono::seconds(60));
   CHECK(s.pinned == 0);

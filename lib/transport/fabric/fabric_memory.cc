@@ -52,6 +52,40 @@ pid_t shm_pid(std::string_view name) {
   return pid > 0 && pid < (1u << 22) ? static_cast<pid_t>(pid) : 0;
 }
 
+// True once process `pid` has exited (gone, zombie or dead). /proc/<pid>/stat reads
+// "<pid> (<comm>) <state> ...".
+bool process_exited(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  FILE* f = std::fopen(path, "re");
+  char buf[512] = {};
+  size_t n = f ? std::fread(buf, 1, sizeof buf - 1, f) : 0;
+  if (f) std::fclose(f);
+  const char* paren = n ? std::strrchr(buf, ')') : nullptr;
+  return paren == nullptr || paren[1] != ' ' || paren[2] == 'Z' || paren[2] == 'X';
+}
+
+// The AV address of `name` on a shm rail: the kept one, or a new one (after dropping the entries
+// of peers that exited). Under rail.mu.
+int shm_address(Rail& rail, std::string_view name, fi_addr_t& out) {
+  std::string key(name);
+  if (auto it = rail.kept.find(key); it != rail.kept.end()) {
+    out = it->second.addr;
+    return 1;
+  }
+  for (auto it = rail.kept.begin(); it != rail.kept.end();) {
+    if (it->second.pid > 0 && process_exited(it->second.pid)) {
+      fi_av_remove(rail.av, &it->second.addr, 1, 0);
+      it = rail.kept.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  int rc = fi_av_insert(rail.av, name.data(), 1, &out, 0, nullptr);
+  if (rc == 1) rail.kept.emplace(std::move(key), Rail::KeptPeer{out, shm_pid(name)});
+  return rc;
+}
+
 }  // namespace
 
 FabricLocalRegion::FabricLocalRegion(std::vector<std::shared_ptr<Rail>> rails, std::byte* data,
@@ -120,21 +154,14 @@ bool PeerAddresses::alive(size_t their_rail) const {
   if (dead.load()) return false;
   pid_t pid = pids.empty() ? 0 : pids[their_rail % pids.size()];
   if (pid <= 0) return true;
-  // /proc/<pid>/stat: "<pid> (<comm>) <state> ..."; gone, zombie (Z) or dead (X) means exited.
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  FILE* f = std::fopen(path, "re");
-  char buf[512] = {};
-  size_t n = f ? std::fread(buf, 1, sizeof buf - 1, f) : 0;
-  if (f) std::fclose(f);
-  const char* paren = n ? std::strrchr(buf, ')') : nullptr;
-  bool exited = paren == nullptr || paren[1] != ' ' || paren[2] == 'Z' || paren[2] == 'X';
+  bool exited = process_exited(pid);
   if (exited) dead.store(true);
   return !exited;
 }
 
 PeerAddresses::~PeerAddresses() {
   for (size_t r = 0; r < rails.size() && r < addr.size(); ++r) {
+    if (rails[r]->is_shm()) continue;  // kept in Rail::kept (see there)
     std::lock_guard lock(rails[r]->mu);
     for (fi_addr_t a : addr[r]) fi_av_remove(rails[r]->av, &a, 1, 0);
   }
@@ -193,7 +220,8 @@ Result<std::shared_ptr<const PeerAddresses>> insert_peer(
     auto& row = peer->addr.emplace_back();
     for (std::string_view name : names) {
       fi_addr_t a = FI_ADDR_UNSPEC;
-      int rc = fi_av_insert(rail->av, name.data(), 1, &a, 0, nullptr);
+      int rc = rail->is_shm() ? shm_address(*rail, name, a)
+                              : fi_av_insert(rail->av, name.data(), 1, &a, 0, nullptr);
       if (rc != 1) {
         return Status(Code::kInvalidArgument,
                       fmt::format("fi_av_insert refused the peer address ({}); both ends must use "

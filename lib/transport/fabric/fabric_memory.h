@@ -55,7 +55,8 @@ class FabricLocalRegion final : public LocalRegion {
 };
 
 // A peer's endpoints as inserted into our rails' AVs: addr[our rail][their rail]. Removed from
-// the AVs when the last region or peer object using them goes, so AVs do not grow per client.
+// the AVs when the last region or peer object using them goes, so AVs do not grow per client;
+// on shm, only once the peer's process has exited (see Rail::kept).
 struct PeerAddresses {
   std::vector<std::shared_ptr<Rail>> rails;
   std::vector<std::vector<fi_addr_t>> addr;

@@ -8,6 +8,7 @@
 #include <rdma/fabric.h>
 #include <rdma/fi_domain.h>
 #include <rdma/fi_endpoint.h>
+#include <sys/types.h>
 
 #include <atomic>
 #include <cstdint>
@@ -15,6 +16,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "kvrdma/options.h"
@@ -35,6 +37,15 @@ struct Rail {
   // Contexts of writes still posted when their transport went away: the provider may hold them
   // until the endpoint closes, so they are freed only after that (members outlive ~Rail's body).
   std::vector<std::shared_ptr<void>> retired;  // guarded by mu
+  // shm only: peer names inserted into `av`, kept while the peer's process lives. libfabric
+  // 1.17's shm crashes the *peer* (SIGSEGV in its next fi_cq_read) when we fi_av_remove it and
+  // later insert it again, as a session re-opened after a lease expiry does; so an entry is
+  // removed only once its process has exited (swept when a new name is inserted).
+  struct KeptPeer {
+    fi_addr_t addr;
+    pid_t pid;  // 0: unknown, never swept
+  };
+  std::unordered_map<std::string, KeptPeer> kept;  // guarded by mu
 
   Rail() = default;
   Rail(const Rail&) = delete;
@@ -44,6 +55,7 @@ struct Rail {
   uint64_t mr_mode() const { return info->domain_attr->mr_mode; }
   bool virt_addr() const { return (mr_mode() & FI_MR_VIRT_ADDR) != 0; }
   const char* provider() const { return info->fabric_attr->prov_name; }
+  bool is_shm() const { return std::string_view(provider()) == "shm"; }
 };
 
 // "<call> failed: <fi_strerror> (<rc>)", INTERNAL.
