@@ -79,8 +79,22 @@ Result<std::shared_ptr<Rail>> open_rail(const fi_info* info) {
   fi_cq_attr cq_attr{};
   cq_attr.format = FI_CQ_FORMAT_CONTEXT;
   cq_attr.size = 4096;
-  cq_attr.wait_obj = FI_WAIT_NONE;  // the progress thread polls (see FabricTransport)
-  if ((rc = fi_cq_open(r->domain, &cq_attr, &r->cq, nullptr))) return fi_error("fi_cq_open", rc);
+  // A file descriptor lets the progress thread sleep in poll() until the provider has work,
+  // instead of spinning (tcp;ofi_rxm has one; shm does not, and then the thread polls).
+  cq_attr.wait_obj = FI_WAIT_FD;
+  if (fi_cq_open(r->domain, &cq_attr, &r->cq, nullptr) == 0) {
+    int fd = -1;
+    if (fi_control(&r->cq->fid, FI_GETWAIT, &fd) == 0 && fd >= 0) {
+      r->wait_fd = fd;
+    } else {
+      fi_close(&r->cq->fid);
+      r->cq = nullptr;
+    }
+  }
+  if (r->cq == nullptr) {
+    cq_attr.wait_obj = FI_WAIT_NONE;
+    if ((rc = fi_cq_open(r->domain, &cq_attr, &r->cq, nullptr))) return fi_error("fi_cq_open", rc);
+  }
   fi_av_attr av_attr{};
   av_attr.type = FI_AV_UNSPEC;
   if ((rc = fi_av_open(r->domain, &av_attr, &r->av, nullptr))) return fi_error("fi_av_open", rc);

@@ -24,6 +24,11 @@
 #include <rdma/fi_errno.h>
 #include <rdma/fi_rma.h>
 
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <list>
@@ -71,6 +76,8 @@ class FabricTransport final : public Transport {
  public:
   explicit FabricTransport(std::vector<std::shared_ptr<Rail>> rails)
       : rails_(std::move(rails)), address_(fabric::encode_address(rails_)) {
+    bool fds = std::all_of(rails_.begin(), rails_.end(), [](auto& r) { return r->wait_fd >= 0; });
+    if (fds) wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     progress_ = std::thread([this] { progress_loop(); });
   }
 
@@ -78,6 +85,7 @@ class FabricTransport final : public Transport {
     stop_ = true;
     wake();
     progress_.join();
+    if (wake_fd_ >= 0) close(wake_fd_);
     std::vector<std::shared_ptr<Operation>> left;
     {
       std::lock_guard lock(ops_mu_);
@@ -186,7 +194,8 @@ class FabricTransport final : public Transport {
   }
 
   WriteExpectation expect_writes() override {
-    if (signal_->expected.fetch_add(1) == 0) wake();
+    // With descriptors the progress thread wakes for incoming data by itself.
+    if (signal_->expected.fetch_add(1) == 0 && wake_fd_ < 0) wake();
     // The result shares the signal, not the transport, so it may outlive the transport.
     std::shared_ptr<ProgressSignal> signal = signal_;
     return WriteExpectation(signal.get(), [signal](void*) { signal->expected.fetch_sub(1); });
@@ -318,11 +327,16 @@ class FabricTransport final : public Transport {
   }
 
   // Manual progress: writes we issue, and writes into our memory, complete only while we read
-  // our CQs. Poll eagerly (yielding the core between polls) while anything needs it — our own
-  // writes unfinished, a live expectation (expect_writes), or a completion just seen — and
-  // lazily, every kLazyPoll, otherwise, so an idle process does not burn a core.
+  // our CQs. While anything needs it — our own writes unfinished, a live expectation
+  // (expect_writes), or a completion just seen — the thread polls, yielding the core between
+  // polls. When the provider gives its CQs file descriptors (tcp;ofi_rxm) and none of our own
+  // writes is in flight, it instead sleeps in poll() on them after a short spin (incoming data,
+  // a completion or wake() ends the sleep): a client waiting for a GET's value leaves the cores
+  // to the threads doing the work. Idle, it looks every kLazyPoll, so an idle process does not
+  // burn a core.
   void progress_loop() {
     constexpr int kQuietPolls = 256;  // polls without work before going lazy
+    constexpr int kSpinPolls = 32;    // with descriptors: polls without work before sleeping
     constexpr auto kLazyPoll = std::chrono::milliseconds(1);
     int quiet = 0;
     uint64_t tick = 0;
@@ -333,12 +347,24 @@ class FabricTransport final : public Transport {
         std::lock_guard lock(ops_mu_);
         for (size_t r = 0; r < rails_.size(); ++r) got += read_cq(r, finished);
         if (!backlog_.empty()) post_backlog(finished);
-        if (++tick % 64 == 0 || quiet >= kQuietPolls) expire(finished);
+        if (++tick % 64 == 0 || quiet >= kSpinPolls) expire(finished);
       }
       deliver(finished);
-      if (got > 0 || busy()) {
+      if (got > 0) {
         quiet = 0;
-        if (got == 0) std::this_thread::yield();
+        continue;
+      }
+      // Our own writes in flight need progress to *send* (the descriptor only says data
+      // arrived), so only a thread with none sleeps on the descriptors.
+      if (wake_fd_ >= 0 && unfinished_.load() == 0) {
+        // Expecting writes, spin longer first: a value streaming in needs progress often.
+        if (++quiet >= (busy() ? kQuietPolls : kSpinPolls)) sleep_on_fds(kLazyPoll);
+        else std::this_thread::yield();
+        continue;
+      }
+      if (busy()) {
+        quiet = 0;
+        std::this_thread::yield();
         continue;
       }
       if (++quiet < kQuietPolls) {
@@ -350,6 +376,27 @@ class FabricTransport final : public Transport {
     }
   }
 
+  // Sleeps until a CQ's descriptor or wake() signals, or `limit` passes (deadlines are checked
+  // at least that often). fi_trywait first: it refuses (and we poll again) when the provider has
+  // work pending that a sleep would not see.
+  void sleep_on_fds(std::chrono::milliseconds limit) {
+    std::vector<pollfd> fds;
+    fds.reserve(rails_.size() + 1);
+    for (auto& rail : rails_) {
+      std::lock_guard lock(rail->mu);
+      fid* cq = &rail->cq->fid;
+      if (fi_trywait(rail->fabric, &cq, 1) != FI_SUCCESS) return;
+      fds.push_back(pollfd{rail->wait_fd, POLLIN, 0});
+    }
+    fds.push_back(pollfd{wake_fd_, POLLIN, 0});
+    if (stop_) return;
+    if (poll(fds.data(), fds.size(), static_cast<int>(limit.count())) > 0 &&
+        (fds.back().revents & POLLIN)) {
+      uint64_t n;
+      (void)!::read(wake_fd_, &n, sizeof n);  // clears the eventfd
+    }
+  }
+
   bool busy() const { return unfinished_.load() > 0 || signal_->expected.load() > 0; }
 
   // Wakes the progress thread out of a lazy wait. Taking the mutex after the state changed means
@@ -357,6 +404,10 @@ class FabricTransport final : public Transport {
   void wake() {
     { std::lock_guard lock(signal_->mu); }
     signal_->cv.notify_one();
+    if (wake_fd_ >= 0) {
+      uint64_t one = 1;
+      (void)!::write(wake_fd_, &one, sizeof one);
+    }
   }
 
   // What expect_writes() shares with its results; they may outlive the transport.
@@ -377,6 +428,7 @@ class FabricTransport final : public Transport {
   std::atomic<size_t> unfinished_{0};  // operations not finished; written under ops_mu_
 
   std::atomic<bool> stop_{false};
+  int wake_fd_ = -1;  // eventfd that ends sleep_on_fds(); -1 when the rails have no descriptors
   std::thread progress_;  // last: starts after, and is joined before, everything above goes
 };
 
