@@ -1,5 +1,6 @@
 #include "cli_common.h"
 
+#include <absl/synchronization/mutex.h>
 #include <fmt/format.h>
 #include <malloc.h>
 #include <unistd.h>
@@ -175,11 +176,15 @@ int report_error_if(std::string_view prefix, const Status& status) {
 
 bool is_terminal(int fd) { return ::isatty(fd) == 1; }
 
-void tune_allocator() {
+void tune_process() {
   // Keep up to 256 MiB of freed heap instead of trimming at 128 KiB, and serve blocks below
   // 32 MiB from the heap (mmap'd blocks are unmapped on every free).
   mallopt(M_TRIM_THRESHOLD, 256 << 20);
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  // Debian builds Abseil with its debug-mode default: every absl::Mutex (gRPC's locks) feeds a
+  // lock-order graph for deadlock detection, a few percent of a small request's CPU here.
+  // Measured: p50 of a 64 B GET at 16 in flight 5-10% lower without it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 }
 
 }  // namespace kvrdma::tools

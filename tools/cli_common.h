@@ -61,9 +61,10 @@ int exit_code_for(const Status& status);
 
 // Keeps glibc from handing freed heap memory back to the kernel after every large reply: with
 // its default thresholds a 64 KiB inline GET paid for trims, TLB shootdowns and page faults on
-// both ends (perf: half the server's time in the kernel), about 4x its cost. Programs only;
-// the library never changes a process's allocator settings.
-void tune_allocator();
+// both ends (perf: half the server's time in the kernel), about 4x its cost. Also turns off
+// Abseil's mutex deadlock detection (on in Debian's build; gRPC's locks pay for it). Programs
+// only; the library never changes such process-wide settings.
+void tune_process();
 // Prints "<prefix>: <CODE>: <message>" on one line on stderr and returns exit_code_for(status).
 int report_error(std::string_view prefix, const Status& status);
 // kExitOk for OK, else report_error().

@@ -120,7 +120,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  kvrdma::tools::tune_allocator();
+  kvrdma::tools::tune_process();
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {
