@@ -109,6 +109,18 @@ TEST_CASE("an expired key read before the sweep is NOT_FOUND", "[store]") {
   CHECK(f.store.stats().keys == 0);
 }
 
+TEST_CASE("a TTL is never cut short by the clock's sub-millisecond phase", "[store]") {
+  using std::chrono::microseconds;
+  Fixture f;
+  f.clock.advance(microseconds(500));  // the put lands half-way through a millisecond
+  REQUIRE(f.store.put("k", "v", 10ms).is_ok());
+  f.clock.advance(microseconds(9600));  // 9.6 ms later: still inside its TTL
+  CHECK(f.read("k") == "v");
+  CHECK(f.store.sweep_expired() == 0);
+  f.clock.advance(microseconds(1400));  // 11 ms after the put: gone, at most 1 ms late
+  CHECK(f.read("k") == "<NOT_FOUND>");
+}
+
 TEST_CASE("eviction takes the least recently used unpinned entry", "[store]") {
   Fixture f(256 << 10);  // room for four 64 KiB values
   for (const char* k : {"a", "b", "c", "d"}) REQUIRE(f.store.put(k, value_of(65536, *k), 0ms).is_ok());

@@ -100,6 +100,9 @@ grpc::ServerUnaryReactor* KvService::GetMany(grpc::CallbackServerContext* ctx,
   pending->changes = &core_.changes;
   const auto deadline = write_deadline(ctx);
   uint64_t inline_bytes = 0;
+  struct {
+    uint64_t gets = 0, hits = 0, misses = 0;
+  } tally;
   for (int i = 0; i < req->items_size(); ++i) {
     const v1::GetManyItem& item = req->items(i);
     v1::GetManyResult* out = reply->mutable_results(i);
@@ -108,10 +111,10 @@ grpc::ServerUnaryReactor* KvService::GetMany(grpc::CallbackServerContext* ctx,
       set_status(out->mutable_status(), ok);
       continue;
     }
-    ++counters.gets;
+    ++tally.gets;
     auto ref = core_.store->get(item.key());
     if (!ref) {
-      ++counters.get_misses;
+      ++tally.misses;
       set_status(out->mutable_status(), ref.status());
       continue;
     }
@@ -119,18 +122,17 @@ grpc::ServerUnaryReactor* KvService::GetMany(grpc::CallbackServerContext* ctx,
     out->set_value_len(len);
     if (len <= core_.options.inline_threshold) {
       if (inline_bytes + len > kMaxReplyInline) {
-        --counters.gets;  // not served: the client asks again
+        --tally.gets;  // not served: the client asks again
         out->set_deferred(true);
         continue;
       }
-      ++counters.get_hits;
+      ++tally.hits;
       inline_bytes += len;
       out->set_is_inline(true);
       out->set_value(reinterpret_cast<const char*>(ref->data()), len);
-      counters.bytes_inline_sent += len;
       continue;
     }
-    ++counters.get_hits;
+    ++tally.hits;
     if (len > item.dest_capacity()) continue;  // written=false: reserve value_len and ask again
     uint64_t off = item.dest_offset();
     if (off > region->size() || item.dest_capacity() > region->size() - off) {
@@ -155,6 +157,11 @@ grpc::ServerUnaryReactor* KvService::GetMany(grpc::CallbackServerContext* ctx,
                              pending->done();
                            });
   }
+  // Shared counters once per call, not once per key.
+  counters.gets += tally.gets;
+  counters.get_hits += tally.hits;
+  counters.get_misses += tally.misses;
+  counters.bytes_inline_sent += inline_bytes;
   auto* reactor = pending->reactor;
   pending->done();  // the issuing pass is over; finishes now if no write is outstanding
   return reactor;

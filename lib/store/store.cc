@@ -94,10 +94,15 @@ struct Index {
     }
   }
 
-  // Milliseconds since the epoch, rounded up: an entry never expires before its TTL.
-  uint64_t now_ms() const {
+  // Milliseconds since the epoch. An expiry is set from the time rounded up and checked against
+  // the time rounded down, so an entry never expires before its TTL and at most 1 ms after it.
+  int64_t elapsed_ns() const {
     auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(clock.now() - epoch).count();
-    return static_cast<uint64_t>(std::max<int64_t>(ns, 0) + 999'999) / 1'000'000;
+    return std::max<int64_t>(ns, 0);
+  }
+  uint64_t now_ms() const { return static_cast<uint64_t>(elapsed_ns()) / 1'000'000; }
+  uint64_t now_ms_rounded_up() const {
+    return (static_cast<uint64_t>(elapsed_ns()) + 999'999) / 1'000'000;
   }
   bool expired(const Entry& e, uint64_t now) const { return e.has_ttl() && e.expiry_ms() <= now; }
 
@@ -310,7 +315,7 @@ Status Store::commit(std::string_view key, Allocation allocation, uint64_t len,
   uint64_t expiry = 0;
   if (ttl.count() > 0) {
     uint64_t t = static_cast<uint64_t>(ttl.count());
-    expiry = std::min(kMaxExpiryMs, ix.now_ms() + std::min(t, kMaxExpiryMs));
+    expiry = std::min(kMaxExpiryMs, ix.now_ms_rounded_up() + std::min(t, kMaxExpiryMs));
   }
   // The block is built before the lock; what it replaces is released after it.
   Entry* fresh = ix.make_entry(key, std::move(allocation), len, expiry);
