@@ -14,6 +14,7 @@
 
 #include "common/logging.h"
 #include "common/units.h"
+#include "rpc/runtime.h"
 #include "rpc/security.h"
 #include "server/service.h"
 #include "transport/mock_transport.h"
@@ -51,6 +52,7 @@ class Server::Impl {
 Status Server::Impl::start(const ServerOptions& options) {
   core.options = options;
   log::set_level(options.log_level);
+  rpc::tune_runtime();
   if (options.transport.mock) {
     if (size_t n = transport::remove_stale_shm_objects()) {
       KVRDMA_LOG_INFO("removed {} shared-memory objects left by killed kvrdma processes", n);
