@@ -184,10 +184,8 @@ Status Client::Impl::connect(const ClientOptions& o) {
   if (!creds) return creds.status();
   channel_ = grpc::CreateCustomChannel(target, *creds, args);
   stub_ = v1::KvCache::NewStub(channel_);
-  // The watchdog's tick bounds how late a stuck GET fails: 1/20 of the timeout, 5 to 50 ms.
-  auto tick = std::chrono::milliseconds(std::clamp<uint64_t>(o.timeout_ms / 20, 5, 50));
   streams_ = std::make_unique<client::GetStreams>(stub_.get(), o.security.auth_token,
-                                                  o.get_streams, tick);
+                                                  o.get_streams);
   auto d = deadline();
   if (!channel_->WaitForConnected(std::chrono::system_clock::now() + (d - Steady::now()))) {
     return Status(Code::kUnavailable,

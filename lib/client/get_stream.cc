@@ -9,9 +9,10 @@
 namespace kvrdma::client {
 namespace {
 
-int64_t ns_since_epoch(GetStreams::Clock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-}
+// Completion-queue tags of a stream's operations.
+void* const kWriteTag = reinterpret_cast<void*>(1);
+void* const kReadTag = reinterpret_cast<void*>(2);
+void* const kFinishTag = reinterpret_cast<void*>(3);
 
 Status item_status(const v1::ItemStatus& s) {
   if (s.code() == 0) return Status();
@@ -20,50 +21,60 @@ Status item_status(const v1::ItemStatus& s) {
   return Status(c, s.message());
 }
 
+std::chrono::system_clock::time_point wall(GetStreams::Clock::time_point t) {
+  return std::chrono::system_clock::now() +
+         std::chrono::duration_cast<std::chrono::system_clock::duration>(
+             t - GetStreams::Clock::now());
+}
+
 }  // namespace
 
+// Declared in destruction order reversed: the queue outlives the call, the context the stream.
 struct GetStreams::Stream {
-  grpc::ClientContext ctx;  // declared first: outlives `rw`
-  std::unique_ptr<grpc::ClientReaderWriter<v1::StreamGetRequest, v1::StreamGetReply>> rw;
-  std::atomic<int64_t> deadline_ns{0};  // busy: the GET's deadline (steady clock); 0: idle
-  std::atomic<bool> timed_out{false};   // the watchdog cancelled the stream
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientAsyncReaderWriter<v1::StreamGetRequest, v1::StreamGetReply>> rw;
   uint64_t next_id = 1;
+  // The last GET's write had not reported back when its reply came; the next GET collects it
+  // first (one write at a time per stream). Waiting for it then would cost a wake-up per GET.
+  bool write_pending = false;
   // Reused by every GET of the stream, so their buffers are too.
   v1::StreamGetRequest request;
   v1::StreamGetReply reply;
+
+  ~Stream() {
+    rw.reset();
+    cq.Shutdown();
+    void* tag = nullptr;
+    bool ok = false;
+    while (cq.Next(&tag, &ok)) {
+    }
+  }
 };
 
-GetStreams::GetStreams(v1::KvCache::Stub* stub, std::string auth_token, size_t max_streams,
-                       std::chrono::milliseconds tick)
-    : stub_(stub), auth_token_(std::move(auth_token)), max_streams_(max_streams), tick_(tick) {
-  if (max_streams_ > 0) watchdog_ = std::thread([this] { watchdog_loop(); });
-}
+GetStreams::GetStreams(v1::KvCache::Stub* stub, std::string auth_token, size_t max_streams)
+    : stub_(stub), auth_token_(std::move(auth_token)), max_streams_(max_streams) {}
 
 GetStreams::~GetStreams() {
-  std::vector<std::shared_ptr<Stream>> all;
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-    all = all_;
-  }
-  cv_.notify_all();
-  if (watchdog_.joinable()) watchdog_.join();
-  // Cancel, then collect the status of the idle ones (busy ones belong to their GET).
-  for (auto& s : all) s->ctx.TryCancel();
-  std::vector<std::shared_ptr<Stream>> idle;
+  std::vector<std::unique_ptr<Stream>> idle;
   {
     std::lock_guard lock(mu_);
     idle.swap(idle_);
   }
-  for (auto& s : idle) (void)s->rw->Finish();
+  for (auto& s : idle) (void)close(std::move(s), true);
+}
+
+uint64_t GetStreams::streams_opened() const {
+  std::lock_guard lock(mu_);
+  return opened_;
 }
 
 size_t GetStreams::open_streams() const {
   std::lock_guard lock(mu_);
-  return all_.size();
+  return open_;
 }
 
-std::shared_ptr<GetStreams::Stream> GetStreams::acquire(bool& fresh) {
+std::unique_ptr<GetStreams::Stream> GetStreams::acquire(bool& fresh) {
   {
     std::lock_guard lock(mu_);
     if (!idle_.empty()) {
@@ -72,111 +83,120 @@ std::shared_ptr<GetStreams::Stream> GetStreams::acquire(bool& fresh) {
       fresh = false;
       return s;
     }
-    if (stopping_ || all_.size() >= max_streams_ || unsupported_) return nullptr;
-    all_.push_back(nullptr);  // holds the place while the stream opens outside the lock
+    if (unsupported_ || open_ >= max_streams_) return nullptr;
+    ++open_;
+    ++opened_;
   }
-  auto s = std::make_shared<Stream>();
+  auto s = std::make_unique<Stream>();
   rpc::add_token(s->ctx, auth_token_);
-  // The headers go with the first request instead of in a packet of their own.
+  // Corked: the headers go with the first request instead of in a packet of their own (and
+  // StartCall starts no operation, so there is no tag of it to wait for).
   s->ctx.set_initial_metadata_corked(true);
-  s->rw = stub_->GetStream(&s->ctx);
+  s->rw = stub_->PrepareAsyncGetStream(&s->ctx, &s->cq);
+  s->rw->StartCall(nullptr);
   fresh = true;
-  {
-    std::lock_guard lock(mu_);
-    for (auto& slot : all_) {
-      if (slot == nullptr) {
-        slot = s;
-        break;
-      }
-    }
-  }
-  cv_.notify_all();  // the watchdog has a stream to watch now
   return s;
 }
 
-void GetStreams::release(std::shared_ptr<Stream> s) {
+void GetStreams::release(std::unique_ptr<Stream> s) {
   std::lock_guard lock(mu_);
   idle_.push_back(std::move(s));
 }
 
-grpc::Status GetStreams::close(const std::shared_ptr<Stream>& s) {
-  // A stream whose read or write failed is over: Finish returns at once with its status.
-  while (s->rw->Read(&s->reply)) {
-  }
-  grpc::Status status = s->rw->Finish();
-  std::lock_guard lock(mu_);
-  for (auto it = all_.begin(); it != all_.end(); ++it) {
-    if (*it == s) {
-      all_.erase(it);
-      break;
+grpc::Status GetStreams::close(std::unique_ptr<Stream> s, bool cancel) {
+  if (cancel) s->ctx.TryCancel();
+  grpc::Status status;
+  s->rw->Finish(&status, kFinishTag);
+  void* tag = nullptr;
+  bool ok = false;
+  // A cancelled or broken stream finishes at once; the bound only guards against a stuck peer.
+  auto limit = std::chrono::system_clock::now() + std::chrono::seconds(5);
+  while (true) {
+    auto r = s->cq.AsyncNext(&tag, &ok, limit);
+    if (r == grpc::CompletionQueue::TIMEOUT) {
+      s->ctx.TryCancel();
+      limit = std::chrono::system_clock::now() + std::chrono::seconds(5);
+      continue;
     }
+    if (r != grpc::CompletionQueue::GOT_EVENT || tag == kFinishTag) break;
+  }
+  {
+    std::lock_guard lock(mu_);
+    --open_;
+    if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) unsupported_ = true;
   }
   return status;
 }
 
 GetStreams::Result GetStreams::get(const v1::GetRequest& request, v1::GetReply* reply,
                                    Clock::time_point deadline) {
-  if (max_streams_ == 0 || unsupported_) return {Outcome::kNoStream, Status()};
+  if (max_streams_ == 0) return {Outcome::kNoStream, Status()};
   for (int attempt = 0; attempt < 2; ++attempt) {
     if (Clock::now() >= deadline) {
       return {Outcome::kFailed, Status(Code::kDeadlineExceeded, "deadline passed before the GET")};
     }
     bool fresh = false;
-    std::shared_ptr<Stream> s = acquire(fresh);
+    std::unique_ptr<Stream> s = acquire(fresh);
     if (!s) return {Outcome::kNoStream, Status()};
+    auto limit = wall(deadline);
+    bool timed_out = false;
+    // Waits until `done` (collecting whichever tag comes meanwhile). At the deadline it cancels
+    // the stream, which ends its operations at once, and sets timed_out.
+    bool wrote = !s->write_pending, read = false, write_ok = true, read_ok = false;
+    auto wait_for = [&](bool& done) {
+      while (!done) {
+        void* tag = nullptr;
+        bool ok = false;
+        auto r = s->cq.AsyncNext(&tag, &ok, limit);
+        if (r == grpc::CompletionQueue::TIMEOUT) {
+          if (timed_out) return;  // cancelled and still nothing: give the stream up
+          timed_out = true;
+          s->ctx.TryCancel();
+          limit = std::chrono::system_clock::now() + std::chrono::seconds(5);
+          continue;
+        }
+        if (r != grpc::CompletionQueue::GOT_EVENT) return;
+        (tag == kWriteTag ? wrote : read) = true;
+        (tag == kWriteTag ? write_ok : read_ok) = ok;
+      }
+    };
+    wait_for(wrote);  // the previous GET's write
     const uint64_t id = s->next_id++;
-    s->request.set_request_id(id);
-    *s->request.mutable_get() = request;
-    s->timed_out = false;
-    s->deadline_ns = ns_since_epoch(deadline);
-    bool ok = s->rw->Write(s->request) && s->rw->Read(&s->reply);
-    s->deadline_ns = 0;
-    if (ok && s->reply.request_id() == id) {
+    if (wrote && write_ok && !timed_out) {
+      s->request.set_request_id(id);
+      *s->request.mutable_get() = request;
+      s->rw->Write(s->request, kWriteTag);
+      wrote = false;
+      s->rw->Read(&s->reply, kReadTag);
+      wait_for(read);
+      s->write_pending = !wrote;
+    }
+    if (!timed_out && write_ok && read_ok && s->reply.request_id() == id) {
       reply->Swap(s->reply.mutable_get());
       Status status = item_status(s->reply.status());
       release(std::move(s));
       return {Outcome::kDone, std::move(status)};
     }
-    if (ok) {  // a reply to another request: the server broke the protocol; drop the stream
-      uint64_t got = s->reply.request_id();
-      s->ctx.TryCancel();
-      (void)close(s);
-      return {Outcome::kFailed,
-              Status(Code::kInternal, fmt::format("GetStream: reply to request {} came for "
-                                                  "request {}", got, id))};
-    }
-    const bool timed_out = s->timed_out;
-    grpc::Status gs = close(s);
+    const uint64_t got = s->reply.request_id();
+    // Cancel a stream that still works (a mismatched reply); a failed one reports why it failed.
+    grpc::Status gs = close(std::move(s), read_ok);
     if (timed_out) {
       return {Outcome::kFailed, Status(Code::kDeadlineExceeded, "deadline exceeded")};
     }
+    if (read_ok) {  // a reply to another request: the server broke the protocol
+      return {Outcome::kFailed,
+              Status(Code::kInternal, fmt::format("GetStream: the reply to request {} came for "
+                                                  "request {}", got, id))};
+    }
     if (gs.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
-      unsupported_ = true;  // an older server: single calls from now on
-      return {Outcome::kNoStream, Status()};
+      return {Outcome::kNoStream, Status()};  // an older server: single calls from now on
     }
     // A stream that broke while it sat idle (the server restarted, the connection dropped):
-    // try once more on a new one. A GET has no effect a second attempt could double.
+    // try once more on a new one.
     if (!fresh && attempt == 0) continue;
-    return {Outcome::kFailed, rpc::from_grpc(gs)};
+    return {Outcome::kFailed, rpc::from_grpc(gs, "GetStream")};
   }
   return {Outcome::kFailed, Status(Code::kUnavailable, "GetStream failed twice")};
-}
-
-void GetStreams::watchdog_loop() {
-  std::unique_lock lock(mu_);
-  while (!stopping_) {
-    if (all_.empty()) {
-      cv_.wait(lock, [this] { return stopping_ || !all_.empty(); });
-    } else {
-      cv_.wait_for(lock, tick_, [this] { return stopping_; });
-    }
-    const int64_t now = ns_since_epoch(Clock::now());
-    for (auto& s : all_) {
-      if (s == nullptr) continue;
-      int64_t d = s->deadline_ns;
-      if (d != 0 && d <= now && !s->timed_out.exchange(true)) s->ctx.TryCancel();
-    }
-  }
 }
 
 }  // namespace kvrdma::client

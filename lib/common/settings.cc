@@ -47,8 +47,9 @@ const SettingInfo kSettings[] = {
     {"max-message-mb", "int", "0", "largest gRPC message, MiB (0: 2 x inline threshold + 4 MiB)",
      kServerSetting},
     {"timeout-ms", "int", "5000", "deadline of each call", kClientSetting},
-    {"get-streams", "int", "16", "single GETs ride long-lived gRPC streams, at most this many at "
-     "once per client (more go as single calls); 0: every GET is a single call", kClientSetting},
+    {"get-streams", "int", "16", "single GETs ride long-lived gRPC streams, at most this many per "
+     "client (more concurrent GETs go as single calls); 0: every GET is a single call",
+     kClientSetting},
     {"auth-token", "string", "", "shared secret every RPC must carry (programs also read "
      "KVRDMA_AUTH_TOKEN); empty: none", kBoth},
     {"tls-cert", "string", "", "PEM certificate: the server's (turns TLS on), or the client's own "
