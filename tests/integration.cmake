@@ -21,8 +21,11 @@ kvrdma_add_test(model_test SOURCES integration/model_test.cc LIBS kvrdma_harness
 kvrdma_add_test(security_test SOURCES integration/security_test.cc integration/limits_test.cc
                 LIBS kvrdma_harness kvrdma_core)
 kvrdma_add_test(batch_test SOURCES integration/batch_test.cc LIBS kvrdma_harness kvrdma_core)
+# The GetStream fast path of single GETs: its own errors, deadlines, a server gone or too old.
+kvrdma_add_test(get_stream_test SOURCES integration/get_stream_test.cc
+                LIBS kvrdma_harness kvrdma_core)
 foreach(suite cli_test client_test errors_test transfer_test fault_test model_test security_test
-              batch_test)
+              batch_test get_stream_test)
   add_dependencies(${suite} kv-server kv-client)
 endforeach()
 
@@ -33,7 +36,7 @@ foreach(provider tcp shm)
   if(provider STREQUAL "shm")
     set(spec "~[mockonly]~[shm-unsafe]")
   endif()
-  foreach(suite cli_test client_test transfer_test batch_test)
+  foreach(suite cli_test client_test transfer_test batch_test get_stream_test)
     catch_discover_tests(${suite} TEST_PREFIX "${provider}/" TEST_SPEC "${spec}"
       EXTRA_ARGS --name ${suite}-${provider}
       PROPERTIES TIMEOUT 300 ENVIRONMENT KVRDMA_TEST_PROVIDER=${provider})

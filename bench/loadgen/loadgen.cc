@@ -17,6 +17,8 @@
 #include <thread>
 #include <vector>
 
+#include "cli_common.h"
+
 #include "driver.h"
 
 namespace kvrdma::bench {
@@ -260,6 +262,7 @@ int run(const Args& a) {
 }  // namespace kvrdma::bench
 
 int main(int argc, char** argv) {
+  kvrdma::tools::tune_process();  // the allocator and Abseil settings kv-client runs with
   kvrdma::bench::Args a;
   if (!kvrdma::bench::parse_args(argc, argv, a)) {
     fmt::print(stderr, "{}", kvrdma::bench::kUsage);

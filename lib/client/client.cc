@@ -4,12 +4,14 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <thread>
 
 #include "client/batch.h"
+#include "client/get_stream.h"
 #include "client/receive_buffer.h"
 #include "common/logging.h"
 #include "kv_cache.grpc.pb.h"
@@ -136,8 +138,15 @@ class Client::Impl {
   void retry_lost_session(std::span<const Item> items, std::vector<R>& results,
                           const SessionState& seen, Run run);
 
+  // One GET round trip: on a stream when one is free, else a unary call.
+  Status get_round_trip(const v1::GetRequest& req, v1::GetReply* reply, Steady::time_point d);
+
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::KvCache::Stub> stub_;
+  std::unique_ptr<client::GetStreams> streams_;  // uses stub_
+  // Size of the last value that came by transport write, 0 when the last one came inline: the
+  // guess for the next GET (see get_once).
+  std::atomic<uint64_t> large_hint_{0};
   std::shared_ptr<transport::Transport> transport_;
   mutable std::mutex session_mu_;
   std::shared_ptr<const SessionState> session_;  // guarded by session_mu_
@@ -173,6 +182,8 @@ Status Client::Impl::connect(const ClientOptions& o) {
   if (!creds) return creds.status();
   channel_ = grpc::CreateCustomChannel(target, *creds, args);
   stub_ = v1::KvCache::NewStub(channel_);
+  streams_ = std::make_unique<client::GetStreams>(stub_.get(), o.security.auth_token,
+                                                  o.get_streams);
   auto d = deadline();
   if (!channel_->WaitForConnected(std::chrono::system_clock::now() + (d - Steady::now()))) {
     // A TLS mismatch looks the same as no server at all from here: name both.
@@ -244,6 +255,7 @@ Client::Impl::~Impl() {
   }
   cv_.notify_all();
   if (keepalive_.joinable()) keepalive_.join();
+  streams_.reset();
   auto st = session_;  // no other thread is left
   if (stub_ && st && st->hello.session_id() != 0) {
     grpc::ClientContext ctx;
@@ -289,41 +301,64 @@ Result<ValueView> Client::Impl::get(std::string_view key) {
   });
 }
 
+Status Client::Impl::get_round_trip(const v1::GetRequest& req, v1::GetReply* reply,
+                                    Steady::time_point d) {
+  auto r = streams_->get(req, reply, d);
+  if (r.outcome == client::GetStreams::Outcome::kDone) return r.status;
+  if (r.outcome == client::GetStreams::Outcome::kFailed) {
+    Status s = r.status;
+    if (s.code() == Code::kUnavailable || s.code() == Code::kDeadlineExceeded) {
+      return s.with_context(fmt::format("Get at kv-server {}", target));
+    }
+    return s;
+  }
+  reply->Clear();
+  grpc::ClientContext ctx;
+  set_deadline(ctx, d);
+  grpc::Status s = stub_->Get(&ctx, req, reply);
+  return s.ok() ? Status() : call_failed(s, "Get");
+}
+
+// Values up to the inline threshold come back in the reply, so the first request offers no
+// space (and so needs no extent and no transport expectation, which on libfabric makes the
+// progress thread poll eagerly); a larger value then costs a second request with exactly the
+// space it needs. After a large value the next GET guesses large again, with an extent of that
+// size, so a run of large GETs takes one round trip each.
 Result<ValueView> Client::Impl::get_once(const SessionState& st, std::string_view key,
                                          Steady::time_point d) {
   const std::shared_ptr<ReceiveBuffer>& buffer = st.buffer;
   memory::MemoryPool& pool = *buffer->pool;
-  // A first guess at the space the value needs; the reply says the real size when it is larger.
   memory::Allocation extent;
-  uint64_t guess = std::min<uint64_t>(1 << 20, pool.size() / 4);
-  if (guess > 0) {
+  transport::WriteExpectation incoming;
+  if (uint64_t guess = std::min<uint64_t>(large_hint_.load(std::memory_order_relaxed),
+                                          pool.size() / 4)) {
     if (auto a = pool.allocate(guess)) extent = std::move(*a);
+    // The server may write the value into our buffer from the moment the request leaves.
+    if (extent.valid()) incoming = buffer->transport->expect_writes();
   }
-  // The server may write the value into our buffer from the moment the request leaves.
-  transport::WriteExpectation incoming = buffer->transport->expect_writes();
+  v1::GetRequest req;
+  req.set_session_id(st.hello.session_id());
+  req.set_key(std::string(key));
   for (int attempt = 0; attempt < 4; ++attempt) {
-    v1::GetRequest req;
-    req.set_session_id(st.hello.session_id());
-    req.set_key(std::string(key));
     req.set_dest_offset(extent.valid() ? extent.offset() : 0);
     req.set_dest_capacity(extent.valid() ? extent.capacity() : 0);
     v1::GetReply reply;
-    grpc::ClientContext ctx;
-    set_deadline(ctx, d);
-    grpc::Status s = stub_->Get(&ctx, req, &reply);
-    if (!s.ok()) return call_failed(s, "Get");
+    if (Status s = get_round_trip(req, &reply, d); !s.is_ok()) return s;
     if (reply.is_inline()) {
+      if (extent.valid()) large_hint_.store(0, std::memory_order_relaxed);
       auto bytes = std::make_shared<std::string>(std::move(*reply.mutable_value()));
       const auto* data = reinterpret_cast<const std::byte*>(bytes->data());
       size_t n = bytes->size();
       return ValueView(std::move(bytes), data, n, false);
     }
     if (reply.written()) {
+      large_hint_.store(reply.value_len(), std::memory_order_relaxed);
       auto held = std::make_shared<HeldExtent>(HeldExtent{buffer, std::move(extent)});
       const std::byte* data = held->extent.data();
       return ValueView(std::move(held), data, reply.value_len(), true);
     }
     uint64_t need = reply.value_len();
+    large_hint_.store(need, std::memory_order_relaxed);
     extent.reset();
     if (need > pool.size()) {
       return Status(Code::kFailedPrecondition,
@@ -334,6 +369,7 @@ Result<ValueView> Client::Impl::get_once(const SessionState& st, std::string_vie
     auto a = pool.allocate_until(need, d);  // waits for views to give space back
     if (!a) return a.status().with_context(fmt::format("waiting for {} bytes of receive buffer", need));
     extent = std::move(*a);
+    if (!incoming) incoming = buffer->transport->expect_writes();
   }
   return Status(Code::kUnavailable, "the value kept changing size while being read; try again");
 }

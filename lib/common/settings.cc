@@ -47,6 +47,9 @@ const SettingInfo kSettings[] = {
     {"max-message-mb", "int", "0", "largest gRPC message, MiB (0: 2 x inline threshold + 4 MiB)",
      kServerSetting},
     {"timeout-ms", "int", "5000", "deadline of each call", kClientSetting},
+    {"get-streams", "int", "16", "single GETs ride long-lived gRPC streams, at most this many per "
+     "client (more concurrent GETs go as single calls); 0: every GET is a single call",
+     kClientSetting},
     {"auth-token", "string", "", "shared secret every RPC must carry (programs also read "
      "KVRDMA_AUTH_TOKEN); empty: none", kBoth},
     {"tls-cert", "string", "", "PEM certificate: the server's (turns TLS on), or the client's own "
@@ -226,6 +229,12 @@ Status apply_setting(ClientOptions& o, std::string_view name, std::string_view v
     auto v = uint_in(name, value, 1, 86'400'000);
     if (!v) return v.status();
     o.timeout_ms = *v;
+    return Status();
+  }
+  if (name == "get-streams") {
+    auto v = uint_in(name, value, 0, 1024);
+    if (!v) return v.status();
+    o.get_streams = *v;
     return Status();
   }
   return unknown(name, kClientSetting);

@@ -33,14 +33,6 @@ void set_status(v1::ItemStatus* out, const Status& s) {
   if (!s.is_ok()) out->set_message(s.message());
 }
 
-transport::Transport::Clock::time_point write_deadline(grpc::CallbackServerContext* ctx) {
-  constexpr auto kMax = std::chrono::seconds(60);
-  auto left = ctx->deadline() - std::chrono::system_clock::now();
-  if (left > kMax || left < std::chrono::nanoseconds(0)) left = kMax;
-  return std::chrono::steady_clock::now() +
-         std::chrono::duration_cast<std::chrono::steady_clock::duration>(left);
-}
-
 // Checks the shape of a batch before any work: item count and request bytes.
 template <typename Items, typename Bytes>
 Status check_batch(std::string_view call, const Items& items, Bytes bytes_of) {

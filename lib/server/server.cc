@@ -170,6 +170,7 @@ void Server::Impl::shutdown() {
   }
   cv_.notify_all();
   core.changes.stop();  // answers waiting Stats calls now, so shutdown does not wait for them
+  if (service_) service_->stop_streams();  // and ends idle GetStreams
   if (grpc_) grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (sweeper_.joinable()) sweeper_.join();
   if (grpc_) grpc_->Wait();

@@ -18,7 +18,8 @@ grpc::ServerUnaryReactor* finish(grpc::CallbackServerContext* ctx, const Status&
   return reactor;
 }
 
-// The call's deadline on the steady clock, capped so a write never outlives a sane bound.
+}  // namespace
+
 transport::Transport::Clock::time_point write_deadline(grpc::CallbackServerContext* ctx) {
   constexpr auto kMax = std::chrono::seconds(60);
   auto left = ctx->deadline() - std::chrono::system_clock::now();
@@ -26,8 +27,6 @@ transport::Transport::Clock::time_point write_deadline(grpc::CallbackServerConte
   return std::chrono::steady_clock::now() +
          std::chrono::duration_cast<std::chrono::steady_clock::duration>(left);
 }
-
-}  // namespace
 
 ServerStats ServerCore::stats() const {
   ServerStats s;
@@ -136,15 +135,26 @@ grpc::ServerUnaryReactor* KvService::Goodbye(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
                                          const v1::GetRequest* req, v1::GetReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
-  auto session = core_.sessions->find(req->session_id());
-  if (!session) return finish(ctx, session.status());
-  Status ok = core_.store->check(req->key(), 0);
-  if (!ok.is_ok()) return finish(ctx, ok);
+  auto* reactor = ctx->DefaultReactor();
+  std::optional<Status> now = serve_get(*req, reply, write_deadline(ctx), [reactor](Status s) {
+    reactor->Finish(rpc::to_grpc(s));
+  });
+  if (now) reactor->Finish(rpc::to_grpc(*now));
+  return reactor;
+}
+
+std::optional<Status> KvService::serve_get(const v1::GetRequest& req, v1::GetReply* reply,
+                                           transport::Transport::Clock::time_point deadline,
+                                           std::function<void(Status)> done) {
+  auto session = core_.sessions->find(req.session_id());
+  if (!session) return session.status();
+  Status ok = core_.store->check(req.key(), 0);
+  if (!ok.is_ok()) return ok;
   ++core_.counters.gets;
-  auto ref = core_.store->get(req->key());
+  auto ref = core_.store->get(req.key());
   if (!ref) {
     ++core_.counters.get_misses;
-    return finish(ctx, ref.status());
+    return ref.status();
   }
   ++core_.counters.get_hits;
   const uint64_t len = ref->size();
@@ -154,29 +164,28 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
     reply->set_is_inline(true);
     reply->set_value(reinterpret_cast<const char*>(ref->data()), len);
     core_.counters.bytes_inline_sent += len;
-    return finish(ctx, Status());
+    return Status();
   }
-  if (len > req->dest_capacity()) {
+  if (len > req.dest_capacity()) {
     reply->set_written(false);  // the client reserves value_len bytes and asks again
-    return finish(ctx, Status());
+    return Status();
   }
   const auto& region = (*session)->region;
-  uint64_t off = req->dest_offset();
-  if (off > region->size() || req->dest_capacity() > region->size() - off) {
-    return finish(ctx, Status(Code::kInvalidArgument,
-                              fmt::format("destination [{}, +{}) lies outside the {}-byte receive "
-                                          "region this session registered", off,
-                                          req->dest_capacity(), region->size())));
+  uint64_t off = req.dest_offset();
+  if (off > region->size() || req.dest_capacity() > region->size() - off) {
+    return Status(Code::kInvalidArgument,
+                  fmt::format("destination [{}, +{}) lies outside the {}-byte receive region "
+                              "this session registered", off, req.dest_capacity(),
+                              region->size()));
   }
   std::shared_ptr<Session> owner = *session;
-  if (Status busy = take_transfer_slot(*owner); !busy.is_ok()) return finish(ctx, busy);
-  auto* reactor = ctx->DefaultReactor();
+  if (Status busy = take_transfer_slot(*owner); !busy.is_ok()) return busy;
   auto pinned = std::make_shared<store::ValueRef>(std::move(*ref));
   Counters& counters = core_.counters;
   core_.transport->write(
-      *core_.pool_region, pinned->pool_offset(), region, off, len, write_deadline(ctx),
-      [pinned, reply, reactor, len, &counters, &changes = core_.changes,
-       owner](Status s) mutable {
+      *core_.pool_region, pinned->pool_offset(), region, off, len, deadline,
+      [pinned, reply, len, &counters, &changes = core_.changes, owner,
+       done = std::move(done)](Status s) mutable {
         pinned.reset();  // unpin: the bytes are at the client (or the write failed)
         owner->transfers.fetch_sub(1);
         changes.bump();
@@ -184,9 +193,9 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
           reply->set_written(true);
           counters.bytes_transport_written += len;
         }
-        reactor->Finish(rpc::to_grpc(s.with_context("transport write")));
+        done(s.with_context("transport write"));
       });
-  return reactor;
+  return std::nullopt;
 }
 
 grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,

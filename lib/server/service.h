@@ -4,7 +4,11 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <unordered_set>
 
 #include "kv_cache.grpc.pb.h"
 #include "kvrdma/options.h"
@@ -25,6 +29,10 @@ struct Counters {
 };
 
 // What the service works on; owned by Server::Impl, declared in destruction order reversed.
+// The call's deadline on the steady clock, capped at 60 s so a write never outlives a sane bound
+// (a stream has no deadline of its own: it gets the cap).
+transport::Transport::Clock::time_point write_deadline(grpc::CallbackServerContext* ctx);
+
 struct ServerCore {
   ServerOptions options;
   std::unique_ptr<transport::Transport> transport;
@@ -74,6 +82,24 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
   grpc::ServerUnaryReactor* PutMany(grpc::CallbackServerContext* ctx,
                                     const v1::PutManyRequest* req,
                                     v1::PutManyReply* reply) override;
+  // Single GETs over one stream, in stream_service.cc.
+  grpc::ServerBidiReactor<v1::StreamGetRequest, v1::StreamGetReply>* GetStream(
+      grpc::CallbackServerContext* ctx) override;
+
+  // One GET, for Get and GetStream (the caller checked the token). The outcome when it is known
+  // at once (errors, misses, inline values, "ask again with value_len bytes"); nullopt when a
+  // transport write started instead: its completion fills `reply` and calls `done` with the
+  // outcome, on the transport's thread. `reply` must live until then.
+  std::optional<Status> serve_get(const v1::GetRequest& req, v1::GetReply* reply,
+                                  transport::Transport::Clock::time_point deadline,
+                                  std::function<void(Status)> done);
+
+  // Cancels every open GetStream and refuses new ones. Server stop calls it before gRPC's
+  // shutdown, which would otherwise wait its whole grace period for idle client streams.
+  void stop_streams();
+  // For the GetStream reactor: registers a stream for its lifetime; false once streams stopped.
+  bool add_stream(grpc::CallbackServerContext* ctx);
+  void remove_stream(grpc::CallbackServerContext* ctx);
 
  private:
   // The one check every handler runs first: the token (when the server has one). A new RPC must
@@ -84,6 +110,10 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
   Status take_transfer_slot(Session& session) const;
 
   ServerCore& core_;
+  // Recursive: a cancel may run the stream's reactions, and so remove_stream, on this thread.
+  std::recursive_mutex streams_mu_;
+  bool streams_stopped_ = false;                                // guarded by streams_mu_
+  std::unordered_set<grpc::CallbackServerContext*> streams_;  // guarded by streams_mu_
 };
 
 }  // namespace kvrdma::server
