@@ -61,9 +61,15 @@ class ChangeBoard {
 
 // Bumps the board when it goes out of scope: declared at the top of a handler that may change
 // state, it moves the version after whatever the handler did, on every return path.
-struct BumpOnReturn {
-  ChangeBoard& board;
-  ~BumpOnReturn() { board.bump(); }
+class BumpOnReturn {
+ public:
+  explicit BumpOnReturn(ChangeBoard& board) : board_(board) {}
+  ~BumpOnReturn() { board_.bump(); }
+  BumpOnReturn(const BumpOnReturn&) = delete;
+  BumpOnReturn& operator=(const BumpOnReturn&) = delete;
+
+ private:
+  ChangeBoard& board_;
 };
 
 }  // namespace kvrdma::server
