@@ -308,6 +308,9 @@ void kvrdma_view_release(kvrdma_view* view) {
   }
 }
 
+}  // extern "C"
+
+// C++ helpers of the batch calls, outside extern "C": they return C++ types.
 namespace {
 
 // The first failure of a batch, as the call's result; every item's code into codes[].
@@ -337,6 +340,8 @@ kvrdma::Status batch_arguments(kvrdma_client* client, size_t n, const void* cons
 }
 
 }  // namespace
+
+extern "C" {
 
 int kvrdma_get_many(kvrdma_client* client, size_t n, const void* const* keys,
                     const size_t* keylens, kvrdma_view** views, int* codes, char* errbuf,
