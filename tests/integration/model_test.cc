@@ -3,6 +3,7 @@
 // exact.
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <atomic>
 #include <cstdio>
@@ -23,6 +24,13 @@ using namespace kvrdma::testing;
 using Steady = std::chrono::steady_clock;
 
 namespace {
+
+// Fails listing every problem. (UNSCOPED_INFO would not do: the first CHECK after it, passing or
+// not, takes its messages.)
+void check_no_problems(const std::vector<std::string>& problems) {
+  INFO(fmt::format("{}", fmt::join(problems, "\n")));
+  CHECK(problems.empty());
+}
 
 std::unique_ptr<Client> connect_to(const ServerProcess& server, uint64_t buffer_mb = 8) {
   ClientOptions o;
@@ -62,8 +70,7 @@ std::map<std::string, std::string> fill(const ServerProcess& server, bool expect
     });
   }
   for (auto& th : threads) th.join();
-  for (const auto& p : problems) UNSCOPED_INFO(p);
-  CHECK(problems.empty());
+  check_no_problems(problems);
   return stored;
 }
 
@@ -112,7 +119,7 @@ TEST_CASE("model: a full pool with --eviction lru evicts, every readable value i
 TEST_CASE("model: seeded random put/get/delete/TTL from 4 clients matches the model",
           "[model][mockonly]") {
   const uint64_t seed = std::random_device{}();
-  UNSCOPED_INFO("seed " << seed << " (each thread uses seed + its index)");
+  INFO("seed " << seed << " (each thread uses seed + its index)");
   std::printf("model test seed %llu\n", static_cast<unsigned long long>(seed));
   ServerProcess server({"--memory-mb", "256", "--eviction", "none", "--sweep-interval-ms", "20"});
   constexpr int kClients = 4, kOps = 1500, kKeys = 24;
@@ -203,12 +210,8 @@ TEST_CASE("model: seeded random put/get/delete/TTL from 4 clients matches the mo
       check(final_problems, models[t], key, got, start, Steady::now());
     }
   }
-  for (const auto& list : problems) {
-    for (const auto& p : list) UNSCOPED_INFO(p);
-  }
-  for (const auto& p : final_problems) UNSCOPED_INFO(p);
-  for (const auto& list : problems) CHECK(list.empty());
-  CHECK(final_problems.empty());
+  for (const auto& list : problems) check_no_problems(list);
+  check_no_problems(final_problems);
   auto stats = c->stats();
   REQUIRE(stats.is_ok());
   CHECK(stats->evictions == 0);
