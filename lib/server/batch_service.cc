@@ -135,10 +135,13 @@ grpc::ServerUnaryReactor* KvService::GetMany(grpc::CallbackServerContext* ctx,
                                     off, item.dest_capacity(), region->size())));
       continue;
     }
+    // The completion holds the only pin (it may run before write() returns).
+    const uint64_t src = ref->pool_offset();
     auto pinned = std::make_shared<store::ValueRef>(std::move(*ref));
     pending->left.fetch_add(1, std::memory_order_relaxed);
-    core_.transport->write(*core_.pool_region, pinned->pool_offset(), region, off, len, deadline,
-                           [pinned, out, pending, len, &counters](Status s) mutable {
+    core_.transport->write(*core_.pool_region, src, region, off, len, deadline,
+                           [pinned = std::move(pinned), out, pending, len,
+                            &counters](Status s) mutable {
                              pinned.reset();  // unpin: the bytes are at the client, or failed
                              if (s.is_ok()) {
                                out->set_written(true);

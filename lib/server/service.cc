@@ -180,11 +180,14 @@ std::optional<Status> KvService::serve_get(const v1::GetRequest& req, v1::GetRep
   }
   std::shared_ptr<Session> owner = *session;
   if (Status busy = take_transfer_slot(*owner); !busy.is_ok()) return busy;
+  // The completion holds the only pin: it may run before write() returns (the mock transport
+  // copies at once), and its reply must not reach the client while a pin is still held here.
+  const uint64_t src = ref->pool_offset();
   auto pinned = std::make_shared<store::ValueRef>(std::move(*ref));
   Counters& counters = core_.counters;
   core_.transport->write(
-      *core_.pool_region, pinned->pool_offset(), region, off, len, deadline,
-      [pinned, reply, len, &counters, &changes = core_.changes, owner,
+      *core_.pool_region, src, region, off, len, deadline,
+      [pinned = std::move(pinned), reply, len, &counters, &changes = core_.changes, owner,
        done = std::move(done)](Status s) mutable {
         pinned.reset();  // unpin: the bytes are at the client (or the write failed)
         owner->transfers.fetch_sub(1);
@@ -356,9 +359,16 @@ grpc::ServerUnaryReactor* KvService::Stats(grpc::CallbackServerContext* ctx,
     fill_stats(core_.stats(), reply);
     return finish(ctx, Status());
   }
-  // Long poll: the board's thread finishes the call once the version passes changed_since.
+  // Long poll: the board's thread finishes the call once the version passes changed_since, or
+  // when the wait is over. The wait ends early enough for the answer to reach a caller whose
+  // deadline is shorter than wait_ms (a tenth of the time left is kept for the reply): a long
+  // poll answers with the current figures, never with DEADLINE_EXCEEDED.
   auto wait = std::min<std::chrono::milliseconds>(milliseconds(req->wait_ms()),
                                                   ChangeBoard::kMaxWait);
+  auto left = ctx->deadline() - std::chrono::system_clock::now();
+  if (left < wait) {
+    wait = std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(left * 9 / 10));
+  }
   auto* reactor = ctx->DefaultReactor();
   core_.changes.wait(req->changed_since(), std::chrono::steady_clock::now() + wait,
                      [this, reply, reactor] {

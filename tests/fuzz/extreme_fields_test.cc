@@ -137,3 +137,21 @@ TEST_CASE("extreme fields: every handler answers every field at every extreme", 
   CHECK(reply.value() == std::string(1000, 's'));
   CHECK(service.core().store->stats().pinned == 0);
 }
+
+TEST_CASE("extreme fields: a long-poll Stats answers within a caller's shorter deadline",
+          "[fuzz][stats]") {
+  InProcessService service;
+  kvrdma::v1::StatsRequest req;
+  req.set_changed_since(std::numeric_limits<uint64_t>::max());  // never reached: waits it out
+  req.set_wait_ms(10000);
+  for (auto limit : {std::chrono::milliseconds(300), std::chrono::milliseconds(1500)}) {
+    INFO("call deadline " << limit.count() << " ms");
+    std::string bytes;
+    grpc::Status s = service.call("Stats", req.SerializeAsString(), &bytes, limit);
+    INFO("code " << s.error_code() << ": " << s.error_message());
+    REQUIRE(s.ok());
+    kvrdma::v1::StatsReply reply;
+    REQUIRE(reply.ParseFromString(bytes));
+    CHECK(reply.version() > 0);
+  }
+}

@@ -21,13 +21,13 @@ const google::protobuf::ServiceDescriptor& service_descriptor() {
 
 }  // namespace
 
-InProcessService::InProcessService(bool evict) {
+InProcessService::InProcessService(bool evict, WrapTransport wrap) {
   ServerOptions o;
   o.memory_bytes = 16 << 20;
   core_.options = o;
   auto t = transport::make_transport(o.transport);
   if (!t) std::abort();
-  core_.transport = std::move(*t);
+  core_.transport = wrap ? wrap(std::move(*t)) : std::move(*t);
   auto region = core_.transport->allocate(o.memory_bytes);
   if (!region) std::abort();
   core_.pool_region = std::move(*region);

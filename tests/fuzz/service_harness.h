@@ -10,6 +10,7 @@
 #include <google/protobuf/message.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,8 +21,12 @@ namespace kvrdma::fuzz {
 
 class InProcessService {
  public:
+  // Lets a test put its own transport in front of the server's (a decorator of the mock).
+  using WrapTransport =
+      std::function<std::unique_ptr<transport::Transport>(std::unique_ptr<transport::Transport>)>;
+
   // A 16 MiB pool, eviction as given; every other option at its default.
-  explicit InProcessService(bool evict = true);
+  explicit InProcessService(bool evict = true, WrapTransport wrap = {});
   ~InProcessService();
   InProcessService(const InProcessService&) = delete;
   InProcessService& operator=(const InProcessService&) = delete;
@@ -43,6 +48,8 @@ class InProcessService {
   void use_live_session(google::protobuf::Message& msg);
 
   server::ServerCore& core() { return core_; }
+  // The in-process channel, for typed stubs (streaming calls).
+  std::shared_ptr<grpc::Channel> channel() const { return channel_; }
 
  private:
   server::ServerCore core_;
