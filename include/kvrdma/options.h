@@ -65,9 +65,9 @@ struct ClientOptions {
   TransportOptions transport;
   uint64_t timeout_ms = 5000;                    // deadline of each call
   SecurityOptions security;
-  // Single GETs ride long-lived gRPC streams (no call set-up per GET), one GET at a time per
-  // stream, up to this many streams per client; more concurrent GETs, or all when 0, use one
-  // unary call each.
+  // GETs and get_many batches ride long-lived gRPC streams (no call set-up per request), one
+  // request at a time per stream, up to this many streams per client; more concurrent ones, or
+  // all when 0, use one unary call each.
   uint64_t get_streams = 16;
 };
 

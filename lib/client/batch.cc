@@ -60,6 +60,27 @@ bool spill_to_heap(std::vector<Result<ValueView>>& results) {
   return freed;
 }
 
+// One GetMany: on a free stream when there is one, else as a unary call.
+Status round_trip(const BatchChannel& ch, const v1::GetManyRequest& req, v1::GetManyReply* reply,
+                  Steady::time_point d) {
+  if (ch.streams != nullptr) {
+    auto r = ch.streams->get_many(req, reply, d);
+    if (r.outcome == GetStreams::Outcome::kDone) return r.status;
+    if (r.outcome == GetStreams::Outcome::kFailed) {
+      const Code c = r.status.code();
+      if (c == Code::kUnavailable || c == Code::kDeadlineExceeded) {
+        return r.status.with_context(fmt::format("GetMany at kv-server {}", ch.target));
+      }
+      return r.status;
+    }
+    reply->Clear();  // kNoStream: every stream busy, or the server has none
+  }
+  grpc::ClientContext ctx;
+  set_deadline(ch, ctx, d);
+  grpc::Status s = ch.stub->GetMany(&ctx, req, reply);
+  return s.ok() ? Status() : call_failed(ch, s, "GetMany");
+}
+
 struct Want {
   size_t index = 0;
   uint64_t need = 0;  // 0: not known yet, ask for inline values only
@@ -85,8 +106,10 @@ std::vector<Result<ValueView>> get_many(const BatchChannel& ch,
   }
   const auto d = Steady::now() + ch.timeout;
   memory::MemoryPool& pool = *ch.buffer->pool;
-  // The server may write values into our buffer from the moment a request leaves.
-  transport::WriteExpectation incoming = ch.buffer->transport->expect_writes();
+  // The server may write values into our buffer from the moment a request offering space
+  // leaves. Taken only then: keys of unknown size are asked inline-only first, and a live
+  // expectation makes libfabric's progress thread poll eagerly.
+  transport::WriteExpectation incoming;
   while (!queue.empty()) {
     // Build one call from the front of the queue, reserving space for values of known size.
     std::vector<Want> call;
@@ -126,6 +149,7 @@ std::vector<Result<ValueView>> get_many(const BatchChannel& ch,
     v1::GetManyRequest req;
     req.set_session_id(ch.session_id);
     for (const Want& w : call) {
+      if (w.extent.valid() && !incoming) incoming = ch.buffer->transport->expect_writes();
       v1::GetManyItem* item = req.add_items();
       item->set_key(keys[w.index].data(), keys[w.index].size());
       item->set_dest_offset(w.extent.valid() ? w.extent.offset() : 0);
@@ -135,16 +159,12 @@ std::vector<Result<ValueView>> get_many(const BatchChannel& ch,
     // batch of small values costs no allocation per key.
     auto owner = std::make_shared<v1::GetManyReply>();
     v1::GetManyReply& reply = *owner;
-    grpc::ClientContext ctx;
-    set_deadline(ch, ctx, d);
-    grpc::Status s = ch.stub->GetMany(&ctx, req, &reply);
-    if (s.ok() && reply.results_size() != static_cast<int>(call.size())) {
-      s = grpc::Status(grpc::StatusCode::INTERNAL,
-                       fmt::format("GetMany answered {} results for {} keys",
-                                   reply.results_size(), call.size()));
+    Status failed = round_trip(ch, req, &reply, d);
+    if (failed.is_ok() && reply.results_size() != static_cast<int>(call.size())) {
+      failed = Status(Code::kInternal, fmt::format("GetMany answered {} results for {} keys",
+                                                   reply.results_size(), call.size()));
     }
-    if (!s.ok()) {
-      Status failed = call_failed(ch, s, "GetMany");
+    if (!failed.is_ok()) {
       for (const Want& w : call) results[w.index] = failed;
       continue;  // later calls fail fast the same way when the server is gone
     }

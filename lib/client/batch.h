@@ -1,4 +1,5 @@
-// get_many / put_many: the batch calls of Client, over the GetMany / PutMany RPCs. Kept out of
+// get_many / put_many: the batch calls of Client, over the GetMany / PutMany RPCs (a GetMany
+// over a GetStream stream when one is free). Kept out of
 // client.cc; they need only what BatchChannel carries.
 #pragma once
 
@@ -10,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "client/get_stream.h"
 #include "client/receive_buffer.h"
 #include "kv_cache.grpc.pb.h"
 #include "kvrdma/client.h"
@@ -26,6 +28,8 @@ struct BatchChannel {
   std::chrono::milliseconds timeout{0};
   std::string target;  // for error messages
   std::string auth_token;  // sent with every call when not empty
+  // GetMany rides these when given and one is free (no call set-up); else the unary call.
+  GetStreams* streams = nullptr;
   // The single-key PUT, for values above the inline threshold (two-phase).
   std::function<Status(std::string_view, std::string_view, uint64_t)> put_one;
 };

@@ -494,6 +494,7 @@ client::BatchChannel Client::Impl::batch_channel(const SessionState& st) {
   ch.timeout = std::chrono::milliseconds(options.timeout_ms);
   ch.target = target;
   ch.auth_token = options.security.auth_token;
+  ch.streams = streams_.get();
   ch.put_one = [this](std::string_view k, std::string_view v, uint64_t ttl) {
     return put(k, v, ttl);
   };

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+
 #include "rpc/security.h"
 #include "rpc/status_map.h"
 
@@ -134,6 +136,19 @@ grpc::Status GetStreams::close(std::unique_ptr<Stream> s, bool cancel) {
 
 GetStreams::Result GetStreams::get(const v1::GetRequest& request, v1::GetReply* reply,
                                    Clock::time_point deadline) {
+  return exchange([&](v1::StreamGetRequest& r) { *r.mutable_get() = request; },
+                  [&](v1::StreamGetReply& r) { reply->Swap(r.mutable_get()); }, deadline);
+}
+
+GetStreams::Result GetStreams::get_many(const v1::GetManyRequest& request,
+                                        v1::GetManyReply* reply, Clock::time_point deadline) {
+  return exchange([&](v1::StreamGetRequest& r) { *r.mutable_get_many() = request; },
+                  [&](v1::StreamGetReply& r) { reply->Swap(r.mutable_get_many()); }, deadline);
+}
+
+GetStreams::Result GetStreams::exchange(const std::function<void(v1::StreamGetRequest&)>& fill,
+                                        const std::function<void(v1::StreamGetReply&)>& take,
+                                        Clock::time_point deadline) {
   if (max_streams_ == 0) return {Outcome::kNoStream, Status()};
   for (int attempt = 0; attempt < 2; ++attempt) {
     if (Clock::now() >= deadline) {
@@ -168,7 +183,9 @@ GetStreams::Result GetStreams::get(const v1::GetRequest& request, v1::GetReply* 
     const uint64_t id = s->next_id++;
     if (wrote && write_ok && !timed_out) {
       s->request.set_request_id(id);
-      *s->request.mutable_get() = request;
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      s->request.set_timeout_ms(static_cast<uint32_t>(std::clamp<int64_t>(left, 1, 60000)));
+      fill(s->request);
       s->rw->Write(s->request, kWriteTag);
       wrote = false;
       s->rw->Read(&s->reply, kReadTag);
@@ -176,7 +193,7 @@ GetStreams::Result GetStreams::get(const v1::GetRequest& request, v1::GetReply* 
       s->write_pending = !wrote;
     }
     if (!timed_out && write_ok && read_ok && s->reply.request_id() == id) {
-      reply->Swap(s->reply.mutable_get());
+      take(s->reply);
       Status status = item_status(s->reply.status());
       release(std::move(s));
       return {Outcome::kDone, std::move(status)};

@@ -1,5 +1,5 @@
-// Single GETs over long-lived GetStream streams (proto/kv_cache.proto), the client's fast path
-// for small values: a unary call costs a call object, headers and trailers on both ends; a
+// Single and batch GETs over long-lived GetStream streams (proto/kv_cache.proto), the client's
+// fast path for small values: a unary call costs a call object, headers and trailers on both ends; a
 // stream message costs none of that.
 //
 // A GET borrows an idle stream, starts its request's write and its reply's read together, and
@@ -11,6 +11,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -44,6 +45,9 @@ class GetStreams {
   // One GET round trip on a stream. A stream that broke while idle (the server restarted) is
   // replaced once, transparently: a GET has no effect a second attempt could double.
   Result get(const v1::GetRequest& request, v1::GetReply* reply, Clock::time_point deadline);
+  // The same for a batch (GetMany's request and reply, GetMany's limits).
+  Result get_many(const v1::GetManyRequest& request, v1::GetManyReply* reply,
+                  Clock::time_point deadline);
 
   // Streams opened so far, and open now (idle or busy); for tests.
   uint64_t streams_opened() const;
@@ -54,6 +58,11 @@ class GetStreams {
   // An idle stream, or a new one while under the limit; nullptr otherwise. `fresh` says which.
   std::unique_ptr<Stream> acquire(bool& fresh);
   void release(std::unique_ptr<Stream> s);
+  // The round trip of get() and get_many(): `fill` sets the request's body, `take` moves the
+  // answer out of the reply.
+  Result exchange(const std::function<void(v1::StreamGetRequest&)>& fill,
+                  const std::function<void(v1::StreamGetReply&)>& take,
+                  Clock::time_point deadline);
   // Ends a stream (cancelled first when `cancel`) and returns the status it ended with.
   grpc::Status close(std::unique_ptr<Stream> s, bool cancel);
 

@@ -47,8 +47,8 @@ const SettingInfo kSettings[] = {
     {"max-message-mb", "int", "0", "largest gRPC message, MiB (0: 2 x inline threshold + 4 MiB)",
      kServerSetting},
     {"timeout-ms", "int", "5000", "deadline of each call", kClientSetting},
-    {"get-streams", "int", "16", "single GETs ride long-lived gRPC streams, at most this many per "
-     "client (more concurrent GETs go as single calls); 0: every GET is a single call",
+    {"get-streams", "int", "16", "GETs and get_many batches ride long-lived gRPC streams, at most "
+     "this many per client (more concurrent ones go as single calls); 0: always single calls",
      kClientSetting},
     {"auth-token", "string", "", "shared secret every RPC must carry (programs also read "
      "KVRDMA_AUTH_TOKEN); empty: none", kBoth},

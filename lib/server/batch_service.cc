@@ -4,7 +4,9 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <functional>
 #include <mutex>
+#include <optional>
 
 #include "common/logging.h"
 #include "rpc/status_map.h"
@@ -51,10 +53,10 @@ Status check_batch(std::string_view call, const Items& items, Bytes bytes_of) {
   return Status();
 }
 
-// Finishes the call when the last outstanding write (plus the issuing pass itself) is done.
+// Answers the call when the last outstanding write (plus the issuing pass itself) is done.
 // The call holds one of its session's --max-inflight transfer slots until then.
 struct PendingWrites {
-  grpc::ServerUnaryReactor* reactor = nullptr;
+  std::function<void(Status)> answer;
   std::shared_ptr<Session> owner;
   ChangeBoard* changes = nullptr;  // bumped when the call's pins are all released
   std::atomic<size_t> left{1};  // 1 = the issuing pass
@@ -62,7 +64,7 @@ struct PendingWrites {
     if (left.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       owner->transfers.fetch_sub(1);
       changes->bump();
-      reactor->Finish(grpc::Status::OK);
+      answer(Status());
     }
   }
 };
@@ -73,13 +75,25 @@ grpc::ServerUnaryReactor* KvService::GetMany(grpc::CallbackServerContext* ctx,
                                              const v1::GetManyRequest* req,
                                              v1::GetManyReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  auto* reactor = ctx->DefaultReactor();
+  std::optional<Status> now = serve_get_many(
+      *req, reply, write_deadline(ctx), [reactor](Status s) { reactor->Finish(rpc::to_grpc(s)); });
+  if (now) reactor->Finish(rpc::to_grpc(*now));
+  return reactor;
+}
+
+std::optional<Status> KvService::serve_get_many(const v1::GetManyRequest& request,
+                                                v1::GetManyReply* reply,
+                                                transport::Transport::Clock::time_point deadline,
+                                                std::function<void(Status)> done) {
+  const v1::GetManyRequest* req = &request;
   auto session = core_.sessions->find(req->session_id());
-  if (!session) return finish(ctx, session.status());
+  if (!session) return session.status();
   Status shape = check_batch("GetMany", req->items(),
                              [](const v1::GetManyItem& i) { return i.key().size(); });
-  if (!shape.is_ok()) return finish(ctx, shape);
+  if (!shape.is_ok()) return shape;
   std::shared_ptr<Session> owner = *session;
-  if (Status busy = take_transfer_slot(*owner); !busy.is_ok()) return finish(ctx, busy);
+  if (Status busy = take_transfer_slot(*owner); !busy.is_ok()) return busy;
   reply->set_node_id(core_.options.node_id);
   // Reserve every result first: the write completions fill their own element concurrently and
   // the repeated field must not reallocate under them.
@@ -87,10 +101,9 @@ grpc::ServerUnaryReactor* KvService::GetMany(grpc::CallbackServerContext* ctx,
   const auto& region = (*session)->region;
   Counters& counters = core_.counters;
   auto pending = std::make_shared<PendingWrites>();
-  pending->reactor = ctx->DefaultReactor();
+  pending->answer = std::move(done);
   pending->owner = std::move(owner);
   pending->changes = &core_.changes;
-  const auto deadline = write_deadline(ctx);
   uint64_t inline_bytes = 0;
   struct {
     uint64_t gets = 0, hits = 0, misses = 0;
@@ -157,9 +170,8 @@ grpc::ServerUnaryReactor* KvService::GetMany(grpc::CallbackServerContext* ctx,
   counters.get_hits += tally.hits;
   counters.get_misses += tally.misses;
   counters.bytes_inline_sent += inline_bytes;
-  auto* reactor = pending->reactor;
-  pending->done();  // the issuing pass is over; finishes now if no write is outstanding
-  return reactor;
+  pending->done();  // the issuing pass is over; answers now if no write is outstanding
+  return std::nullopt;
 }
 
 grpc::ServerUnaryReactor* KvService::PutMany(grpc::CallbackServerContext* ctx,

@@ -82,7 +82,7 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
   grpc::ServerUnaryReactor* PutMany(grpc::CallbackServerContext* ctx,
                                     const v1::PutManyRequest* req,
                                     v1::PutManyReply* reply) override;
-  // Single GETs over one stream, in stream_service.cc.
+  // Single and batch GETs over one long-lived stream, in stream_service.cc.
   grpc::ServerBidiReactor<v1::StreamGetRequest, v1::StreamGetReply>* GetStream(
       grpc::CallbackServerContext* ctx) override;
 
@@ -93,6 +93,12 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
   std::optional<Status> serve_get(const v1::GetRequest& req, v1::GetReply* reply,
                                   transport::Transport::Clock::time_point deadline,
                                   std::function<void(Status)> done);
+  // One batch GET, for GetMany and GetStream, on the same terms as serve_get: an error known at
+  // once is returned; otherwise nullopt, and `done` runs once every item is answered (possibly
+  // before this returns, on this thread, when no transport write was needed).
+  std::optional<Status> serve_get_many(const v1::GetManyRequest& req, v1::GetManyReply* reply,
+                                       transport::Transport::Clock::time_point deadline,
+                                       std::function<void(Status)> done);
 
   // Cancels every open GetStream and refuses new ones. Server stop calls it before gRPC's
   // shutdown, which would otherwise wait its whole grace period for idle client streams.

@@ -1,6 +1,7 @@
-// GetStream: single GETs over one long-lived bidirectional stream, so a small GET costs one
-// message each way instead of a whole call (headers, trailers, a call object on both ends). The
-// kvrdma client sends one GET at a time per stream; the server does not rely on that.
+// GetStream: single and batch GETs over one long-lived bidirectional stream, so a small GET (or
+// a GetMany) costs one message each way instead of a whole call (headers, trailers, a call
+// object on both ends). The kvrdma client sends one request at a time per stream; the server
+// does not rely on that.
 //
 // The reactor keeps one read pending at all times (up to kMaxOpen requests being served or
 // answered; past that it stops reading until replies drain, which pushes back on the client
@@ -9,6 +10,8 @@
 // ones when their transport write completes. The client matches them by request_id.
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+#include <chrono>
 #include <deque>
 #include <mutex>
 #include <vector>
@@ -54,9 +57,26 @@ class GetStreamReactor final
       std::lock_guard lock(mu_);
       ++open_;
     }
-    std::optional<Status> now = service_.serve_get(
-        request_.get(), r->mutable_get(), write_deadline(ctx_),
-        [this, r](Status s) { send(std::unique_ptr<v1::StreamGetReply>(r), s); });
+    auto answer = [this, r](Status s) { send(std::unique_ptr<v1::StreamGetReply>(r), s); };
+    // The stream's own deadline is not the request's: the client says how long it waits.
+    auto deadline = write_deadline(ctx_);
+    if (uint32_t ms = request_.timeout_ms(); ms > 0) {
+      deadline = std::min(deadline,
+                          std::chrono::steady_clock::now() + std::chrono::milliseconds(ms));
+    }
+    std::optional<Status> now;
+    switch (request_.body_case()) {
+      case v1::StreamGetRequest::kGet:
+        now = service_.serve_get(request_.get(), r->mutable_get(), deadline, answer);
+        break;
+      case v1::StreamGetRequest::kGetMany:
+        now = service_.serve_get_many(request_.get_many(), r->mutable_get_many(), deadline,
+                                      answer);
+        break;
+      default:
+        now = Status(Code::kInvalidArgument,
+                     "GetStream request carries neither `get` nor `get_many`");
+    }
     std::unique_lock lock(mu_);
     if (now) {
       set_status(*r, *now);

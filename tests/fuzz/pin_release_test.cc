@@ -4,12 +4,14 @@
 // transport's write() is held open after its completion ran, until the test has looked at the
 // pin count: deterministic, not a race the test hopes to lose. Over GetStream, a reply starts
 // from inside the completion; a unary Get's or GetMany's reply leaves only once its handler has
-// returned, so those cannot show it (and would wait for the gate).
+// returned, so those cannot show it (and would wait for the gate). The same transport records
+// the deadline a write is given: a stream request's own timeout_ms, not the stream's.
 #include <catch2/catch.hpp>
 
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <mutex>
 #include <string>
 
 #include "kv_cache.grpc.pb.h"
@@ -29,6 +31,10 @@ class HeldOpenTransport final : public transport::Transport {
 
   void open() { gate_.set_value(); }
   int writes() const { return writes_; }
+  Clock::time_point last_deadline() const {
+    std::lock_guard lock(mu_);
+    return last_deadline_;
+  }
 
   std::string kind() const override { return inner_->kind(); }
   std::string description() const override { return inner_->description(); }
@@ -44,6 +50,10 @@ class HeldOpenTransport final : public transport::Transport {
              std::shared_ptr<transport::RemoteRegion> dst, size_t dst_offset, size_t len,
              Clock::time_point deadline, transport::Completion done) override {
     ++writes_;
+    {
+      std::lock_guard lock(mu_);
+      last_deadline_ = deadline;
+    }
     inner_->write(src, src_offset, std::move(dst), dst_offset, len, deadline,
                   [this, done = std::move(done)](Status s) {
                     done(s);  // the reply may leave from here on
@@ -56,6 +66,8 @@ class HeldOpenTransport final : public transport::Transport {
   std::promise<void> gate_;
   std::shared_future<void> opened_;
   std::atomic<int> writes_{0};
+  mutable std::mutex mu_;
+  Clock::time_point last_deadline_;  // guarded by mu_
 };
 
 }  // namespace
@@ -91,9 +103,11 @@ TEST_CASE("pins: a GET reply over GetStream arrives after its value is unpinned"
   req.mutable_get()->set_session_id(service->live_session());
   req.mutable_get()->set_key("big");
   req.mutable_get()->set_dest_capacity(value.size());
+  req.set_timeout_ms(1500);  // the stream's own deadline is 20 s: the request's must win
   REQUIRE(stream->Write(req));
   kvrdma::v1::StreamGetReply reply;
   const bool got = stream->Read(&reply);
+  const auto replied = std::chrono::steady_clock::now();
   const uint64_t pinned_at_reply = service->core().store->stats().pinned;
   held->open();
   REQUIRE(got);
@@ -102,6 +116,8 @@ TEST_CASE("pins: a GET reply over GetStream arrives after its value is unpinned"
   CHECK(reply.get().written());
   CHECK(held->writes() == 1);
   CHECK(pinned_at_reply == 0);
+  // The transport write was bounded by the request's timeout, not by the stream's deadline.
+  CHECK(held->last_deadline() <= replied + std::chrono::milliseconds(1500));
   stream->WritesDone();
   CHECK(stream->Finish().ok());
 }

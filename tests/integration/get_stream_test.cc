@@ -293,3 +293,91 @@ TEST_CASE("get stream: threads sharing a client over few streams get their own v
   CHECK(failed == 0);
   CHECK(wrong == 0);
 }
+
+TEST_CASE("get stream: a GetMany rides the stream; its errors are its own", "[stream][batch]") {
+  ServerProcess server({"--memory-mb", "64"});
+  auto c = connect(server.address());
+  const std::string big = pattern(1 << 20, 9);
+  REQUIRE(c->put("small", "value").is_ok());
+  REQUIRE(c->put("big", big).is_ok());
+  auto stub = stub_for(server.address());
+  GetStreams streams(stub.get(), "", 4);
+  const auto deadline = Steady::now() + std::chrono::seconds(20);
+  const uint64_t session = c->session_id();
+
+  kvrdma::v1::GetManyRequest req;
+  req.set_session_id(session);
+  for (const char* key : {"small", "absent", "big"}) req.add_items()->set_key(key);
+  kvrdma::v1::GetManyReply reply;
+  auto r = streams.get_many(req, &reply, deadline);
+  REQUIRE(r.outcome == Outcome::kDone);
+  REQUIRE(r.status.is_ok());
+  REQUIRE(reply.results_size() == 3);
+  CHECK(reply.results(0).is_inline());
+  CHECK(reply.results(0).value() == "value");
+  CHECK(reply.results(1).status().code() == static_cast<uint32_t>(Code::kNotFound));
+  CHECK_FALSE(reply.results(2).written());  // no space offered: the size comes back
+  CHECK(reply.results(2).value_len() == big.size());
+
+  // A whole-call error (unknown session) is the request's status; the stream stays open.
+  req.set_session_id(session ^ 0x5a5a);
+  r = streams.get_many(req, &reply, deadline);
+  CHECK(r.outcome == Outcome::kDone);
+  CHECK(r.status.code() == Code::kFailedPrecondition);
+  kvrdma::v1::GetReply one;
+  r = streams.get(get_request(session, "small"), &one, deadline);
+  CHECK(r.outcome == Outcome::kDone);
+  CHECK(one.value() == "value");
+  CHECK(streams.streams_opened() == 1);
+
+  // A request with no body is refused by itself, on a stream that then answers the next one.
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  auto raw = stub->GetStream(&ctx);
+  kvrdma::v1::StreamGetRequest empty;
+  empty.set_request_id(41);
+  REQUIRE(raw->Write(empty));
+  kvrdma::v1::StreamGetReply answer;
+  REQUIRE(raw->Read(&answer));
+  CHECK(answer.request_id() == 41);
+  CHECK(answer.status().code() == static_cast<uint32_t>(Code::kInvalidArgument));
+  kvrdma::v1::StreamGetRequest next;
+  next.set_request_id(42);
+  *next.mutable_get() = get_request(session, "small");
+  REQUIRE(raw->Write(next));
+  REQUIRE(raw->Read(&answer));
+  CHECK(answer.request_id() == 42);
+  CHECK(answer.get().value() == "value");
+  raw->WritesDone();
+  CHECK(raw->Finish().ok());
+}
+
+TEST_CASE("get stream: get_many gives the same answers over streams and over unary calls",
+          "[stream][batch]") {
+  ServerProcess server({"--memory-mb", "64"});
+  auto streamed = connect(server.address(), 16);
+  auto unary = connect(server.address(), 0);
+  std::vector<std::string> keys, values;
+  for (int i = 0; i < 40; ++i) {
+    keys.push_back("k" + std::to_string(i));
+    // Inline, at the threshold, pushed, and absent (every fourth key is never stored).
+    values.push_back(pattern(i % 3 == 0 ? 100 : i % 3 == 1 ? 64 << 10 : 300 << 10, unsigned(i)));
+    if (i % 4 != 3) REQUIRE(streamed->put(keys.back(), values.back()).is_ok());
+  }
+  std::vector<std::string_view> ask(keys.begin(), keys.end());
+  for (Client* c : {streamed.get(), unary.get()}) {
+    for (int round = 0; round < 2; ++round) {  // the second round knows the large sizes
+      auto got = c->get_many(ask);
+      REQUIRE(got.size() == keys.size());
+      for (size_t i = 0; i < keys.size(); ++i) {
+        INFO(keys[i] << " round " << round << ": " << got[i].status().to_string());
+        if (i % 4 == 3) {
+          CHECK(got[i].status().code() == Code::kNotFound);
+        } else {
+          REQUIRE(got[i].is_ok());
+          CHECK(got[i]->str() == values[i]);
+        }
+      }
+    }
+  }
+}
