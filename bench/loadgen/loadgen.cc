@@ -3,8 +3,9 @@
 // case (op x value size x in-flight): ops/s, GB/s, p50/p99 latency. `--probe memcpy` instead
 // measures single-thread memcpy bandwidth on buffers far larger than the last-level cache.
 //
-// Every case is bounded: warm-up time, then a measured window that ends at --duration-ms or after
-// --max-ops operations, whichever comes first. Every GET is verified (length and spot bytes).
+// Every case is bounded: a warm-up (--warmup-ms, and until every worker has finished one request),
+// then a measured window that ends at --duration-ms or after --max-ops operations, whichever comes
+// first. Every GET is verified (length and spot bytes).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -157,8 +158,15 @@ CaseResult run_case(const Args& a, std::vector<std::unique_ptr<Driver>>& drivers
   std::vector<CaseResult> per(inflight);
   std::barrier start(inflight);
   const int64_t per_thread_ops = std::max<int64_t>(1, a.max_ops / inflight);
+  // The window opens when the warm-up time is over AND every worker has finished one request:
+  // a cold first request (first touch of fresh buffers: 16 MiB x 16 takes over a second on a
+  // fresh VM) never lands in the window. Nanoseconds since the epoch of SteadyClock; 0: not yet.
+  std::atomic<int> warmed{0};
+  std::atomic<int64_t> window_start_ns{0};
+  auto ns_of = [](SteadyClock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  };
   std::vector<std::thread> threads;
-  SteadyClock::time_point t_warm_end;
   for (int w = 0; w < inflight; ++w) {
     threads.emplace_back([&, w] {
       CaseResult& r = per[w];
@@ -169,16 +177,25 @@ CaseResult run_case(const Args& a, std::vector<std::unique_ptr<Driver>>& drivers
       std::vector<Expect> expects(a.batch);
       start.arrive_and_wait();
       const auto t0 = SteadyClock::now();
-      const auto warm_end = t0 + std::chrono::milliseconds(a.warmup_ms);
-      const auto end = warm_end + std::chrono::milliseconds(a.duration_ms);
-      if (w == 0) t_warm_end = warm_end;
+      const auto warm_min = t0 + std::chrono::milliseconds(a.warmup_ms);
+      const auto window = std::chrono::milliseconds(a.duration_ms);
+      // Bounds: a warm-up that never completes, and a worker slower than the window (which still
+      // completes one measured request, so a row is never empty): four windows plus 10 s.
+      const auto hard_end = warm_min + 4 * window + std::chrono::seconds(10);
+      SteadyClock::time_point window_start{}, end{};
+      bool open = false, first = true;
       auto last = t0;
-      // A worker whose requests are slower than the window still completes one measured request
-      // (so a row is never empty), up to a hard stop at four windows plus 10 s.
-      const auto hard_end = end + 3 * (end - warm_end) + std::chrono::seconds(10);
       while (r.ops < static_cast<uint64_t>(per_thread_ops)) {
         auto t1 = SteadyClock::now();
-        if (t1 >= end && (r.ops > 0 || t1 >= hard_end)) break;
+        if (!open) {
+          if (int64_t ns = window_start_ns.load(std::memory_order_acquire); ns != 0) {
+            window_start = SteadyClock::time_point(std::chrono::nanoseconds(ns));
+            end = window_start + window;
+            open = true;
+          }
+        }
+        if (t1 >= hard_end) break;
+        if (open && t1 >= end && r.ops > 0) break;
         Status s;
         int n = is_get ? a.batch : 1;
         for (int b = 0; b < n; ++b, ++k) {
@@ -189,17 +206,24 @@ CaseResult run_case(const Args& a, std::vector<std::unique_ptr<Driver>>& drivers
         else if (n == 1) s = drv.get(keys[0], expects[0]);
         else s = drv.get_batch({keys.data(), size_t(n)}, {expects.data(), size_t(n)});
         last = SteadyClock::now();
+        if (first) {  // (a failed request counts too: its row reports the error, nobody waits)
+          first = false;
+          if (warmed.fetch_add(1) + 1 == inflight) {  // the last worker to finish one opens it
+            window_start_ns.store(ns_of(std::max(last, warm_min)), std::memory_order_release);
+          }
+        }
         if (!s.is_ok()) {
           r.error = s.message();
           break;
         }
-        if (t1 >= warm_end) {
+        if (open && t1 >= window_start) {
           r.ops += n;
           r.lat_ns.push_back(static_cast<uint32_t>(std::min<int64_t>(
               UINT32_MAX, std::chrono::duration_cast<std::chrono::nanoseconds>(last - t1).count())));
         }
       }
-      r.seconds = std::chrono::duration<double>(last - warm_end).count();
+      r.seconds = open ? std::chrono::duration<double>(last - window_start).count() : 0;
+      if (!open && r.error.empty()) r.error = "the warm-up did not finish in time";
     });
   }
   for (auto& t : threads) t.join();
@@ -209,7 +233,6 @@ CaseResult run_case(const Args& a, std::vector<std::unique_ptr<Driver>>& drivers
     total.lat_ns.insert(total.lat_ns.end(), r.lat_ns.begin(), r.lat_ns.end());
     if (total.error.empty()) total.error = r.error;
   }
-  (void)t_warm_end;
   return total;
 }
 
