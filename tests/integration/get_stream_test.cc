@@ -122,18 +122,28 @@ class FakeServer {
   std::unique_ptr<grpc::Server> server_;
 };
 
+// A server holding "small" (inline) and "big" (1 MiB), a client's session on it, and a
+// GetStreams of up to 4 streams of its own.
+struct TwoValues {
+  ServerProcess server{{"--memory-mb", "64"}};
+  std::unique_ptr<Client> c = connect(server.address());
+  const std::string big = pattern(1 << 20, 7);
+  std::unique_ptr<kvrdma::v1::KvCache::Stub> stub = stub_for(server.address());
+  GetStreams streams{stub.get(), "", 4};
+  const Steady::time_point deadline = Steady::now() + std::chrono::seconds(20);
+  uint64_t session = 0;
+  TwoValues() {
+    REQUIRE(c->put("small", "value").is_ok());
+    REQUIRE(c->put("big", big).is_ok());
+    session = c->session_id();
+  }
+};
+
 }  // namespace
 
 TEST_CASE("get stream: a request's error is its own; the stream stays open", "[stream]") {
-  ServerProcess server({"--memory-mb", "64"});
-  auto c = connect(server.address());
-  const std::string big = pattern(1 << 20, 7);
-  REQUIRE(c->put("small", "value").is_ok());
-  REQUIRE(c->put("big", big).is_ok());
-  auto stub = stub_for(server.address());
-  GetStreams streams(stub.get(), "", 4);
-  const auto deadline = Steady::now() + std::chrono::seconds(20);
-  const uint64_t session = c->session_id();
+  TwoValues f;
+  auto& [server, c, big, stub, streams, deadline, session] = f;
   kvrdma::v1::GetReply reply;
 
   auto r = streams.get(get_request(session, "small"), &reply, deadline);
@@ -295,15 +305,8 @@ TEST_CASE("get stream: threads sharing a client over few streams get their own v
 }
 
 TEST_CASE("get stream: a GetMany rides the stream; its errors are its own", "[stream][batch]") {
-  ServerProcess server({"--memory-mb", "64"});
-  auto c = connect(server.address());
-  const std::string big = pattern(1 << 20, 9);
-  REQUIRE(c->put("small", "value").is_ok());
-  REQUIRE(c->put("big", big).is_ok());
-  auto stub = stub_for(server.address());
-  GetStreams streams(stub.get(), "", 4);
-  const auto deadline = Steady::now() + std::chrono::seconds(20);
-  const uint64_t session = c->session_id();
+  TwoValues f;
+  auto& [server, c, big, stub, streams, deadline, session] = f;
 
   kvrdma::v1::GetManyRequest req;
   req.set_session_id(session);
