@@ -28,13 +28,6 @@ Status call_failed(const BatchChannel& ch, const grpc::Status& s, std::string_vi
   return rpc::from_grpc(s);
 }
 
-Status item_status(const v1::ItemStatus& s) {
-  if (s.code() == 0) return Status();
-  Code c = s.code() <= static_cast<uint32_t>(Code::kInternal) ? static_cast<Code>(s.code())
-                                                              : Code::kInternal;
-  return Status(c, s.message());
-}
-
 void set_deadline(const BatchChannel& ch, grpc::ClientContext& ctx, Steady::time_point d) {
   ctx.set_deadline(std::chrono::system_clock::now() + (d - Steady::now()));
   rpc::add_token(ctx, ch.auth_token);
@@ -64,16 +57,9 @@ bool spill_to_heap(std::vector<Result<ValueView>>& results) {
 Status round_trip(const BatchChannel& ch, const v1::GetManyRequest& req, v1::GetManyReply* reply,
                   Steady::time_point d) {
   if (ch.streams != nullptr) {
-    auto r = ch.streams->get_many(req, reply, d);
-    if (r.outcome == GetStreams::Outcome::kDone) return r.status;
-    if (r.outcome == GetStreams::Outcome::kFailed) {
-      const Code c = r.status.code();
-      if (c == Code::kUnavailable || c == Code::kDeadlineExceeded) {
-        return r.status.with_context(fmt::format("GetMany at kv-server {}", ch.target));
-      }
-      return r.status;
-    }
-    reply->Clear();  // kNoStream: every stream busy, or the server has none
+    auto r = GetStreams::settle(ch.streams->get_many(req, reply, d), "GetMany", ch.target);
+    if (r) return *r;
+    reply->Clear();  // every stream busy, or the server has none
   }
   grpc::ClientContext ctx;
   set_deadline(ch, ctx, d);
@@ -171,7 +157,7 @@ std::vector<Result<ValueView>> get_many(const BatchChannel& ch,
     for (size_t j = 0; j < call.size(); ++j) {
       Want& w = call[j];
       v1::GetManyResult& r = *reply.mutable_results(static_cast<int>(j));
-      Status st = item_status(r.status());
+      Status st = rpc::from_item(r.status());
       if (!st.is_ok()) {
         results[w.index] = st;
       } else if (r.is_inline()) {
@@ -236,7 +222,7 @@ std::vector<Status> put_many(const BatchChannel& ch, std::span<const KeyValue> i
                                    reply.results_size(), end - pos));
     }
     for (size_t j = pos; j < end; ++j) {
-      results[small[j]] = s.ok() ? item_status(reply.results(static_cast<int>(j - pos)))
+      results[small[j]] = s.ok() ? rpc::from_item(reply.results(static_cast<int>(j - pos)))
                                  : call_failed(ch, s, "PutMany");
     }
     pos = end;

@@ -303,15 +303,7 @@ Result<ValueView> Client::Impl::get(std::string_view key) {
 
 Status Client::Impl::get_round_trip(const v1::GetRequest& req, v1::GetReply* reply,
                                     Steady::time_point d) {
-  auto r = streams_->get(req, reply, d);
-  if (r.outcome == client::GetStreams::Outcome::kDone) return r.status;
-  if (r.outcome == client::GetStreams::Outcome::kFailed) {
-    Status s = r.status;
-    if (s.code() == Code::kUnavailable || s.code() == Code::kDeadlineExceeded) {
-      return s.with_context(fmt::format("Get at kv-server {}", target));
-    }
-    return s;
-  }
+  if (auto r = client::GetStreams::settle(streams_->get(req, reply, d), "Get", target)) return *r;
   reply->Clear();
   grpc::ClientContext ctx;
   set_deadline(ctx, d);

@@ -16,13 +16,6 @@ void* const kWriteTag = reinterpret_cast<void*>(1);
 void* const kReadTag = reinterpret_cast<void*>(2);
 void* const kFinishTag = reinterpret_cast<void*>(3);
 
-Status item_status(const v1::ItemStatus& s) {
-  if (s.code() == 0) return Status();
-  Code c = s.code() <= static_cast<uint32_t>(Code::kInternal) ? static_cast<Code>(s.code())
-                                                              : Code::kInternal;
-  return Status(c, s.message());
-}
-
 std::chrono::system_clock::time_point wall(GetStreams::Clock::time_point t) {
   return std::chrono::system_clock::now() +
          std::chrono::duration_cast<std::chrono::system_clock::duration>(
@@ -134,6 +127,16 @@ grpc::Status GetStreams::close(std::unique_ptr<Stream> s, bool cancel) {
   return status;
 }
 
+std::optional<Status> GetStreams::settle(const Result& r, std::string_view call,
+                                         std::string_view target) {
+  if (r.outcome == Outcome::kNoStream) return std::nullopt;
+  const Code c = r.status.code();
+  if (r.outcome == Outcome::kFailed && (c == Code::kUnavailable || c == Code::kDeadlineExceeded)) {
+    return r.status.with_context(fmt::format("{} at kv-server {}", call, target));
+  }
+  return r.status;
+}
+
 GetStreams::Result GetStreams::get(const v1::GetRequest& request, v1::GetReply* reply,
                                    Clock::time_point deadline) {
   return exchange([&](v1::StreamGetRequest& r) { *r.mutable_get() = request; },
@@ -194,7 +197,7 @@ GetStreams::Result GetStreams::exchange(const std::function<void(v1::StreamGetRe
     }
     if (!timed_out && write_ok && read_ok && s->reply.request_id() == id) {
       take(s->reply);
-      Status status = item_status(s->reply.status());
+      Status status = rpc::from_item(s->reply.status());
       release(std::move(s));
       return {Outcome::kDone, std::move(status)};
     }

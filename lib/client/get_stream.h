@@ -1,6 +1,6 @@
 // Single and batch GETs over long-lived GetStream streams (proto/kv_cache.proto), the client's
-// fast path for small values: a unary call costs a call object, headers and trailers on both ends; a
-// stream message costs none of that.
+// fast path for small values: a unary call costs a call object, headers and trailers on both
+// ends; a stream message costs none of that.
 //
 // A GET borrows an idle stream, starts its request's write and its reply's read together, and
 // waits for both on the stream's own completion queue, on the calling thread: no hand-off to
@@ -14,7 +14,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kv_cache.grpc.pb.h"
@@ -48,6 +50,11 @@ class GetStreams {
   // The same for a batch (GetMany's request and reply, GetMany's limits).
   Result get_many(const v1::GetManyRequest& request, v1::GetManyReply* reply,
                   Clock::time_point deadline);
+
+  // What the caller reports for a streamed request: nullopt after kNoStream (send it as a unary
+  // call instead), else its status, UNAVAILABLE and DEADLINE_EXCEEDED naming `call` and `target`.
+  static std::optional<Status> settle(const Result& r, std::string_view call,
+                                      std::string_view target);
 
   // Streams opened so far, and open now (idle or busy); for tests.
   uint64_t streams_opened() const;

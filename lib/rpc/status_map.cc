@@ -62,4 +62,16 @@ Status from_grpc(const grpc::Status& status, std::string_view what) {
   }
 }
 
+void to_item(v1::ItemStatus* out, const Status& status) {
+  out->set_code(static_cast<uint32_t>(status.code()));
+  if (!status.is_ok()) out->set_message(status.message());
+}
+
+Status from_item(const v1::ItemStatus& item) {
+  if (item.code() == 0) return Status();
+  Code c = item.code() <= static_cast<uint32_t>(Code::kInternal) ? static_cast<Code>(item.code())
+                                                                 : Code::kInternal;
+  return Status(c, item.message());
+}
+
 }  // namespace kvrdma::rpc

@@ -1,8 +1,10 @@
-// The one mapping between kvrdma::Status and grpc::Status, used on both ends of the wire.
+// The one mapping between kvrdma::Status and grpc::Status, used on both ends of the wire, and
+// between kvrdma::Status and the per-item v1::ItemStatus of batches and streamed replies.
 #pragma once
 
 #include <grpcpp/support/status.h>
 
+#include "kv_cache.pb.h"
 #include "kvrdma/status.h"
 
 namespace kvrdma::rpc {
@@ -11,5 +13,10 @@ grpc::Status to_grpc(const Status& status);
 // A gRPC failure becomes the matching kvrdma code; transport-level failures (UNAVAILABLE,
 // DEADLINE_EXCEEDED, CANCELLED) get a message that names `what` and the server address.
 Status from_grpc(const grpc::Status& status, std::string_view what = {});
+
+// An item's outcome on the wire: the kvrdma code, and the message when not OK.
+void to_item(v1::ItemStatus* out, const Status& status);
+// Back to a Status; a code this build does not know becomes INTERNAL.
+Status from_item(const v1::ItemStatus& item);
 
 }  // namespace kvrdma::rpc

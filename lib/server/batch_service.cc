@@ -30,11 +30,6 @@ grpc::ServerUnaryReactor* finish(grpc::CallbackServerContext* ctx, const Status&
   return reactor;
 }
 
-void set_status(v1::ItemStatus* out, const Status& s) {
-  out->set_code(static_cast<uint32_t>(s.code()));
-  if (!s.is_ok()) out->set_message(s.message());
-}
-
 // Checks the shape of a batch before any work: item count and request bytes.
 template <typename Items, typename Bytes>
 Status check_batch(std::string_view call, const Items& items, Bytes bytes_of) {
@@ -113,14 +108,14 @@ std::optional<Status> KvService::serve_get_many(const v1::GetManyRequest& reques
     v1::GetManyResult* out = reply->mutable_results(i);
     Status ok = core_.store->check(item.key(), 0);
     if (!ok.is_ok()) {
-      set_status(out->mutable_status(), ok);
+      rpc::to_item(out->mutable_status(), ok);
       continue;
     }
     ++tally.gets;
     auto ref = core_.store->get(item.key());
     if (!ref) {
       ++tally.misses;
-      set_status(out->mutable_status(), ref.status());
+      rpc::to_item(out->mutable_status(), ref.status());
       continue;
     }
     const uint64_t len = ref->size();
@@ -141,29 +136,23 @@ std::optional<Status> KvService::serve_get_many(const v1::GetManyRequest& reques
     if (len > item.dest_capacity()) continue;  // written=false: reserve value_len and ask again
     uint64_t off = item.dest_offset();
     if (off > region->size() || item.dest_capacity() > region->size() - off) {
-      set_status(out->mutable_status(),
-                 Status(Code::kInvalidArgument,
-                        fmt::format("destination [{}, +{}) lies outside the {}-byte receive "
-                                    "region this session registered",
-                                    off, item.dest_capacity(), region->size())));
+      rpc::to_item(out->mutable_status(),
+                   Status(Code::kInvalidArgument,
+                          fmt::format("destination [{}, +{}) lies outside the {}-byte receive "
+                                      "region this session registered",
+                                      off, item.dest_capacity(), region->size())));
       continue;
     }
-    // The completion holds the only pin (it may run before write() returns).
-    const uint64_t src = ref->pool_offset();
-    auto pinned = std::make_shared<store::ValueRef>(std::move(*ref));
     pending->left.fetch_add(1, std::memory_order_relaxed);
-    core_.transport->write(*core_.pool_region, src, region, off, len, deadline,
-                           [pinned = std::move(pinned), out, pending, len,
-                            &counters](Status s) mutable {
-                             pinned.reset();  // unpin: the bytes are at the client, or failed
-                             if (s.is_ok()) {
-                               out->set_written(true);
-                               counters.bytes_transport_written += len;
-                             } else {
-                               set_status(out->mutable_status(), s.with_context("transport write"));
-                             }
-                             pending->done();
-                           });
+    push_value(std::move(*ref), region, off, deadline, [out, pending, len, &counters](Status s) {
+      if (s.is_ok()) {
+        out->set_written(true);
+        counters.bytes_transport_written += len;
+      } else {
+        rpc::to_item(out->mutable_status(), s.with_context("transport write"));
+      }
+      pending->done();
+    });
   }
   // Shared counters once per call, not once per key.
   counters.gets += tally.gets;
@@ -188,10 +177,11 @@ grpc::ServerUnaryReactor* KvService::PutMany(grpc::CallbackServerContext* ctx,
   for (const v1::PutManyItem& item : req->items()) {
     v1::ItemStatus* out = reply->add_results();
     if (item.value().size() > core_.options.inline_threshold) {
-      set_status(out, Status(Code::kInvalidArgument,
-                             fmt::format("PutMany value of {} bytes is above the inline threshold "
-                                         "of {} bytes; store it with PutBegin/PutCommit",
-                                         item.value().size(), core_.options.inline_threshold)));
+      rpc::to_item(out, Status(Code::kInvalidArgument,
+                               fmt::format("PutMany value of {} bytes is above the inline "
+                                           "threshold of {} bytes; store it with "
+                                           "PutBegin/PutCommit",
+                                           item.value().size(), core_.options.inline_threshold)));
       continue;
     }
     Status s = core_.store->put(item.key(), item.value(), milliseconds(req->ttl_ms()));
@@ -199,7 +189,7 @@ grpc::ServerUnaryReactor* KvService::PutMany(grpc::CallbackServerContext* ctx,
       ++core_.counters.puts;
       core_.counters.bytes_inline_received += item.value().size();
     }
-    set_status(out, s);
+    rpc::to_item(out, s);
   }
   return finish(ctx, Status());
 }

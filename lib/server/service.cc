@@ -67,6 +67,19 @@ Status KvService::authorize(grpc::CallbackServerContext* ctx) const {
   return rpc::check_token(*ctx, core_.options.security.auth_token);
 }
 
+void KvService::push_value(store::ValueRef ref, std::shared_ptr<transport::RemoteRegion> dst,
+                           uint64_t offset, transport::Transport::Clock::time_point deadline,
+                           transport::Completion then) {
+  const uint64_t src = ref.pool_offset(), len = ref.size();
+  // Shared only because a Completion must be copyable; this is the one owner.
+  auto pinned = std::make_shared<store::ValueRef>(std::move(ref));
+  core_.transport->write(*core_.pool_region, src, std::move(dst), offset, len, deadline,
+                         [pinned = std::move(pinned), then = std::move(then)](Status s) mutable {
+                           pinned.reset();  // unpin: the bytes are at the client, or failed
+                           then(std::move(s));
+                         });
+}
+
 Status KvService::take_transfer_slot(Session& session) const {
   if (session.transfers.fetch_add(1) < core_.options.max_inflight) return Status();
   session.transfers.fetch_sub(1);
@@ -180,24 +193,18 @@ std::optional<Status> KvService::serve_get(const v1::GetRequest& req, v1::GetRep
   }
   std::shared_ptr<Session> owner = *session;
   if (Status busy = take_transfer_slot(*owner); !busy.is_ok()) return busy;
-  // The completion holds the only pin: it may run before write() returns (the mock transport
-  // copies at once), and its reply must not reach the client while a pin is still held here.
-  const uint64_t src = ref->pool_offset();
-  auto pinned = std::make_shared<store::ValueRef>(std::move(*ref));
   Counters& counters = core_.counters;
-  core_.transport->write(
-      *core_.pool_region, src, region, off, len, deadline,
-      [pinned = std::move(pinned), reply, len, &counters, &changes = core_.changes, owner,
-       done = std::move(done)](Status s) mutable {
-        pinned.reset();  // unpin: the bytes are at the client (or the write failed)
-        owner->transfers.fetch_sub(1);
-        changes.bump();
-        if (s.is_ok()) {
-          reply->set_written(true);
-          counters.bytes_transport_written += len;
-        }
-        done(s.with_context("transport write"));
-      });
+  auto written = [reply, len, &counters, &changes = core_.changes, owner,
+                  done = std::move(done)](Status s) {
+    owner->transfers.fetch_sub(1);
+    changes.bump();
+    if (s.is_ok()) {
+      reply->set_written(true);
+      counters.bytes_transport_written += len;
+    }
+    done(s.with_context("transport write"));
+  };
+  push_value(std::move(*ref), region, off, deadline, std::move(written));
   return std::nullopt;
 }
 

@@ -114,6 +114,13 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
   // Takes one of the session's --max-inflight transfer slots (a GET write or a GetMany call);
   // RESOURCE_EXHAUSTED naming the flag when none is free. The caller gives it back when done.
   Status take_transfer_slot(Session& session) const;
+  // Writes the value `ref` pins into `dst` at `offset` (range already checked) and calls `then`
+  // with the outcome. The completion owns the only pin and releases it before `then` runs, so
+  // no reply built in `then` can reach a client while the value is still pinned (the write may
+  // complete inside write(), as the mock transport's does).
+  void push_value(store::ValueRef ref, std::shared_ptr<transport::RemoteRegion> dst,
+                  uint64_t offset, transport::Transport::Clock::time_point deadline,
+                  transport::Completion then);
 
   ServerCore& core_;
   // Recursive: a cancel may run the stream's reactions, and so remove_stream, on this thread.

@@ -79,7 +79,7 @@ class GetStreamReactor final
     }
     std::unique_lock lock(mu_);
     if (now) {
-      set_status(*r, *now);
+      rpc::to_item(r->mutable_status(), *now);
       queue_.push_back(std::move(reply));
     } else {
       (void)reply.release();  // the transport completion owns it now
@@ -114,15 +114,9 @@ class GetStreamReactor final
     bool finish = false;
   };
 
-  static void set_status(v1::StreamGetReply& reply, const Status& s) {
-    v1::ItemStatus* out = reply.mutable_status();
-    out->set_code(static_cast<uint32_t>(s.code()));
-    if (!s.is_ok()) out->set_message(s.message());
-  }
-
   // From the transport's completion thread: the reply to a large value is ready.
   void send(std::unique_ptr<v1::StreamGetReply> reply, const Status& s) {
-    set_status(*reply, s);
+    rpc::to_item(reply->mutable_status(), s);
     std::unique_lock lock(mu_);
     if (write_failed_) {
       --open_;
