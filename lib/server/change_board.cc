@@ -30,6 +30,16 @@ void ChangeBoard::wait(uint64_t after, Steady::time_point deadline, std::functio
   done();
 }
 
+std::chrono::milliseconds ChangeBoard::wait_within(std::chrono::milliseconds asked,
+                                                   std::chrono::nanoseconds left) {
+  using std::chrono::milliseconds;
+  // Cut whenever the deadline is within reach, also when it is just above `asked`: gRPC rounds
+  // a deadline up to the millisecond, so a 10 s wait under a 10 s deadline may see 10.0004 s.
+  // `left - left / 10` cannot overflow, unlike `left * 9 / 10`.
+  const auto cut = std::chrono::duration_cast<milliseconds>(left - left / 10);
+  return std::clamp(cut, milliseconds(0), std::clamp(asked, milliseconds(0), kMaxWait));
+}
+
 void ChangeBoard::stop() {
   {
     std::lock_guard lock(mu_);

@@ -39,6 +39,13 @@ class ChangeBoard {
   // or at stop(); at once (on the caller's thread) when version() > `after` already.
   void wait(uint64_t after, Steady::time_point deadline, std::function<void()> done);
 
+  // How long a long poll that asked for `asked` waits when `left` remains before its call's
+  // deadline: `asked`, at most kMaxWait, and at most nine tenths of `left` (the last tenth is
+  // the answer's, so it reaches the caller before the deadline); 0 once `left` is gone. `left`
+  // may be as large as a duration holds (a call without deadline).
+  static std::chrono::milliseconds wait_within(std::chrono::milliseconds asked,
+                                               std::chrono::nanoseconds left);
+
   // Finishes every waiter and refuses new ones (they run at once). Idempotent.
   void stop();
 

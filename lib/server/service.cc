@@ -367,15 +367,11 @@ grpc::ServerUnaryReactor* KvService::Stats(grpc::CallbackServerContext* ctx,
     return finish(ctx, Status());
   }
   // Long poll: the board's thread finishes the call once the version passes changed_since, or
-  // when the wait is over. The wait ends early enough for the answer to reach a caller whose
-  // deadline is shorter than wait_ms (a tenth of the time left is kept for the reply): a long
-  // poll answers with the current figures, never with DEADLINE_EXCEEDED.
-  auto wait = std::min<std::chrono::milliseconds>(milliseconds(req->wait_ms()),
-                                                  ChangeBoard::kMaxWait);
-  auto left = ctx->deadline() - std::chrono::system_clock::now();
-  if (left < wait) {
-    wait = std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(left * 9 / 10));
-  }
+  // when the wait is over. The wait keeps the last tenth of the time before the call's deadline
+  // for the answer (ChangeBoard::wait_within): a long poll answers with the current figures,
+  // never with DEADLINE_EXCEEDED.
+  const auto wait = ChangeBoard::wait_within(milliseconds(req->wait_ms()),
+                                             ctx->deadline() - std::chrono::system_clock::now());
   auto* reactor = ctx->DefaultReactor();
   core_.changes.wait(req->changed_since(), std::chrono::steady_clock::now() + wait,
                      [this, reply, reactor] {

@@ -6,6 +6,7 @@
 
 #include <google/protobuf/descriptor.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "kv_cache.pb.h"
+#include "server/change_board.h"
 #include "service_harness.h"
 
 using google::protobuf::FieldDescriptor;
@@ -76,12 +78,26 @@ std::vector<std::pair<std::string, Setter>> extremes() {
   return out;
 }
 
-// A call must come back with a status: a hang shows as DEADLINE_EXCEEDED, a thrown exception
-// in a handler as UNKNOWN.
-void check_answered(const grpc::Status& s) {
-  INFO("code " << s.error_code() << ": " << s.error_message());
+// Each call's limit: longer than the longest a Stats long poll may wait (wait_ms at its maximum
+// is cut to ChangeBoard::kMaxWait), with room to spare on a loaded machine, so a call that runs
+// into it hung. A limit equal to the cap would test the server's deadline rule instead, with a
+// margin a stalled CI machine can eat; extreme fields' second test covers that rule.
+constexpr std::chrono::milliseconds kCallLimit =
+    kvrdma::server::ChangeBoard::kMaxWait + std::chrono::seconds(10);
+
+// Sends a call, which must come back with a status: a hang shows as DEADLINE_EXCEEDED, a thrown
+// exception in a handler as UNKNOWN.
+grpc::Status call_and_check(InProcessService& service, const std::string& method,
+                            const std::string& bytes) {
+  const auto start = std::chrono::steady_clock::now();
+  grpc::Status s = service.call(method, bytes, nullptr, kCallLimit);
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - start);
+  INFO("code " << s.error_code() << ": " << s.error_message() << ", after " << took.count()
+               << " ms");
   CHECK(s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED);
   CHECK(s.error_code() != grpc::StatusCode::UNKNOWN);
+  return s;
 }
 
 }  // namespace
@@ -109,8 +125,7 @@ TEST_CASE("extreme fields: every handler answers every field at every extreme", 
           if (live) service.use_live_session(*m);
           if (!set(*m, f)) continue;
           INFO(method << "." << f->name() << " = " << name << (live ? " (live session)" : ""));
-          grpc::Status s = service.call(method, m->SerializeAsString(), nullptr);
-          check_answered(s);
+          grpc::Status s = call_and_check(service, method, m->SerializeAsString());
           if (!live && f->name() == "session_id") CHECK(!s.ok());
         }
       }
@@ -122,7 +137,7 @@ TEST_CASE("extreme fields: every handler answers every field at every extreme", 
          {all->SerializeAsString(), std::string("\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 11),
           std::string("\x0a\xff\xff\xff\xff\x0f", 6), std::string(100, '\x08')}) {
       INFO(method << " with raw bytes of size " << bytes.size());
-      check_answered(service.call(method, bytes, nullptr));
+      call_and_check(service, method, bytes);
     }
   }
 
@@ -154,4 +169,27 @@ TEST_CASE("extreme fields: a long-poll Stats answers within a caller's shorter d
     REQUIRE(reply.ParseFromString(bytes));
     CHECK(reply.version() > 0);
   }
+}
+
+TEST_CASE("extreme fields: a long poll keeps the last tenth of the caller's time for its answer",
+          "[fuzz][stats]") {
+  using kvrdma::server::ChangeBoard;
+  using ms = std::chrono::milliseconds;
+  using ns = std::chrono::nanoseconds;
+  const ms cap = ChangeBoard::kMaxWait;
+  // No deadline: what was asked, up to the cap.
+  CHECK(ChangeBoard::wait_within(ms(250), ns::max()) == ms(250));
+  CHECK(ChangeBoard::wait_within(ms(std::numeric_limits<uint32_t>::max()), ns::max()) == cap);
+  // A deadline far off changes nothing.
+  CHECK(ChangeBoard::wait_within(ms(1000), std::chrono::seconds(60)) == ms(1000));
+  // Shorter than the wait: nine tenths of it.
+  CHECK(ChangeBoard::wait_within(ms(10000), ms(1500)) == ms(1350));
+  // Just above the wait (gRPC rounds deadlines up to the millisecond, so a 10 s wait under a
+  // 10 s deadline can see this): still nine tenths, not the whole wait.
+  CHECK(ChangeBoard::wait_within(cap, cap + std::chrono::microseconds(400)) == ms(9000));
+  CHECK(ChangeBoard::wait_within(ms(1000), ms(1050)) == ms(945));
+  // Deadline passed or about to: answer at once.
+  CHECK(ChangeBoard::wait_within(ms(1000), ns(0)) == ms(0));
+  CHECK(ChangeBoard::wait_within(ms(1000), -std::chrono::seconds(3)) == ms(0));
+  CHECK(ChangeBoard::wait_within(ms(1000), ns::min()) == ms(0));
 }
