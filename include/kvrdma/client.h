@@ -69,7 +69,9 @@ class KVRDMA_EXPORT Client {
 
   // The value of `key`, zero copy. NOT_FOUND when absent or expired. A value larger than the
   // free buffer space waits for space (up to the timeout); one larger than the whole buffer is
-  // FAILED_PRECONDITION naming the size needed.
+  // FAILED_PRECONDITION naming the size needed. After DEADLINE_EXCEEDED, UNAVAILABLE or
+  // INTERNAL the buffer space this GET offered is not reused (the server's write may still land
+  // there); past a quarter of the buffer set aside, the session is re-opened with a fresh one.
   Result<ValueView> get(std::string_view key);
   // The same, copied into a string.
   Result<std::string> get_copy(std::string_view key);

@@ -151,7 +151,12 @@ std::vector<Result<ValueView>> get_many(const BatchChannel& ch,
                                                    reply.results_size(), call.size()));
     }
     if (!failed.is_ok()) {
-      for (const Want& w : call) results[w.index] = failed;
+      for (Want& w : call) {
+        results[w.index] = failed;
+        if (w.extent.valid() && write_may_still_land(failed)) {
+          ch.buffer->retire(std::move(w.extent));
+        }
+      }
       continue;  // later calls fail fast the same way when the server is gone
     }
     for (size_t j = 0; j < call.size(); ++j) {
@@ -159,6 +164,7 @@ std::vector<Result<ValueView>> get_many(const BatchChannel& ch,
       v1::GetManyResult& r = *reply.mutable_results(static_cast<int>(j));
       Status st = rpc::from_item(r.status());
       if (!st.is_ok()) {
+        if (w.extent.valid() && write_may_still_land(st)) ch.buffer->retire(std::move(w.extent));
         results[w.index] = st;
       } else if (r.is_inline()) {
         const std::string& v = r.value();

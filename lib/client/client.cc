@@ -138,6 +138,12 @@ class Client::Impl {
   void retry_lost_session(std::span<const Item> items, std::vector<R>& results,
                           const SessionState& seen, Run run);
 
+  // Once more than 1/kRetiredShare of the session's receive buffer is retired (extents of
+  // failed GETs, see ReceiveBuffer::retire), re-opens the session with a fresh buffer, so a
+  // run of failures cannot use the buffer up. Views of the old buffer stay valid.
+  static constexpr uint64_t kRetiredShare = 4;
+  void renew_buffer_if_retired(const SessionState& st);
+
   // One GET round trip: on a stream when one is free, else a unary call.
   Status get_round_trip(const v1::GetRequest& req, v1::GetReply* reply, Steady::time_point d);
 
@@ -296,9 +302,22 @@ void Client::Impl::keepalive_loop() {
 
 Result<ValueView> Client::Impl::get(std::string_view key) {
   if (key.empty()) return Status(Code::kInvalidArgument, "key is empty; give a non-empty key");
-  return with_session([&](const SessionState& st, Steady::time_point d) {
+  auto r = with_session([&](const SessionState& st, Steady::time_point d) {
     return get_once(st, key, d);
   });
+  if (!r) renew_buffer_if_retired(*current());
+  return r;
+}
+
+void Client::Impl::renew_buffer_if_retired(const SessionState& st) {
+  const uint64_t retired = st.buffer->retired_bytes();
+  if (retired <= st.buffer->pool->size() / kRetiredShare) return;
+  KVRDMA_LOG_WARN("{} bytes of the receive buffer are retired (GETs that failed while the "
+                  "server's write into them could still land); opening a new session with a "
+                  "fresh buffer", retired);
+  if (Status s = reopen(st, deadline()); !s.is_ok()) {
+    KVRDMA_LOG_WARN("re-open failed: {}", s.message());
+  }
 }
 
 Status Client::Impl::get_round_trip(const v1::GetRequest& req, v1::GetReply* reply,
@@ -335,7 +354,10 @@ Result<ValueView> Client::Impl::get_once(const SessionState& st, std::string_vie
     req.set_dest_offset(extent.valid() ? extent.offset() : 0);
     req.set_dest_capacity(extent.valid() ? extent.capacity() : 0);
     v1::GetReply reply;
-    if (Status s = get_round_trip(req, &reply, d); !s.is_ok()) return s;
+    if (Status s = get_round_trip(req, &reply, d); !s.is_ok()) {
+      if (extent.valid() && client::write_may_still_land(s)) buffer->retire(std::move(extent));
+      return s;
+    }
     if (reply.is_inline()) {
       if (extent.valid()) large_hint_.store(0, std::memory_order_relaxed);
       auto bytes = std::make_shared<std::string>(std::move(*reply.mutable_value()));
@@ -523,6 +545,7 @@ std::vector<Result<ValueView>> Client::Impl::get_many(std::span<const std::strin
   };
   auto results = run(batch_channel(*st), keys);
   retry_lost_session(keys, results, *st, run);
+  renew_buffer_if_retired(*current());
   return results;
 }
 

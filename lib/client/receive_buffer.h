@@ -2,18 +2,53 @@
 // ValueView (so a view may outlive its Client).
 #pragma once
 
+#include <atomic>
 #include <memory>
+#include <mutex>
+#include <vector>
 
+#include "kvrdma/status.h"
 #include "memory/memory_pool.h"
 #include "transport/transport.h"
 
 namespace kvrdma::client {
 
-// Members are destroyed in reverse order: pool, region, transport.
+// True when a GET that offered receive space failed in a way that may leave the server's write
+// into that space still under way: no answer in time (DEADLINE_EXCEEDED: the client gave up, or
+// the server's transport write was not complete at its deadline, which leaves its posted pieces
+// in flight), the server or the connection gone (UNAVAILABLE), or an internal failure. The
+// server's refusals (NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, FAILED_PRECONDITION,
+// PERMISSION_DENIED) come before any write.
+inline bool write_may_still_land(const Status& s) {
+  return s.code() == Code::kDeadlineExceeded || s.code() == Code::kUnavailable ||
+         s.code() == Code::kInternal;
+}
+
+// Members are destroyed in reverse order: retired extents, pool, region, transport.
 struct ReceiveBuffer {
   std::shared_ptr<transport::Transport> transport;
   std::unique_ptr<transport::LocalRegion> region;
   std::unique_ptr<memory::MemoryPool> pool;
+
+  // Takes an extent that a failed GET had offered (write_may_still_land): the server's write
+  // may land in it later, so it is never handed out again while this buffer lives; otherwise a
+  // late write would overwrite the value of the next GET given the same bytes. Returns the
+  // bytes retired so far.
+  uint64_t retire(memory::Allocation extent) {
+    std::lock_guard lock(retired_mu_);
+    retired_bytes_ += extent.capacity();
+    retired_.push_back(std::move(extent));
+    return retired_bytes_;
+  }
+  uint64_t retired_bytes() const {
+    std::lock_guard lock(retired_mu_);
+    return retired_bytes_;
+  }
+
+ private:
+  mutable std::mutex retired_mu_;
+  std::vector<memory::Allocation> retired_;  // guarded by retired_mu_
+  uint64_t retired_bytes_ = 0;               // guarded by retired_mu_
 };
 
 // What a view in the receive buffer holds: the extent, given back when the view goes.

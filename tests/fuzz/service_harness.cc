@@ -21,7 +21,7 @@ const google::protobuf::ServiceDescriptor& service_descriptor() {
 
 }  // namespace
 
-InProcessService::InProcessService(bool evict, WrapTransport wrap) {
+InProcessService::InProcessService(bool evict, WrapTransport wrap, bool listen) {
   ServerOptions o;
   o.memory_bytes = 16 << 20;
   core_.options = o;
@@ -42,10 +42,11 @@ InProcessService::InProcessService(bool evict, WrapTransport wrap) {
 
   grpc::ServerBuilder builder;
   builder.RegisterService(service_.get());
+  if (listen) builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
   builder.SetMaxReceiveMessageSize(64 << 20);
   builder.SetMaxSendMessageSize(64 << 20);
   server_ = builder.BuildAndStart();
-  if (!server_) std::abort();
+  if (!server_ || (listen && port_ == 0)) std::abort();
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);

@@ -25,8 +25,9 @@ class InProcessService {
   using WrapTransport =
       std::function<std::unique_ptr<transport::Transport>(std::unique_ptr<transport::Transport>)>;
 
-  // A 16 MiB pool, eviction as given; every other option at its default.
-  explicit InProcessService(bool evict = true, WrapTransport wrap = {});
+  // A 16 MiB pool, eviction as given; every other option at its default. With `listen`, also
+  // serves on a free loopback port (address()), for a real kvrdma::Client.
+  explicit InProcessService(bool evict = true, WrapTransport wrap = {}, bool listen = false);
   ~InProcessService();
   InProcessService(const InProcessService&) = delete;
   InProcessService& operator=(const InProcessService&) = delete;
@@ -48,6 +49,8 @@ class InProcessService {
   void use_live_session(google::protobuf::Message& msg);
 
   server::ServerCore& core() { return core_; }
+  // "127.0.0.1:<port>" when constructed with `listen`, else empty.
+  std::string address() const { return port_ ? "127.0.0.1:" + std::to_string(port_) : ""; }
   // The in-process channel, for typed stubs (streaming calls).
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
 
@@ -58,6 +61,7 @@ class InProcessService {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<grpc::GenericStub> stub_;
   std::vector<std::string> methods_;
+  int port_ = 0;
   std::unique_ptr<transport::Transport> client_transport_;
   std::vector<std::unique_ptr<transport::LocalRegion>> client_regions_;  // live sessions' regions
   uint64_t session_ = 0;
