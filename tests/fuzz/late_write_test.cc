@@ -27,10 +27,9 @@ namespace {
 
 // Forwards to the mock, except the write armed by hold_next(), which it completes at once with
 // DEADLINE_EXCEEDED and performs later, in land().
-class LateWriteTransport final : public transport::Transport {
+class LateWriteTransport final : public kvrdma::fuzz::ForwardingTransport {
  public:
-  explicit LateWriteTransport(std::unique_ptr<transport::Transport> inner)
-      : inner_(std::move(inner)) {}
+  using ForwardingTransport::ForwardingTransport;
 
   void hold_next() { armed_ = true; }
   bool holding() const {
@@ -47,27 +46,18 @@ class LateWriteTransport final : public transport::Transport {
     if (!h) return Status(Code::kFailedPrecondition, "no write held");
     std::promise<Status> done;
     auto landed = done.get_future();
-    inner_->write(*h->src, h->src_offset, std::move(h->dst), h->dst_offset, h->len,
+    inner().write(*h->src, h->src_offset, std::move(h->dst), h->dst_offset, h->len,
                   Clock::now() + std::chrono::seconds(10),
                   [&done](Status s) { done.set_value(std::move(s)); });
     return landed.get();
   }
 
-  std::string kind() const override { return inner_->kind(); }
-  std::string description() const override { return inner_->description(); }
-  std::string address() const override { return inner_->address(); }
-  kvrdma::Result<std::unique_ptr<transport::LocalRegion>> allocate(size_t len) override {
-    return inner_->allocate(len);
-  }
-  kvrdma::Result<std::shared_ptr<transport::Peer>> connect(std::string_view peer) override {
-    return inner_->connect(peer);
-  }
-  transport::WriteExpectation expect_writes() override { return inner_->expect_writes(); }
   void write(const transport::LocalRegion& src, size_t src_offset,
              std::shared_ptr<transport::RemoteRegion> dst, size_t dst_offset, size_t len,
              Clock::time_point deadline, transport::Completion done) override {
     if (!armed_.exchange(false)) {
-      inner_->write(src, src_offset, std::move(dst), dst_offset, len, deadline, std::move(done));
+      ForwardingTransport::write(src, src_offset, std::move(dst), dst_offset, len, deadline,
+                                 std::move(done));
       return;
     }
     {
@@ -85,7 +75,6 @@ class LateWriteTransport final : public transport::Transport {
     size_t dst_offset;
     size_t len;
   };
-  std::unique_ptr<transport::Transport> inner_;
   std::atomic<bool> armed_{false};
   mutable std::mutex mu_;
   std::optional<Held> held_;  // guarded by mu_

@@ -24,10 +24,10 @@ namespace transport = kvrdma::transport;
 namespace {
 
 // Forwards to the mock; write() runs the completion, then waits (at most 10 s) for open().
-class HeldOpenTransport final : public transport::Transport {
+class HeldOpenTransport final : public kvrdma::fuzz::ForwardingTransport {
  public:
   explicit HeldOpenTransport(std::unique_ptr<transport::Transport> inner)
-      : inner_(std::move(inner)), opened_(gate_.get_future().share()) {}
+      : ForwardingTransport(std::move(inner)), opened_(gate_.get_future().share()) {}
 
   void open() { gate_.set_value(); }
   int writes() const { return writes_; }
@@ -36,16 +36,6 @@ class HeldOpenTransport final : public transport::Transport {
     return last_deadline_;
   }
 
-  std::string kind() const override { return inner_->kind(); }
-  std::string description() const override { return inner_->description(); }
-  std::string address() const override { return inner_->address(); }
-  kvrdma::Result<std::unique_ptr<transport::LocalRegion>> allocate(size_t len) override {
-    return inner_->allocate(len);
-  }
-  kvrdma::Result<std::shared_ptr<transport::Peer>> connect(std::string_view peer) override {
-    return inner_->connect(peer);
-  }
-  transport::WriteExpectation expect_writes() override { return inner_->expect_writes(); }
   void write(const transport::LocalRegion& src, size_t src_offset,
              std::shared_ptr<transport::RemoteRegion> dst, size_t dst_offset, size_t len,
              Clock::time_point deadline, transport::Completion done) override {
@@ -54,7 +44,7 @@ class HeldOpenTransport final : public transport::Transport {
       std::lock_guard lock(mu_);
       last_deadline_ = deadline;
     }
-    inner_->write(src, src_offset, std::move(dst), dst_offset, len, deadline,
+    inner().write(src, src_offset, std::move(dst), dst_offset, len, deadline,
                   [this, done = std::move(done)](Status s) {
                     done(s);  // the reply may leave from here on
                     (void)opened_.wait_for(std::chrono::seconds(10));
@@ -62,7 +52,6 @@ class HeldOpenTransport final : public transport::Transport {
   }
 
  private:
-  std::unique_ptr<transport::Transport> inner_;
   std::promise<void> gate_;
   std::shared_future<void> opened_;
   std::atomic<int> writes_{0};

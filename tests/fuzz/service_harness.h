@@ -13,11 +13,42 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "server/service.h"
 
 namespace kvrdma::fuzz {
+
+// A transport that forwards every call to `inner`: a base for test decorators, which override
+// what they change (usually write()).
+class ForwardingTransport : public transport::Transport {
+ public:
+  explicit ForwardingTransport(std::unique_ptr<transport::Transport> inner)
+      : inner_(std::move(inner)) {}
+
+  std::string kind() const override { return inner_->kind(); }
+  std::string description() const override { return inner_->description(); }
+  std::string address() const override { return inner_->address(); }
+  Result<std::unique_ptr<transport::LocalRegion>> allocate(size_t len) override {
+    return inner_->allocate(len);
+  }
+  Result<std::shared_ptr<transport::Peer>> connect(std::string_view peer) override {
+    return inner_->connect(peer);
+  }
+  transport::WriteExpectation expect_writes() override { return inner_->expect_writes(); }
+  void write(const transport::LocalRegion& src, size_t src_offset,
+             std::shared_ptr<transport::RemoteRegion> dst, size_t dst_offset, size_t len,
+             Clock::time_point deadline, transport::Completion done) override {
+    inner_->write(src, src_offset, std::move(dst), dst_offset, len, deadline, std::move(done));
+  }
+
+ protected:
+  transport::Transport& inner() { return *inner_; }
+
+ private:
+  std::unique_ptr<transport::Transport> inner_;
+};
 
 class InProcessService {
  public:
