@@ -123,6 +123,7 @@ std::string stats_text(const kvrdma::ServerStats& s) {
   add("bytes_put_committed", s.bytes_put_committed);
   add("reservations_expired", s.reservations_expired);
   add("sessions_expired", s.sessions_expired);
+  add("version", s.version);
   return out;
 }
 
@@ -406,6 +407,20 @@ int kvrdma_client_stats(kvrdma_client* client, char** text, size_t* len, char* e
     *text = nullptr;
     if (len != nullptr) *len = 0;
     auto stats = client->client->stats();
+    if (!stats) return stats.status();
+    give_text(stats_text(*stats), text, len);
+    return kvrdma::Status();
+  });
+}
+
+int kvrdma_client_stats_after(kvrdma_client* client, uint64_t version, uint32_t max_wait_ms,
+                              char** text, size_t* len, char* errbuf, size_t errlen) {
+  return guard(errbuf, errlen, [&]() -> kvrdma::Status {
+    if (client == nullptr) return null_argument("client");
+    if (text == nullptr) return null_argument("text");
+    *text = nullptr;
+    if (len != nullptr) *len = 0;
+    auto stats = client->client->stats_after(version, std::chrono::milliseconds(max_wait_ms));
     if (!stats) return stats.status();
     give_text(stats_text(*stats), text, len);
     return kvrdma::Status();

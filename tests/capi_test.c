@@ -254,6 +254,37 @@ int main(void) {
     CHECK(kvrdma_server_stats(server, NULL, NULL, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
   }
 
+  { /* waiting for a change: the version line moves with a PUT, not with reads */
+    char *text = NULL;
+    long long before, after;
+    double started;
+    CHECK(kvrdma_client_stats(client, &text, NULL, err, sizeof err) == KVRDMA_OK);
+    before = text != NULL ? stat_value(text, "version") : -1;
+    CHECK(before > 0);
+    kvrdma_free(text);
+    text = NULL;
+    /* a short wait answers with the version then current (a pin released by an earlier GET's
+     * write completion may still move it, so not necessarily `before`) */
+    CHECK(kvrdma_client_stats_after(client, (uint64_t)before, 50, &text, NULL, err, sizeof err) ==
+          KVRDMA_OK);
+    CHECK(text != NULL && stat_value(text, "version") >= before);
+    if (text != NULL) before = stat_value(text, "version");
+    kvrdma_free(text);
+    text = NULL;
+    CHECK(kvrdma_put(client, "moved", 5, "v", 1, 0, err, sizeof err) == KVRDMA_OK);
+    started = now_seconds();
+    CHECK(kvrdma_client_stats_after(client, (uint64_t)before, 10000, &text, NULL, err,
+                                    sizeof err) == KVRDMA_OK);
+    after = text != NULL ? stat_value(text, "version") : -1;
+    CHECK(after > before);
+    CHECK(now_seconds() - started < 5.0); /* answered on the change, not at the end of the wait */
+    kvrdma_free(text);
+    CHECK(kvrdma_client_stats_after(NULL, 0, 0, &text, NULL, err, sizeof err) ==
+          KVRDMA_INVALID_ARGUMENT);
+    CHECK(kvrdma_client_stats_after(client, 0, 0, NULL, NULL, err, sizeof err) ==
+          KVRDMA_INVALID_ARGUMENT);
+  }
+
   { /* an unreachable server fails quickly with UNAVAILABLE */
     kvrdma_client *none = NULL;
     double started;

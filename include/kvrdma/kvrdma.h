@@ -115,13 +115,20 @@ KVRDMA_C_EXPORT int kvrdma_delete(kvrdma_client *client, const void *key, size_t
                                   char *errbuf, size_t errlen);
 
 /* The server's counters as NUL-terminated text, one "name=value" line each (keys, puts, gets,
- * get_hits, get_misses, deletes, evictions, pool_used_bytes, transport, ...; names may be added,
+ * get_hits, get_misses, deletes, evictions, pool_used_bytes, transport, version, ...; names may be added,
  * never renamed). *text is freed with kvrdma_free; len may be NULL. kvrdma_client_stats asks the
  * server the client is connected to; kvrdma_server_stats reads an embedded server directly. */
 KVRDMA_C_EXPORT int kvrdma_client_stats(kvrdma_client *client, char **text, size_t *len,
                                         char *errbuf, size_t errlen);
 KVRDMA_C_EXPORT int kvrdma_server_stats(const kvrdma_server *server, char **text, size_t *len,
                                         char *errbuf, size_t errlen);
+/* kvrdma_client_stats_after waits, without polling, until the server's "version" line moves past
+ * `version` or max_wait_ms (at most 10000) passes, then answers as kvrdma_client_stats. "version"
+ * moves when keys, sessions, reservations, pins or the pool change (read counters do not move
+ * it); wait for a condition by passing back the version the previous answer carried (0 at first). */
+KVRDMA_C_EXPORT int kvrdma_client_stats_after(kvrdma_client *client, uint64_t version,
+                                              uint32_t max_wait_ms, char **text, size_t *len,
+                                              char *errbuf, size_t errlen);
 
 /* Frees memory the library gave the caller (kvrdma_get values, stats text). NULL is fine. */
 KVRDMA_C_EXPORT void kvrdma_free(void *ptr);
