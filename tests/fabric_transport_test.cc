@@ -5,10 +5,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "transport/fabric/fabric_transport.h"
 #include "transport/transport.h"
 
 using kvrdma::Code;
@@ -38,7 +43,53 @@ void fill(std::byte* p, size_t n, unsigned seed) {
   for (size_t i = 0; i < n; ++i) p[i] = std::byte((i * 31 + seed) >> 3);
 }
 
+// Voluntary context switches (the thread slept) so far of this process's threads named `name`,
+// and how many such threads there are. Involuntary ones (preempted, or a yield on a busy machine)
+// say nothing about how often a thread sleeps and wakes, so they are left out.
+std::pair<uint64_t, int> context_switches(const std::string& name) {
+  uint64_t total = 0;
+  int threads = 0;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::string comm;
+    std::getline(std::ifstream(task.path() / "comm"), comm);
+    if (comm != name) continue;
+    ++threads;
+    std::ifstream status(task.path() / "status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) {
+        total += std::stoull(line.substr(line.find(':') + 1));
+      }
+    }
+  }
+  return {total, threads};
+}
+
 }  // namespace
+
+TEST_CASE("fabric: an idle transport's progress thread sleeps instead of waking every ms",
+          "[fabric]") {
+  for (std::string provider : {"tcp", "shm"}) {
+    DYNAMIC_SECTION(provider) {
+      auto server = open(provider);
+      auto client = open(provider);
+      if (!server || !client) continue;
+      auto src = server->allocate(1 << 20);
+      auto dst = client->allocate(1 << 20);
+      REQUIRE(src.is_ok());
+      REQUIRE(dst.is_ok());
+      auto remote = *(*server->connect(client->address()))->attach((*dst)->descriptor());
+      REQUIRE(write_and_wait(*server, **src, 0, remote, 0, 1 << 20, deadline()).is_ok());
+      // Nothing in flight, nothing expected: over a second of observation the two progress
+      // threads may wake ~10 times each (their idle limit), not ~1000 (a 1 ms poll).
+      auto [before, threads] = context_switches(kProgressThreadName);
+      REQUIRE(threads == 2);
+      std::this_thread::sleep_for(std::chrono::seconds(1));  // the observation window
+      auto after = context_switches(kProgressThreadName).first;
+      INFO("wake-ups of the two idle progress threads in 1 s: " << after - before);
+      CHECK(after - before < 200);
+    }
+  }
+}
 
 TEST_CASE("fabric: writes land byte-exact and are complete at the target on completion",
           "[fabric]") {

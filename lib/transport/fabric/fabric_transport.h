@@ -12,4 +12,8 @@ namespace kvrdma::transport {
 // FAILED_PRECONDITION naming the provider when fi_info does not list it.
 Result<std::unique_ptr<Transport>> make_fabric_transport(const TransportOptions& options);
 
+// The name of each FabricTransport's progress thread (what `top -H` and /proc/<pid>/task/*/comm
+// show).
+inline constexpr char kProgressThreadName[] = "kvrdma-progress";
+
 }  // namespace kvrdma::transport
