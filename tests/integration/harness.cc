@@ -38,13 +38,28 @@ int ms_until(Steady::time_point deadline) {
   return left.count() < 0 ? 0 : static_cast<int>(std::min<long long>(left.count(), 1000));
 }
 
+constexpr const char* kSetpriv = "/usr/bin/setpriv";  // util-linux, on every Debian system
+
 // posix_spawn, not fork: the test process runs gRPC threads, and a forked child of a threaded
 // process may only call async-signal-safe functions before exec. Every fd the harness opens is
 // O_CLOEXEC, and closefrom(3) drops anything else, so a child never holds another child's pipe
 // (which would keep that pipe from reaching EOF). Returns -1 with errno set on failure.
+//
+// A child dies with the test: spawned from the main thread, it runs under `setpriv --pdeathsig
+// KILL`, which sets PR_SET_PDEATHSIG and execs the binary (same pid), so when the test process
+// ends in any way, a crash or ctest's SIGKILL at its timeout included, the kernel kills the
+// child instead of leaving a kv-server behind. The signal follows the death of the spawning
+// *thread*, so only the main thread, which lives as long as the process, spawns this way; a
+// child spawned from another thread (or without setpriv) is only stopped by its owner.
 pid_t spawn(const std::string& binary, const std::vector<std::string>& args, int in_fd,
             int out_fd, int err_fd) {
   std::vector<char*> argv;
+  // A binary that cannot run is spawned directly, so the failure comes back here with its errno.
+  if (gettid() == getpid() && access(kSetpriv, X_OK) == 0 && access(binary.c_str(), X_OK) == 0) {
+    for (const char* a : {kSetpriv, "--pdeathsig", "KILL", "--"}) {
+      argv.push_back(const_cast<char*>(a));
+    }
+  }
   argv.push_back(const_cast<char*>(binary.c_str()));
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -55,7 +70,7 @@ pid_t spawn(const std::string& binary, const std::vector<std::string>& args, int
   posix_spawn_file_actions_adddup2(&fa, err_fd, 2);
   posix_spawn_file_actions_addclosefrom_np(&fa, 3);
   pid_t pid = -1;
-  int rc = posix_spawn(&pid, binary.c_str(), &fa, nullptr, argv.data(), environ);
+  int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) {
     errno = rc;
