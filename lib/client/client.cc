@@ -7,8 +7,11 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
+#include <iterator>
 #include <mutex>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "client/batch.h"
 #include "client/get_stream.h"
@@ -140,9 +143,24 @@ class Client::Impl {
 
   // Once more than 1/kRetiredShare of the session's receive buffer is retired (extents of
   // failed GETs, see ReceiveBuffer::retire), re-opens the session with a fresh buffer, so a
-  // run of failures cannot use the buffer up. Views of the old buffer stay valid.
+  // run of failures cannot use the buffer up. Views of the old buffer stay valid. Not while
+  // kMaxHeldBuffers replaced buffers are still held (below): a run of failures then waits for
+  // space in the current buffer instead of mapping buffer after buffer.
   static constexpr uint64_t kRetiredShare = 4;
+  static constexpr size_t kMaxHeldBuffers = 2;
   void renew_buffer_if_retired(const SessionState& st);
+
+  // A buffer with retired extents stays mapped and registered after its session is replaced,
+  // until no late write can still reach it: a server gives up a GET's write at the request's
+  // deadline (at most timeout_ms), but a write already handed to the provider cannot be
+  // recalled, so the margin is generous. Freeing it earlier let such a write land in unmapped
+  // memory (a crash in the shm provider's copy) or in whatever was mapped there next.
+  std::chrono::milliseconds held_buffer_grace() const {
+    return std::chrono::milliseconds(options.timeout_ms) + std::chrono::seconds(60);
+  }
+  void hold_if_retired(std::shared_ptr<ReceiveBuffer> buffer);
+  // Drops held buffers whose grace has passed; how many are left.
+  size_t release_held_buffers();
 
   // One GET round trip: on a stream when one is free, else a unary call.
   Status get_round_trip(const v1::GetRequest& req, v1::GetReply* reply, Steady::time_point d);
@@ -157,6 +175,12 @@ class Client::Impl {
   mutable std::mutex session_mu_;
   std::shared_ptr<const SessionState> session_;  // guarded by session_mu_
   std::mutex reopen_mu_;                         // one re-open at a time
+  struct HeldBuffer {
+    std::shared_ptr<ReceiveBuffer> buffer;
+    Steady::time_point until;
+  };
+  std::mutex held_mu_;
+  std::vector<HeldBuffer> held_buffers_;  // guarded by held_mu_; after transport_: freed first
   std::thread keepalive_;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -249,9 +273,30 @@ Status Client::Impl::reopen(const SessionState& seen, Steady::time_point d) {
   (*st)->generation = seen.generation + 1;
   KVRDMA_LOG_INFO("kv-server {} lost session {}; re-opened as session {}", target,
                   seen.hello.session_id(), (*st)->hello.session_id());
-  std::lock_guard slock(session_mu_);
-  session_ = std::move(*st);
+  std::shared_ptr<const SessionState> old;
+  {
+    std::lock_guard slock(session_mu_);
+    old = std::exchange(session_, std::move(*st));
+  }
+  hold_if_retired(old->buffer);
   return Status();
+}
+
+void Client::Impl::hold_if_retired(std::shared_ptr<ReceiveBuffer> buffer) {
+  if (buffer->retired_bytes() == 0) return;
+  std::lock_guard lock(held_mu_);
+  held_buffers_.push_back(HeldBuffer{std::move(buffer), Steady::now() + held_buffer_grace()});
+}
+
+size_t Client::Impl::release_held_buffers() {
+  std::vector<HeldBuffer> expired;  // freed outside the lock
+  std::lock_guard lock(held_mu_);
+  const auto now = Steady::now();
+  auto keep = std::partition(held_buffers_.begin(), held_buffers_.end(),
+                             [now](const HeldBuffer& h) { return h.until > now; });
+  std::move(keep, held_buffers_.end(), std::back_inserter(expired));
+  held_buffers_.erase(keep, held_buffers_.end());
+  return held_buffers_.size();
 }
 
 Client::Impl::~Impl() {
@@ -280,6 +325,7 @@ void Client::Impl::keepalive_loop() {
   std::unique_lock lock(mu_);
   while (!cv_.wait_for(lock, every(), [this] { return stopping_; })) {
     lock.unlock();
+    release_held_buffers();
     auto st = current();
     auto d = deadline();
     grpc::ClientContext ctx;
@@ -312,6 +358,7 @@ Result<ValueView> Client::Impl::get(std::string_view key) {
 void Client::Impl::renew_buffer_if_retired(const SessionState& st) {
   const uint64_t retired = st.buffer->retired_bytes();
   if (retired <= st.buffer->pool->size() / kRetiredShare) return;
+  if (release_held_buffers() >= kMaxHeldBuffers) return;
   KVRDMA_LOG_WARN("{} bytes of the receive buffer are retired (GETs that failed while the "
                   "server's write into them could still land); opening a new session with a "
                   "fresh buffer", retired);

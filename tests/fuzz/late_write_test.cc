@@ -93,7 +93,9 @@ struct LateWriteServer {
   std::unique_ptr<InProcessService> service;
   std::unique_ptr<kvrdma::Client> client;
 
-  explicit LateWriteServer(uint64_t client_buffer_bytes) {
+  // Server and client over `transport` (the mock by default).
+  explicit LateWriteServer(uint64_t client_buffer_bytes,
+                           const kvrdma::TransportOptions& transport = {}) {
     service = std::make_unique<InProcessService>(
         true,
         [this](std::unique_ptr<transport::Transport> t) {
@@ -101,10 +103,11 @@ struct LateWriteServer {
           late = l.get();
           return std::unique_ptr<transport::Transport>(std::move(l));
         },
-        true);
+        true, transport);
     kvrdma::ClientOptions o;
     o.server_addr = service->address();
     o.buffer_bytes = client_buffer_bytes;
+    o.transport = transport;
     auto c = kvrdma::Client::connect(o);
     REQUIRE(c);
     client = std::move(*c);
@@ -186,4 +189,31 @@ TEST_CASE("late write: a client whose GETs keep failing mid-write renews its rec
     CHECK(b->size() == s.b.size());
     CHECK(first_wrong(b->str(), 'b') == std::string_view::npos);
   }
+}
+
+// Over the mock the server writes through its own mapping of the client's buffer, which outlives
+// the client's; over libfabric shm the write goes into the client's memory itself, so a buffer
+// the renewal freed too early turns the late write into a write to unmapped memory (the
+// provider fails it, or crashes copying). The replaced buffer must stay mapped and registered.
+TEST_CASE("late write: a renewed buffer stays registered for the writes still coming into it",
+          "[fuzz][transfer][fabric]") {
+  kvrdma::TransportOptions shm;
+  shm.mock = false;
+  shm.provider = "shm";
+  if (auto probe = transport::make_transport(shm); !probe) {
+    WARN("skipping: libfabric shm cannot be opened here: " << probe.status().to_string());
+    return;
+  }
+  LateWriteServer s(4ull << 20, shm);
+  const uint64_t first_session = s.client->session_id();
+  s.fail_get_of_a();
+  REQUIRE(s.late->land().is_ok());  // a quarter retired: no renewal yet
+  REQUIRE(s.client->session_id() == first_session);
+  s.fail_get_of_a();  // past a quarter: the session is re-opened with a fresh buffer
+  REQUIRE(s.client->session_id() != first_session);
+  // The second late write arrives after the renewal, into the replaced buffer.
+  CHECK(s.late->land().is_ok());
+  auto b = s.client->get("b");
+  REQUIRE(b);
+  CHECK(first_wrong(b->str(), 'b') == std::string_view::npos);
 }

@@ -21,9 +21,11 @@ const google::protobuf::ServiceDescriptor& service_descriptor() {
 
 }  // namespace
 
-InProcessService::InProcessService(bool evict, WrapTransport wrap, bool listen) {
+InProcessService::InProcessService(bool evict, WrapTransport wrap, bool listen,
+                                   const TransportOptions& transport) {
   ServerOptions o;
   o.memory_bytes = 16 << 20;
+  o.transport = transport;
   core_.options = o;
   auto t = transport::make_transport(o.transport);
   if (!t) std::abort();

@@ -57,8 +57,11 @@ class InProcessService {
       std::function<std::unique_ptr<transport::Transport>(std::unique_ptr<transport::Transport>)>;
 
   // A 16 MiB pool, eviction as given; every other option at its default. With `listen`, also
-  // serves on a free loopback port (address()), for a real kvrdma::Client.
-  explicit InProcessService(bool evict = true, WrapTransport wrap = {}, bool listen = false);
+  // serves on a free loopback port (address()), for a real kvrdma::Client. The server's
+  // transport (and client_transport()) are the mock unless `transport` says otherwise; a
+  // transport that cannot be opened aborts (check that it opens first).
+  explicit InProcessService(bool evict = true, WrapTransport wrap = {}, bool listen = false,
+                            const TransportOptions& transport = {});
   ~InProcessService();
   InProcessService(const InProcessService&) = delete;
   InProcessService& operator=(const InProcessService&) = delete;
