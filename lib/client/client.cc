@@ -145,7 +145,9 @@ class Client::Impl {
   // failed GETs, see ReceiveBuffer::retire), re-opens the session with a fresh buffer, so a
   // run of failures cannot use the buffer up. Views of the old buffer stay valid. Not while
   // kMaxHeldBuffers replaced buffers are still held (below): a run of failures then waits for
-  // space in the current buffer instead of mapping buffer after buffer.
+  // space in the current buffer instead of mapping buffer after buffer. The old session gets no
+  // Goodbye: calls other threads still have in flight on it finish there, and it expires with
+  // its lease once no keepalive names it.
   static constexpr uint64_t kRetiredShare = 4;
   static constexpr size_t kMaxHeldBuffers = 2;
   void renew_buffer_if_retired(const SessionState& st);
@@ -351,13 +353,16 @@ Result<ValueView> Client::Impl::get(std::string_view key) {
   auto r = with_session([&](const SessionState& st, Steady::time_point d) {
     return get_once(st, key, d);
   });
-  if (!r) renew_buffer_if_retired(*current());
+  // After a success too: a buffer retired during an outage is renewed once the server is back.
+  renew_buffer_if_retired(*current());
   return r;
 }
 
 void Client::Impl::renew_buffer_if_retired(const SessionState& st) {
   const uint64_t retired = st.buffer->retired_bytes();
   if (retired <= st.buffer->pool->size() / kRetiredShare) return;
+  // Not while the server is unreachable: each try would map a buffer and fail its Hello.
+  if (channel_->GetState(false) != GRPC_CHANNEL_READY) return;
   if (release_held_buffers() >= kMaxHeldBuffers) return;
   KVRDMA_LOG_WARN("{} bytes of the receive buffer are retired (GETs that failed while the "
                   "server's write into them could still land); opening a new session with a "

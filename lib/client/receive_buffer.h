@@ -36,19 +36,18 @@ struct ReceiveBuffer {
   // bytes retired so far.
   uint64_t retire(memory::Allocation extent) {
     std::lock_guard lock(retired_mu_);
-    retired_bytes_ += extent.capacity();
+    const uint64_t total = retired_bytes_.load(std::memory_order_relaxed) + extent.capacity();
+    retired_bytes_.store(total, std::memory_order_relaxed);
     retired_.push_back(std::move(extent));
-    return retired_bytes_;
+    return total;
   }
-  uint64_t retired_bytes() const {
-    std::lock_guard lock(retired_mu_);
-    return retired_bytes_;
-  }
+  // Lock-free: read after every GET.
+  uint64_t retired_bytes() const { return retired_bytes_.load(std::memory_order_relaxed); }
 
  private:
-  mutable std::mutex retired_mu_;
+  std::mutex retired_mu_;
   std::vector<memory::Allocation> retired_;  // guarded by retired_mu_
-  uint64_t retired_bytes_ = 0;               // guarded by retired_mu_
+  std::atomic<uint64_t> retired_bytes_{0};   // written under retired_mu_
 };
 
 // What a view in the receive buffer holds: the extent, given back when the view goes.
