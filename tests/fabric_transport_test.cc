@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -43,6 +44,31 @@ void fill(std::byte* p, size_t n, unsigned seed) {
   for (size_t i = 0; i < n; ++i) p[i] = std::byte((i * 31 + seed) >> 3);
 }
 
+// Two transports over one provider, a source region on the first ("server"), a destination
+// region on the second ("client") and the server's handle on the destination: what a write test
+// starts from. Members go in reverse order, the handle first.
+struct WritePair {
+  std::unique_ptr<Transport> server, client;
+  std::unique_ptr<LocalRegion> src, dst;
+  std::shared_ptr<RemoteRegion> remote;
+};
+
+// nullopt (the caller skips its case; open() said why) when the provider cannot be opened here.
+std::optional<WritePair> open_pair(const std::string& provider, size_t bytes) {
+  WritePair p;
+  p.server = open(provider);
+  p.client = open(provider);
+  if (!p.server || !p.client) return std::nullopt;
+  auto src = p.server->allocate(bytes);
+  auto dst = p.client->allocate(bytes);
+  REQUIRE(src.is_ok());
+  REQUIRE(dst.is_ok());
+  p.src = std::move(*src);
+  p.dst = std::move(*dst);
+  p.remote = *(*p.server->connect(p.client->address()))->attach(p.dst->descriptor());
+  return p;
+}
+
 // Voluntary context switches (the thread slept) so far of this process's threads named `name`,
 // and how many such threads there are. Involuntary ones (preempted, or a yield on a busy machine)
 // say nothing about how often a thread sleeps and wakes, so they are left out.
@@ -70,20 +96,15 @@ TEST_CASE("fabric: an idle transport's progress thread sleeps instead of waking 
           "[fabric]") {
   for (std::string provider : {"tcp", "shm"}) {
     DYNAMIC_SECTION(provider) {
-      auto server = open(provider);
-      auto client = open(provider);
-      if (!server || !client) continue;
-      auto src = server->allocate(1 << 20);
-      auto dst = client->allocate(1 << 20);
-      REQUIRE(src.is_ok());
-      REQUIRE(dst.is_ok());
-      auto remote = *(*server->connect(client->address()))->attach((*dst)->descriptor());
-      REQUIRE(write_and_wait(*server, **src, 0, remote, 0, 1 << 20, deadline()).is_ok());
+      auto p = open_pair(provider, 1 << 20);
+      if (!p) continue;
+      REQUIRE(write_and_wait(*p->server, *p->src, 0, p->remote, 0, 1 << 20, deadline()).is_ok());
       // Nothing in flight, nothing expected: over a second of observation the two progress
       // threads may wake ~10 times each (their idle limit), not ~1000 (a 1 ms poll).
       auto [before, threads] = context_switches(kProgressThreadName);
       REQUIRE(threads == 2);
-      std::this_thread::sleep_for(std::chrono::seconds(1));  // the observation window
+      // Not synchronisation: what is measured is a rate, so the test watches for a fixed time.
+      std::this_thread::sleep_for(std::chrono::seconds(1));
       auto after = context_switches(kProgressThreadName).first;
       INFO("wake-ups of the two idle progress threads in 1 s: " << after - before);
       CHECK(after - before < 200);
@@ -152,28 +173,25 @@ TEST_CASE("fabric: out-of-range writes and bad descriptors are refused", "[fabri
 TEST_CASE("fabric: concurrent writes from several threads", "[fabric]") {
   for (std::string provider : {"tcp", "shm"}) {
     DYNAMIC_SECTION(provider) {
-      auto server = open(provider);
-      auto client = open(provider);
-      if (!server || !client) continue;
-      auto src = server->allocate(16 << 20);
-      auto dst = client->allocate(16 << 20);
-      REQUIRE(src.is_ok());
-      REQUIRE(dst.is_ok());
-      fill((*src)->data(), (*src)->size(), 9);
-      auto remote = *(*server->connect(client->address()))->attach((*dst)->descriptor());
+      auto p = open_pair(provider, 16 << 20);
+      if (!p) continue;
+      fill(p->src->data(), p->src->size(), 9);
       std::atomic<int> failures{0};
       std::vector<std::thread> threads;
       for (int k = 0; k < 8; ++k) {
         threads.emplace_back([&, k] {
           for (int i = 0; i < 16; ++i) {
             size_t off = (static_cast<size_t>(k) << 21) + static_cast<size_t>(i) * (128 << 10);
-            if (!write_and_wait(*server, **src, off, remote, off, 128 << 10, deadline()).is_ok()) ++failures;
+            if (!write_and_wait(*p->server, *p->src, off, p->remote, off, 128 << 10, deadline())
+                     .is_ok()) {
+              ++failures;
+            }
           }
         });
       }
       for (auto& th : threads) th.join();
       CHECK(failures == 0);
-      CHECK(std::memcmp((*src)->data(), (*dst)->data(), 16 << 20) == 0);
+      CHECK(std::memcmp(p->src->data(), p->dst->data(), 16 << 20) == 0);
     }
   }
 }

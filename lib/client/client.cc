@@ -328,6 +328,9 @@ void Client::Impl::keepalive_loop() {
   while (!cv_.wait_for(lock, every(), [this] { return stopping_; })) {
     lock.unlock();
     release_held_buffers();
+    // Off the GET path: a buffer retired during an outage (renewal waits for a READY channel) is
+    // renewed here once the server is back, even if no GET fails again.
+    renew_buffer_if_retired(*current());
     auto st = current();
     auto d = deadline();
     grpc::ClientContext ctx;
@@ -353,8 +356,7 @@ Result<ValueView> Client::Impl::get(std::string_view key) {
   auto r = with_session([&](const SessionState& st, Steady::time_point d) {
     return get_once(st, key, d);
   });
-  // After a success too: a buffer retired during an outage is renewed once the server is back.
-  renew_buffer_if_retired(*current());
+  if (!r) renew_buffer_if_retired(*current());
   return r;
 }
 

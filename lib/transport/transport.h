@@ -87,8 +87,8 @@ class Transport {
   // manual progress (libfabric's tcp and shm) a write into us completes only while we poll our
   // endpoint: a transport polls eagerly while any expectation lives (or its own writes are in
   // flight) and otherwise sleeps up to 100 ms (a write or a new expectation wakes it), so an idle
-  // process costs no CPU. The
-  // mock returns an empty value. Cheap, thread-safe; may outlive the transport.
+  // process costs no CPU. The mock returns an empty value. Cheap, thread-safe; may outlive the
+  // transport.
   virtual WriteExpectation expect_writes() = 0;
 };
 
