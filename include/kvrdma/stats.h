@@ -34,6 +34,12 @@ struct ServerStats {
   // Moves when keys, sessions, reservations, pins or the pool change (not for read counters);
   // Client::stats_after waits for it to pass a value.
   uint64_t version = 0;
+  // Cluster mode (docs/cluster.md); empty / 0 outside it.
+  std::string cluster;
+  uint64_t map_epoch = 0;            // the slot map this node serves by
+  uint64_t slots = 0;                // slots this node owns
+  uint64_t keys_moved_out = 0;       // values handed to other nodes when slots moved
+  uint64_t keys_moved_in = 0;        // values received from other nodes
 };
 
 }  // namespace kvrdma

@@ -33,6 +33,10 @@ class [[nodiscard]] KVRDMA_EXPORT Status {
  public:
   Status() = default;
   Status(Code code, std::string message);
+  // With a machine-readable detail: opaque bytes the library produces and parses (a serialized
+  // wire ErrorDetail, e.g. "wrong owner" in cluster mode). Callers test it through the library,
+  // never by parsing message text.
+  Status(Code code, std::string message, std::string detail);
 
   static Status ok() { return Status(); }
 
@@ -41,16 +45,19 @@ class [[nodiscard]] KVRDMA_EXPORT Status {
   Code code() const { return state_ ? state_->code : Code::kOk; }
   // Empty for OK.
   const std::string& message() const;
+  // Empty when the status carries no detail.
+  const std::string& detail() const;
   // "NOT_FOUND: key 'a' is not in the cache".
   std::string to_string() const;
 
-  // Prefixes the message with context: "PutBegin: " + message.
+  // Prefixes the message with context: "PutBegin: " + message. The detail is kept.
   Status with_context(std::string_view context) const;
 
  private:
   struct State {
     Code code;
     std::string message;
+    std::string detail;
   };
   std::shared_ptr<const State> state_;  // null means OK; shared so copies are cheap
 };

@@ -44,10 +44,10 @@ struct SessionState {
 
 // True when the server answered that it does not know the session (it restarted or the lease
 // ran out): the only failure that proves the request was not executed and a new Hello helps.
-// The server's message (SessionTable::find) is the marker; the code alone is also used for
-// other preconditions.
+// The typed detail (v1::SessionLost) is the marker; servers before it said so in text only.
 bool session_gone(const Status& s) {
-  return s.code() == Code::kFailedPrecondition &&
+  if (s.code() != Code::kFailedPrecondition) return false;
+  return rpc::is_session_lost(s) ||
          s.message().find("unknown or expired session") != std::string::npos;
 }
 

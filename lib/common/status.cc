@@ -19,14 +19,20 @@ const char* code_name(Code code) {
   return "UNKNOWN";
 }
 
-Status::Status(Code code, std::string message)
-    : state_(code == Code::kOk ? nullptr
-                               : std::make_shared<const State>(State{code, std::move(message)})) {}
+Status::Status(Code code, std::string message) : Status(code, std::move(message), {}) {}
 
-const std::string& Status::message() const {
-  static const std::string kEmpty;
-  return state_ ? state_->message : kEmpty;
+Status::Status(Code code, std::string message, std::string detail)
+    : state_(code == Code::kOk ? nullptr
+                               : std::make_shared<const State>(
+                                     State{code, std::move(message), std::move(detail)})) {}
+
+namespace {
+const std::string kEmpty;
 }
+
+const std::string& Status::message() const { return state_ ? state_->message : kEmpty; }
+
+const std::string& Status::detail() const { return state_ ? state_->detail : kEmpty; }
 
 std::string Status::to_string() const {
   if (is_ok()) return "OK";
@@ -35,7 +41,7 @@ std::string Status::to_string() const {
 
 Status Status::with_context(std::string_view context) const {
   if (is_ok()) return *this;
-  return Status(state_->code, fmt::format("{}: {}", context, state_->message));
+  return Status(state_->code, fmt::format("{}: {}", context, state_->message), state_->detail);
 }
 
 }  // namespace kvrdma

@@ -26,7 +26,7 @@ constexpr Pair kTable[] = {
 
 grpc::Status to_grpc(const Status& status) {
   for (const auto& p : kTable) {
-    if (p.code == status.code()) return grpc::Status(p.grpc, status.message());
+    if (p.code == status.code()) return grpc::Status(p.grpc, status.message(), status.detail());
   }
   return grpc::Status(grpc::StatusCode::INTERNAL, status.message());
 }
@@ -44,7 +44,7 @@ Status from_grpc(const grpc::Status& status, std::string_view what) {
   }
   for (const auto& p : kTable) {
     if (p.grpc == status.error_code()) {
-      return Status(p.code, prefix + status.error_message());
+      return Status(p.code, prefix + status.error_message(), status.error_details());
     }
   }
   switch (status.error_code()) {
@@ -64,14 +64,41 @@ Status from_grpc(const grpc::Status& status, std::string_view what) {
 
 void to_item(v1::ItemStatus* out, const Status& status) {
   out->set_code(static_cast<uint32_t>(status.code()));
-  if (!status.is_ok()) out->set_message(status.message());
+  if (status.is_ok()) return;
+  out->set_message(status.message());
+  if (!status.detail().empty()) (void)out->mutable_detail()->ParseFromString(status.detail());
 }
 
 Status from_item(const v1::ItemStatus& item) {
   if (item.code() == 0) return Status();
   Code c = item.code() <= static_cast<uint32_t>(Code::kInternal) ? static_cast<Code>(item.code())
                                                                  : Code::kInternal;
-  return Status(c, item.message());
+  return Status(c, item.message(), item.has_detail() ? item.detail().SerializeAsString() : "");
+}
+
+Status wrong_owner(const v1::WrongOwner& w, std::string message) {
+  v1::ErrorDetail d;
+  *d.mutable_wrong_owner() = w;
+  return Status(Code::kFailedPrecondition, std::move(message), d.SerializeAsString());
+}
+
+Status session_lost(uint64_t session_id, std::string message) {
+  v1::ErrorDetail d;
+  d.mutable_session_lost()->set_session_id(session_id);
+  return Status(Code::kFailedPrecondition, std::move(message), d.SerializeAsString());
+}
+
+std::optional<v1::WrongOwner> wrong_owner_of(const Status& status) {
+  if (status.detail().empty()) return std::nullopt;
+  v1::ErrorDetail d;
+  if (!d.ParseFromString(status.detail()) || !d.has_wrong_owner()) return std::nullopt;
+  return d.wrong_owner();
+}
+
+bool is_session_lost(const Status& status) {
+  if (status.detail().empty()) return false;
+  v1::ErrorDetail d;
+  return d.ParseFromString(status.detail()) && d.has_session_lost();
 }
 
 }  // namespace kvrdma::rpc

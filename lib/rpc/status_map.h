@@ -4,6 +4,8 @@
 
 #include <grpcpp/support/status.h>
 
+#include <optional>
+
 #include "kv_cache.pb.h"
 #include "kvrdma/status.h"
 
@@ -18,5 +20,13 @@ Status from_grpc(const grpc::Status& status, std::string_view what = {});
 void to_item(v1::ItemStatus* out, const Status& status);
 // Back to a Status; a code this build does not know becomes INTERNAL.
 Status from_item(const v1::ItemStatus& item);
+
+// Typed details (v1::ErrorDetail), carried through to_grpc/from_grpc and to_item/from_item.
+// FAILED_PRECONDITION naming the node that serves the key's slot.
+Status wrong_owner(const v1::WrongOwner& w, std::string message);
+// FAILED_PRECONDITION: the server does not know the session (see v1::SessionLost).
+Status session_lost(uint64_t session_id, std::string message);
+std::optional<v1::WrongOwner> wrong_owner_of(const Status& status);
+bool is_session_lost(const Status& status);
 
 }  // namespace kvrdma::rpc

@@ -6,6 +6,8 @@
 
 #include <random>
 
+#include "rpc/status_map.h"
+
 namespace kvrdma::server {
 namespace {
 
@@ -46,8 +48,7 @@ Result<std::shared_ptr<Session>> SessionTable::find(uint64_t id) {
   std::lock_guard lock(mu_);
   auto it = sessions_.find(id);
   if (it == sessions_.end()) {
-    return Status(Code::kFailedPrecondition,
-                  fmt::format("unknown or expired session {}; reconnect (Hello)", id));
+    return rpc::session_lost(id, fmt::format("unknown or expired session {}; reconnect (Hello)", id));
   }
   it->second->last_seen_ns = now_ns();
   return it->second;

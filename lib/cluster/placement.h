@@ -1,0 +1,40 @@
+// The controller's decisions, as pure functions of what etcd holds (so any node can take over as
+// controller at any time, and the rules are unit-tested without etcd).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "cluster/slot_map.h"
+
+namespace kvrdma::cluster {
+
+// Owners that give every node in `nodes` floor or ceil(kSlots / N) slots, changing as few slots
+// as possible from `current` (kSlots entries, or empty): a slot stays with its owner when the
+// owner is in `nodes` and below its quota; slots of nodes not in `nodes`, unassigned slots and
+// slots above quota go to the nodes furthest below quota (lowest id on ties, so the result is
+// deterministic). Empty `nodes`: every slot kNoNode.
+std::vector<uint32_t> balanced_owners(const std::vector<uint32_t>& current,
+                                      std::span<const uint32_t> nodes);
+
+// The next map the controller publishes, or nullopt when `current` needs no change.
+//   registered: nodes whose etcd registration (lease) is alive, with their state.
+//   handed_off: node id -> the map epoch in which that node finished moving out every slot it
+//               had to move (it writes this after the last value went over).
+// Rules, applied in order to a copy of `current` (epoch + 1, nodes = registered, controller):
+//  1. A slot whose owner is not registered: owner = its next owner when that one is registered
+//     (the values in flight are lost: a cache), else unassigned. next_owner cleared.
+//  2. A moving slot whose next owner is not registered: the move is cancelled (next cleared).
+//  3. Moves whose source handed off in the current epoch finish: owner = next owner.
+//  4. When no slot is moving any more, balanced_owners over the registered "active" nodes is
+//     the target: an unassigned slot gets its target owner at once; a slot whose owner is
+//     registered but is not the target gets next_owner = target (a move, values go over).
+// nullopt when owners, next owners and the node list come out unchanged.
+std::optional<SlotMap> next_map(const SlotMap& current, std::span<const NodeInfo> registered,
+                                const std::map<uint32_t, uint64_t>& handed_off,
+                                uint32_t controller_id);
+
+}  // namespace kvrdma::cluster
