@@ -55,6 +55,11 @@ struct ServerOptions {
   uint64_t max_inflight = 256;                   // per session: GET transfers + open PUT reservations
   uint64_t max_message_bytes = 0;                // gRPC message limit; 0: 2 x inline threshold + 4 MiB
   SecurityOptions security;
+  // Cluster mode (docs/cluster.md): on when `cluster` is not empty.
+  std::string cluster;                           // cluster name: etcd keys under /kvrdma/<cluster>/
+  std::string etcd_endpoints;                    // comma-separated, e.g. http://127.0.0.1:2379
+  std::string advertise_addr;                    // host:port clients dial; empty: the bound address
+  uint64_t node_lease_ms = 5000;                 // a node silent this long is declared dead
 };
 
 struct ClientOptions {

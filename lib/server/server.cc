@@ -73,6 +73,7 @@ Status Server::Impl::start(const ServerOptions& options) {
   so.max_key_bytes = options.max_key_bytes;
   core.store = std::make_unique<store::Store>(*core.pool, SteadyClock::instance(), so);
   core.sessions = std::make_unique<server::SessionTable>(std::chrono::milliseconds(options.lease_ms));
+  core.cluster = std::make_unique<server::ClusterView>(options.node_id, !options.cluster.empty());
 
   auto creds = rpc::server_credentials(options.security);
   if (!creds) return creds.status();
@@ -96,6 +97,7 @@ Status Server::Impl::start(const ServerOptions& options) {
                               options.listen_addr));
   }
   address = fmt::format("{}:{}", host, bound);
+  core.public_address = options.advertise_addr.empty() ? address : options.advertise_addr;
   sweeper_ = std::thread([this] { sweep_loop(); });
   return Status();
 }

@@ -15,6 +15,7 @@
 #include "kvrdma/stats.h"
 #include "memory/memory_pool.h"
 #include "server/change_board.h"
+#include "server/cluster_view.h"
 #include "server/session.h"
 #include "store/store.h"
 #include "transport/transport.h"
@@ -26,6 +27,7 @@ struct Counters {
   std::atomic<uint64_t> bytes_inline_sent{0}, bytes_transport_written{0};
   std::atomic<uint64_t> bytes_inline_received{0}, bytes_put_committed{0};
   std::atomic<uint64_t> reservations_expired{0}, sessions_expired{0};
+  std::atomic<uint64_t> keys_moved_out{0}, keys_moved_in{0};  // cluster mode: slot moves
 };
 
 // What the service works on; owned by Server::Impl, declared in destruction order reversed.
@@ -42,6 +44,17 @@ struct ServerCore {
   std::unique_ptr<SessionTable> sessions;
   Counters counters;
   ChangeBoard changes;  // the state version; Stats calls that wait for it
+  // Cluster mode: the map this node serves by (enabled() false outside cluster mode). Created
+  // with the core, before the service.
+  std::unique_ptr<ClusterView> cluster;
+  // Cluster mode: deletes `key` at the slot's next owner (named in `to`), for a DELETE of a key
+  // in a slot moving out (docs/cluster.md). Set by the cluster agent before it serves; may block
+  // up to `deadline`.
+  std::function<Status(std::string_view key, const v1::WrongOwner& to,
+                       std::chrono::steady_clock::time_point deadline)>
+      forward_delete;
+  // The address clients dial (advertise address, else the bound one); set once listening.
+  std::string public_address;
 
   ServerStats stats() const;
 };

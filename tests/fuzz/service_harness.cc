@@ -40,6 +40,7 @@ InProcessService::InProcessService(bool evict, WrapTransport wrap, bool listen,
   so.max_key_bytes = o.max_key_bytes;
   core_.store = std::make_unique<store::Store>(*core_.pool, SteadyClock::instance(), so);
   core_.sessions = std::make_unique<server::SessionTable>(std::chrono::milliseconds(o.lease_ms));
+  core_.cluster = std::make_unique<server::ClusterView>(o.node_id, !o.cluster.empty());
   service_ = std::make_unique<server::KvService>(core_);
 
   grpc::ServerBuilder builder;
