@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -381,4 +382,59 @@ TEST_CASE("a TTL too long to represent is kept as the longest one, not as none",
   f.clock.advance(std::chrono::hours(24 * 365 * 100));
   CHECK(f.read("k") == "v");
   CHECK(f.store.sweep_expired() == 0);
+}
+
+TEST_CASE("keys_where lists the live keys the predicate accepts", "[store]") {
+  Fixture f;
+  REQUIRE(f.store.put("a1", "x", 0ms).is_ok());
+  REQUIRE(f.store.put("a2", "y", 0ms).is_ok());
+  REQUIRE(f.store.put("b1", "z", 0ms).is_ok());
+  REQUIRE(f.store.put("a3", "w", 5ms).is_ok());
+  f.clock.advance(6ms);  // a3 expired, not yet swept: not listed
+  auto keys = f.store.keys_where([](std::string_view k) { return k.substr(0, 1) == "a"; });
+  std::sort(keys.begin(), keys.end());
+  CHECK(keys == std::vector<std::string>{"a1", "a2"});
+  CHECK(f.store.keys_where([](std::string_view) { return false; }).empty());
+}
+
+TEST_CASE("ttl_left counts down from the TTL and is none without one", "[store]") {
+  Fixture f;
+  REQUIRE(f.store.put("t", "v", 1000ms).is_ok());
+  REQUIRE(f.store.put("n", "v", 0ms).is_ok());
+  f.clock.advance(400ms);
+  auto t = f.store.get("t");
+  REQUIRE(t.is_ok());
+  auto left = f.store.ttl_left(*t);
+  REQUIRE(left.has_value());
+  CHECK(left->count() >= 599);
+  CHECK(left->count() <= 601);
+  auto n = f.store.get("n");
+  REQUIRE(n.is_ok());
+  CHECK_FALSE(f.store.ttl_left(*n).has_value());
+  f.clock.advance(600ms + 500us);  // expired while pinned: the shortest TTL, never none
+  auto last = f.store.ttl_left(*t);
+  REQUIRE(last.has_value());
+  CHECK(last->count() == 1);
+}
+
+TEST_CASE("erase_if_same erases only the entry that was pinned", "[store]") {
+  Fixture f;
+  REQUIRE(f.store.put("k", "old", 0ms).is_ok());
+  {
+    auto ref = f.store.get("k");
+    REQUIRE(ref.is_ok());
+    REQUIRE(f.store.put("k", "new", 0ms).is_ok());  // overwritten meanwhile: kept
+    CHECK_FALSE(f.store.erase_if_same("k", *ref));
+    CHECK(f.read("k") == "new");
+    CHECK(std::string(reinterpret_cast<const char*>(ref->data()), ref->size()) == "old");
+  }
+  {
+    auto ref = f.store.get("k");
+    REQUIRE(ref.is_ok());
+    CHECK(f.store.erase_if_same("k", *ref));
+    CHECK(f.read("k") == "<NOT_FOUND>");
+    CHECK_FALSE(f.store.erase_if_same("k", *ref));  // already gone
+  }
+  CHECK(f.store.stats().keys == 0);
+  CHECK(f.store.stats().value_bytes == 0);
 }

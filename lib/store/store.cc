@@ -396,6 +396,36 @@ size_t Store::sweep_expired() {
   }
 }
 
+std::vector<std::string> Store::keys_where(
+    const std::function<bool(std::string_view)>& pred) const {
+  const Index& ix = *index_;
+  const uint64_t now = ix.now_ms();
+  std::vector<std::string> out;
+  std::lock_guard lock(ix.mu);
+  for (const LruLink* l = ix.lru.next; l != &ix.lru; l = l->next) {
+    const Entry* e = static_cast<const Entry*>(l);
+    if (!ix.expired(*e, now) && pred(e->key())) out.emplace_back(e->key());
+  }
+  return out;
+}
+
+std::optional<std::chrono::milliseconds> Store::ttl_left(const ValueRef& ref) const {
+  if (ref.entry_ == nullptr || !ref.entry_->has_ttl()) return std::nullopt;
+  const uint64_t now = index_->now_ms();
+  const uint64_t expiry = ref.entry_->expiry_ms();  // immutable once the entry is built
+  return std::chrono::milliseconds(expiry > now ? expiry - now : 1);
+}
+
+bool Store::erase_if_same(std::string_view key, const ValueRef& ref) {
+  Index& ix = *index_;
+  Unlinked dropped{ix};  // released after the lock is
+  std::lock_guard lock(ix.mu);
+  Entry** at = ix.slot_of(key);
+  if (*at == nullptr || *at != ref.entry_) return false;
+  dropped.entry = ix.unlink(at);
+  return true;
+}
+
 StoreStats Store::stats() const {
   const Index& ix = *index_;
   StoreStats s;

@@ -12,10 +12,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "common/clock.h"
 #include "kvrdma/status.h"
@@ -97,6 +100,17 @@ class Store {
 
   // Drops every expired entry; returns how many.
   size_t sweep_expired();
+
+  // For moving slots between cluster nodes. The keys (not expired) for which `pred` holds, in no
+  // particular order; `pred` runs under the index lock, so it must be cheap and must not call
+  // the Store.
+  std::vector<std::string> keys_where(const std::function<bool(std::string_view)>& pred) const;
+  // The time `ref`'s value has left to live: nullopt when it has no TTL, at least 1 ms
+  // otherwise (a value about to expire is still moved with the shortest TTL, not with none).
+  std::optional<std::chrono::milliseconds> ttl_left(const ValueRef& ref) const;
+  // Unlinks `key` only while it still maps to the entry `ref` pins (not overwritten or deleted
+  // since `ref` was taken); false otherwise.
+  bool erase_if_same(std::string_view key, const ValueRef& ref);
 
   StoreStats stats() const;
 
