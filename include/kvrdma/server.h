@@ -2,6 +2,7 @@
 // service. Thread-safe: every method may be called from any thread.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -12,10 +13,17 @@
 
 namespace kvrdma {
 
+namespace server {
+struct ServerAccess;  // internal entry points and test seam (lib/server/cluster_node.h)
+}
+
 class KVRDMA_EXPORT Server {
  public:
   // Allocates and registers the pool, opens the transport and starts serving on
   // options.listen_addr. Fails with the reason (address in use, bad option, no provider...).
+  // In cluster mode (options.cluster set) it also connects to options.etcd_endpoints and
+  // registers the node once listening; a node id registered by another live node, an etcd that
+  // does not answer or a wildcard listen address without options.advertise_addr stop the start.
   static Result<std::unique_ptr<Server>> start(const ServerOptions& options);
 
   // Stops serving (in-flight calls finish or are cancelled) and frees everything.
@@ -30,7 +38,14 @@ class KVRDMA_EXPORT Server {
   std::string transport_description() const;
   ServerStats stats() const;
 
-  // Stops serving; idempotent. The destructor calls it.
+  // Cluster mode: leaves the cluster gracefully. Marks this node "leaving", waits until a map
+  // shows it owning no slot (its values moved to the other nodes), then ends its registration.
+  // DEADLINE_EXCEEDED when `timeout` passes first (values still here are lost at shutdown).
+  // OK at once outside cluster mode. Call shutdown() afterwards.
+  Status leave(std::chrono::milliseconds timeout);
+
+  // Stops serving; idempotent. The destructor calls it. In cluster mode the node's registration
+  // ends at once (without leave(), the values it holds are lost to the cluster).
   void shutdown();
   // Blocks until shutdown() has been called from another thread.
   void wait();
@@ -38,6 +53,7 @@ class KVRDMA_EXPORT Server {
   class Impl;
 
  private:
+  friend struct server::ServerAccess;
   explicit Server(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -15,6 +15,7 @@
 #include "common/logging.h"
 #include "common/units.h"
 #include "rpc/security.h"
+#include "server/cluster_node.h"
 #include "server/service.h"
 #include "transport/mock_transport.h"
 
@@ -25,14 +26,24 @@ class Server::Impl {
  public:
   ~Impl() { shutdown(); }
 
-  Status start(const ServerOptions& options);
+  // `meta`: the cluster's MetaStore (tests); null: connect to options.etcd_endpoints when in
+  // cluster mode.
+  Status start(const ServerOptions& options, std::shared_ptr<cluster::MetaStore> meta);
   void shutdown();
   void wait();
 
   server::ServerCore core;
   std::string address;
+  // Cluster mode: the agent; stopped first at shutdown, destroyed after gRPC (handlers may
+  // still forward deletes through it until then).
+  std::unique_ptr<server::ClusterNode> cluster_node;
 
  private:
+  // Cluster-mode settings checked before anything starts; connects to etcd unless `meta` is
+  // given. *owned: nobody else shares the store.
+  Result<std::shared_ptr<cluster::MetaStore>> cluster_store(const ServerOptions& options,
+                                                           std::shared_ptr<cluster::MetaStore> meta,
+                                                           bool* owned);
   void sweep_loop();
   // Starts gRPC on every address; returns the port bound, 0 on failure.
   int listen(const std::vector<std::string>& addrs, const ServerOptions& options);
@@ -48,9 +59,54 @@ class Server::Impl {
   bool stopped_ = false;   // guarded by mu_
 };
 
-Status Server::Impl::start(const ServerOptions& options) {
+Result<std::shared_ptr<cluster::MetaStore>> Server::Impl::cluster_store(
+    const ServerOptions& options, std::shared_ptr<cluster::MetaStore> meta, bool* owned) {
+  const std::string host = options.listen_addr.substr(0, options.listen_addr.rfind(':'));
+  if (options.advertise_addr.empty() &&
+      (host == "0.0.0.0" || host == "[::]" || host == "::" || host.empty())) {
+    return Status(Code::kInvalidArgument,
+                  fmt::format("cluster mode needs the address other nodes and clients dial, and "
+                              "--listen-addr {} listens on every interface; give "
+                              "--advertise-addr host:port",
+                              options.listen_addr));
+  }
+  *owned = false;
+  if (meta) return meta;
+  std::vector<std::string> endpoints;
+  for (size_t pos = 0; pos <= options.etcd_endpoints.size();) {
+    size_t comma = std::min(options.etcd_endpoints.find(',', pos), options.etcd_endpoints.size());
+    std::string e = options.etcd_endpoints.substr(pos, comma - pos);
+    e.erase(0, e.find_first_not_of(" \t"));
+    e.erase(e.find_last_not_of(" \t") + 1);
+    if (!e.empty()) endpoints.push_back(e);
+    pos = comma + 1;
+  }
+  if (endpoints.empty()) {
+    return Status(Code::kInvalidArgument,
+                  fmt::format("cluster mode (--cluster {}) keeps its membership and slot map in "
+                              "etcd; give --etcd-endpoints, e.g. http://127.0.0.1:2379",
+                              options.cluster));
+  }
+  auto store = cluster::connect_etcd(endpoints, std::chrono::seconds(3));
+  if (!store) {
+    return store.status().with_context(
+        fmt::format("cluster '{}': cannot reach etcd at {} (--etcd-endpoints)", options.cluster,
+                    options.etcd_endpoints));
+  }
+  *owned = true;
+  return std::shared_ptr<cluster::MetaStore>(std::move(*store));
+}
+
+Status Server::Impl::start(const ServerOptions& options,
+                           std::shared_ptr<cluster::MetaStore> meta) {
   core.options = options;
   log::set_level(options.log_level);
+  bool owns_meta = false;
+  if (!options.cluster.empty()) {
+    auto store = cluster_store(options, std::move(meta), &owns_meta);
+    if (!store) return store.status();
+    meta = std::move(*store);
+  }
   if (options.transport.mock) {
     if (size_t n = transport::remove_stale_shm_objects()) {
       KVRDMA_LOG_INFO("removed {} shared-memory objects left by killed kvrdma processes", n);
@@ -74,6 +130,13 @@ Status Server::Impl::start(const ServerOptions& options) {
   core.store = std::make_unique<store::Store>(*core.pool, SteadyClock::instance(), so);
   core.sessions = std::make_unique<server::SessionTable>(std::chrono::milliseconds(options.lease_ms));
   core.cluster = std::make_unique<server::ClusterView>(options.node_id, !options.cluster.empty());
+  // Set before serving and never reassigned (handlers call it concurrently); the agent behind it
+  // lives until after gRPC has stopped.
+  core.forward_delete = [this](std::string_view key, const v1::WrongOwner& to,
+                               std::chrono::steady_clock::time_point deadline) {
+    if (!cluster_node) return Status(Code::kUnavailable, "this node is not in a cluster");
+    return cluster_node->forward_delete(key, to, deadline);
+  };
 
   auto creds = rpc::server_credentials(options.security);
   if (!creds) return creds.status();
@@ -99,6 +162,11 @@ Status Server::Impl::start(const ServerOptions& options) {
   address = fmt::format("{}:{}", host, bound);
   core.public_address = options.advertise_addr.empty() ? address : options.advertise_addr;
   sweeper_ = std::thread([this] { sweep_loop(); });
+  if (!options.cluster.empty()) {
+    auto node = server::ClusterNode::start(core, std::move(meta), owns_meta);
+    if (!node) return node.status();  // the caller's shutdown() stops what started
+    cluster_node = std::move(*node);
+  }
   return Status();
 }
 
@@ -171,6 +239,7 @@ void Server::Impl::shutdown() {
     stopping_ = true;
   }
   cv_.notify_all();
+  if (cluster_node) cluster_node->stop();  // ends the registration before the node goes quiet
   core.changes.stop();  // answers waiting Stats calls now, so shutdown does not wait for them
   if (service_) service_->stop_streams();  // and ends idle GetStreams
   if (grpc_) grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -178,6 +247,7 @@ void Server::Impl::shutdown() {
   if (grpc_) grpc_->Wait();
   grpc_.reset();
   service_.reset();
+  cluster_node.reset();
   // Reverse order of construction: sessions hold pool extents, the store pins the pool.
   core.sessions.reset();
   core.store.reset();
@@ -197,11 +267,27 @@ void Server::Impl::wait() {
 }
 
 Result<std::unique_ptr<Server>> Server::start(const ServerOptions& options) {
-  auto impl = std::make_unique<Impl>();
-  Status s = impl->start(options);
+  return server::ServerAccess::start(options, nullptr);
+}
+
+Result<std::unique_ptr<Server>> server::ServerAccess::start(
+    const ServerOptions& options, std::shared_ptr<cluster::MetaStore> meta) {
+  auto impl = std::make_unique<Server::Impl>();
+  Status s = impl->start(options, std::move(meta));
   if (!s.is_ok()) return s;
   KVRDMA_LOG_DEBUG("kv-server listening on {}", impl->address);
   return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+server::ServerCore& server::ServerAccess::core(Server& server) { return server.impl_->core; }
+
+server::ClusterNode* server::ServerAccess::cluster_node(Server& server) {
+  return server.impl_->cluster_node.get();
+}
+
+Status Server::leave(std::chrono::milliseconds timeout) {
+  if (!impl_->cluster_node) return Status();
+  return impl_->cluster_node->leave(timeout);
 }
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
