@@ -3,11 +3,17 @@
 // Prints exactly one line to stdout once serving, so scripts and tests can wait for it and read
 // the bound address (the real port when --listen-addr asks for port 0):
 //   kv-server ready: listening on 127.0.0.1:43211 (node 0, pool 1024.0 MiB, transport ...)
+// In cluster mode the line ends with the cluster's name, and SIGINT/SIGTERM first leaves the
+// cluster gracefully (its values move to the other nodes, up to kLeaveTimeout; progress on
+// stderr); a second signal stops at once.
 // Exit codes: 0 clean stop, 2 usage error, 3 startup failure.
 #include <fmt/format.h>
 #include <signal.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
+#include <thread>
 
 #include "cli_common.h"
 #include "kvrdma/server.h"
@@ -16,6 +22,41 @@
 namespace {
 
 using namespace kvrdma::tools;
+
+constexpr auto kLeaveTimeout = std::chrono::seconds(60);
+
+const char* signal_name(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTERM"; }
+
+// Leaves the cluster on a thread while the main thread keeps waiting for a second signal, which
+// cuts the leave short (shutdown() ends it).
+void leave_cluster(kvrdma::Server& server, const sigset_t& stop_signals, int first) {
+  fmt::print(stderr, "kv-server: {} received, leaving the cluster (values move to the other "
+                     "nodes; up to {} s, send the signal again to stop at once)\n",
+             signal_name(first), kLeaveTimeout.count());
+  std::atomic<bool> done{false};
+  kvrdma::Status left;
+  std::thread leaver([&] {
+    left = server.leave(kLeaveTimeout);
+    done = true;
+  });
+  const timespec tick{0, 100'000'000};
+  // Bounded: the leave itself ends within kLeaveTimeout plus one etcd call.
+  for (int i = 0; i < 10'000 && !done; ++i) {
+    int sig = sigtimedwait(&stop_signals, nullptr, &tick);
+    if (sig == SIGINT || sig == SIGTERM) {
+      fmt::print(stderr, "kv-server: {} received again, stopping now\n", signal_name(sig));
+      server.shutdown();
+      break;
+    }
+  }
+  leaver.join();
+  if (left.is_ok()) {
+    fmt::print(stderr, "kv-server: left the cluster; shutting down\n");
+  } else {
+    fmt::print(stderr, "kv-server: leaving the cluster did not finish: {}; shutting down\n",
+               left.message());
+  }
+}
 
 // Blocks SIGINT/SIGTERM in this thread before any other starts, so every thread the library
 // creates inherits the mask and the signal is only ever taken by sigwait() in main.
@@ -48,15 +89,19 @@ int run(int argc, char** argv) {
     report_error("kv-server: cannot start", server.status());
     return kExitError;
   }
-  fmt::print("kv-server ready: listening on {} (node {}, pool {:.1f} MiB, transport {})\n",
+  fmt::print("kv-server ready: listening on {} (node {}, pool {:.1f} MiB, transport {}{})\n",
              (*server)->address(), options.node_id, options.memory_bytes / double(1 << 20),
-             (*server)->transport_description());
+             (*server)->transport_description(),
+             options.cluster.empty() ? "" : fmt::format(", cluster {}", options.cluster));
   std::fflush(stdout);
 
   int sig = SIGTERM;
   if (sigwait(&stop_signals, &sig) != 0) sig = SIGTERM;  // only EINVAL, impossible here
-  fmt::print(stderr, "kv-server: {} received, shutting down\n",
-             sig == SIGINT ? "SIGINT" : "SIGTERM");
+  if (!options.cluster.empty()) {
+    leave_cluster(**server, stop_signals, sig);
+  } else {
+    fmt::print(stderr, "kv-server: {} received, shutting down\n", signal_name(sig));
+  }
   (*server)->shutdown();
   server.value().reset();
   return kExitOk;

@@ -34,8 +34,8 @@ class Server::Impl {
 
   server::ServerCore core;
   std::string address;
-  // Cluster mode: the agent; stopped first at shutdown, destroyed after gRPC (handlers may
-  // still forward deletes through it until then).
+  // Cluster mode: the agent; stopped first at shutdown, destroyed with the Impl (handlers may
+  // forward deletes through it until gRPC has stopped, a leave() may still be returning).
   std::unique_ptr<server::ClusterNode> cluster_node;
 
  private:
@@ -247,7 +247,6 @@ void Server::Impl::shutdown() {
   if (grpc_) grpc_->Wait();
   grpc_.reset();
   service_.reset();
-  cluster_node.reset();
   // Reverse order of construction: sessions hold pool extents, the store pins the pool.
   core.sessions.reset();
   core.store.reset();
