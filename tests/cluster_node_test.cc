@@ -304,3 +304,20 @@ TEST_CASE("cluster mode start-up errors say what to give", "[cluster_node]") {
   REQUIRE_FALSE(wildcard.is_ok());
   CHECK_THAT(wildcard.status().message(), Catch::Contains("--advertise-addr"));
 }
+
+TEST_CASE("a DELETE forwarded to the next owner removes the key there", "[cluster_node]") {
+  TestCluster c;
+  for (uint32_t id = 0; id < 2; ++id) c.start(id);
+  REQUIRE(wait_until([&] { return c.converged(); }));
+  REQUIRE(c.core(1).store->put("gone", "value", 0ms).is_ok());
+  REQUIRE(c.core(1).store->put("kept", "value", 0ms).is_ok());
+  kvrdma::v1::WrongOwner to;
+  to.set_owner_id(1);
+  to.set_owner_address(c.nodes.at(1)->address());
+  to.set_epoch(c.epoch());
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  REQUIRE(c.agent(0).forward_delete("gone", to, deadline).is_ok());
+  CHECK(c.read(1, "gone") == "<NOT_FOUND>");
+  CHECK(c.read(1, "kept") == "value");
+  REQUIRE(c.agent(0).forward_delete("never-there", to, deadline).is_ok());
+}

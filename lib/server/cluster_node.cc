@@ -315,9 +315,12 @@ bool ClusterNode::try_register_again() {
   if (!forgotten && Steady::now() < since + 3 * lease_ttl_) return false;
   Status s = register_node(milliseconds(0));
   if (!s.is_ok()) {
-    KVRDMA_LOG_WARN("node {} cannot register again yet: {}", self_, s.to_string());
+    if (reregister_failures_++ % 30 == 0) {  // every ~10 s while it lasts, not every tick
+      KVRDMA_LOG_WARN("node {} cannot register again yet: {}; retrying", self_, s.to_string());
+    }
     return false;
   }
+  reregister_failures_ = 0;
   {
     std::lock_guard lock(mu_);
     fenced_ = false;

@@ -96,6 +96,7 @@ class ClusterNode {
   bool left_ = false;                     // guarded by mu_: leave() revoked the lease
   std::string state_ = "active";          // guarded by mu_
   bool etcd_down_logged_ = false;         // guarded by mu_
+  int reregister_failures_ = 0;           // keepalive thread only
   std::thread agent_;
   std::thread keepalive_;
 };

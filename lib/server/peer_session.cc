@@ -193,7 +193,9 @@ Status PeerSession::erase(std::string_view key, uint64_t epoch, Steady::time_poi
     grpc::ClientContext ctx;
     prepare(ctx, deadline);
     grpc::Status s = stub_->Delete(&ctx, req, &reply);
-    return s.ok() ? Status() : rpc::from_grpc(s, "Delete");
+    // Already absent there is what we want.
+    return s.ok() || s.error_code() == grpc::StatusCode::NOT_FOUND ? Status()
+                                                                   : rpc::from_grpc(s, "Delete");
   });
 }
 

@@ -86,6 +86,19 @@ void SlotMover::loop() {
 
 SlotMover::Outcome SlotMover::round(const cluster::SlotMap& m) {
   if (!core_.cluster->serving() || m.owner.empty()) return Outcome::kIdle;
+  std::vector<std::shared_ptr<PeerSession>> gone;  // closed (Goodbye) outside the lock
+  {
+    std::lock_guard lock(sessions_mu_);
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      if (m.node(it->first) == nullptr) {
+        gone.push_back(std::move(it->second));
+        it = sessions_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  gone.clear();
   std::map<uint32_t, std::vector<bool>> pending;  // destination -> slots not yet handed off
   bool moving_out = false;
   for (uint32_t s = 0; s < kSlots; ++s) {
