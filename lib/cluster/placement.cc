@@ -140,19 +140,24 @@ std::optional<SlotMap> next_map(const SlotMap& current, std::span<const NodeInfo
   }
 
   // Rule 4: new moves start only once every earlier one has finished, so a slot never has two
-  // moves in flight and a source's handoff covers all of its moves.
-  if (std::all_of(next.next_owner.begin(), next.next_owner.end(),
-                  [](uint32_t d) { return d == kNoNode; })) {
-    std::vector<uint32_t> active;
-    for (const NodeInfo& n : next.nodes) {
-      if (n.state == "active") active.push_back(n.id);
-    }
+  // moves in flight and a source's handoff covers all of its moves. An unassigned slot (its
+  // owner died) gets its target at once even while moves are in flight: no values move for it,
+  // and its keys must be served again within a lease of the death.
+  std::vector<uint32_t> active;
+  for (const NodeInfo& n : next.nodes) {
+    if (n.state == "active") active.push_back(n.id);
+  }
+  const bool moving = std::any_of(next.next_owner.begin(), next.next_owner.end(),
+                                  [](uint32_t d) { return d != kNoNode; });
+  const bool unassigned = std::find(next.owner.begin(), next.owner.end(), kNoNode) !=
+                          next.owner.end();
+  if (!moving || unassigned) {
     std::vector<uint32_t> target = balanced_owners(next.owner, active);
     for (uint32_t s = 0; s < kSlots; ++s) {
       if (target[s] == kNoNode || target[s] == next.owner[s]) continue;
       if (next.owner[s] == kNoNode) {
         next.owner[s] = target[s];  // nothing to move: nobody holds values for it
-      } else {
+      } else if (!moving) {
         next.next_owner[s] = target[s];
       }
     }
