@@ -12,7 +12,10 @@
 #include <future>
 #include <thread>
 
+#include <grpcpp/grpcpp.h>
+
 #include "cluster/meta_store.h"
+#include "etcd.grpc.pb.h"
 #include "etcd_process.h"
 
 namespace kvrdma::cluster {
@@ -88,6 +91,10 @@ TEMPLATE_TEST_CASE("meta store: leases grant, keep alive, revoke", "[meta_store]
   Status gone = s.keep_alive(*lease);
   CHECK(gone.code() == Code::kNotFound);
   CHECK(s.revoke(*lease).is_ok());  // idempotent
+  CHECK(s.put("/l/c", "late", *lease).code() == Code::kNotFound);
+  auto late = s.create("/l/c", "late", *lease);
+  CHECK(late.status().code() == Code::kNotFound);
+  CHECK(dump(s, "/l/") == "/l/b=free\n");
   CHECK(s.requests() > 0);
 }
 
@@ -315,6 +322,39 @@ TEST_CASE("etcd: a paused etcd makes calls fail within their deadline", "[meta_s
   REQUIRE(again.is_ok());
   CHECK(s.keep_alive(*lease).is_ok());
   CHECK(dump(s, "/p/") == "/p/k=v\n");
+}
+
+TEST_CASE("etcd: a wait from a compacted revision returns the current one", "[meta_store][etcd]") {
+  if (!testing::etcd_available()) {
+    WARN("etcd is not installed (/usr/bin/etcd): skipped");
+    return;
+  }
+  auto etcd = testing::EtcdProcess::start();
+  REQUIRE(etcd.is_ok());
+  auto connected = connect_etcd({(*etcd)->endpoint()}, 2000ms);
+  REQUIRE(connected.is_ok());
+  MetaStore& s = **connected;
+  int64_t old = revision(s);
+  for (int i = 0; i < 5; ++i) REQUIRE(s.put("/other/k", std::to_string(i), 0).is_ok());
+  int64_t now = revision(s);
+  REQUIRE(now == old + 5);
+  // Compact past `old` with etcd's own RPC: the history a watch from old + 1 needs is gone.
+  std::string target = (*etcd)->endpoint().substr(std::string("http://").size());
+  auto kv = etcdserverpb::KV::NewStub(
+      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+  etcdserverpb::CompactionRequest req;
+  req.set_revision(now);
+  req.set_physical(true);
+  etcdserverpb::CompactionResponse resp;
+  REQUIRE(kv->Compact(&ctx, req, &resp).ok());
+
+  const auto start = Steady::now();
+  auto got = s.wait_for_change("/w/", old, 10000ms);  // nothing changed under /w/ at all
+  REQUIRE(got.is_ok());
+  CHECK(*got == now);
+  CHECK(Steady::now() - start < 5s);
 }
 
 TEST_CASE("memory meta store: test hooks", "[meta_store]") {

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "cluster/meta_store.h"
+#include "common/logging.h"
 #include "etcd.grpc.pb.h"
 
 namespace kvrdma::cluster {
@@ -123,17 +124,24 @@ class EtcdStore final : public MetaStore {
   Result<LeaseId> grant_lease(std::chrono::milliseconds ttl) override {
     if (ttl.count() <= 0) {
       return Status(Code::kInvalidArgument,
-                    fmt::format("lease TTL {} ms is not positive; pass a TTL above 0", ttl.count()));
+                    fmt::format("lease TTL {} ms is not positive; pass a TTL above 0",
+                                ttl.count()));
     }
     pb::LeaseGrantRequest req;
     req.set_ttl(std::max<int64_t>(1, std::chrono::ceil<std::chrono::seconds>(ttl).count()));
     pb::LeaseGrantResponse resp;
     auto e = endpoint();
     grpc::ClientContext ctx;
-    KVRDMA_RETURN_IF_ERROR(finish("LeaseGrant", *e, e->lease->LeaseGrant(prepare(ctx), req, &resp)));
+    KVRDMA_RETURN_IF_ERROR(
+        finish("LeaseGrant", e, e->lease->LeaseGrant(prepare(ctx), req, &resp)));
     if (!resp.error().empty()) {
       return Status(Code::kInternal, fmt::format("etcd LeaseGrant at {} refused: {}", e->name,
                                                  resp.error()));
+    }
+    if (resp.ttl() != req.ttl()) {
+      // etcd raises a TTL below its minimum (about 1.5 election timeouts); say what it granted.
+      KVRDMA_LOG_INFO("etcd at {} granted lease {:x} a TTL of {} s (asked {} s)", e->name,
+                      resp.id(), resp.ttl(), req.ttl());
     }
     return resp.id();
   }
@@ -170,7 +178,7 @@ class EtcdStore final : public MetaStore {
     grpc::ClientContext ctx;
     grpc::Status s = e->lease->LeaseRevoke(prepare(ctx), req, &resp);
     if (s.error_code() == grpc::StatusCode::NOT_FOUND) return Status::ok();  // already gone
-    return finish("LeaseRevoke", *e, s);
+    return finish("LeaseRevoke", e, s);
   }
 
   Result<bool> create(std::string_view key, std::string_view value, LeaseId lease,
@@ -213,7 +221,7 @@ class EtcdStore final : public MetaStore {
     pb::PutResponse resp;
     auto e = endpoint();
     grpc::ClientContext ctx;
-    return finish("Put", *e, e->kv->Put(prepare(ctx), req, &resp));
+    return finish("Put", e, e->kv->Put(prepare(ctx), req, &resp));
   }
 
   Status erase(std::string_view key) override {
@@ -222,7 +230,7 @@ class EtcdStore final : public MetaStore {
     pb::DeleteRangeResponse resp;
     auto e = endpoint();
     grpc::ClientContext ctx;
-    return finish("DeleteRange", *e, e->kv->DeleteRange(prepare(ctx), req, &resp));
+    return finish("DeleteRange", e, e->kv->DeleteRange(prepare(ctx), req, &resp));
   }
 
   Result<MetaRange> range(std::string_view prefix) override {
@@ -232,7 +240,7 @@ class EtcdStore final : public MetaStore {
     pb::RangeResponse resp;
     auto e = endpoint();
     grpc::ClientContext ctx;
-    KVRDMA_RETURN_IF_ERROR(finish("Range", *e, e->kv->Range(prepare(ctx), req, &resp)));
+    KVRDMA_RETURN_IF_ERROR(finish("Range", e, e->kv->Range(prepare(ctx), req, &resp)));
     MetaRange out;
     out.revision = resp.header().revision();
     out.entries.reserve(resp.kvs_size());
@@ -254,7 +262,7 @@ class EtcdStore final : public MetaStore {
       waits_.insert(ctx.get());
     }
     auto e = endpoint();
-    Result<int64_t> out = watch_once(*e, *ctx, prefix, after_revision);
+    Result<int64_t> out = watch_once(e, *ctx, prefix, after_revision);
     bool cancelled = false;
     {
       std::lock_guard lock(wait_mu_);
@@ -284,7 +292,9 @@ class EtcdStore final : public MetaStore {
   std::string describe() const override { return "etcd " + endpoint()->name; }
 
  private:
-  std::shared_ptr<Endpoint> endpoint() const { return endpoints_[current_.load() % endpoints_.size()]; }
+  std::shared_ptr<Endpoint> endpoint() const {
+    return endpoints_[current_.load() % endpoints_.size()];
+  }
 
   // A transport failure on `e` moves later calls to the next endpoint (when there is one).
   void note_failure(const std::shared_ptr<Endpoint>& e) {
@@ -300,19 +310,16 @@ class EtcdStore final : public MetaStore {
     return &ctx;
   }
 
-  Status finish(std::string_view what, const Endpoint& e, const grpc::Status& s) {
-    if (!s.ok() && is_transport_failure(s.error_code())) {
-      for (const auto& p : endpoints_) {
-        if (p.get() == &e) note_failure(p);
-      }
-    }
-    return from_grpc(what, e.name, s);
+  Status finish(std::string_view what, const std::shared_ptr<Endpoint>& e,
+                const grpc::Status& s) {
+    if (!s.ok() && is_transport_failure(s.error_code())) note_failure(e);
+    return from_grpc(what, e->name, s);
   }
 
   Status txn(const pb::TxnRequest& req, pb::TxnResponse* resp) {
     auto e = endpoint();
     grpc::ClientContext ctx;
-    return finish("Txn", *e, e->kv->Txn(prepare(ctx), req, resp));
+    return finish("Txn", e, e->kv->Txn(prepare(ctx), req, resp));
   }
 
   static void set_put(pb::PutRequest* put, std::string_view key, std::string_view value,
@@ -324,9 +331,9 @@ class EtcdStore final : public MetaStore {
 
   // One Watch stream: create it from after_revision + 1, return at the first event, at a
   // compaction (the current revision: the caller re-reads), or at the deadline (after_revision).
-  Result<int64_t> watch_once(const Endpoint& e, grpc::ClientContext& ctx, std::string_view prefix,
-                             int64_t after_revision) {
-    auto stream = e.watch->Watch(&ctx);
+  Result<int64_t> watch_once(const std::shared_ptr<Endpoint>& e, grpc::ClientContext& ctx,
+                             std::string_view prefix, int64_t after_revision) {
+    auto stream = e->watch->Watch(&ctx);
     pb::WatchRequest req;
     auto* create = req.mutable_create_request();
     create->set_key(std::string(prefix));
@@ -334,27 +341,43 @@ class EtcdStore final : public MetaStore {
     create->set_start_revision(after_revision + 1);
     ++requests_;
     bool created = false;
+    bool compacted = false;
     std::optional<int64_t> seen;
     if (stream->Write(req)) {
       pb::WatchResponse resp;
       while (!seen && stream->Read(&resp)) {
         created = created || resp.created();
         if (resp.compact_revision() > 0 || resp.canceled()) {
-          seen = std::max(resp.header().revision(), after_revision + 1);
+          compacted = true;
+          break;
         }
         for (const auto& ev : resp.events()) {
           seen = std::max(seen.value_or(after_revision), ev.kv().mod_revision());
         }
       }
     }
-    if (seen) ctx.TryCancel();  // done: end the stream rather than wait for its deadline
+    if (seen || compacted) ctx.TryCancel();  // done: end the stream, not wait for its deadline
     grpc::Status s = stream->Finish();
     if (seen) return *seen;
+    if (compacted) return current_revision(e, after_revision);
     if (created && s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) return after_revision;
     if (s.ok()) {
-      return unreachable("Watch", e.name, "the stream ended without an event");
+      return unreachable("Watch", e->name, "the stream ended without an event");
     }
-    return from_grpc("Watch", e.name, s);
+    return from_grpc("Watch", e->name, s);
+  }
+
+  // The store's revision now (the header of a count-only Range), but above after_revision, so a
+  // waiter whose history was compacted away re-reads. The cancel response's own header cannot
+  // be trusted for this.
+  Result<int64_t> current_revision(const std::shared_ptr<Endpoint>& e, int64_t after_revision) {
+    pb::RangeRequest req;
+    req.set_key("/");
+    req.set_count_only(true);
+    pb::RangeResponse resp;
+    grpc::ClientContext ctx;
+    KVRDMA_RETURN_IF_ERROR(finish("Range", e, e->kv->Range(prepare(ctx), req, &resp)));
+    return std::max(resp.header().revision(), after_revision + 1);
   }
 
   // Waits for the one operation in flight on the keepalive stream; false on failure or timeout
