@@ -30,7 +30,8 @@ class MemoryStore final : public MemoryMetaStore {
     KVRDMA_RETURN_IF_ERROR(begin_call_locked("LeaseGrant"));
     if (ttl.count() <= 0) {
       return Status(Code::kInvalidArgument,
-                    fmt::format("lease TTL {} ms is not positive; pass a TTL above 0", ttl.count()));
+                    fmt::format("lease TTL {} ms is not positive; pass a TTL above 0",
+                                ttl.count()));
     }
     // Whole seconds, rounded up, as etcd counts them.
     auto seconds = std::chrono::ceil<std::chrono::seconds>(ttl);
