@@ -51,7 +51,8 @@ class ClusterView {
   // The map this node serves by (an empty epoch-0 map before the first one arrives).
   std::shared_ptr<const cluster::SlotMap> map() const;
   // Installs a newer map (an older or equal epoch is ignored; returns whether it was taken).
-  // Hand-off marks of slots that no longer move out of this node are dropped.
+  // Hand-off marks of slots that no longer move out of this node, or now move to another next
+  // owner, are dropped.
   bool set_map(std::shared_ptr<const cluster::SlotMap> map);
   // These slots of this node are handed off to their next owner: from now on every request for
   // them is refused with a `moved` redirect. Call with write_gate() held exclusively.
