@@ -369,34 +369,30 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
   if (!session) return finish(ctx, session.status());
   Status ok = core_.store->check(req->key(), 0);
   if (!ok.is_ok()) return finish(ctx, ok);
-  if (!core_.cluster->enabled()) {
-    bool existed = core_.store->erase(req->key());
-    reply->set_existed(existed);
-    if (!existed) return finish(ctx, Status(Code::kNotFound, "key not found"));
-    ++core_.counters.deletes;
-    return finish(ctx, Status());
-  }
-  if (Status f = fenced(); !f.is_ok()) return finish(ctx, f);
   bool existed = false;
-  SlotVerdict verdict;
-  {
-    std::shared_lock gate(core_.cluster->write_gate());
+  std::optional<SlotVerdict> moving_out;  // cluster mode: the slot moves to the next owner
+  if (!core_.cluster->enabled()) {
+    existed = core_.store->erase(req->key());
+  } else {
+    if (Status f = fenced(); !f.is_ok()) return finish(ctx, f);
+    std::shared_lock gate(core_.cluster->write_gate());  // see Put
     auto v = admit(session->get(), req->key(), SlotOp::kDelete);
     if (!v) return finish(ctx, v.status());
-    verdict = std::move(*v);
     existed = core_.store->erase(req->key());
+    if (v->kind == SlotVerdict::kServeMovingOut) moving_out = std::move(*v);
   }
-  // A slot moving out: the value may already be at the next owner; delete it there too. Not
-  // under the gate (this call may take up to its deadline; the mover must not wait for it).
-  if (verdict.kind == SlotVerdict::kServeMovingOut && core_.forward_delete) {
-    Status there = core_.forward_delete(req->key(), verdict.detail, write_deadline(ctx));
+  // The value may already be at the next owner: delete it there too. Not under the gate: this
+  // may take up to the call's deadline, and the mover must not wait for it.
+  if (moving_out && core_.forward_delete) {
+    Status there = core_.forward_delete(req->key(), moving_out->detail, write_deadline(ctx));
     if (there.is_ok()) {
       existed = true;
     } else if (there.code() != Code::kNotFound) {
       reply->set_existed(existed);
       return finish(ctx, there.with_context(fmt::format(
-                             "DELETE: {} here, but not at node {} (the slot's next owner)",
-                             existed ? "erased" : "absent", verdict.detail.owner_id())));
+                             "DELETE {} the key here, but node {} (the slot's next owner) may "
+                             "still hold it; retry the DELETE",
+                             existed ? "erased" : "did not find", moving_out->detail.owner_id())));
     }
   }
   reply->set_existed(existed);
