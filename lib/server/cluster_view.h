@@ -60,7 +60,8 @@ class ClusterView {
   bool handed_off(uint32_t slot) const;
 
   // The verdict for a request on `slot`. `from_peer`: the request comes over a node-to-node
-  // session (a move into this node): allowed when this node is the slot's next owner.
+  // session (a move into this node): allowed when this node is the slot's next owner. An
+  // importing node serves redirected clients too, so today no verdict depends on it.
   SlotVerdict check(uint32_t slot, SlotOp op, bool from_peer = false) const;
 
   // While false (the node lost its lease: it was declared dead), data requests are refused
