@@ -82,6 +82,8 @@ Result<std::unique_ptr<MetaStore>> connect_etcd(const std::vector<std::string>& 
 class MemoryMetaStore : public MetaStore {
  public:
   static std::shared_ptr<MemoryMetaStore> create();
+  // The factory above would hide the create-if-absent overload otherwise.
+  using MetaStore::create;
   // Ends a lease as if its keepalives had stopped reaching etcd for its TTL.
   virtual void expire_lease(LeaseId lease) = 0;
   // While true every call fails with UNAVAILABLE (etcd down).

@@ -29,9 +29,10 @@ std::vector<uint32_t> balanced_owners(const std::vector<uint32_t>& current,
 //     (the values in flight are lost: a cache), else unassigned. next_owner cleared.
 //  2. A moving slot whose next owner is not registered: the move is cancelled (next cleared).
 //  3. Moves whose source handed off in the current epoch finish: owner = next owner.
-//  4. When no slot is moving any more, balanced_owners over the registered "active" nodes is
-//     the target: an unassigned slot gets its target owner at once; a slot whose owner is
-//     registered but is not the target gets next_owner = target (a move, values go over).
+//  4. balanced_owners over the registered "active" nodes is the target: an unassigned slot gets
+//     its target owner at once (also while other slots move: a dead node's keys must be served
+//     again within its lease); when no slot is moving any more, a slot whose owner is registered
+//     but is not the target gets next_owner = target (a move, values go over).
 // nullopt when owners, next owners and the node list come out unchanged.
 std::optional<SlotMap> next_map(const SlotMap& current, std::span<const NodeInfo> registered,
                                 const std::map<uint32_t, uint64_t>& handed_off,

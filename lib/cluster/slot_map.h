@@ -47,8 +47,9 @@ struct SlotMap {
 };
 
 void to_proto(const SlotMap& map, v1::ClusterMap* out);
-// INVALID_ARGUMENT when the map is malformed (wrong slot count, an owner the node list lacks,
-// duplicate node ids).
+// INVALID_ARGUMENT when the map is malformed (wrong slot count, no owners at a non-zero epoch,
+// duplicate or reserved node ids). An owner the node list lacks is allowed: a dead node stays
+// named until the controller moves its slots.
 Result<SlotMap> from_proto(const v1::ClusterMap& in);
 
 }  // namespace kvrdma::cluster

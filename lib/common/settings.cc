@@ -2,6 +2,7 @@
 // client options; tools/ builds CLI flags from it and capi/ feeds kvrdma_config_set through it.
 #include <fmt/format.h>
 
+#include <cctype>
 #include <functional>
 #include <limits>
 
@@ -57,6 +58,15 @@ const SettingInfo kSettings[] = {
     {"tls-key", "string", "", "PEM private key of --tls-cert", kBoth},
     {"tls-ca", "string", "", "PEM CA: the client verifies the server with it (turns TLS on); the "
      "server requires client certificates signed by it", kBoth},
+    {"cluster", "string", "", "cluster name: join this cluster (etcd keys under /kvrdma/<name>/; "
+     "letters, digits, '-', '_', '.'); empty: a single node, no cluster mode", kServerSetting},
+    {"etcd-endpoints", "string", "", "cluster mode: etcd endpoints, comma-separated, e.g. "
+     "http://127.0.0.1:2379,http://10.0.0.2:2379", kServerSetting},
+    {"advertise-addr", "string", "", "cluster mode: host:port other nodes and clients dial to "
+     "reach this server (empty: the address it listens on)", kServerSetting},
+    {"node-lease-ms", "int", "5000", "cluster mode: a node whose etcd lease is not renewed for "
+     "this long is declared dead and its slots reassigned (etcd counts whole seconds)",
+     kServerSetting},
 };
 
 Status bad_value(std::string_view name, std::string_view value, std::string_view expected) {
@@ -175,6 +185,39 @@ Status apply_setting(ServerOptions& o, std::string_view name, std::string_view v
     o.inline_threshold = *v;
     return Status();
   }
+  if (name == "cluster") {
+    if (value.size() > 64) return bad_value(name, value, "a name of at most 64 characters");
+    for (char c : value) {
+      // The name becomes part of etcd keys: keep it to characters that need no escaping.
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
+        return bad_value(name, value, "letters, digits, '-', '_' and '.' only");
+      }
+    }
+    o.cluster = std::string(value);
+    return Status();
+  }
+  if (name == "etcd-endpoints") {
+    for (std::string_view rest = value; !rest.empty();) {
+      size_t comma = rest.find(',');
+      std::string_view one = rest.substr(0, comma);
+      if (one.find(':') == std::string_view::npos) {
+        return bad_value(name, value, "comma-separated host:port or http://host:port entries");
+      }
+      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+      if (comma != std::string_view::npos && rest.empty()) {
+        return bad_value(name, value, "no empty entry after a comma");
+      }
+    }
+    o.etcd_endpoints = std::string(value);
+    return Status();
+  }
+  if (name == "advertise-addr") {
+    if (!value.empty() && (value.find(':') == std::string_view::npos || value.back() == ':')) {
+      return bad_value(name, value, "host:port, e.g. 10.0.0.5:50051 (empty: the listen address)");
+    }
+    o.advertise_addr = std::string(value);
+    return Status();
+  }
   struct UintField {
     const char* name;
     uint64_t* field;
@@ -192,6 +235,7 @@ Status apply_setting(ServerOptions& o, std::string_view name, std::string_view v
       {"max-sessions", &o.max_sessions, 1, 1'000'000, 1},
       {"max-inflight", &o.max_inflight, 1, 1'000'000, 1},
       {"max-message-mb", &o.max_message_bytes, 0, 2047, 1ull << 20},
+      {"node-lease-ms", &o.node_lease_ms, 1000, 600'000, 1},
   };
   for (const auto& f : fields) {
     if (name != f.name) continue;

@@ -87,6 +87,8 @@ std::optional<Status> KvService::serve_get_many(const v1::GetManyRequest& reques
   Status shape = check_batch("GetMany", req->items(),
                              [](const v1::GetManyItem& i) { return i.key().size(); });
   if (!shape.is_ok()) return shape;
+  const bool in_cluster = core_.cluster->enabled();
+  if (in_cluster) KVRDMA_RETURN_IF_ERROR(fenced());
   std::shared_ptr<Session> owner = *session;
   if (Status busy = take_transfer_slot(*owner); !busy.is_ok()) return busy;
   reply->set_node_id(core_.options.node_id);
@@ -107,6 +109,7 @@ std::optional<Status> KvService::serve_get_many(const v1::GetManyRequest& reques
     const v1::GetManyItem& item = req->items(i);
     v1::GetManyResult* out = reply->mutable_results(i);
     Status ok = core_.store->check(item.key(), 0);
+    if (ok.is_ok() && in_cluster) ok = admit(session->get(), item.key(), SlotOp::kRead).status();
     if (!ok.is_ok()) {
       rpc::to_item(out->mutable_status(), ok);
       continue;
@@ -115,7 +118,9 @@ std::optional<Status> KvService::serve_get_many(const v1::GetManyRequest& reques
     auto ref = core_.store->get(item.key());
     if (!ref) {
       ++tally.misses;
-      rpc::to_item(out->mutable_status(), ref.status());
+      rpc::to_item(out->mutable_status(),
+                   in_cluster ? after_miss(session->get(), item.key(), ref.status())
+                              : ref.status());
       continue;
     }
     const uint64_t len = ref->size();
@@ -174,6 +179,15 @@ grpc::ServerUnaryReactor* KvService::PutMany(grpc::CallbackServerContext* ctx,
     return i.key().size() + i.value().size();
   });
   if (!shape.is_ok()) return finish(ctx, shape);
+  // Cluster mode: the gate is held across the whole batch, from the first check to the last
+  // store change (see Put).
+  const bool in_cluster = core_.cluster->enabled();
+  std::shared_lock<std::shared_mutex> gate;
+  if (in_cluster) {
+    if (Status f = fenced(); !f.is_ok()) return finish(ctx, f);
+    gate = std::shared_lock(core_.cluster->write_gate());
+  }
+  const bool from_peer = (*session)->peer_node != 0;
   for (const v1::PutManyItem& item : req->items()) {
     v1::ItemStatus* out = reply->add_results();
     if (item.value().size() > core_.options.inline_threshold) {
@@ -184,9 +198,15 @@ grpc::ServerUnaryReactor* KvService::PutMany(grpc::CallbackServerContext* ctx,
                                            item.value().size(), core_.options.inline_threshold)));
       continue;
     }
+    if (in_cluster) {
+      if (auto v = admit(session->get(), item.key(), SlotOp::kWrite); !v) {
+        rpc::to_item(out, v.status());
+        continue;
+      }
+    }
     Status s = core_.store->put(item.key(), item.value(), milliseconds(req->ttl_ms()));
     if (s.is_ok()) {
-      ++core_.counters.puts;
+      ++(from_peer ? core_.counters.keys_moved_in : core_.counters.puts);
       core_.counters.bytes_inline_received += item.value().size();
     }
     rpc::to_item(out, s);

@@ -38,7 +38,11 @@ bool ClusterView::set_map(std::shared_ptr<const cluster::SlotMap> map) {
   if (map_ && map->epoch <= map_->epoch) return false;
   if (!handed_off_.empty()) {
     for (uint32_t s = 0; s < kSlots; ++s) {
-      if (handed_off_[s] && (map->owner_of(s) != self_ || map->next_owner_of(s) == kNoNode)) {
+      // Kept only while the slot still moves out of this node to the same next owner: a
+      // finished or cancelled move, or one redirected elsewhere, starts afresh.
+      const uint32_t next = map->next_owner_of(s);
+      if (handed_off_[s] && (map->owner_of(s) != self_ || next == kNoNode ||
+                             (map_ && next != map_->next_owner_of(s)))) {
         handed_off_[s] = false;
       }
     }

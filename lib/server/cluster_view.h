@@ -51,7 +51,8 @@ class ClusterView {
   // The map this node serves by (an empty epoch-0 map before the first one arrives).
   std::shared_ptr<const cluster::SlotMap> map() const;
   // Installs a newer map (an older or equal epoch is ignored; returns whether it was taken).
-  // Hand-off marks of slots that no longer move out of this node are dropped.
+  // Hand-off marks of slots that no longer move out of this node, or now move to another next
+  // owner, are dropped.
   bool set_map(std::shared_ptr<const cluster::SlotMap> map);
   // These slots of this node are handed off to their next owner: from now on every request for
   // them is refused with a `moved` redirect. Call with write_gate() held exclusively.
@@ -59,7 +60,8 @@ class ClusterView {
   bool handed_off(uint32_t slot) const;
 
   // The verdict for a request on `slot`. `from_peer`: the request comes over a node-to-node
-  // session (a move into this node): allowed when this node is the slot's next owner.
+  // session (a move into this node): allowed when this node is the slot's next owner. An
+  // importing node serves redirected clients too, so today no verdict depends on it.
   SlotVerdict check(uint32_t slot, SlotOp op, bool from_peer = false) const;
 
   // While false (the node lost its lease: it was declared dead), data requests are refused

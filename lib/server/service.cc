@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "common/logging.h"
+#include "cluster/slot_map.h"
 #include "kvrdma/version.h"
 #include "rpc/security.h"
 #include "rpc/status_map.h"
@@ -60,6 +61,14 @@ ServerStats ServerCore::stats() const {
   s.bytes_put_committed = c.bytes_put_committed;
   s.reservations_expired = c.reservations_expired;
   s.sessions_expired = c.sessions_expired;
+  s.cluster = options.cluster;
+  s.keys_moved_out = c.keys_moved_out;
+  s.keys_moved_in = c.keys_moved_in;
+  if (cluster && cluster->enabled()) {
+    std::shared_ptr<const cluster::SlotMap> map = cluster->map();
+    s.map_epoch = map->epoch;
+    s.slots = map->slots_of(cluster->self());
+  }
   return s;
 }
 
@@ -99,6 +108,12 @@ grpc::ServerUnaryReactor* KvService::Hello(grpc::CallbackServerContext* ctx,
                                           "start both with the same --mock / --provider",
                                           req->transport_kind(), t.kind())));
   }
+  if (req->peer_node() != 0 && !core_.cluster->enabled()) {
+    return finish(ctx, Status(Code::kFailedPrecondition,
+                              fmt::format("Hello from cluster node {}, but this server is not in "
+                                          "cluster mode; start it with --cluster",
+                                          req->peer_node() - 1)));
+  }
   auto peer = t.connect(req->transport_address());
   if (!peer) return finish(ctx, peer.status().with_context("Hello: client transport address"));
   auto region = (*peer)->attach(req->memory_descriptor());
@@ -110,7 +125,7 @@ grpc::ServerUnaryReactor* KvService::Hello(grpc::CallbackServerContext* ctx,
                                           (*region)->size())));
   }
   auto added = core_.sessions->add(req->client_id(), std::move(*peer), std::move(*region),
-                                   core_.options.max_sessions);
+                                   core_.options.max_sessions, req->peer_node());
   if (!added) return finish(ctx, added.status());
   auto& s = *added;
   KVRDMA_LOG_DEBUG("session {:x} opened by client {} ({} byte buffer, version {})", s->id,
@@ -163,11 +178,16 @@ std::optional<Status> KvService::serve_get(const v1::GetRequest& req, v1::GetRep
   if (!session) return session.status();
   Status ok = core_.store->check(req.key(), 0);
   if (!ok.is_ok()) return ok;
+  const bool in_cluster = core_.cluster->enabled();
+  if (in_cluster) {
+    KVRDMA_RETURN_IF_ERROR(fenced());
+    KVRDMA_RETURN_IF_ERROR(admit(session->get(), req.key(), SlotOp::kRead).status());
+  }
   ++core_.counters.gets;
   auto ref = core_.store->get(req.key());
   if (!ref) {
     ++core_.counters.get_misses;
-    return ref.status();
+    return in_cluster ? after_miss(session->get(), req.key(), ref.status()) : ref.status();
   }
   ++core_.counters.get_hits;
   const uint64_t len = ref->size();
@@ -214,9 +234,18 @@ grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
   BumpOnReturn changed(core_.changes);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());
+  // Cluster mode: held from the check until the value is stored, so no write lands in a slot
+  // after its hand-off (the mover takes the gate exclusively to hand off).
+  std::shared_lock<std::shared_mutex> gate;
+  if (core_.cluster->enabled()) {
+    if (Status f = fenced(); !f.is_ok()) return finish(ctx, f);
+    gate = std::shared_lock(core_.cluster->write_gate());
+    auto v = admit(session->get(), req->key(), SlotOp::kWrite);
+    if (!v) return finish(ctx, v.status());
+  }
   Status s = core_.store->put(req->key(), req->value(), milliseconds(req->ttl_ms()));
   if (s.is_ok()) {
-    ++core_.counters.puts;
+    ++((*session)->peer_node != 0 ? core_.counters.keys_moved_in : core_.counters.puts);
     core_.counters.bytes_inline_received += req->value().size();
   }
   return finish(ctx, s);
@@ -234,6 +263,14 @@ grpc::ServerUnaryReactor* KvService::PutBegin(grpc::CallbackServerContext* ctx,
   if (req->value_len() == 0) {
     return finish(ctx, Status(Code::kInvalidArgument,
                               "PutBegin of an empty value; use Put for small values"));
+  }
+  uint32_t slot = 0;
+  if (core_.cluster->enabled()) {
+    // No gate here: nothing is stored yet. PutCommit checks the slot again, under the gate.
+    if (Status f = fenced(); !f.is_ok()) return finish(ctx, f);
+    auto v = admit(session->get(), req->key(), SlotOp::kWrite);
+    if (!v) return finish(ctx, v.status());
+    slot = cluster::slot_of(req->key());
   }
   {
     Session& owner = **session;
@@ -257,6 +294,7 @@ grpc::ServerUnaryReactor* KvService::PutBegin(grpc::CallbackServerContext* ctx,
   reply->set_expires_in_ms(core_.options.reservation_ttl_ms);
   r.allocation = std::move(*a);
   r.incoming = core_.transport->expect_writes();
+  r.slot = slot;
   Session& s = **session;
   std::lock_guard lock(s.mu);
   uint64_t id = s.next_reservation++;
@@ -292,10 +330,21 @@ grpc::ServerUnaryReactor* KvService::PutCommit(grpc::CallbackServerContext* ctx,
   if (!session) return finish(ctx, session.status());
   auto r = take_reservation(**session, req->reservation_id());
   if (!r) return finish(ctx, r.status());
+  // Cluster mode: the slot may have been handed off (or the map changed) since PutBegin. A
+  // refusal frees the reservation (`r` goes with this call); the gate is held until the value
+  // is committed, so a hand-off cannot slip in between the check and the commit.
+  std::shared_lock<std::shared_mutex> gate;
+  const bool from_peer = (*session)->peer_node != 0;
+  if (core_.cluster->enabled()) {
+    if (Status f = fenced(); !f.is_ok()) return finish(ctx, f);
+    gate = std::shared_lock(core_.cluster->write_gate());
+    SlotVerdict v = core_.cluster->check(r->slot, SlotOp::kWrite, from_peer);
+    if (v.kind == SlotVerdict::kRefuse) return finish(ctx, v.refusal());
+  }
   uint64_t len = r->length;
   Status s = core_.store->commit(r->key, std::move(r->allocation), len, r->ttl);
   if (s.is_ok()) {
-    ++core_.counters.puts;
+    ++(from_peer ? core_.counters.keys_moved_in : core_.counters.puts);
     core_.counters.bytes_put_committed += len;
   }
   return finish(ctx, s);
@@ -320,7 +369,32 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
   if (!session) return finish(ctx, session.status());
   Status ok = core_.store->check(req->key(), 0);
   if (!ok.is_ok()) return finish(ctx, ok);
-  bool existed = core_.store->erase(req->key());
+  bool existed = false;
+  std::optional<SlotVerdict> moving_out;  // cluster mode: the slot moves to the next owner
+  if (!core_.cluster->enabled()) {
+    existed = core_.store->erase(req->key());
+  } else {
+    if (Status f = fenced(); !f.is_ok()) return finish(ctx, f);
+    std::shared_lock gate(core_.cluster->write_gate());  // see Put
+    auto v = admit(session->get(), req->key(), SlotOp::kDelete);
+    if (!v) return finish(ctx, v.status());
+    existed = core_.store->erase(req->key());
+    if (v->kind == SlotVerdict::kServeMovingOut) moving_out = std::move(*v);
+  }
+  // The value may already be at the next owner: delete it there too. Not under the gate: this
+  // may take up to the call's deadline, and the mover must not wait for it.
+  if (moving_out && core_.forward_delete) {
+    Status there = core_.forward_delete(req->key(), moving_out->detail, write_deadline(ctx));
+    if (there.is_ok()) {
+      existed = true;
+    } else if (there.code() != Code::kNotFound) {
+      reply->set_existed(existed);
+      return finish(ctx, there.with_context(fmt::format(
+                             "DELETE {} the key here, but node {} (the slot's next owner) may "
+                             "still hold it; retry the DELETE",
+                             existed ? "erased" : "did not find", moving_out->detail.owner_id())));
+    }
+  }
   reply->set_existed(existed);
   if (!existed) return finish(ctx, Status(Code::kNotFound, "key not found"));
   ++core_.counters.deletes;
@@ -355,6 +429,11 @@ void fill_stats(const ServerStats& s, v1::StatsReply* reply) {
   reply->set_reservations_expired(s.reservations_expired);
   reply->set_sessions_expired(s.sessions_expired);
   reply->set_version(s.version);
+  reply->set_cluster(s.cluster);
+  reply->set_map_epoch(s.map_epoch);
+  reply->set_slots(s.slots);
+  reply->set_keys_moved_out(s.keys_moved_out);
+  reply->set_keys_moved_in(s.keys_moved_in);
 }
 
 }  // namespace

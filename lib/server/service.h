@@ -98,6 +98,12 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
   // Single and batch GETs over one long-lived stream, in stream_service.cc.
   grpc::ServerBidiReactor<v1::StreamGetRequest, v1::StreamGetReply>* GetStream(
       grpc::CallbackServerContext* ctx) override;
+  // Cluster mode, in cluster_service.cc: the map this node serves by, and where a value lives.
+  grpc::ServerUnaryReactor* ClusterMap(grpc::CallbackServerContext* ctx,
+                                       const v1::ClusterMapRequest* req,
+                                       v1::ClusterMapReply* reply) override;
+  grpc::ServerUnaryReactor* Locate(grpc::CallbackServerContext* ctx, const v1::LocateRequest* req,
+                                   v1::LocateReply* reply) override;
 
   // One GET, for Get and GetStream (the caller checked the token). The outcome when it is known
   // at once (errors, misses, inline values, "ask again with value_len bytes"); nullopt when a
@@ -134,6 +140,19 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
   void push_value(store::ValueRef ref, std::shared_ptr<transport::RemoteRegion> dst,
                   uint64_t offset, transport::Transport::Clock::time_point deadline,
                   transport::Completion then);
+
+  // Cluster mode (docs/cluster.md "Serving by the map"); call only when core_.cluster->enabled(),
+  // so the single-node path pays one branch and nothing else.
+  // UNAVAILABLE once this node lost its cluster lease (declared dead: it serves no data).
+  Status fenced() const;
+  // The verdict for a data request on `key` over `session` (nullptr: a call without one, e.g.
+  // Locate): the refusal (FAILED_PRECONDITION with the typed wrong-owner detail) when this node
+  // must not serve it, else the verdict (kServe or kServeMovingOut).
+  Result<SlotVerdict> admit(const Session* session, std::string_view key, SlotOp op) const;
+  // A GET miss in cluster mode: asks the view again (the map may have changed during the
+  // lookup), so a key in a slot this node no longer serves, or one moving out, gets a redirect
+  // instead of `miss`.
+  Status after_miss(const Session* session, std::string_view key, Status miss) const;
 
   ServerCore& core_;
   // Recursive: a cancel may run the stream's reactions, and so remove_stream, on this thread.

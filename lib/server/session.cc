@@ -20,9 +20,10 @@ int64_t now_ns() {
 Result<std::shared_ptr<Session>> SessionTable::add(uint64_t client_id,
                                                    std::shared_ptr<transport::Peer> peer,
                                                    std::shared_ptr<transport::RemoteRegion> region,
-                                                   size_t max_sessions) {
+                                                   size_t max_sessions, uint32_t peer_node) {
   auto s = std::make_shared<Session>();
   s->client_id = client_id;
+  s->peer_node = peer_node;
   s->peer = std::move(peer);
   s->region = std::move(region);
   s->last_seen_ns = now_ns();

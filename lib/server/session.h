@@ -1,5 +1,6 @@
 // Client sessions: what Hello registered (the client's transport peer and receive region) and the
-// PUT reservations the session holds. Thread-safe; SessionTable's mutex guards the map, each
+// PUT reservations the session holds. In cluster mode a node moving values into this one opens a
+// session too (a peer session, Session::peer_node). Thread-safe; SessionTable's mutex guards the map, each
 // Session's mutex guards its reservations (lock order: table, then session).
 #pragma once
 
@@ -27,11 +28,15 @@ struct Reservation {
   std::chrono::milliseconds ttl{0};
   SteadyTime expires;
   transport::WriteExpectation incoming;  // the client writes the value into our pool until commit
+  uint32_t slot = 0;  // cluster mode: the key's slot, checked again at commit
 };
 
 struct Session {
   uint64_t id = 0;
   uint64_t client_id = 0;
+  // Cluster mode: the node id + 1 of a node that opened this session to move values in (0: a
+  // client). Set before the session is published; read-only after.
+  uint32_t peer_node = 0;
   std::shared_ptr<transport::Peer> peer;
   std::shared_ptr<transport::RemoteRegion> region;  // every GET write must land inside it
   std::atomic<int64_t> last_seen_ns{0};
@@ -47,9 +52,10 @@ class SessionTable {
   explicit SessionTable(std::chrono::milliseconds lease) : lease_(lease) {}
 
   // Adds a session with a fresh unguessable id; RESOURCE_EXHAUSTED when `max_sessions` are open.
+  // `peer_node`: see Session::peer_node.
   Result<std::shared_ptr<Session>> add(uint64_t client_id, std::shared_ptr<transport::Peer> peer,
                                        std::shared_ptr<transport::RemoteRegion> region,
-                                       size_t max_sessions);
+                                       size_t max_sessions, uint32_t peer_node = 0);
   // The session, its lease renewed; FAILED_PRECONDITION when unknown or expired.
   Result<std::shared_ptr<Session>> find(uint64_t id);
   // Removes the session; false when unknown.
