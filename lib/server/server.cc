@@ -89,9 +89,7 @@ Result<std::shared_ptr<cluster::MetaStore>> Server::Impl::cluster_store(
   }
   auto store = cluster::connect_etcd(endpoints, std::chrono::seconds(3));
   if (!store) {
-    return store.status().with_context(
-        fmt::format("cluster '{}': cannot reach etcd at {} (--etcd-endpoints)", options.cluster,
-                    options.etcd_endpoints));
+    return store.status().with_context(fmt::format("cluster '{}'", options.cluster));
   }
   *owned = true;
   return std::shared_ptr<cluster::MetaStore>(std::move(*store));
