@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cluster/meta_store.h"
+#include "etcd_process.h"
 #include "cluster/slot_map.h"
 #include "kvrdma/server.h"
 #include "server/cluster_node.h"
@@ -47,6 +48,7 @@ struct TestCluster {
   std::shared_ptr<MemoryMetaStore> meta = MemoryMetaStore::create();
   std::map<uint32_t, std::unique_ptr<Server>> nodes;  // live ones
   uint64_t lease_ms = 2000;
+  std::string etcd;  // when set, nodes use this real etcd instead of `meta`
 
   ServerOptions options(uint32_t id) const {
     ServerOptions o;
@@ -61,7 +63,10 @@ struct TestCluster {
     return o;
   }
   kvrdma::Result<std::unique_ptr<Server>> try_start(uint32_t id) {
-    return ServerAccess::start(options(id), meta);
+    if (etcd.empty()) return ServerAccess::start(options(id), meta);
+    ServerOptions o = options(id);
+    o.etcd_endpoints = etcd;
+    return Server::start(o);
   }
   Server& start(uint32_t id) {
     auto s = try_start(id);
@@ -320,4 +325,29 @@ TEST_CASE("a DELETE forwarded to the next owner removes the key there", "[cluste
   CHECK(c.read(1, "gone") == "<NOT_FOUND>");
   CHECK(c.read(1, "kept") == "value");
   REQUIRE(c.agent(0).forward_delete("never-there", to, deadline).is_ok());
+}
+
+TEST_CASE("over a real etcd: nodes converge, a joiner gets its values, a leaver hands them back",
+          "[cluster_node][etcd]") {
+  if (!kvrdma::testing::etcd_available()) {
+    WARN("etcd is not installed (/usr/bin/etcd): etcd case skipped");
+    return;
+  }
+  auto etcd = kvrdma::testing::EtcdProcess::start();
+  REQUIRE(etcd.is_ok());
+  TestCluster c;
+  c.etcd = (*etcd)->endpoint();
+  for (uint32_t id = 0; id < 2; ++id) c.start(id);
+  REQUIRE(wait_until([&] { return c.converged() && c.controllers() == 1; }));
+  c.put_values(100);
+  c.start(2);
+  REQUIRE(wait_until([&] { return c.converged() && c.nodes.size() == 3; }));
+  c.check_values_at_owners();
+  CHECK(c.core(2).counters.keys_moved_in.load() > 0);
+  REQUIRE(c.nodes.at(0)->leave(20s).is_ok());
+  CHECK(c.core(0).store->stats().keys == 0);
+  c.stop(0);
+  REQUIRE(wait_until([&] { return c.converged() && c.nodes.size() == 2; }));
+  c.check_values_at_owners();
+  c.nodes.clear();  // before etcd stops
 }

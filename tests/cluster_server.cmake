@@ -5,4 +5,4 @@ kvrdma_add_test(cluster_service_test SOURCES cluster_service_test.cc
                 LIBS kvrdma_fuzz_harness kvrdma_core)
 # The cluster agent: registration, election, controller, moves, leave, fencing (in-process nodes
 # over one MemoryMetaStore).
-kvrdma_add_test(cluster_node_test SOURCES cluster_node_test.cc LIBS kvrdma_core)
+kvrdma_add_test(cluster_node_test SOURCES cluster_node_test.cc LIBS kvrdma_core kvrdma_etcd_harness)
