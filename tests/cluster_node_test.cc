@@ -15,6 +15,7 @@
 #include "cluster/meta_store.h"
 #include "etcd_process.h"
 #include "cluster/slot_map.h"
+#include "kvrdma/client.h"
 #include "kvrdma/server.h"
 #include "server/cluster_node.h"
 
@@ -233,6 +234,64 @@ TEST_CASE("a node whose lease expired is fenced; its slots go to the others", "[
       CHECK(c.read(now, key) == v);
     }
   }
+}
+
+TEST_CASE("writes and deletes acknowledged while slots move are never lost", "[cluster_node]") {
+  TestCluster c;
+  for (uint32_t id = 0; id < 2; ++id) c.start(id);
+  REQUIRE(wait_until([&] { return c.converged(); }));
+  // Keys node 0 owns; a client of node 0 (no cluster routing) writes them during the join.
+  auto m = c.map(0);
+  std::vector<std::string> keys;
+  for (int i = 0; keys.size() < 120 && i < 100'000; ++i) {
+    std::string k = "w-" + std::to_string(i);
+    if (m->owner_of(slot_of(k)) == 0) keys.push_back(k);
+  }
+  REQUIRE(keys.size() == 120);
+  kvrdma::ClientOptions co;
+  co.server_addr = c.nodes.at(0)->address();
+  co.buffer_bytes = 8 << 20;
+  auto client = kvrdma::Client::connect(co);
+  REQUIRE(client.is_ok());
+  std::map<std::string, std::string> acked;  // key -> last acknowledged value ("" : deleted)
+  std::set<std::string> refused;             // handed off: node 0 no longer takes them
+  auto value_for = [](const std::string& k, int round) {
+    // Above the inline threshold on odd rounds: two-phase PUTs race the mover too.
+    return k + "#" + std::to_string(round) + std::string(round % 2 ? 2000 : 10, 'x');
+  };
+  for (const auto& k : keys) {
+    REQUIRE((*client)->put(k, value_for(k, 0)).is_ok());
+    acked[k] = value_for(k, 0);
+  }
+  c.start(2);
+  for (int round = 1; round < 200 && !(c.converged() && c.nodes.size() == 3); ++round) {
+    for (size_t i = 0; i < keys.size(); ++i) {
+      const std::string& k = keys[i];
+      if (refused.count(k)) continue;
+      const bool del = (i + round) % 7 == 0;
+      kvrdma::Status s = del ? (*client)->erase(k) : (*client)->put(k, value_for(k, round));
+      if (s.is_ok() || (del && s.code() == Code::kNotFound)) {
+        acked[k] = del ? "" : value_for(k, round);
+      } else {
+        INFO(s.to_string());
+        REQUIRE(s.code() == Code::kFailedPrecondition);  // a `moved` redirect, nothing else
+        refused.insert(k);
+      }
+    }
+  }
+  REQUIRE(wait_until([&] { return c.converged() && c.nodes.size() == 3; }));
+  auto final_map = c.map(0);
+  size_t moved = 0;
+  for (const auto& [k, v] : acked) {
+    const uint32_t owner = final_map->owner_of(slot_of(k));
+    moved += owner != 0;
+    INFO("key " << k << " owner " << owner);
+    CHECK(c.read(owner, k) == (v.empty() ? "<NOT_FOUND>" : v));
+    for (auto& [id, s] : c.nodes) {
+      if (id != owner) CHECK(c.read(id, k) == "<NOT_FOUND>");
+    }
+  }
+  CHECK(moved > 0);
 }
 
 TEST_CASE("a second node with a live node's id is refused, naming the first", "[cluster_node]") {
