@@ -55,14 +55,15 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::start(ServerCore& core,
   std::unique_ptr<ClusterNode> node(new ClusterNode(core, std::move(meta), owns_meta));
   // A previous run of this node that crashed holds the registration until its lease runs out
   // (etcd counts whole seconds, and expires a little late).
-  auto patience = std::chrono::ceil<std::chrono::seconds>(node->lease_ttl_) + std::chrono::seconds(2);
+  auto patience =
+      std::chrono::ceil<std::chrono::seconds>(node->lease_ttl_) + std::chrono::seconds(2);
   KVRDMA_RETURN_IF_ERROR(node->register_node(patience));
   KVRDMA_LOG_INFO("registered as node {} of cluster '{}' at {} ({}, lease {} ms)", node->self_,
                   core.options.cluster, core.public_address, node->meta_->describe(),
                   node->lease_ttl_.count());
   ClusterNode* n = node.get();
-  node->mover_ = std::make_unique<SlotMover>(core, node->self_,
-                                             [n](uint64_t epoch) { return n->write_handoff(epoch); });
+  node->mover_ = std::make_unique<SlotMover>(
+      core, node->self_, [n](uint64_t epoch) { return n->write_handoff(epoch); });
   node->agent_ = std::thread([n] { n->agent_loop(); });
   node->keepalive_ = std::thread([n] { n->keepalive_loop(); });
   return node;
@@ -186,7 +187,7 @@ void ClusterNode::on_state(const cluster::MetaRange& range) {
     v1::ClusterMap wire;
     auto parsed = wire.ParseFromString(map_entry->value)
                       ? cluster::from_proto(wire)
-                      : Result<cluster::SlotMap>(Status(Code::kInvalidArgument, "not a ClusterMap"));
+                      : Result<cluster::SlotMap>(Status(Code::kInvalidArgument, "no ClusterMap"));
     if (!parsed) {
       KVRDMA_LOG_ERROR("the map in {} at {}map is unreadable: {}", meta_->describe(), prefix_,
                        parsed.status().to_string());

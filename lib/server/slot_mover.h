@@ -6,8 +6,9 @@
 // tells the controller (it writes handoff/<id> = epoch in etcd).
 //
 // Thread-safety: notify(), forward_delete() and stop() may be called from any thread; the
-// moving runs on the mover's own thread. Locks: mu_ (wake-ups, stop, hand-off epoch) and sessions_mu_
-// (the peer sessions) are never held together; the write gate is taken with neither held.
+// moving runs on the mover's own thread. Locks: mu_ (wake-ups, stop, hand-off epoch) and
+// sessions_mu_ (the peer sessions) are never held together; the final pass takes mu_ briefly
+// while it holds the write gate (order: write gate, then mu_).
 #pragma once
 
 #include <atomic>
