@@ -42,6 +42,11 @@ void leave_cluster(kvrdma::Server& server, const sigset_t& stop_signals, int fir
   const timespec tick{0, 100'000'000};
   // Bounded: the leave itself ends within kLeaveTimeout plus one etcd call.
   for (int i = 0; i < 10'000 && !done; ++i) {
+    if (i % 50 == 49) {  // every 5 s, whatever the log level
+      kvrdma::ServerStats st = server.stats();
+      fmt::print(stderr, "kv-server: leaving: {} slots and {} keys still here (map epoch {})\n",
+                 st.slots, st.keys, st.map_epoch);
+    }
     int sig = sigtimedwait(&stop_signals, nullptr, &tick);
     if (sig == SIGINT || sig == SIGTERM) {
       fmt::print(stderr, "kv-server: {} received again, stopping now\n", signal_name(sig));
