@@ -163,7 +163,8 @@ auto Client::Impl::routed(std::string_view key, Op op)
   auto r = op(**s, map->epoch);
   Status failed = status_of(r);
   if (failed.is_ok()) return r;
-  Retry retry = after_failure(failed, slot, (*s)->node_id(cluster::kNoNode), map->epoch);
+  // The node routed to by the map (its Hello may not have answered: a dead node).
+  Retry retry = after_failure(failed, slot, map->owner_of(slot), map->epoch);
   if (!retry.session) {
     if (!retry.fail.is_ok()) return retry.fail;
     return r;
