@@ -1,7 +1,7 @@
 // NodeSession: the client's session with one kv-server node (channel, stub, GetStreams, the
 // session state and its re-open, one keepalive step). It borrows the client's one transport and
 // the receive buffer its BufferSource hands it; the router (Client::Impl) owns both and routes
-// keys to sessions (docs/cluster.md, Clients).
+// keys to sessions (docs/cluster.md, Clients). The single-key data path is in node_session_io.cc.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
