@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,11 @@ class FakeNode final : public v1::KvCache::Service {
     std::lock_guard lock(mu_);
     imports_.push_back(slot);
   }
+  // The next PutCommit is refused: the slot went to node `to` (not a redirect).
+  void refuse_next_commit(uint32_t to, std::string to_address) {
+    std::lock_guard lock(mu_);
+    refuse_commit_ = {to, std::move(to_address)};
+  }
   std::map<std::string, std::string> values() {
     std::lock_guard lock(mu_);
     return values_;
@@ -94,7 +100,7 @@ class FakeNode final : public v1::KvCache::Service {
     reply->set_transport_kind(req->transport_kind());
     reply->set_transport_address(transport_->address());
     reply->set_memory_descriptor(pool_->descriptor());
-    reply->set_inline_threshold(1 << 20);
+    reply->set_inline_threshold(1024);  // larger PUTs go two-phase; GETs always come inline
     reply->set_max_value_bytes(1 << 20);
     reply->set_lease_ms(30000);
     return grpc::Status::OK;
@@ -128,6 +134,44 @@ class FakeNode final : public v1::KvCache::Service {
     std::lock_guard lock(mu_);
     if (Status s = check(req->key(), req->map_epoch()); !s.is_ok()) return kvrdma::rpc::to_grpc(s);
     values_[req->key()] = req->value();
+    return grpc::Status::OK;
+  }
+  grpc::Status PutBegin(grpc::ServerContext*, const v1::PutBeginRequest* req,
+                        v1::PutBeginReply* reply) override {
+    std::lock_guard lock(mu_);
+    if (Status s = check(req->key(), req->map_epoch()); !s.is_ok()) return kvrdma::rpc::to_grpc(s);
+    if (req->value_len() > pool_->size()) {
+      return kvrdma::rpc::to_grpc(Status(Code::kResourceExhausted, "too big for the fake"));
+    }
+    const uint64_t id = ++reservations_;
+    pending_[id] = {req->key(), req->value_len()};
+    reply->set_reservation_id(id);
+    reply->set_remote_offset(0);  // one two-phase PUT at a time in these tests
+    return grpc::Status::OK;
+  }
+  grpc::Status PutCommit(grpc::ServerContext*, const v1::PutCommitRequest* req,
+                         v1::PutCommitReply*) override {
+    std::lock_guard lock(mu_);
+    auto it = pending_.find(req->reservation_id());
+    if (it == pending_.end()) return kvrdma::rpc::to_grpc(Status(Code::kNotFound, "no such reservation"));
+    auto [key, len] = it->second;
+    pending_.erase(it);
+    if (refuse_commit_) {
+      v1::WrongOwner w;
+      w.set_slot(kvrdma::cluster::slot_of(key));
+      w.set_owner_id(refuse_commit_->first);
+      w.set_owner_address(refuse_commit_->second);
+      w.set_epoch(view_.epoch + 1);
+      refuse_commit_.reset();
+      return kvrdma::rpc::to_grpc(kvrdma::rpc::wrong_owner(w, "slot handed off before the commit"));
+    }
+    values_[key] = std::string(reinterpret_cast<const char*>(pool_->data()), len);
+    return grpc::Status::OK;
+  }
+  grpc::Status PutAbort(grpc::ServerContext*, const v1::PutAbortRequest* req,
+                        v1::PutAbortReply*) override {
+    std::lock_guard lock(mu_);
+    pending_.erase(req->reservation_id());
     return grpc::Status::OK;
   }
   grpc::Status Delete(grpc::ServerContext*, const v1::DeleteRequest* req,
@@ -227,6 +271,9 @@ class FakeNode final : public v1::KvCache::Service {
   SlotMap view_;                                                  // guarded by mu_
   std::map<uint32_t, std::pair<uint32_t, std::string>> redirects_;  // guarded by mu_
   std::vector<uint32_t> imports_;                                 // guarded by mu_
+  std::optional<std::pair<uint32_t, std::string>> refuse_commit_;   // guarded by mu_
+  uint64_t reservations_ = 0;                                     // guarded by mu_
+  std::map<uint64_t, std::pair<std::string, uint64_t>> pending_;  // guarded by mu_
   std::map<std::string, std::string> values_;                     // guarded by mu_
   uint64_t data_calls_ = 0;                                       // guarded by mu_
   uint64_t max_epoch_seen_ = 0;                                   // guarded by mu_
@@ -431,4 +478,36 @@ TEST_CASE("router cluster: with the first listed node down the client uses the n
   }
   CHECK(keys_total == keys.size());
   CHECK(info->nodes[1].slots + info->nodes[2].slots == kSlots);
+}
+
+TEST_CASE("router cluster: a two-phase PUT whose commit is refused is redone whole at the new "
+          "owner") {
+  FakeCluster fc;
+  auto c = fc.connect(fc.addresses());
+  const std::string key = "big-one";
+  const uint32_t owner = owner_by_mod(key);
+  const uint32_t next = owner % 3 + 1;
+  std::string value(48 << 10, '\0');
+  for (size_t i = 0; i < value.size(); ++i) value[i] = static_cast<char>('a' + i * 7 % 26);
+  // A plain two-phase PUT lands byte-exact at the owner.
+  REQUIRE(c->put("plain-big", value).is_ok());
+  CHECK(fc.node(owner_by_mod("plain-big")).values().at("plain-big") == value);
+
+  // Epoch 2 gives the key's slot to `next`; the owner still takes the PutBegin (it serves by
+  // epoch 1) but refuses the commit.
+  const uint32_t slot = kvrdma::cluster::slot_of(key);
+  const SlotMap epoch2 = fc.map(2, [&](uint32_t s) { return s == slot ? next : s % 3 + 1; });
+  {
+    std::lock_guard lock(fc.published.mu);
+    fc.published.map = epoch2;
+  }
+  fc.node(next).serve_by(epoch2);
+  fc.node(owner).refuse_next_commit(next, fc.node(next).address());
+  Status s = c->put(key, value);
+  INFO(s.message());
+  REQUIRE(s.is_ok());
+  CHECK(fc.node(owner).values().count(key) == 0);
+  REQUIRE(fc.node(next).values().count(key) == 1);
+  CHECK(fc.node(next).values().at(key) == value);
+  CHECK(fc.node(next).max_epoch_seen() == 2);
 }

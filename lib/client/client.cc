@@ -210,6 +210,7 @@ void Client::Impl::keepalive_loop() {
     // Off the GET path: a buffer retired during an outage (renewal waits for a READY channel) is
     // renewed here once the server is back, even if no GET fails again.
     renew_buffer_if_retired();
+    prune_sessions();
     auto buffer = current_buffer();
     for (const auto& s : sessions()) {
       auto st = s->current();

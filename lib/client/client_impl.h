@@ -78,6 +78,9 @@ class Client::Impl final : public client::BufferSource {
   void hold_if_retired(std::shared_ptr<client::ReceiveBuffer> buffer);
   size_t release_held_buffers();  // drops held buffers whose grace has passed; how many are left
   void keepalive_loop();
+  // Cluster mode: drops sessions and probe channels of nodes the map no longer names (a dead
+  // node's session would otherwise be kept alive, and warned about, forever).
+  void prune_sessions();
   std::vector<std::shared_ptr<client::NodeSession>> sessions() const;
 
   // --- cluster routing (client_cluster.cc) ---
@@ -94,7 +97,9 @@ class Client::Impl final : public client::BufferSource {
   Result<std::shared_ptr<client::NodeSession>> owner_session(const cluster::SlotMap& map,
                                                               uint32_t slot);
   // Asks `first`, then every node the map names, then the seed list for the map, keeping the
-  // highest epoch; installs it when newer than ours. Returns the map now in force.
+  // highest epoch; installs it when newer than ours. Returns the map now in force. Without a
+  // `first` (no refusal named an owner) and right after a refresh that found nothing newer, it
+  // asks nobody.
   std::shared_ptr<const cluster::SlotMap> refresh_map(std::string_view first, uint64_t want_epoch);
   // Where to retry once a call for `slot` failed at node `at_id` with `failed` (routed at `epoch`).
   Retry after_failure(const Status& failed, uint32_t slot, uint32_t at_id, uint64_t epoch);
@@ -117,6 +122,10 @@ class Client::Impl final : public client::BufferSource {
   mutable std::mutex map_mu_;
   std::shared_ptr<const cluster::SlotMap> map_;  // guarded by map_mu_
   std::mutex refresh_mu_;                        // one map refresh at a time
+  // When the last refresh that found nothing newer ended: callers failing together within
+  // kRefreshQuiet of it take its answer instead of asking every node again.
+  Steady::time_point fruitless_refresh_;  // guarded by refresh_mu_
+  static constexpr std::chrono::milliseconds kRefreshQuiet{100};
 
   mutable std::shared_mutex sessions_mu_;
   // Sessions by node id (cluster mode), and every session or probe channel by address.

@@ -5,6 +5,8 @@
 
 #include <future>
 #include <numeric>
+#include <set>
+#include <system_error>
 
 #include "client/client_impl.h"
 #include "common/logging.h"
@@ -67,6 +69,27 @@ Result<std::shared_ptr<NodeSession>> Client::Impl::owner_session(const cluster::
   return session_for(owner, node->address);
 }
 
+void Client::Impl::prune_sessions() {
+  if (!cluster_) return;
+  auto map = current_map();
+  std::set<std::string> named;
+  for (const auto& n : map->nodes) named.insert(client::grpc_target(n.address));
+  std::vector<std::shared_ptr<NodeSession>> dropped;  // Goodbye outside the lock
+  std::unique_lock lock(sessions_mu_);
+  for (auto it = by_address_.begin(); it != by_address_.end();) {
+    if (named.count(it->first) > 0 || it->second == home_) {
+      ++it;
+    } else {
+      dropped.push_back(std::move(it->second));
+      it = by_address_.erase(it);
+    }
+  }
+  std::erase_if(by_id_, [&](const auto& entry) {
+    const SessionRef& ref = entry.second;
+    return ref.session != home_ && named.count(client::grpc_target(ref.address)) == 0;
+  });
+}
+
 Result<cluster::SlotMap> Client::Impl::fetch_map(const std::string& address) {
   std::shared_ptr<NodeSession> s;
   {
@@ -94,6 +117,8 @@ std::shared_ptr<const cluster::SlotMap> Client::Impl::refresh_map(std::string_vi
   std::lock_guard refresh(refresh_mu_);
   auto known = current_map();
   if (known->epoch >= want_epoch) return known;  // another thread got it meanwhile
+  // A refusal naming the owner is evidence of a newer map: always worth asking.
+  if (first.empty() && Steady::now() - fruitless_refresh_ < kRefreshQuiet) return known;
   std::vector<std::string> order;
   auto add = [&order](std::string_view a) {
     if (!a.empty() && std::find(order.begin(), order.end(), a) == order.end()) order.emplace_back(a);
@@ -105,9 +130,13 @@ std::shared_ptr<const cluster::SlotMap> Client::Impl::refresh_map(std::string_vi
                                    [this](const std::string& a) { return fetch_map(a); });
   if (!newest) {
     KVRDMA_LOG_WARN("cluster map refresh failed: {}", newest.status().message());
+    fruitless_refresh_ = Steady::now();
     return known;
   }
-  if (newest->epoch <= known->epoch) return known;
+  if (newest->epoch <= known->epoch) {
+    fruitless_refresh_ = Steady::now();
+    return known;
+  }
   auto installed = std::make_shared<const cluster::SlotMap>(std::move(*newest));
   std::lock_guard lock(map_mu_);
   map_ = installed;
@@ -205,7 +234,11 @@ std::vector<R> Client::Impl::run_grouped(std::span<const Item> items,
   auto run_all = [&](const std::vector<Round>& rounds) {
     std::vector<std::future<void>> others;
     for (size_t g = 0; g + 1 < rounds.size(); ++g) {
-      others.push_back(std::async(std::launch::async, [&, g] { run_one(rounds[g]); }));
+      try {
+        others.push_back(std::async(std::launch::async, [&, g] { run_one(rounds[g]); }));
+      } catch (const std::system_error&) {
+        run_one(rounds[g]);  // no thread to be had: this group runs on the caller's
+      }
     }
     if (!rounds.empty()) run_one(rounds.back());
     for (auto& f : others) f.get();
@@ -226,7 +259,14 @@ std::vector<R> Client::Impl::run_grouped(std::span<const Item> items,
   rounds.clear();
   for (auto& g : refused.moved) rounds.push_back({std::move(g), map->epoch});
   if (!refused.stale.empty()) {
-    auto newer = refresh_map({}, map->epoch + 1);
+    std::string first;  // the owner a refusal named, when one did
+    for (size_t i : refused.stale) {
+      if (auto w = rpc::wrong_owner_of(statuses[i])) {
+        first = w->owner_address();
+        break;
+      }
+    }
+    auto newer = refresh_map(first, map->epoch + 1);
     for (auto& g : client::group_by_owner(slots, refused.stale, *newer)) {
       // Items whose owner did not change keep their failure (a refusal from a node that is
       // still the owner: the cluster is changing).
