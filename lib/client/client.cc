@@ -123,16 +123,16 @@ std::shared_ptr<ReceiveBuffer> Client::Impl::current_buffer() const {
 }
 
 Result<std::shared_ptr<ReceiveBuffer>> Client::Impl::buffer_for_hello(const ReceiveBuffer* before) {
-  std::shared_ptr<ReceiveBuffer> old;  // released outside the lock
-  std::lock_guard lock(buffer_mu_);
+  std::unique_lock lock(buffer_mu_);
   if (cluster_ || before == nullptr || buffer_.get() != before) return buffer_;
   // Outside cluster mode `before` was sealed after its Hello (the mock unlinked its shared
   // memory), so it cannot be announced to a restarted server: a fresh buffer replaces it.
   auto fresh = new_buffer();
   if (!fresh) return fresh.status();
-  old = std::exchange(buffer_, *fresh);
-  hold_if_retired(old);
-  return *fresh;
+  std::shared_ptr<ReceiveBuffer> old = std::exchange(buffer_, *fresh);
+  lock.unlock();
+  hold_if_retired(std::move(old));
+  return fresh;
 }
 
 std::vector<std::shared_ptr<NodeSession>> Client::Impl::sessions() const {

@@ -23,8 +23,9 @@
 
 namespace kvrdma {
 
-// Thread-safe. Locks, in order: renew_mu_, refresh_mu_, then any one of sessions_mu_, map_mu_,
-// buffer_mu_, held_mu_ (none of those held while taking another).
+// Thread-safe. Lock order: renew_mu_, then a session's re-open lock (NodeSession), then
+// buffer_mu_; refresh_mu_, then sessions_mu_ or map_mu_. sessions_mu_, map_mu_, buffer_mu_,
+// held_mu_ and mu_ are never held while taking another.
 class Client::Impl final : public client::BufferSource {
  public:
   using Steady = std::chrono::steady_clock;
