@@ -511,3 +511,27 @@ TEST_CASE("router cluster: a two-phase PUT whose commit is refused is redone who
   CHECK(fc.node(next).values().at(key) == value);
   CHECK(fc.node(next).max_epoch_seen() == 2);
 }
+
+TEST_CASE("router cluster: a key refused again after its one retry is UNAVAILABLE, batch or not") {
+  FakeCluster fc;
+  auto c = fc.connect(fc.addresses());
+  const std::string key = "bounced";
+  const uint32_t owner = owner_by_mod(key);
+  const uint32_t next = owner % 3 + 1;
+  // The owner redirects to `next`, which does not import the slot and names the owner back.
+  fc.node(owner).set(key, "x");
+  fc.node(owner).redirect(kvrdma::cluster::slot_of(key), next, fc.node(next).address());
+  auto v = c->get(key);
+  REQUIRE_FALSE(v);
+  CHECK(v.status().code() == Code::kUnavailable);
+  CHECK(v.status().message().find("the cluster is changing") != std::string::npos);
+  std::vector<std::string_view> ask = {"other", key};
+  REQUIRE(c->put("other", "o").is_ok());
+  auto got = c->get_many(ask);
+  REQUIRE(got.size() == 2);
+  REQUIRE(got[0]);
+  CHECK(got[0]->str() == "o");
+  REQUIRE_FALSE(got[1]);
+  CHECK(got[1].status().code() == Code::kUnavailable);
+  CHECK(got[1].status().message().find("the cluster is changing") != std::string::npos);
+}

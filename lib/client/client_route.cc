@@ -32,6 +32,15 @@ Status no_owner(uint32_t slot, uint64_t epoch) {
                             "is reassigning it; retry shortly", slot, epoch));
 }
 
+// A key refused again after its one retry: its slot is moving faster than the map reaches us.
+// UNAVAILABLE, so callers retry as for any transient failure; the detail is kept.
+Status refused_twice(const Status& refusal) {
+  return Status(Code::kUnavailable,
+                fmt::format("{}; refused again after a map refresh: the cluster is changing; "
+                            "retry", refusal.message()),
+                refusal.detail());
+}
+
 }  // namespace
 
 std::shared_ptr<const cluster::SlotMap> Client::Impl::current_map() const {
@@ -198,7 +207,9 @@ auto Client::Impl::routed(std::string_view key, Op op)
     if (!retry.fail.is_ok()) return retry.fail;
     return r;
   }
-  return op(*retry.session, retry.epoch);
+  auto again = op(*retry.session, retry.epoch);
+  if (Status st = status_of(again); rpc::wrong_owner_of(st)) return refused_twice(st);
+  return again;
 }
 
 // The groups of one round run in parallel, one thread per node (the last on the caller's):
@@ -260,13 +271,14 @@ std::vector<R> Client::Impl::run_grouped(std::span<const Item> items,
   for (auto& g : refused.moved) rounds.push_back({std::move(g), map->epoch});
   if (!refused.stale.empty()) {
     std::string first;  // the owner a refusal named, when one did
+    uint64_t want = map->epoch + 1;
     for (size_t i : refused.stale) {
       if (auto w = rpc::wrong_owner_of(statuses[i])) {
-        first = w->owner_address();
-        break;
+        if (first.empty()) first = w->owner_address();
+        want = std::max(want, w->epoch());
       }
     }
-    auto newer = refresh_map(first, map->epoch + 1);
+    auto newer = refresh_map(first, want);
     for (auto& g : client::group_by_owner(slots, refused.stale, *newer)) {
       // Items whose owner did not change keep their failure (a refusal from a node that is
       // still the owner: the cluster is changing).
@@ -284,6 +296,9 @@ std::vector<R> Client::Impl::run_grouped(std::span<const Item> items,
     }
   }
   run_all(rounds);
+  for (auto& r : results) {
+    if (Status st = status_of(r); rpc::wrong_owner_of(st)) r = refused_twice(st);
+  }
   return results;
 }
 
