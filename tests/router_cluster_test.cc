@@ -153,7 +153,9 @@ class FakeNode final : public v1::KvCache::Service {
                          v1::PutCommitReply*) override {
     std::lock_guard lock(mu_);
     auto it = pending_.find(req->reservation_id());
-    if (it == pending_.end()) return kvrdma::rpc::to_grpc(Status(Code::kNotFound, "no such reservation"));
+    if (it == pending_.end()) {
+      return kvrdma::rpc::to_grpc(Status(Code::kNotFound, "no such reservation"));
+    }
     auto [key, len] = it->second;
     pending_.erase(it);
     if (refuse_commit_) {
@@ -285,7 +287,9 @@ struct FakeCluster {
   std::vector<std::unique_ptr<FakeNode>> nodes;
 
   FakeCluster() {
-    for (uint32_t id = 1; id <= 3; ++id) nodes.push_back(std::make_unique<FakeNode>(id, &published));
+    for (uint32_t id = 1; id <= 3; ++id) {
+      nodes.push_back(std::make_unique<FakeNode>(id, &published));
+    }
     publish(map(1, [](uint32_t s) { return s % 3 + 1; }));
   }
   template <class OwnerOf>
@@ -294,7 +298,9 @@ struct FakeCluster {
     m.cluster = "fake";
     m.epoch = epoch;
     m.controller = 1;
-    for (uint32_t id = 1; id <= 3; ++id) m.nodes.push_back({id, node(id).address(), "active", "mock"});
+    for (uint32_t id = 1; id <= 3; ++id) {
+      m.nodes.push_back({id, node(id).address(), "active", "mock"});
+    }
     m.owner.resize(kSlots);
     for (uint32_t s = 0; s < kSlots; ++s) m.owner[s] = owner_of(s);
     return m;
@@ -351,7 +357,8 @@ TEST_CASE("router cluster: keys go to their owners, batches come back in input o
     CHECK(*v == "v:" + k);
   }
   // A batch over every node, with duplicates and absent keys, in input order.
-  std::vector<std::string_view> ask = {keys[5], "absent-1", keys[7], keys[5], keys[11], keys[0], ""};
+  std::vector<std::string_view> ask = {keys[5],  "absent-1", keys[7], keys[5],
+                                       keys[11], keys[0],    ""};
   auto got = c->get_many(ask);
   REQUIRE(got.size() == ask.size());
   for (size_t i = 0; i < ask.size(); ++i) {
@@ -372,7 +379,9 @@ TEST_CASE("router cluster: keys go to their owners, batches come back in input o
   auto put = c->put_many(items);
   REQUIRE(put.size() == items.size());
   for (const auto& s : put) CHECK(s.is_ok());
-  for (size_t i = 0; i < 30; ++i) CHECK(fc.node(owner_by_mod(keys[i])).values().at(keys[i]) == values[i]);
+  for (size_t i = 0; i < 30; ++i) {
+    CHECK(fc.node(owner_by_mod(keys[i])).values().at(keys[i]) == values[i]);
+  }
   REQUIRE(c->erase(keys[3]).is_ok());
   CHECK(c->erase(keys[3]).code() == Code::kNotFound);
 

@@ -83,7 +83,9 @@ TEST_CASE("router: a batch is grouped by owner in input order and merged back, d
   std::vector<std::string> results(slots.size());
   for (const auto& g : groups) {
     std::vector<std::string> part;
-    for (size_t i : g.items) part.push_back("node" + std::to_string(g.node) + "#" + std::to_string(i));
+    for (size_t i : g.items) {
+      part.push_back("node" + std::to_string(g.node) + "#" + std::to_string(i));
+    }
     scatter(g, part, results);
   }
   const std::string none = "node" + std::to_string(kNoNode);

@@ -130,7 +130,9 @@ std::shared_ptr<const cluster::SlotMap> Client::Impl::refresh_map(std::string_vi
   if (first.empty() && Steady::now() - fruitless_refresh_ < kRefreshQuiet) return known;
   std::vector<std::string> order;
   auto add = [&order](std::string_view a) {
-    if (!a.empty() && std::find(order.begin(), order.end(), a) == order.end()) order.emplace_back(a);
+    if (!a.empty() && std::find(order.begin(), order.end(), a) == order.end()) {
+      order.emplace_back(a);
+    }
   };
   add(first);
   for (const auto& n : known->nodes) add(n.address);
@@ -159,9 +161,8 @@ Client::Impl::Retry Client::Impl::after_failure(const Status& failed, uint32_t s
   if (wrong && wrong->moved()) {
     // The slot is moving: ask the named node once, keep the map.
     auto s = session_for(wrong->owner_id(), wrong->owner_address());
-    if (!s) retry.fail = s.status();
-    else retry = Retry{std::move(*s), epoch, Status()};
-    return retry;
+    if (!s) return Retry{nullptr, 0, s.status()};
+    return Retry{std::move(*s), epoch, Status()};
   }
   if (!wrong && failed.code() != Code::kUnavailable) return retry;  // not a routing matter
   std::string first;
@@ -182,9 +183,8 @@ Client::Impl::Retry Client::Impl::after_failure(const Status& failed, uint32_t s
     return retry;
   }
   auto s = session_for(owner, node->address);
-  if (!s) retry.fail = s.status();
-  else retry = Retry{std::move(*s), map->epoch, Status()};
-  return retry;
+  if (!s) return Retry{nullptr, 0, s.status()};
+  return Retry{std::move(*s), map->epoch, Status()};
 }
 
 template <class Op>
@@ -219,7 +219,9 @@ std::vector<R> Client::Impl::run_grouped(std::span<const Item> items,
                                          std::span<const uint32_t> slots, Run run) {
   std::vector<R> results;
   results.reserve(items.size());
-  for (size_t i = 0; i < items.size(); ++i) results.emplace_back(Status(Code::kInternal, "not sent"));
+  for (size_t i = 0; i < items.size(); ++i) {
+    results.emplace_back(Status(Code::kInternal, "not sent"));
+  }
   std::vector<uint32_t> sent_to(items.size(), cluster::kNoNode);
   struct Round {
     client::OwnerGroup group;
@@ -259,7 +261,9 @@ std::vector<R> Client::Impl::run_grouped(std::span<const Item> items,
   std::vector<size_t> all(items.size());
   std::iota(all.begin(), all.end(), size_t{0});
   std::vector<Round> rounds;
-  for (auto& g : client::group_by_owner(slots, all, *map)) rounds.push_back({std::move(g), map->epoch});
+  for (auto& g : client::group_by_owner(slots, all, *map)) {
+    rounds.push_back({std::move(g), map->epoch});
+  }
   run_all(rounds);
 
   std::vector<Status> statuses;

@@ -63,10 +63,9 @@ class NodeSession {
  public:
   // Dials `address` (no wait, no Hello yet). `transport` and `buffers` outlive the session.
   // INVALID_ARGUMENT when the address is not host:port.
-  static Result<std::shared_ptr<NodeSession>> create(std::string_view address,
-                                                     const ClientOptions& options,
-                                                     std::shared_ptr<transport::Transport> transport,
-                                                     BufferSource* buffers);
+  static Result<std::shared_ptr<NodeSession>> create(
+      std::string_view address, const ClientOptions& options,
+      std::shared_ptr<transport::Transport> transport, BufferSource* buffers);
   // Says Goodbye when a session is open.
   ~NodeSession();
   NodeSession(const NodeSession&) = delete;
