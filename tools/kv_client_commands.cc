@@ -191,9 +191,10 @@ std::string location_json(const ValueLocation& l) {
 }
 
 std::string cluster_table(const ClusterInfo& c) {
-  std::string out = fmt::format("cluster {}  epoch {}  controller {}\n",
+  std::string out = fmt::format("cluster {}  epoch {}  controller {}  moving slots {}\n",
                                 c.cluster.empty() ? "-" : c.cluster, c.epoch,
-                                c.has_controller ? std::to_string(c.controller) : "-");
+                                c.has_controller ? std::to_string(c.controller) : "-",
+                                c.moving_slots);
   out += fmt::format("{:<6}{:<24}{:<9}{:>7}{:>12}{:>14}{:>24}\n", "id", "address", "state",
                      "slots", "keys", "value_bytes", "pool used/total");
   for (const ClusterNodeStatus& n : c.nodes) {
@@ -211,9 +212,10 @@ std::string cluster_table(const ClusterInfo& c) {
 
 std::string cluster_json(const ClusterInfo& c) {
   std::string out = fmt::format("{{\"cluster\": \"{}\", \"epoch\": {}, \"controller\": {}, "
-                                "\"nodes\": [",
+                                "\"moving_slots\": {}, \"nodes\": [",
                                 json_escape(c.cluster), c.epoch,
-                                c.has_controller ? std::to_string(c.controller) : "null");
+                                c.has_controller ? std::to_string(c.controller) : "null",
+                                c.moving_slots);
   for (size_t i = 0; i < c.nodes.size(); ++i) {
     const ClusterNodeStatus& n = c.nodes[i];
     out += fmt::format("{}{{\"id\": {}, \"address\": \"{}\", \"state\": \"{}\", \"slots\": {}, "

@@ -39,6 +39,7 @@ struct ClusterInfo {
   uint64_t epoch = 0;   // 0: not in cluster mode (one node, serving every key)
   bool has_controller = false;
   uint32_t controller = 0;  // node id of the controller that wrote the map
+  uint64_t moving_slots = 0;  // slots whose values are moving to a new owner (join or leave)
   std::vector<ClusterNodeStatus> nodes;  // by node id
 };
 

@@ -64,6 +64,9 @@ Result<ClusterInfo> Client::Impl::cluster() {
   info.epoch = map->epoch;
   info.has_controller = map->controller != cluster::kNoNode;
   info.controller = info.has_controller ? map->controller : 0;
+  for (uint32_t next : map->next_owner) {
+    if (next != cluster::kNoNode) ++info.moving_slots;
+  }
   std::vector<std::pair<uint32_t, std::string>> nodes;
   for (const auto& n : map->nodes) nodes.emplace_back(n.id, n.address);
   if (!cluster_ && nodes.empty()) {
