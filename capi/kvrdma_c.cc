@@ -124,6 +124,11 @@ std::string stats_text(const kvrdma::ServerStats& s) {
   add("reservations_expired", s.reservations_expired);
   add("sessions_expired", s.sessions_expired);
   add("version", s.version);
+  out += "cluster=" + s.cluster + "\n";
+  add("map_epoch", s.map_epoch);
+  add("slots", s.slots);
+  add("keys_moved_out", s.keys_moved_out);
+  add("keys_moved_in", s.keys_moved_in);
   return out;
 }
 

@@ -1,4 +1,5 @@
-// kv-client: get, put, delete, stats, an interactive repl and a benchmark against one kv-server.
+// kv-client: get, put, delete, stats, locate, cluster, an interactive repl and a benchmark against
+// one kv-server or a cluster of them.
 // Exit codes: 0 ok, 1 key not found, 2 usage error, 3 any other error (one line on stderr).
 #include "kv_client.h"
 
@@ -39,6 +40,16 @@ void add_subcommands(CLI::App& app, Args& a) {
   auto* stats = app.add_subcommand("stats", "print the server's counters");
   stats->add_flag("--json", a.json, "one JSON object instead of a table");
 
+  auto* locate = app.add_subcommand("locate", "print where KEY's value lives: owner node, "
+                                               "region, offset, length, map epoch, slot");
+  locate->add_option("key", a.key, "the key")->required();
+  locate->add_flag("--json", a.json, "one JSON object instead of a table");
+
+  auto* cluster = app.add_subcommand(
+      "cluster", "print the cluster map: epoch, controller, and per node its address, state, "
+                 "slots, keys, value bytes and pool use (unreachable nodes say so)");
+  cluster->add_flag("--json", a.json, "one JSON object instead of a table");
+
   app.add_subcommand("repl", "read commands from stdin (type help)");
 
   auto* bench = app.add_subcommand("bench", "measure GET/PUT throughput and latency");
@@ -70,7 +81,7 @@ int usage_error(const std::string& message) {
 }
 
 int run(int argc, char** argv) {
-  CLI::App app{"kv-client: talk to a kvrdma kv-server", "kv-client"};
+  CLI::App app{"kv-client: talk to a kvrdma kv-server or cluster", "kv-client"};
   app.set_version_flag("--version", fmt::format("kv-client {}", kvrdma::version()));
   app.require_subcommand(1);
   app.fallthrough();  // global flags may follow the subcommand too
@@ -113,6 +124,8 @@ int run(int argc, char** argv) {
   if (cmd == "put") return command_put(c, a.key, a.value, a.file, ttl_ms, prefix);
   if (cmd == "delete") return command_delete(c, a.key, prefix);
   if (cmd == "stats") return command_stats(c, a.json, prefix);
+  if (cmd == "locate") return command_locate(c, a.key, a.json, prefix);
+  if (cmd == "cluster") return command_cluster(c, a.json, prefix);
   if (cmd == "repl") return run_repl(c);
   return run_bench(c, a.bench);
 }

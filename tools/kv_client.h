@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "kvrdma/client.h"
+#include "kvrdma/cluster.h"
 #include "kvrdma/stats.h"
 
 namespace kvrdma::tools {
@@ -20,10 +21,18 @@ int command_put(Client& client, std::string_view key, std::string_view value,
                 const std::string& file_path, uint64_t ttl_ms, std::string_view prefix);
 int command_delete(Client& client, std::string_view key, std::string_view prefix);
 int command_stats(Client& client, bool json, std::string_view prefix);
+// Where KEY's value lives (its owner, region, offset, length).
+int command_locate(Client& client, std::string_view key, bool json, std::string_view prefix);
+// The cluster map and each node's counters (one node, epoch 0, outside cluster mode).
+int command_cluster(Client& client, bool json, std::string_view prefix);
 
 // Every ServerStats field, one per line / as one JSON object.
 std::string stats_table(const ServerStats& stats);
 std::string stats_json(const ServerStats& stats);
+std::string location_table(const ValueLocation& location);
+std::string location_json(const ValueLocation& location);
+std::string cluster_table(const ClusterInfo& info);
+std::string cluster_json(const ClusterInfo& info);
 
 // Reads commands from stdin until EOF or quit. Prompt and history only when stdin is a terminal.
 int run_repl(Client& client);

@@ -1,4 +1,4 @@
-// get / put / delete / stats of kv-client.
+// get / put / delete / stats / locate / cluster of kv-client.
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <unistd.h>
@@ -64,6 +64,10 @@ const U64Field kU64Fields[] = {
     {"bytes_put_committed", &ServerStats::bytes_put_committed},
     {"reservations_expired", &ServerStats::reservations_expired},
     {"sessions_expired", &ServerStats::sessions_expired},
+    {"map_epoch", &ServerStats::map_epoch},
+    {"slots", &ServerStats::slots},
+    {"keys_moved_out", &ServerStats::keys_moved_out},
+    {"keys_moved_in", &ServerStats::keys_moved_in},
 };
 
 bool is_byte_count(std::string_view name) {
@@ -149,10 +153,91 @@ int command_stats(Client& client, bool json, std::string_view prefix) {
   return kExitOk;
 }
 
+int command_locate(Client& client, std::string_view key, bool json, std::string_view prefix) {
+  auto loc = client.locate(key);
+  if (!loc) return report_error(prefix, loc.status());
+  const std::string text = json ? location_json(*loc) + "\n" : location_table(*loc);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fflush(stdout);
+  return kExitOk;
+}
+
+int command_cluster(Client& client, bool json, std::string_view prefix) {
+  auto info = client.cluster();
+  if (!info) return report_error(prefix, info.status());
+  const std::string text = json ? cluster_json(*info) + "\n" : cluster_table(*info);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fflush(stdout);
+  return kExitOk;
+}
+
+std::string location_table(const ValueLocation& l) {
+  std::string out;
+  out += fmt::format("{:<20}{}\n", "node_id", l.node_id);
+  out += fmt::format("{:<20}{}\n", "node_address", l.node_address);
+  out += fmt::format("{:<20}{}\n", "region", l.region_descriptor);
+  out += fmt::format("{:<20}{}\n", "offset", l.offset);
+  out += fmt::format("{:<20}{}\n", "length", l.length);
+  out += fmt::format("{:<20}{}\n", "epoch", l.epoch);
+  out += fmt::format("{:<20}{}\n", "slot", l.slot);
+  return out;
+}
+
+std::string location_json(const ValueLocation& l) {
+  return fmt::format("{{\"node_id\": {}, \"node_address\": \"{}\", \"region\": \"{}\", "
+                     "\"offset\": {}, \"length\": {}, \"epoch\": {}, \"slot\": {}}}",
+                     l.node_id, json_escape(l.node_address), json_escape(l.region_descriptor),
+                     l.offset, l.length, l.epoch, l.slot);
+}
+
+std::string cluster_table(const ClusterInfo& c) {
+  std::string out = fmt::format("cluster {}  epoch {}  controller {}  moving slots {}\n",
+                                c.cluster.empty() ? "-" : c.cluster, c.epoch,
+                                c.has_controller ? std::to_string(c.controller) : "-",
+                                c.moving_slots);
+  out += fmt::format("{:<6}{:<24}{:<9}{:>7}{:>12}{:>14}{:>24}\n", "id", "address", "state",
+                     "slots", "keys", "value_bytes", "pool used/total");
+  for (const ClusterNodeStatus& n : c.nodes) {
+    if (!n.reachable) {
+      out += fmt::format("{:<6}{:<24}{:<9}{:>7}  unreachable: {}\n", n.id, n.address, n.state,
+                         n.slots, n.error);
+      continue;
+    }
+    out += fmt::format("{:<6}{:<24}{:<9}{:>7}{:>12}{:>14}{:>24}\n", n.id, n.address, n.state,
+                       n.slots, n.keys, n.value_bytes,
+                       format_size(n.pool_used_bytes) + " / " + format_size(n.pool_bytes));
+  }
+  return out;
+}
+
+std::string cluster_json(const ClusterInfo& c) {
+  std::string out = fmt::format("{{\"cluster\": \"{}\", \"epoch\": {}, \"controller\": {}, "
+                                "\"moving_slots\": {}, \"nodes\": [",
+                                json_escape(c.cluster), c.epoch,
+                                c.has_controller ? std::to_string(c.controller) : "null",
+                                c.moving_slots);
+  for (size_t i = 0; i < c.nodes.size(); ++i) {
+    const ClusterNodeStatus& n = c.nodes[i];
+    out += fmt::format("{}{{\"id\": {}, \"address\": \"{}\", \"state\": \"{}\", \"slots\": {}, "
+                       "\"reachable\": {}",
+                       i == 0 ? "" : ", ", n.id, json_escape(n.address), json_escape(n.state),
+                       n.slots, n.reachable ? "true" : "false");
+    if (n.reachable) {
+      out += fmt::format(", \"keys\": {}, \"value_bytes\": {}, \"pool_used_bytes\": {}, "
+                         "\"pool_bytes\": {}}}",
+                         n.keys, n.value_bytes, n.pool_used_bytes, n.pool_bytes);
+    } else {
+      out += fmt::format(", \"error\": \"{}\"}}", json_escape(n.error));
+    }
+  }
+  return out + "]}";
+}
+
 std::string stats_table(const ServerStats& stats) {
   std::string out;
   out += fmt::format("{:<26}{}\n", "node_id", stats.node_id);
   out += fmt::format("{:<26}{}\n", "transport", stats.transport);
+  out += fmt::format("{:<26}{}\n", "cluster", stats.cluster.empty() ? "-" : stats.cluster);
   for (const auto& [name, field] : kU64Fields) {
     const uint64_t v = stats.*field;
     if (is_byte_count(name) && v >= 1024) {
@@ -165,8 +250,9 @@ std::string stats_table(const ServerStats& stats) {
 }
 
 std::string stats_json(const ServerStats& stats) {
-  std::string out = fmt::format("{{\"node_id\": {}, \"transport\": \"{}\"", stats.node_id,
-                                json_escape(stats.transport));
+  std::string out = fmt::format("{{\"node_id\": {}, \"transport\": \"{}\", \"cluster\": \"{}\"",
+                                stats.node_id, json_escape(stats.transport),
+                                json_escape(stats.cluster));
   for (const auto& [name, field] : kU64Fields)
     out += fmt::format(", \"{}\": {}", name, stats.*field);
   out += "}";

@@ -23,6 +23,8 @@ constexpr const char* kHelp =
     "  put <key> <value...>      store the rest of the line as the value\n"
     "  delete <key>              remove the key (also: del)\n"
     "  stats [--json]            server counters\n"
+    "  locate <key> [--json]     where the value lives (owner, region, offset, length)\n"
+    "  cluster [--json]          the cluster map and each node's counters\n"
     "  history                   commands of this session; !N reruns one, !! the last\n"
     "  help                      this text\n"
     "  quit                      leave (also: exit, Ctrl-D)\n";
@@ -98,6 +100,12 @@ bool execute(Client& client, std::string_view line, const std::vector<std::strin
       report_error("delete", s);
   } else if (cmd == "stats") {
     command_stats(client, next_word(rest) == "--json", "stats");
+  } else if (cmd == "locate") {
+    const std::string_view key = next_word(rest);
+    if (key.empty()) return usage("locate <key> [--json]");
+    command_locate(client, key, next_word(rest) == "--json", "locate");
+  } else if (cmd == "cluster") {
+    command_cluster(client, next_word(rest) == "--json", "cluster");
   } else {
     fmt::print(stderr, "unknown command '{}'; type help\n", cmd);
   }

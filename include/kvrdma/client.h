@@ -1,6 +1,8 @@
-// kvrdma::Client: one session with one kv-server. Owns a receive buffer registered with its
-// transport; GETs of values above the inline threshold are written there by the server.
-// Thread-safe: one Client may be shared by many threads, and its buffer serves their GETs at once.
+// kvrdma::Client: sessions with one kv-server, or with the nodes of a cluster (docs/cluster.md),
+// opened on first use and routed to by the key's slot. Owns one receive buffer registered with
+// its transport, shared by every session; GETs of values above the inline threshold are written
+// there by the server. Thread-safe: one Client may be shared by many threads, and its buffer
+// serves their GETs at once.
 #pragma once
 
 #include <chrono>
@@ -12,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "kvrdma/cluster.h"
 #include "kvrdma/export.h"
 #include "kvrdma/options.h"
 #include "kvrdma/stats.h"
@@ -59,7 +62,9 @@ struct KeyValue {
 class KVRDMA_EXPORT Client {
  public:
   // Registers the receive buffer, connects the transport and opens a session (Hello).
-  // UNAVAILABLE or DEADLINE_EXCEEDED within options.timeout_ms when the server is unreachable.
+  // options.server_addr may list several addresses, comma-separated: the first that answers is
+  // asked for the cluster map. UNAVAILABLE or DEADLINE_EXCEEDED within options.timeout_ms when
+  // none is reachable.
   static Result<std::unique_ptr<Client>> connect(const ClientOptions& options);
 
   // Ends the session (Goodbye). Views still alive keep the buffer mapped until they go.
@@ -95,12 +100,20 @@ class KVRDMA_EXPORT Client {
   // item, in order.
   std::vector<Status> put_many(std::span<const KeyValue> items, uint64_t ttl_ms = 0);
 
+  // The counters of the first server that answered (cluster() covers every node).
   Result<ServerStats> stats();
   // Waits until the server's state version (ServerStats::version) is above `version`, or
   // `max_wait` (at most 10 s) passes, then returns the stats. Wait for a condition as
   // `for (v = 0; !done(s); v = s.version) s = stats_after(v, 1s)` instead of polling stats().
   Result<ServerStats> stats_after(uint64_t version, std::chrono::milliseconds max_wait);
 
+  // Where the value of `key` lives (asked of its owner). NOT_FOUND when absent.
+  Result<ValueLocation> locate(std::string_view key);
+  // The cluster's map and each node's counters; a node that does not answer is listed as
+  // unreachable. Outside cluster mode: epoch 0 and the one server.
+  Result<ClusterInfo> cluster();
+
+  // Of the first server that answered (the session with it, its limits).
   uint64_t session_id() const;
   uint64_t inline_threshold() const;
   uint64_t buffer_size() const;

@@ -134,6 +134,7 @@ std::vector<Result<ValueView>> get_many(const BatchChannel& ch,
 
     v1::GetManyRequest req;
     req.set_session_id(ch.session_id);
+    req.set_map_epoch(ch.map_epoch);
     for (const Want& w : call) {
       if (w.extent.valid() && !incoming) incoming = ch.buffer->transport->expect_writes();
       v1::GetManyItem* item = req.add_items();
@@ -206,6 +207,7 @@ std::vector<Status> put_many(const BatchChannel& ch, std::span<const KeyValue> i
   for (size_t pos = 0; pos < small.size();) {
     v1::PutManyRequest req;
     req.set_session_id(ch.session_id);
+    req.set_map_epoch(ch.map_epoch);
     req.set_ttl_ms(ttl_ms);
     uint64_t bytes = 0;
     size_t end = pos;

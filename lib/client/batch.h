@@ -22,6 +22,7 @@ namespace kvrdma::client {
 struct BatchChannel {
   v1::KvCache::Stub* stub = nullptr;
   uint64_t session_id = 0;
+  uint64_t map_epoch = 0;  // the cluster map epoch the caller routed by (0: none)
   uint64_t inline_threshold = 0;
   uint64_t max_value_bytes = 0;
   std::shared_ptr<ReceiveBuffer> buffer;

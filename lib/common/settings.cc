@@ -17,7 +17,9 @@ constexpr unsigned kBoth = kServerSetting | kClientSetting;
 const SettingInfo kSettings[] = {
     {"listen-addr", "string", "localhost:50051",
      "host:port the server listens on (port 0 picks a free one)", kServerSetting},
-    {"server-addr", "string", "http://[::1]:50051", "server to connect to, with or without http://",
+    {"server-addr", "string", "http://[::1]:50051",
+     "server to connect to, with or without http://; for a cluster, several separated by commas "
+     "(the first that answers hands out the map)",
      kClientSetting},
     {"memory-mb", "int", "1024", "size of the server's memory pool, MiB", kServerSetting},
     {"node-id", "int", "0", "this server's node id in a cluster", kServerSetting},

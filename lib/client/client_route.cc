@@ -1,0 +1,383 @@
+// Client::Impl's data calls and the routing behind them (docs/cluster.md, Clients): outside
+// cluster mode every call goes to the one server untouched; in cluster mode a key goes to its
+// slot's owner, and a refusal or a dead owner costs one map refresh and one retry.
+#include <fmt/format.h>
+
+#include <future>
+#include <numeric>
+#include <set>
+#include <system_error>
+
+#include "client/client_impl.h"
+#include "common/logging.h"
+#include "rpc/status_map.h"
+
+namespace kvrdma {
+
+using client::NodeSession;
+
+namespace {
+
+Status status_of(const Status& s) { return s; }
+template <class T>
+Status status_of(const Result<T>& r) {
+  return r ? Status() : r.status();
+}
+
+Status empty_key() { return Status(Code::kInvalidArgument, "key is empty; give a non-empty key"); }
+
+Status no_owner(uint32_t slot, uint64_t epoch) {
+  return Status(Code::kUnavailable,
+                fmt::format("slot {} has no reachable owner in cluster map epoch {}; the cluster "
+                            "is reassigning it; retry shortly", slot, epoch));
+}
+
+// A key refused again after its one retry: its slot is moving faster than the map reaches us.
+// UNAVAILABLE, so callers retry as for any transient failure; the detail is kept.
+Status refused_twice(const Status& refusal) {
+  return Status(Code::kUnavailable,
+                fmt::format("{}; refused again after a map refresh: the cluster is changing; "
+                            "retry", refusal.message()),
+                refusal.detail());
+}
+
+}  // namespace
+
+std::shared_ptr<const cluster::SlotMap> Client::Impl::current_map() const {
+  std::lock_guard lock(map_mu_);
+  return map_;
+}
+
+Result<std::shared_ptr<NodeSession>> Client::Impl::session_for(uint32_t id,
+                                                               const std::string& address) {
+  {
+    std::shared_lock lock(sessions_mu_);
+    auto it = by_id_.find(id);
+    if (it != by_id_.end() && it->second.address == address) return it->second.session;
+  }
+  std::shared_ptr<NodeSession> s;
+  std::unique_lock lock(sessions_mu_);
+  const std::string target = client::grpc_target(address);
+  if (auto it = by_address_.find(target); it != by_address_.end()) {
+    s = it->second;
+  } else {
+    auto made = NodeSession::create(address, options_, transport_, this);
+    if (!made) return made.status();
+    s = std::move(*made);
+    by_address_[target] = s;
+  }
+  by_id_[id] = SessionRef{address, s};
+  return s;
+}
+
+Result<std::shared_ptr<NodeSession>> Client::Impl::owner_session(const cluster::SlotMap& map,
+                                                                 uint32_t slot) {
+  const uint32_t owner = map.owner_of(slot);
+  const cluster::NodeInfo* node = owner == cluster::kNoNode ? nullptr : map.node(owner);
+  if (node == nullptr) return no_owner(slot, map.epoch);
+  return session_for(owner, node->address);
+}
+
+void Client::Impl::prune_sessions() {
+  if (!cluster_) return;
+  auto map = current_map();
+  std::set<std::string> named;
+  for (const auto& n : map->nodes) named.insert(client::grpc_target(n.address));
+  std::vector<std::shared_ptr<NodeSession>> dropped;  // Goodbye outside the lock
+  std::unique_lock lock(sessions_mu_);
+  for (auto it = by_address_.begin(); it != by_address_.end();) {
+    if (named.count(it->first) > 0 || it->second == home_) {
+      ++it;
+    } else {
+      dropped.push_back(std::move(it->second));
+      it = by_address_.erase(it);
+    }
+  }
+  std::erase_if(by_id_, [&](const auto& entry) {
+    const SessionRef& ref = entry.second;
+    return ref.session != home_ && named.count(client::grpc_target(ref.address)) == 0;
+  });
+}
+
+Result<cluster::SlotMap> Client::Impl::fetch_map(const std::string& address) {
+  std::shared_ptr<NodeSession> s;
+  {
+    std::shared_lock lock(sessions_mu_);
+    if (auto it = by_address_.find(client::grpc_target(address)); it != by_address_.end()) {
+      s = it->second;
+    }
+  }
+  if (!s) {
+    // A probe channel, kept: a session with that node later reuses it.
+    auto made = NodeSession::create(address, options_, transport_, this);
+    if (!made) return made.status();
+    std::unique_lock lock(sessions_mu_);
+    s = by_address_.try_emplace(client::grpc_target(address), std::move(*made)).first->second;
+  }
+  // A dead node fails fast (connection refused); a silent one costs at most this.
+  const auto d = std::min(deadline(), Steady::now() + std::chrono::seconds(2));
+  auto reply = s->cluster_map(d);
+  if (!reply) return reply.status();
+  return cluster::from_proto(*reply);
+}
+
+std::shared_ptr<const cluster::SlotMap> Client::Impl::refresh_map(std::string_view first,
+                                                                  uint64_t want_epoch) {
+  std::lock_guard refresh(refresh_mu_);
+  auto known = current_map();
+  if (known->epoch >= want_epoch) return known;  // another thread got it meanwhile
+  // A refusal naming the owner is evidence of a newer map: always worth asking.
+  if (first.empty() && Steady::now() - fruitless_refresh_ < kRefreshQuiet) return known;
+  std::vector<std::string> order;
+  auto add = [&order](std::string_view a) {
+    if (!a.empty() && std::find(order.begin(), order.end(), a) == order.end()) {
+      order.emplace_back(a);
+    }
+  };
+  add(first);
+  for (const auto& n : known->nodes) add(n.address);
+  for (const auto& a : seeds_) add(a);
+  auto newest = client::newest_map(order, want_epoch,
+                                   [this](const std::string& a) { return fetch_map(a); });
+  if (!newest) {
+    KVRDMA_LOG_WARN("cluster map refresh failed: {}", newest.status().message());
+    fruitless_refresh_ = Steady::now();
+    return known;
+  }
+  if (newest->epoch <= known->epoch) {
+    fruitless_refresh_ = Steady::now();
+    return known;
+  }
+  auto installed = std::make_shared<const cluster::SlotMap>(std::move(*newest));
+  std::lock_guard lock(map_mu_);
+  map_ = installed;
+  return installed;
+}
+
+Client::Impl::Retry Client::Impl::after_failure(const Status& failed, uint32_t slot,
+                                                uint32_t at_id, uint64_t epoch) {
+  Retry retry;
+  auto wrong = rpc::wrong_owner_of(failed);
+  if (wrong && wrong->moved()) {
+    // The slot is moving: ask the named node once, keep the map.
+    auto s = session_for(wrong->owner_id(), wrong->owner_address());
+    if (!s) return Retry{nullptr, 0, s.status()};
+    return Retry{std::move(*s), epoch, Status()};
+  }
+  if (!wrong && failed.code() != Code::kUnavailable) return retry;  // not a routing matter
+  std::string first;
+  uint64_t want = epoch + 1;
+  if (wrong) {
+    first = wrong->owner_address();
+    want = std::max(want, wrong->epoch());
+  }
+  auto map = refresh_map(first, want);
+  const uint32_t owner = map->owner_of(slot);
+  const cluster::NodeInfo* node = owner == cluster::kNoNode ? nullptr : map->node(owner);
+  if (owner == at_id || node == nullptr) {
+    if (!wrong) return retry;  // the owner is down and still the owner: callers retry
+    retry.fail = Status(Code::kUnavailable,
+                        fmt::format("node {} refused slot {} but is still its owner by the newest "
+                                    "cluster map (epoch {}); the cluster is changing; retry",
+                                    at_id, slot, map->epoch));
+    return retry;
+  }
+  auto s = session_for(owner, node->address);
+  if (!s) return Retry{nullptr, 0, s.status()};
+  return Retry{std::move(*s), map->epoch, Status()};
+}
+
+template <class Op>
+auto Client::Impl::routed(std::string_view key, Op op)
+    -> decltype(op(std::declval<NodeSession&>(), uint64_t{})) {
+  const uint32_t slot = cluster::slot_of(key);
+  auto map = current_map();
+  auto s = owner_session(*map, slot);
+  if (!s) {
+    map = refresh_map({}, map->epoch + 1);
+    s = owner_session(*map, slot);
+    if (!s) return s.status();
+  }
+  auto r = op(**s, map->epoch);
+  Status failed = status_of(r);
+  if (failed.is_ok()) return r;
+  // The node routed to by the map (its Hello may not have answered: a dead node).
+  Retry retry = after_failure(failed, slot, map->owner_of(slot), map->epoch);
+  if (!retry.session) {
+    if (!retry.fail.is_ok()) return retry.fail;
+    return r;
+  }
+  auto again = op(*retry.session, retry.epoch);
+  if (Status st = status_of(again); rpc::wrong_owner_of(st)) return refused_twice(st);
+  return again;
+}
+
+// The groups of one round run in parallel, one thread per node (the last on the caller's):
+// at most as many threads as the map has nodes.
+template <class Item, class R, class Run>
+std::vector<R> Client::Impl::run_grouped(std::span<const Item> items,
+                                         std::span<const uint32_t> slots, Run run) {
+  std::vector<R> results;
+  results.reserve(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    results.emplace_back(Status(Code::kInternal, "not sent"));
+  }
+  std::vector<uint32_t> sent_to(items.size(), cluster::kNoNode);
+  struct Round {
+    client::OwnerGroup group;
+    uint64_t epoch = 0;
+  };
+  auto run_one = [&](const Round& round) {
+    const client::OwnerGroup& g = round.group;
+    Result<std::shared_ptr<NodeSession>> s = no_owner(slots[g.items.front()], round.epoch);
+    if (g.node != cluster::kNoNode) s = session_for(g.node, g.address);
+    if (!s) {
+      for (size_t i : g.items) results[i] = s.status();
+      return;
+    }
+    std::vector<Item> part;
+    part.reserve(g.items.size());
+    for (size_t i : g.items) {
+      part.push_back(items[i]);
+      sent_to[i] = g.node;
+    }
+    auto got = run(**s, std::span<const Item>(part), round.epoch);
+    client::scatter(g, got, results);
+  };
+  auto run_all = [&](const std::vector<Round>& rounds) {
+    std::vector<std::future<void>> others;
+    for (size_t g = 0; g + 1 < rounds.size(); ++g) {
+      try {
+        others.push_back(std::async(std::launch::async, [&, g] { run_one(rounds[g]); }));
+      } catch (const std::system_error&) {
+        run_one(rounds[g]);  // no thread to be had: this group runs on the caller's
+      }
+    }
+    if (!rounds.empty()) run_one(rounds.back());
+    for (auto& f : others) f.get();
+  };
+
+  auto map = current_map();
+  std::vector<size_t> all(items.size());
+  std::iota(all.begin(), all.end(), size_t{0});
+  std::vector<Round> rounds;
+  for (auto& g : client::group_by_owner(slots, all, *map)) {
+    rounds.push_back({std::move(g), map->epoch});
+  }
+  run_all(rounds);
+
+  std::vector<Status> statuses;
+  statuses.reserve(results.size());
+  for (const auto& r : results) statuses.push_back(status_of(r));
+  client::Refused refused = client::refused_items(statuses);
+  if (refused.empty()) return results;
+  rounds.clear();
+  for (auto& g : refused.moved) rounds.push_back({std::move(g), map->epoch});
+  if (!refused.stale.empty()) {
+    std::string first;  // the owner a refusal named, when one did
+    uint64_t want = map->epoch + 1;
+    for (size_t i : refused.stale) {
+      if (auto w = rpc::wrong_owner_of(statuses[i])) {
+        if (first.empty()) first = w->owner_address();
+        want = std::max(want, w->epoch());
+      }
+    }
+    auto newer = refresh_map(first, want);
+    for (auto& g : client::group_by_owner(slots, refused.stale, *newer)) {
+      // Items whose owner did not change keep their failure (a refusal from a node that is
+      // still the owner: the cluster is changing).
+      std::erase_if(g.items, [&](size_t i) {
+        if (sent_to[i] != g.node) return false;
+        if (rpc::wrong_owner_of(statuses[i])) {
+          results[i] = Status(Code::kUnavailable,
+                              fmt::format("node {} refused the key but is still its owner by the "
+                                          "newest cluster map (epoch {}); the cluster is "
+                                          "changing; retry", g.node, newer->epoch));
+        }
+        return true;
+      });
+      if (!g.items.empty()) rounds.push_back({std::move(g), newer->epoch});
+    }
+  }
+  run_all(rounds);
+  for (auto& r : results) {
+    if (Status st = status_of(r); rpc::wrong_owner_of(st)) r = refused_twice(st);
+  }
+  return results;
+}
+
+Result<ValueView> Client::Impl::get(std::string_view key) {
+  if (key.empty()) return empty_key();
+  if (!cluster_) {
+    auto r = home_->get(key, 0);
+    if (!r) renew_buffer_if_retired();
+    return r;
+  }
+  auto r = routed(key, [key](NodeSession& s, uint64_t epoch) { return s.get(key, epoch); });
+  if (!r) renew_buffer_if_retired();
+  return r;
+}
+
+Status Client::Impl::put(std::string_view key, std::string_view value, uint64_t ttl_ms) {
+  if (key.empty()) return empty_key();
+  if (!cluster_) return home_->put(key, value, ttl_ms, 0);
+  // A two-phase PUT whose PutCommit is refused comes back with the refusal: redone whole.
+  return routed(key, [&](NodeSession& s, uint64_t epoch) {
+    return s.put(key, value, ttl_ms, epoch);
+  });
+}
+
+Status Client::Impl::erase(std::string_view key) {
+  if (key.empty()) return empty_key();
+  if (!cluster_) return home_->erase(key, 0);
+  return routed(key, [key](NodeSession& s, uint64_t epoch) { return s.erase(key, epoch); });
+}
+
+std::vector<Result<ValueView>> Client::Impl::get_many(std::span<const std::string_view> keys) {
+  std::vector<Result<ValueView>> results;
+  if (!cluster_) {
+    results = home_->get_many(keys, 0);
+  } else {
+    std::vector<uint32_t> slots(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) slots[i] = cluster::slot_of(keys[i]);
+    results = run_grouped<std::string_view, Result<ValueView>>(
+        keys, slots, [](NodeSession& s, std::span<const std::string_view> k, uint64_t epoch) {
+          return s.get_many(k, epoch);
+        });
+  }
+  renew_buffer_if_retired();
+  return results;
+}
+
+std::vector<Status> Client::Impl::put_many(std::span<const KeyValue> items, uint64_t ttl_ms) {
+  // Values above the inline threshold go one by one, routed as a single PUT.
+  auto put_one = [this](std::string_view k, std::string_view v, uint64_t ttl) {
+    return put(k, v, ttl);
+  };
+  if (!cluster_) return home_->put_many(items, ttl_ms, 0, put_one);
+  std::vector<uint32_t> slots(items.size());
+  for (size_t i = 0; i < items.size(); ++i) slots[i] = cluster::slot_of(items[i].key);
+  return run_grouped<KeyValue, Status>(
+      items, slots, [&](NodeSession& s, std::span<const KeyValue> part, uint64_t epoch) {
+        return s.put_many(part, ttl_ms, epoch, put_one);
+      });
+}
+
+Result<ValueLocation> Client::Impl::locate(std::string_view key) {
+  if (key.empty()) return Status(Code::kInvalidArgument, "key is empty; give a non-empty key");
+  auto op = [key](NodeSession& s, uint64_t epoch) { return s.locate(key, epoch); };
+  auto r = cluster_ ? routed(key, op) : op(*home_, 0);
+  if (!r) return r.status().with_context(fmt::format("locating key '{}'", key));
+  const v1::ValueLocation& l = r->location();
+  ValueLocation out;
+  out.node_id = l.node_id();
+  out.node_address = l.node_address();
+  out.region_descriptor = l.region_descriptor();
+  out.offset = l.offset();
+  out.length = l.length();
+  out.epoch = l.epoch();
+  out.slot = l.slot();
+  return out;
+}
+
+}  // namespace kvrdma
