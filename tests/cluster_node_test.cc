@@ -240,7 +240,7 @@ TEST_CASE("writes and deletes acknowledged while slots move are never lost", "[c
   TestCluster c;
   for (uint32_t id = 0; id < 2; ++id) c.start(id);
   REQUIRE(wait_until([&] { return c.converged(); }));
-  // Keys node 0 owns; a client of node 0 (no cluster routing) writes them during the join.
+  // Keys node 0 owns; a client writes and deletes them during the join.
   auto m = c.map(0);
   std::vector<std::string> keys;
   for (int i = 0; keys.size() < 120 && i < 100'000; ++i) {
@@ -273,8 +273,11 @@ TEST_CASE("writes and deletes acknowledged while slots move are never lost", "[c
       if (s.is_ok() || (del && s.code() == Code::kNotFound)) {
         acked[k] = del ? "" : value_for(k, round);
       } else {
+        // Refused (the cluster was changing): nothing was applied, the last ack stands. Any
+        // other failure leaves the outcome open: that key is not checked.
         INFO(s.to_string());
-        REQUIRE(s.code() == Code::kFailedPrecondition);  // a `moved` redirect, nothing else
+        CHECK((s.code() == Code::kFailedPrecondition || s.code() == Code::kUnavailable));
+        if (s.code() != Code::kFailedPrecondition) acked.erase(k);
         refused.insert(k);
       }
     }
@@ -292,6 +295,7 @@ TEST_CASE("writes and deletes acknowledged while slots move are never lost", "[c
     }
   }
   CHECK(moved > 0);
+  CHECK(acked.size() >= keys.size() / 2);
 }
 
 TEST_CASE("a second node with a live node's id is refused, naming the first", "[cluster_node]") {
