@@ -211,29 +211,67 @@ TEST_CASE("a node whose lease expired is fenced; its slots go to the others", "[
   REQUIRE(wait_until([&] { return c.converged(); }));
   c.put_values(60);
   const auto before = c.map(0);
-  const auto old_lease = c.agent(2).lease();
+  // A node that is not the controller: the controller sees its registration vanish and hands
+  // its slots on at once, so the node finds the map moved on when it learns its lease is gone.
+  uint32_t victim = 0;
+  while (victim < 3 && c.agent(victim).is_controller()) ++victim;
+  REQUIRE(victim < 3);
+  const auto old_lease = c.agent(victim).lease();
+  // Past the controller's takeover grace, so it reassigns the victim's slots at once.
+  REQUIRE(wait_until([&] {
+    for (uint32_t id = 0; id < 3; ++id) {
+      if (c.agent(id).is_controller()) return !c.agent(id).in_takeover_grace();
+    }
+    return false;
+  }));
 
   c.meta->expire_lease(old_lease);
   // Fenced until the cluster has forgotten it (at least one keepalive period): poll finely.
-  REQUIRE(wait_until([&] { return c.agent(2).fenced() && !c.core(2).cluster->serving(); }, 10s));
-  CHECK(c.core(2).store->stats().keys == 0);  // what it held is dropped, not served stale
+  REQUIRE(wait_until([&] { return c.agent(victim).fenced() && !c.core(victim).cluster->serving(); }, 10s));
+  CHECK(c.core(victim).store->stats().keys == 0);  // what it held is dropped, not served stale
   // It registers again as a new node, and the cluster rebalances over all three.
   REQUIRE(wait_until([&] {
-    return !c.agent(2).fenced() && c.agent(2).lease() != old_lease && c.converged();
+    return !c.agent(victim).fenced() && c.agent(victim).lease() != old_lease && c.converged();
   }));
-  CHECK(c.core(2).cluster->serving());
+  CHECK(c.core(victim).cluster->serving());
   CHECK(c.epoch() >= before->epoch + 2);
   auto m = c.map(0);
   for (auto& [key, v] : c.values) {
     const uint32_t was = before->owner_of(slot_of(key));
     const uint32_t now = m->owner_of(slot_of(key));
     INFO("key " << key << " was at " << was << ", now at " << now);
-    if (was == 2) {
+    if (was == victim) {
       for (auto& [id, s] : c.nodes) CHECK(c.read(id, key) == "<NOT_FOUND>");  // lost: a cache
     } else {
       CHECK(c.read(now, key) == v);
     }
   }
+}
+
+TEST_CASE("leases that expired while the store was unreachable: the map did not move, values kept",
+          "[cluster_node]") {
+  TestCluster c;
+  c.lease_ms = 1000;
+  for (uint32_t id = 0; id < 3; ++id) c.start(id);
+  REQUIRE(wait_until([&] { return c.converged(); }));
+  c.put_values(60);
+  const auto before = c.map(0);
+  // etcd down past the leases: when it is back, every lease is gone at once.
+  c.meta->set_unreachable(true);
+  std::vector<kvrdma::cluster::LeaseId> old;
+  for (uint32_t id = 0; id < 3; ++id) old.push_back(c.agent(id).lease());
+  for (kvrdma::cluster::LeaseId l : old) c.meta->expire_lease(l);
+  c.meta->set_unreachable(false);
+  // Every node registers again under a new lease; nobody was handed another's slots.
+  REQUIRE(wait_until([&] {
+    for (uint32_t id = 0; id < 3; ++id) {
+      if (c.agent(id).lease() == old[id] || c.agent(id).fenced()) return false;
+    }
+    return c.converged();
+  }));
+  auto m = c.map(0);
+  CHECK(m->owner == before->owner);
+  for (auto& [key, v] : c.values) CHECK(c.read(m->owner_of(slot_of(key)), key) == v);
 }
 
 TEST_CASE("writes and deletes acknowledged while slots move are never lost", "[cluster_node]") {

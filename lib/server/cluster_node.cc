@@ -212,11 +212,20 @@ void ClusterNode::on_state(const cluster::MetaRange& range) {
   } else {
     in_charge = controller->value == me && (controller->lease == 0 || controller->lease == lease);
   }
+  Steady::time_point in_charge_since;
   {
     std::lock_guard lock(mu_);
+    if (in_charge && !controller_) controller_since_ = Steady::now();
     controller_ = in_charge;
+    in_charge_since = controller_since_;
   }
   if (!in_charge) return;
+  // A controller that has just taken over may be looking at a cluster whose leases all expired
+  // at once (etcd was unreachable for longer than a lease): give the nodes a moment to register
+  // again before it declares one dead and hands its slots (and so its values) away.
+  if (Steady::now() < in_charge_since + takeover_grace() && owner_missing(*current, registered)) {
+    return;  // the agent looks again within a slice
+  }
   auto next = cluster::next_map(*current, registered, handed_off, self_);
   if (!next) return;
   next->cluster = core_.options.cluster;
@@ -235,7 +244,9 @@ void ClusterNode::on_state(const cluster::MetaRange& range) {
 }
 
 void ClusterNode::install(std::shared_ptr<const cluster::SlotMap> map) {
+  const std::shared_ptr<const cluster::SlotMap> before = core_.cluster->map();
   if (!core_.cluster->set_map(map)) return;
+  drop_stale_slots(*before, *map);
   MapCounts c = counts_for(*map, self_);
   KVRDMA_LOG_INFO("map epoch {} installed: node {} owns {} slots ({} moving out, {} moving in) "
                   "of {} nodes",
@@ -245,9 +256,52 @@ void ClusterNode::install(std::shared_ptr<const cluster::SlotMap> map) {
   cv_.notify_all();  // leave() waits for maps
 }
 
+bool ClusterNode::owner_missing(const cluster::SlotMap& map,
+                                const std::vector<cluster::NodeInfo>& registered) {
+  std::vector<bool> live;
+  for (const cluster::NodeInfo& n : registered) {
+    if (n.id >= live.size()) live.resize(n.id + 1, false);
+    live[n.id] = true;
+  }
+  for (uint32_t o : map.owner) {
+    if (o != kNoNode && (o >= live.size() || !live[o])) return true;
+  }
+  return false;
+}
+
+void ClusterNode::drop_stale_slots(const cluster::SlotMap& before, const cluster::SlotMap& after) {
+  // Keys this node must not keep: those of slots it no longer serves at all (they went away
+  // without a move: its lease had expired), and those of slots that come to it without a move
+  // (their owner died, or they were unassigned): such a slot starts empty here, and whatever
+  // this node still holds of it from an earlier ownership is stale.
+  if (before.epoch == 0) return;
+  std::vector<bool> drop(kSlots, false);
+  bool any = false;
+  for (uint32_t s = 0; s < kSlots; ++s) {
+    const bool had = before.owner_of(s) == self_ || before.next_owner_of(s) == self_;
+    const bool has = after.owner_of(s) == self_ || after.next_owner_of(s) == self_;
+    if ((had && !has) || (!had && after.owner_of(s) == self_)) drop[s] = any = true;
+  }
+  if (!any) return;
+  size_t dropped = 0;
+  for (const std::string& k :
+       core_.store->keys_where([&](std::string_view key) { return drop[cluster::slot_of(key)]; })) {
+    dropped += core_.store->erase(k);
+  }
+  if (dropped > 0) {
+    KVRDMA_LOG_INFO("map epoch {}: dropped {} values of slots this node no longer serves or "
+                    "takes over empty", after.epoch, dropped);
+  }
+}
+
 void ClusterNode::keepalive_loop() {
   const milliseconds period = std::max(milliseconds(20), lease_ttl_ / 3);
-  while (!pause(period)) {
+  // While etcd is unreachable, retry often: when it comes back, every node must renew (or find
+  // its lease expired and register again) well within a new controller's grace period.
+  const milliseconds retry = std::min(period, milliseconds(200));
+  milliseconds wait = period;
+  while (!pause(wait)) {
+    wait = period;
     cluster::LeaseId lease = 0;
     bool fenced = false;
     {
@@ -257,25 +311,52 @@ void ClusterNode::keepalive_loop() {
       fenced = fenced_;
     }
     if (fenced) {
-      (void)try_register_again();
+      if (!try_register_again()) wait = retry;
       continue;
     }
     Status s = meta_->keep_alive(lease);
     if (s.code() == Code::kNotFound) {
-      fence();
+      if (!resume_after_expiry()) fence();
       continue;
     }
     std::lock_guard lock(mu_);
     if (s.is_ok()) {
       if (etcd_down_logged_) KVRDMA_LOG_INFO("{} reachable again", meta_->describe());
       etcd_down_logged_ = false;
-    } else if (!etcd_down_logged_) {
-      etcd_down_logged_ = true;
-      KVRDMA_LOG_WARN("cannot keep node {}'s lease alive: {}; serving on map epoch {} and "
-                      "retrying every {} ms",
-                      self_, s.to_string(), core_.cluster->map()->epoch, period.count());
+    } else {
+      wait = retry;
+      if (!etcd_down_logged_) {
+        etcd_down_logged_ = true;
+        KVRDMA_LOG_WARN("cannot keep node {}'s lease alive: {}; serving on map epoch {} and "
+                        "retrying every {} ms",
+                        self_, s.to_string(), core_.cluster->map()->epoch, retry.count());
+      }
     }
   }
+}
+
+bool ClusterNode::resume_after_expiry() {
+  // etcd expires leases that ran out while it was unreachable (or paused) as soon as it is back.
+  // If the map has not moved on since, nobody else was given this node's slots: its values are
+  // still the only copy and the latest, so it registers again and keeps serving them. A new
+  // controller waits a grace period before it reassigns a missing node's slots (on_state), so
+  // the nodes of a cluster that lost etcd for a while all get back in time.
+  const std::shared_ptr<const cluster::SlotMap> serving = core_.cluster->map();
+  auto r = meta_->range(key("map"));
+  if (!r || r->entries.empty()) return false;
+  v1::ClusterMap wire;
+  if (!wire.ParseFromString(r->entries.front().value)) return false;
+  // The same map this node serves by, and it still lists this node: the controller has not
+  // acted on its disappearance (a map that did would drop it from the node list).
+  const uint64_t epoch = wire.epoch();
+  if (epoch != serving->epoch || serving->node(self_) == nullptr) return false;
+  if (Status s = register_node(milliseconds(0)); !s.is_ok()) return false;
+  mover_->reset_handoff();
+  mover_->notify();
+  KVRDMA_LOG_WARN("node {}'s lease expired while {} was unreachable; the map is still at epoch "
+                  "{}, so it registered again and keeps serving its values",
+                  self_, meta_->describe(), epoch);
+  return true;
 }
 
 void ClusterNode::fence() {
@@ -423,6 +504,11 @@ cluster::LeaseId ClusterNode::lease() const {
 bool ClusterNode::is_controller() const {
   std::lock_guard lock(mu_);
   return controller_;
+}
+
+bool ClusterNode::in_takeover_grace() const {
+  std::lock_guard lock(mu_);
+  return controller_ && Steady::now() < controller_since_ + takeover_grace();
 }
 
 bool ClusterNode::fenced() const {

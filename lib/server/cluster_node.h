@@ -52,6 +52,9 @@ class ClusterNode {
   // For tests and stats.
   cluster::LeaseId lease() const;
   bool is_controller() const;
+  // True while this node is the controller and has just taken over: it does not yet reassign
+  // the slots of nodes missing from the registrations (takeover_grace()).
+  bool in_takeover_grace() const;
   bool fenced() const;
 
   // DELETE forwarding for core.forward_delete (UNAVAILABLE once stopped).
@@ -74,6 +77,20 @@ class ClusterNode {
   void install(std::shared_ptr<const cluster::SlotMap> map);
   void fence();
   bool try_register_again();
+  // After keep_alive found the lease gone: registers again and keeps serving when the map has
+  // not moved on (etcd was unreachable past the lease, nobody took this node's slots); false
+  // when the node must be fenced instead.
+  bool resume_after_expiry();
+  // True when a slot's owner is not among `registered` (a node died or has not re-registered).
+  static bool owner_missing(const cluster::SlotMap& map,
+                            const std::vector<cluster::NodeInfo>& registered);
+  // Drops keys of slots `after` takes from this node, or gives it without a move.
+  void drop_stale_slots(const cluster::SlotMap& before, const cluster::SlotMap& after);
+  // How long a new controller waits for missing nodes to register again before reassigning
+  // their slots: well over the keepalive retry period, well under a lease.
+  std::chrono::milliseconds takeover_grace() const {
+    return std::min(std::chrono::milliseconds(1000), lease_ttl_ / 2);
+  }
   Status write_handoff(uint64_t epoch);
   // Waits up to `d` or until stop(); true when stopping.
   bool pause(std::chrono::milliseconds d);
@@ -93,6 +110,7 @@ class ClusterNode {
   bool fenced_ = false;                   // guarded by mu_
   std::chrono::steady_clock::time_point fenced_at_;  // guarded by mu_
   bool controller_ = false;               // guarded by mu_
+  std::chrono::steady_clock::time_point controller_since_;  // guarded by mu_
   bool left_ = false;                     // guarded by mu_: leave() revoked the lease
   std::string state_ = "active";          // guarded by mu_
   bool etcd_down_logged_ = false;         // guarded by mu_
