@@ -27,6 +27,7 @@
 #include "cluster/slot_map.h"
 #include "cluster_sim_observer.h"
 #include "cluster_sim_store.h"
+#include "common/logging.h"
 #include "etcd_process.h"
 #include "kvrdma/server.h"
 #include "server/cluster_node.h"
@@ -79,6 +80,7 @@ struct RunResult {
   double per_node_min = 0, per_node_max = 0;  // requests/s of one node
   double bench_cpu = -1, etcd_cpu = -1;       // % of one core over the window
   uint64_t rss_mib = 0, threads = 0;          // the bench process at steady state
+  uint64_t prefix_bytes = 0;  // keys + values under /kvrdma/<cluster>/: what one range reads
   bool quiet_window = true;  // no map published during the window
   std::vector<KillResult> kills;
   double shutdown_ms = 0;
@@ -221,6 +223,11 @@ void measure(std::vector<Node>& nodes, const std::vector<std::string>& endpoints
 
   // Steady state. The grace second lets the last map's wave of re-reads pass.
   std::this_thread::sleep_for(1s);
+  if (auto etcd = kvrdma::cluster::connect_etcd(endpoints, 3s)) {
+    if (auto all = (*etcd)->range(fmt::format("/kvrdma/{}/", cluster))) {
+      for (const auto& e : all->entries) r.prefix_bytes += e.key.size() + e.value.size();
+    }
+  }
   std::vector<OpCounts> before(nodes.size());
   for (size_t i = 0; i < nodes.size(); ++i) before[i] = nodes[i].store->counts();
   const double cpu0 = cpu_seconds(getpid()), etcd0 = etcd_pid > 0 ? cpu_seconds(etcd_pid) : -1;
@@ -324,9 +331,10 @@ void measure(std::vector<Node>& nodes, const std::vector<std::string>& endpoints
 }
 
 // Silences every node's etcd client first (so no node's exit makes the others move slots),
-// then shuts the servers down.
+// then shuts the servers down. Their complaints about the silent etcd are expected: not logged.
 void teardown(std::vector<Node>& nodes, RunResult& r) {
   const auto t0 = Steady::now();
+  kvrdma::log::set_level(kvrdma::LogLevel::kError);
   for (Node& node : nodes) node.store->kill();
   for (Node& node : nodes) node.server->shutdown();
   nodes.clear();
@@ -389,9 +397,9 @@ void print_table(const std::vector<RunResult>& runs, const ControlPlaneOptions& 
   fmt::print("control plane: nodes in one process, mock transport, 1 MiB pools, node lease {} "
              "ms, steady window {} ms\n\n", o.lease_ms, o.window_ms);
   fmt::print("| nodes | start all s | settled s | map epoch | etcd req/s | per node req/s (min-max) "
-             "| keepalive / range / watch per s | other req | bench CPU % | etcd CPU % | RSS MiB "
-             "| threads |\n");
-  fmt::print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+             "| keepalive / range / watch per s | other req | range reply KiB | bench CPU % | etcd CPU % "
+             "| RSS MiB | threads |\n");
+  fmt::print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const RunResult& r : runs) {
     if (r.window_s <= 0) continue;
     const auto& w = r.window_ops;
@@ -399,12 +407,13 @@ void print_table(const std::vector<RunResult>& runs, const ControlPlaneOptions& 
     const uint64_t other = r.window_total() - w[static_cast<size_t>(Op::kKeepAlive)] -
                            w[static_cast<size_t>(Op::kRange)] - w[static_cast<size_t>(Op::kWatch)];
     fmt::print("| {} | {:.1f} | {:.1f} | {} | {:.0f}{} | {:.2f} ({:.2f}-{:.2f}) | {:.0f} / {:.0f} / "
-               "{:.0f} | {} | {} | {} | {} | {} |\n",
+               "{:.0f} | {} | {:.0f} | {} | {} | {} | {} |\n",
                r.nodes, r.start_all_ms / 1000, r.settle_ms / 1000, r.settle_epoch,
                r.window_total() / r.window_s, r.quiet_window ? "" : " (maps changed)",
                r.window_total() / r.window_s / r.nodes, r.per_node_min, r.per_node_max,
                rate(Op::kKeepAlive), rate(Op::kRange), rate(Op::kWatch), other,
-               fixed(r.bench_cpu, 0), fixed(r.etcd_cpu, 0), r.rss_mib, r.threads);
+               r.prefix_bytes / 1024.0, fixed(r.bench_cpu, 0), fixed(r.etcd_cpu, 0), r.rss_mib,
+               r.threads);
   }
   fmt::print("\n| nodes | kill | node | was controller | its last keepalive before the kill ms "
              "| registration gone ms | first map without it ms | new controller ms | settled ms "
@@ -444,12 +453,12 @@ void print_json(const RunResult& r, const ControlPlaneOptions& o) {
              "\"start_all_ms\":{:.1f},\"settle_ms\":{:.1f},\"settle_epoch\":{},\"window_s\":{:.3f},"
              "\"window_requests\":{{{}}},\"requests_per_s\":{:.1f},\"per_node_min\":{:.2f},"
              "\"per_node_max\":{:.2f},\"quiet_window\":{},\"bench_cpu_pct\":{:.1f},"
-             "\"etcd_cpu_pct\":{:.1f},\"rss_mib\":{},\"threads\":{},\"kills\":[{}],"
+             "\"etcd_cpu_pct\":{:.1f},\"rss_mib\":{},\"threads\":{},\"prefix_bytes\":{},\"kills\":[{}],"
              "\"shutdown_ms\":{:.1f},\"error\":\"{}\"}}\n",
              r.nodes, o.lease_ms, r.etcd_start_ms, r.start_all_ms, r.settle_ms, r.settle_epoch,
              r.window_s, ops, r.window_s > 0 ? r.window_total() / r.window_s : 0.0,
              r.per_node_min, r.per_node_max, r.quiet_window, r.bench_cpu, r.etcd_cpu, r.rss_mib,
-             r.threads, kills, r.shutdown_ms, json_escaped(r.error));
+             r.threads, r.prefix_bytes, kills, r.shutdown_ms, json_escaped(r.error));
 }
 
 }  // namespace
