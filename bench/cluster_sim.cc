@@ -5,7 +5,8 @@
 // node's keys against the mean and what one node joining or leaving moves (slots and keys, as a
 // fraction of all), against the ideal (the newcomer's or the leaver's fair share).
 //
-// Further modes (a control-plane run of node agents against etcd) plug into `main`'s switch.
+// Mode "control-plane" (cluster_sim_control.h): N real nodes in this process against one
+// loopback etcd: registration, etcd requests at steady state, failover after node deaths.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -19,26 +20,31 @@
 
 #include "cluster/placement.h"
 #include "cluster/slot_map.h"
+#include "cluster_sim_control.h"
 
 namespace {
 
 using kvrdma::cluster::balanced_owners;
 using kvrdma::cluster::kSlots;
 
-enum class Mode { kPlacement };
+enum class Mode { kPlacement, kControlPlane };
 
 struct Options {
   Mode mode = Mode::kPlacement;
   uint64_t keys = 2'000'000;
   std::vector<uint32_t> nodes = {16, 64, 100, 300, 1000};
+  bool nodes_given = false;  // control-plane mode defaults to 100 nodes instead
   int changes = 8;  // joins and leaves averaged per cluster size
   bool json = false;
+  cluster_sim::ControlPlaneOptions control;
 };
 
 void usage() {
   fmt::print(stderr,
              "usage: cluster_sim [--mode placement] [--keys N] [--nodes 16,64,...] "
-             "[--changes K] [--json]\n");
+             "[--changes K] [--json]\n"
+             "       cluster_sim --mode control-plane [--nodes 100[,200...]] [--lease-ms 2000] "
+             "[--kills 3] [--window-ms 10000] [--etcd-endpoints http://host:port] [--json]\n");
 }
 
 std::optional<uint64_t> parse_u64(std::string_view s) {
@@ -68,11 +74,30 @@ std::optional<Options> parse(int argc, char** argv) {
     } else if (arg == "--mode") {
       auto v = value();
       if (!v) return std::nullopt;
-      if (*v != "placement") {
-        fmt::print(stderr, "--mode {}: unknown; the modes are: placement\n", *v);
+      if (*v == "placement") {
+        o.mode = Mode::kPlacement;
+      } else if (*v == "control-plane") {
+        o.mode = Mode::kControlPlane;
+      } else {
+        fmt::print(stderr, "--mode {}: unknown; the modes are: placement, control-plane\n", *v);
         return std::nullopt;
       }
-      o.mode = Mode::kPlacement;
+    } else if (arg == "--lease-ms" || arg == "--kills" || arg == "--window-ms") {
+      auto v = value();
+      if (!v) return std::nullopt;
+      auto n = parse_u64(*v);
+      const uint64_t low = arg == "--kills" ? 0 : 1000, high = arg == "--kills" ? 50 : 600'000;
+      if (!n || *n < low || *n > high) {
+        fmt::print(stderr, "{} {}: give a count from {} to {}\n", arg, *v, low, high);
+        return std::nullopt;
+      }
+      if (arg == "--lease-ms") o.control.lease_ms = *n;
+      else if (arg == "--kills") o.control.kills = static_cast<int>(*n);
+      else o.control.window_ms = *n;
+    } else if (arg == "--etcd-endpoints") {
+      auto v = value();
+      if (!v) return std::nullopt;
+      o.control.etcd_endpoints = std::string(*v);
     } else if (arg == "--keys" || arg == "--changes") {
       auto v = value();
       if (!v) return std::nullopt;
@@ -87,6 +112,7 @@ std::optional<Options> parse(int argc, char** argv) {
       auto v = value();
       if (!v) return std::nullopt;
       o.nodes.clear();
+      o.nodes_given = true;
       std::string_view rest = *v;
       while (!rest.empty()) {
         size_t comma = rest.find(',');
@@ -108,6 +134,18 @@ std::optional<Options> parse(int argc, char** argv) {
       usage();
       return std::nullopt;
     }
+  }
+  if (o.mode == Mode::kControlPlane) {
+    if (!o.nodes_given) o.nodes = {100};
+    for (uint32_t n : o.nodes) {
+      if (n > 1000 || n <= static_cast<uint32_t>(o.control.kills)) {
+        fmt::print(stderr, "--nodes {} with --kills {}: control-plane mode runs at most 1000 "
+                           "nodes and needs more nodes than kills\n", n, o.control.kills);
+        return std::nullopt;
+      }
+    }
+    o.control.nodes = o.nodes;
+    o.control.json = o.json;
   }
   return o;
 }
@@ -232,6 +270,8 @@ int main(int argc, char** argv) {
   switch (options->mode) {
     case Mode::kPlacement:
       return run_placement(*options);
+    case Mode::kControlPlane:
+      return cluster_sim::run_control_plane(options->control);
   }
   return 2;
 }

@@ -122,8 +122,11 @@ class ClusterNode {
 // Test seam and internal entry points of kvrdma::Server (server.cc).
 struct ServerAccess {
   // Server::start with a given MetaStore instead of connecting to --etcd-endpoints.
+  // `meta_owned`: this node is its only user (as with --etcd-endpoints), so the agent waits on
+  // it as a kv-server does (long waits, cancelled at stop) instead of polling a shared store.
   static Result<std::unique_ptr<Server>> start(const ServerOptions& options,
-                                               std::shared_ptr<cluster::MetaStore> meta);
+                                               std::shared_ptr<cluster::MetaStore> meta,
+                                               bool meta_owned = false);
   static ServerCore& core(Server& server);
   // nullptr outside cluster mode.
   static ClusterNode* cluster_node(Server& server);

@@ -28,7 +28,8 @@ class Server::Impl {
 
   // `meta`: the cluster's MetaStore (tests); null: connect to options.etcd_endpoints when in
   // cluster mode.
-  Status start(const ServerOptions& options, std::shared_ptr<cluster::MetaStore> meta);
+  Status start(const ServerOptions& options, std::shared_ptr<cluster::MetaStore> meta,
+               bool meta_owned);
   void shutdown();
   void wait();
 
@@ -96,13 +97,15 @@ Result<std::shared_ptr<cluster::MetaStore>> Server::Impl::cluster_store(
 }
 
 Status Server::Impl::start(const ServerOptions& options,
-                           std::shared_ptr<cluster::MetaStore> meta) {
+                           std::shared_ptr<cluster::MetaStore> meta, bool meta_owned) {
   core.options = options;
   log::set_level(options.log_level);
   bool owns_meta = false;
   if (!options.cluster.empty()) {
+    const bool given = meta != nullptr;
     auto store = cluster_store(options, std::move(meta), &owns_meta);
     if (!store) return store.status();
+    if (given) owns_meta = meta_owned;
     meta = std::move(*store);
   }
   if (options.transport.mock) {
@@ -264,13 +267,13 @@ void Server::Impl::wait() {
 }
 
 Result<std::unique_ptr<Server>> Server::start(const ServerOptions& options) {
-  return server::ServerAccess::start(options, nullptr);
+  return server::ServerAccess::start(options, nullptr, false);
 }
 
 Result<std::unique_ptr<Server>> server::ServerAccess::start(
-    const ServerOptions& options, std::shared_ptr<cluster::MetaStore> meta) {
+    const ServerOptions& options, std::shared_ptr<cluster::MetaStore> meta, bool meta_owned) {
   auto impl = std::make_unique<Server::Impl>();
-  Status s = impl->start(options, std::move(meta));
+  Status s = impl->start(options, std::move(meta), meta_owned);
   if (!s.is_ok()) return s;
   KVRDMA_LOG_DEBUG("kv-server listening on {}", impl->address);
   return std::unique_ptr<Server>(new Server(std::move(impl)));
