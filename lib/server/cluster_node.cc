@@ -144,23 +144,38 @@ void ClusterNode::agent_loop() {
   // Short waits when the store is shared: cancel_waits() would wake every agent of it.
   const milliseconds slice =
       owns_meta_ ? std::min(milliseconds(1000), lease_ttl_ / 3) : milliseconds(100);
+  int64_t seen = -1;  // the revision last looked at; -1: look now
   for (;;) {
     {
       std::lock_guard lock(mu_);
       if (stop_) return;
     }
-    auto r = meta_->range(prefix_);
-    if (!r) {
-      if (pause(slice)) return;  // unreachable: keep serving on the last map
-      continue;
+    if (seen < 0) {
+      auto r = meta_->range(prefix_);
+      if (!r) {
+        if (pause(slice)) return;  // unreachable: keep serving on the last map
+        continue;
+      }
+      // A controller that deferred a decision (takeover grace) looks again after the next
+      // slice even if nothing changes; otherwise only a change makes it read the prefix again
+      // (a whole-prefix read per slice per node grew as N^2 in bytes across a large cluster).
+      seen = on_state(*r) ? -1 : r->revision;
+      if (seen < 0) {
+        if (pause(slice)) return;
+        continue;
+      }
     }
-    on_state(*r);
-    auto w = meta_->wait_for_change(prefix_, r->revision, slice);
-    if (!w && pause(slice)) return;
+    auto w = meta_->wait_for_change(prefix_, seen, slice);
+    if (!w) {
+      if (pause(slice)) return;
+      seen = -1;
+    } else if (*w != seen) {
+      seen = -1;
+    }
   }
 }
 
-void ClusterNode::on_state(const cluster::MetaRange& range) {
+bool ClusterNode::on_state(const cluster::MetaRange& range) {
   std::vector<cluster::NodeInfo> registered;
   std::map<uint32_t, uint64_t> handed_off;
   const cluster::MetaEntry* map_entry = nullptr;
@@ -191,7 +206,7 @@ void ClusterNode::on_state(const cluster::MetaRange& range) {
     if (!parsed) {
       KVRDMA_LOG_ERROR("the map in {} at {}map is unreadable: {}", meta_->describe(), prefix_,
                        parsed.status().to_string());
-      return;
+      return false;
     }
     *current = std::move(*parsed);
   }
@@ -200,7 +215,7 @@ void ClusterNode::on_state(const cluster::MetaRange& range) {
   cluster::LeaseId lease = 0;
   {
     std::lock_guard lock(mu_);
-    if (stop_ || fenced_ || left_) return;
+    if (stop_ || fenced_ || left_) return false;
     lease = lease_;
   }
   const std::string me = std::to_string(self_);
@@ -219,15 +234,15 @@ void ClusterNode::on_state(const cluster::MetaRange& range) {
     controller_ = in_charge;
     in_charge_since = controller_since_;
   }
-  if (!in_charge) return;
+  if (!in_charge) return false;
   // A controller that has just taken over may be looking at a cluster whose leases all expired
   // at once (etcd was unreachable for longer than a lease): give the nodes a moment to register
   // again before it declares one dead and hands its slots (and so its values) away.
   if (Steady::now() < in_charge_since + takeover_grace() && owner_missing(*current, registered)) {
-    return;  // the agent looks again within a slice
+    return true;  // the agent looks again after a slice
   }
   auto next = cluster::next_map(*current, registered, handed_off, self_);
-  if (!next) return;
+  if (!next) return false;
   next->cluster = core_.options.cluster;
   v1::ClusterMap wire;
   cluster::to_proto(*next, &wire);
@@ -241,6 +256,7 @@ void ClusterNode::on_state(const cluster::MetaRange& range) {
     install(std::make_shared<const cluster::SlotMap>(std::move(*next)));
   }
   // A lost race (another controller's map, or a change meanwhile) shows up as the next change.
+  return false;
 }
 
 void ClusterNode::install(std::shared_ptr<const cluster::SlotMap> map) {

@@ -73,7 +73,8 @@ class ClusterNode {
   void keepalive_loop();
   // One look at the whole prefix: install the map, take the controller key when free, and
   // publish the next map while controller.
-  void on_state(const cluster::MetaRange& range);
+  // True when it deferred a decision and wants to look again even if nothing changes.
+  bool on_state(const cluster::MetaRange& range);
   void install(std::shared_ptr<const cluster::SlotMap> map);
   void fence();
   bool try_register_again();

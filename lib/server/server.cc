@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -88,7 +89,11 @@ Result<std::shared_ptr<cluster::MetaStore>> Server::Impl::cluster_store(
                               "etcd; give --etcd-endpoints, e.g. http://127.0.0.1:2379",
                               options.cluster));
   }
-  auto store = cluster::connect_etcd(endpoints, std::chrono::seconds(3));
+  // As long as a lease (at least 3 s): a busy etcd that answers within that time is alive
+  // enough for this node, and every later etcd call is bounded by the same time.
+  auto store = cluster::connect_etcd(
+      endpoints, std::max(std::chrono::milliseconds(3000),
+                          std::chrono::milliseconds(options.node_lease_ms)));
   if (!store) {
     return store.status().with_context(fmt::format("cluster '{}'", options.cluster));
   }
