@@ -2,16 +2,24 @@
 // values in a map, serve by a slot map the test sets (refusing with a typed WrongOwner detail as
 // docs/cluster.md says) and hand out a published map. Values stay inline, so no transport write
 // is involved; the real servers' side is tested by the cluster integration suites.
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cluster/slot_map.h"
@@ -337,6 +345,79 @@ std::vector<std::string> some_keys(size_t n) {
   return keys;
 }
 
+// A TCP relay in front of a node that answers each new connection late: it accepts at once (the
+// client's TCP connect succeeds) but forwards nothing for `delay`, as a node that is busy or
+// descheduled when a client first dials it. Thread-safe; its threads end in the destructor.
+class SlowRelay {
+ public:
+  SlowRelay(int target_port, std::chrono::milliseconds delay)
+      : target_port_(target_port), delay_(delay) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(listen_fd_ >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(listen_fd_, 16) == 0);
+    socklen_t len = sizeof a;
+    REQUIRE(::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    port_ = ntohs(a.sin_port);
+    acceptor_ = std::thread([this] { accept_loop(); });
+  }
+  ~SlowRelay() {
+    stopping_ = true;
+    ::shutdown(listen_fd_, SHUT_RDWR);
+    acceptor_.join();
+    for (auto& t : relays_) t.join();
+    ::close(listen_fd_);
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  void accept_loop() {
+    for (;;) {
+      int client = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (client < 0 || stopping_) {
+        if (client >= 0) ::close(client);
+        return;
+      }
+      relays_.emplace_back([this, client] { relay(client); });
+    }
+  }
+  void relay(int client) {
+    std::this_thread::sleep_for(delay_);
+    int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(target_port_));
+    if (server >= 0 && ::connect(server, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+      pollfd fds[2] = {{client, POLLIN, 0}, {server, POLLIN, 0}};
+      char buf[1 << 14];
+      while (!stopping_) {
+        if (::poll(fds, 2, 50) < 0) break;
+        bool closed = false;
+        for (int i = 0; i < 2 && !closed; ++i) {
+          if (fds[i].revents == 0) continue;
+          ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+          closed = n <= 0 || ::write(fds[1 - i].fd, buf, static_cast<size_t>(n)) != n;
+        }
+        if (closed) break;
+      }
+    }
+    if (server >= 0) ::close(server);
+    ::close(client);
+  }
+
+  const int target_port_;
+  const std::chrono::milliseconds delay_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::thread acceptor_;
+  std::vector<std::thread> relays_;  // touched by acceptor_ only, joined after it
+};
+
 }  // namespace
 
 TEST_CASE("router cluster: keys go to their owners, batches come back in input order") {
@@ -543,4 +624,25 @@ TEST_CASE("router cluster: a key refused again after its one retry is UNAVAILABL
   REQUIRE_FALSE(got[1]);
   CHECK(got[1].status().code() == Code::kUnavailable);
   CHECK(got[1].status().message().find("the cluster is changing") != std::string::npos);
+}
+
+TEST_CASE("router cluster: a node slow to answer a new connection is waited for, not given up") {
+  // gRPC's GRPC_ARG_MIN_RECONNECT_BACKOFF_MS is the time a connection attempt gets; at 100 ms a
+  // node that answered its first connection 300 ms late failed the call with UNAVAILABLE
+  // ("timed out before receiving SETTINGS frame"), and on a loaded host a CLI call took ~1 s.
+  FakeCluster fc;
+  const int port2 = std::stoi(fc.node(2).address().substr(fc.node(2).address().rfind(':') + 1));
+  SlowRelay slow(port2, std::chrono::milliseconds(300));
+  SlotMap m = fc.map(1, [](uint32_t s) { return s % 3 + 1; });
+  m.nodes[1].address = slow.address();
+  fc.publish(m);
+  auto c = fc.connect(fc.node(1).address());
+  const auto keys = some_keys(30);
+  auto at_2 = std::find_if(keys.begin(), keys.end(),
+                           [](const std::string& k) { return owner_by_mod(k) == 2; });
+  REQUIRE(at_2 != keys.end());
+  Status s = c->put(*at_2, "v");
+  INFO(s.message());
+  REQUIRE(s.is_ok());
+  CHECK(fc.node(2).values().at(*at_2) == "v");
 }

@@ -49,15 +49,17 @@ Status Client::Impl::connect(const ClientOptions& o) {
     dialed.push_back(std::move(*s));
   }
   // One address: wait for it the whole timeout (a server may still be starting). Several: the
-  // first that answers; a refused connection moves on to the next at once, and later rounds
-  // give each a short wait, so a dead first node costs little.
+  // first that answers; a refused connection moves on to the next at once, and every round
+  // gives each a short wait, so a dead or silent first node costs little. The short wait is
+  // ours, not the connection attempt's: an attempt left behind goes on (a connection gets 1 s,
+  // see NodeSession::create) and the next round finds it connected.
   const auto d = deadline();
   if (dialed.size() == 1) {
     if (dialed[0]->wait_connected(d, false)) home_ = dialed[0];
   } else {
     for (int round = 0; !home_ && Steady::now() < d && round < 100000; ++round) {
       for (auto& s : dialed) {
-        auto until = round == 0 ? d : std::min(d, Steady::now() + std::chrono::milliseconds(250));
+        auto until = std::min(d, Steady::now() + std::chrono::milliseconds(250));
         if (s->wait_connected(until, round == 0)) {
           home_ = s;
           break;

@@ -57,8 +57,14 @@ Result<std::shared_ptr<NodeSession>> NodeSession::create(
   // Retry a lost server often: gRPC's default backoff grows to 120 s, so a restarted server
   // would stay unreachable that long. Calls meanwhile fail at once with UNAVAILABLE.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  // gRPC core reads this one as the time a connection attempt gets (TCP connect and the
+  // server's first SETTINGS frame), not as a backoff. At 100 ms a server that was merely busy
+  // (a loaded host, a node descheduled for a moment) lost the attempt: the channel went to
+  // TRANSIENT_FAILURE, the first call on it failed with "timed out before receiving SETTINGS
+  // frame", and connect() spent backoff rounds on every seed (~1 s for one CLI command). A
+  // refused connection still fails at once; only a silent address costs up to this per attempt.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
   s->channel_ = grpc::CreateCustomChannel(s->target_, *creds, args);
   s->stub_ = v1::KvCache::NewStub(s->channel_);
   s->streams_ = std::make_unique<GetStreams>(s->stub_.get(), options.security.auth_token,
