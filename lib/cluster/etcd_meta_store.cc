@@ -42,7 +42,9 @@ std::shared_ptr<Endpoint> open_endpoint(const std::string& name, const std::stri
   grpc::ChannelArguments args;
   // Reconnect soon after etcd comes back (gRPC's default backoff grows to 120 s).
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  // gRPC also takes this as the deadline of each connection attempt: 100 ms failed attempts to
+  // a busy peer before its first SETTINGS frame ("tcp handshaker shutdown").
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   auto e = std::make_shared<Endpoint>();
   e->name = name;

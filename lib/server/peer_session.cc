@@ -29,7 +29,9 @@ Result<std::unique_ptr<PeerSession>> PeerSession::open(ServerCore& core, uint32_
   args.SetMaxSendMessageSize(max_msg);
   // A peer that restarts is dialled again soon, not after gRPC's default backoff of minutes.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  // gRPC also takes this as the deadline of each connection attempt: 100 ms failed attempts to
+  // a busy peer before its first SETTINGS frame ("tcp handshaker shutdown").
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   s->channel_ = grpc::CreateCustomChannel(peer.address, *creds, args);
   s->stub_ = v1::KvCache::NewStub(s->channel_);
