@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 
@@ -119,43 +118,6 @@ std::optional<int> parse_command_line(CLI::App& app, std::vector<std::string> ar
     return kExitUsage;
   }
   return std::nullopt;
-}
-
-std::optional<uint64_t> parse_size(std::string_view text) {
-  size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) {
-    ++i;
-  }
-  if (i == 0) return std::nullopt;
-  const std::string number(text.substr(0, i));
-  if (std::count(number.begin(), number.end(), '.') > 1) return std::nullopt;
-  std::string unit = lower(text.substr(i));
-  if (!unit.empty() && unit.front() == ' ') unit.erase(0, 1);
-  static const std::pair<const char*, uint64_t> kUnits[] = {{"", 1},
-                                                            {"b", 1},
-                                                            {"k", 1ull << 10},
-                                                            {"kb", 1ull << 10},
-                                                            {"kib", 1ull << 10},
-                                                            {"m", 1ull << 20},
-                                                            {"mb", 1ull << 20},
-                                                            {"mib", 1ull << 20},
-                                                            {"g", 1ull << 30},
-                                                            {"gb", 1ull << 30},
-                                                            {"gib", 1ull << 30}};
-  for (const auto& [name, scale] : kUnits) {
-    if (unit != name) continue;
-    const double v = std::strtod(number.c_str(), nullptr) * static_cast<double>(scale);
-    if (!std::isfinite(v) || v > 1e18) return std::nullopt;
-    return static_cast<uint64_t>(std::llround(v));
-  }
-  return std::nullopt;
-}
-
-std::string format_size(uint64_t bytes) {
-  if (bytes >= (1ull << 30)) return fmt::format("{:.1f} GiB", bytes / double(1ull << 30));
-  if (bytes >= (1ull << 20)) return fmt::format("{:.1f} MiB", bytes / double(1ull << 20));
-  if (bytes >= (1ull << 10)) return fmt::format("{:.1f} KiB", bytes / double(1ull << 10));
-  return fmt::format("{} B", bytes);
 }
 
 int exit_code_for(const Status& status) {

@@ -1,6 +1,8 @@
 // Pieces kv-server and kv-client share: flags built from the settings table, argv clean-up for
 // bare boolean flags, CLI11 error handling with the project's exit codes, and small parsers.
-// Uses only the public API (include/kvrdma) so the tools show what any embedding program can do.
+// Uses only the public API (include/kvrdma) so the tools show what any embedding program can do,
+// plus the library's one size parser and formatter (common/units.h: kvrdma::parse_bytes,
+// kvrdma::format_bytes), so a size reads the same in a flag, a setting and the programs' output.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -11,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/units.h"
 #include "kvrdma/options.h"
 #include "kvrdma/status.h"
 
@@ -50,11 +53,6 @@ std::vector<std::string> normalize_bool_flags(int argc, char** argv, unsigned ro
 // (printed to stdout), 2 after a usage error (one line on stderr).
 std::optional<int> parse_command_line(CLI::App& app, std::vector<std::string> args,
                                       std::string_view program);
-
-// "4096", "4K", "4KiB", "4KB", "1M", "1.5M", "2G": binary multiples. nullopt when malformed.
-std::optional<uint64_t> parse_size(std::string_view text);
-// "1.5 MiB", "512 B".
-std::string format_size(uint64_t bytes);
 
 // Maps a library status to the exit code: NOT_FOUND 1, anything else 3.
 int exit_code_for(const Status& status);

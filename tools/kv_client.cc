@@ -55,7 +55,7 @@ void add_subcommands(CLI::App& app, Args& a) {
   auto* bench = app.add_subcommand("bench", "measure GET/PUT throughput and latency");
   auto& b = a.bench;
   bench->add_option("--ops", b.ops, "total operations")->capture_default_str();
-  bench->add_option("--value-size", a.value_size, "bytes per value (suffixes K, M, G)")
+  bench->add_option("--value-size", a.value_size, "bytes per value (e.g. 4096, 64K, 1.5M)")
       ->capture_default_str();
   bench->add_option("--concurrency", b.concurrency, "threads sharing one client")
       ->capture_default_str()
@@ -63,7 +63,7 @@ void add_subcommands(CLI::App& app, Args& a) {
   bench->add_option("--op", b.op, "get | put | mixed (90% get, 10% put)")
       ->capture_default_str()
       ->check(CLI::IsMember({"get", "put", "mixed"}));
-  bench->add_option("--keys", b.keys, "distinct keys (default min(ops, 1000))");
+  bench->add_option("--keys", b.keys, "distinct keys (default: min(ops, 1000), fewer if the server's pool holds fewer)");
   bench->add_option("--duration", b.duration_s, "stop after SECONDS even before --ops")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -108,11 +108,8 @@ int run(int argc, char** argv) {
     }
   }
   if (cmd == "bench") {
-    auto size = parse_size(a.value_size);
-    if (!size) {
-      return usage_error(
-          fmt::format("--value-size '{}' is not a size (e.g. 4096, 4K, 1M)", a.value_size));
-    }
+    auto size = kvrdma::parse_bytes(a.value_size);
+    if (!size) return usage_error("--value-size: " + size.status().message());
     a.bench.value_size = *size;
     if (a.bench.ops == 0) return usage_error("--ops must be at least 1");
   }

@@ -42,7 +42,7 @@ struct BenchConfig {
   uint64_t value_size = 4096;
   unsigned concurrency = 1;
   std::string op = "get";  // get | put | mixed (90% get, 10% put)
-  uint64_t keys = 0;       // 0: min(ops, 1000)
+  uint64_t keys = 0;       // 0: min(ops, 1000), fewer when the server pool holds fewer
   double duration_s = 60;  // stop after this, even before `ops`
   bool json = false;
   unsigned batch = 1;      // >1: each call is a get_many / put_many of this many keys

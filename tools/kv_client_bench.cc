@@ -1,5 +1,10 @@
-// kv-client bench: prepares --keys keys, then runs --ops GET/PUT operations from --concurrency
-// threads sharing one Client, and reports throughput and latency percentiles.
+// kv-client bench: prepares --keys keys (by default as many as the server's pool holds, at most
+// min(--ops, 1000)), then runs --ops GET/PUT operations from --concurrency threads sharing one
+// Client, and reports throughput, latency percentiles and the GET hit rate.
+//
+// A cache evicts: a GET of a prepared key may miss when the keys do not all fit, so a NOT_FOUND
+// counts as a miss, not an error, unless the server evicted and expired nothing during the run
+// (then a prepared key was lost, which is a bug).
 //
 // Each key's value is a window of one shared pattern, at an offset derived from the key index, so
 // a GET can be checked byte for byte without storing every value. One GET in kVerifyEvery is
@@ -13,6 +18,9 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
 #include <thread>
 #include <span>
 #include <vector>
@@ -38,6 +46,8 @@ struct Shared {
   std::atomic<uint64_t> done_ops{0};
   std::atomic<uint64_t> errors{0};
   std::atomic<uint64_t> bytes{0};
+  std::atomic<uint64_t> hits{0};
+  std::atomic<uint64_t> misses{0};
   std::mutex mu;
   Status first_error;  // guarded by mu
 
@@ -95,9 +105,14 @@ void batch_worker(Client& client, Shared& sh, uint64_t keys, unsigned index,
       lat.push_back(static_cast<uint64_t>((SteadyClock::now() - start).count()));
       for (size_t i = 0; i < n; ++i) {
         if (!got[i]) {
-          sh.record_error(got[i].status().with_context(fmt::format("get {}", names[i])));
+          if (got[i].status().code() == Code::kNotFound) {
+            sh.misses.fetch_add(1, std::memory_order_relaxed);
+          } else {
+            sh.record_error(got[i].status().with_context(fmt::format("get {}", names[i])));
+          }
           continue;
         }
+        sh.hits.fetch_add(1, std::memory_order_relaxed);
         sh.bytes.fetch_add(got[i]->size(), std::memory_order_relaxed);
         if ((first + i) % kVerifyEvery == 0 && got[i]->str() != sh.value_of(ids[i])) {
           sh.record_error(Status(Code::kInternal,
@@ -131,9 +146,12 @@ void worker(Client& client, Shared& sh, uint64_t keys, unsigned index, std::vect
     } else {
       auto v = client.get(name);
       lat.push_back(static_cast<uint64_t>((SteadyClock::now() - start).count()));
-      if (!v) {
+      if (!v && v.status().code() == Code::kNotFound) {
+        sh.misses.fetch_add(1, std::memory_order_relaxed);
+      } else if (!v) {
         sh.record_error(v.status().with_context(fmt::format("get {}", name)));
       } else {
+        sh.hits.fetch_add(1, std::memory_order_relaxed);
         sh.bytes.fetch_add(v->size(), std::memory_order_relaxed);
         if (op % kVerifyEvery == 0 && v->str() != sh.value_of(key)) {
           sh.record_error(Status(
@@ -190,12 +208,49 @@ double percentile_us(const std::vector<uint64_t>& sorted_ns, double p) {
   return sorted_ns[i] / 1000.0;
 }
 
+// Pool space one value takes: values of a page or more get page-aligned extents (MemoryPool).
+uint64_t footprint(uint64_t value_size) {
+  constexpr uint64_t kPage = 4096;
+  if (value_size < kPage) return std::max<uint64_t>(value_size, 1);
+  return (value_size + kPage - 1) / kPage * kPage;
+}
+
+// The key count and why: --keys as given, else min(ops, 1000) capped by what the servers' pools
+// hold with a quarter spare (the allocator's fragmentation, other clients' values).
+std::pair<uint64_t, std::string> choose_keys(Client& client, const BenchConfig& config) {
+  if (config.keys > 0) return {config.keys, "--keys"};
+  const uint64_t wanted = std::max<uint64_t>(1, std::min<uint64_t>(config.ops, 1000));
+  uint64_t pool = 0;
+  if (auto info = client.cluster(); info) {
+    for (const ClusterNodeStatus& n : info->nodes) pool += n.reachable ? n.pool_bytes : 0;
+  }
+  if (pool == 0) {
+    auto stats = client.stats();
+    if (!stats) return {wanted, "default; server pool size unknown"};
+    pool = stats->pool_bytes;
+  }
+  const uint64_t fit = std::max<uint64_t>(1, pool / 4 * 3 / footprint(config.value_size));
+  if (fit >= wanted) return {wanted, "default"};
+  return {fit, fmt::format("what 3/4 of the server's {} pool holds; set --keys to override",
+                           format_bytes(pool))};
+}
+
+// Evictions plus expirations on the server the client asks first, or nullopt when unknown (no
+// answer, or cluster mode, where the other nodes evict too).
+std::optional<uint64_t> removals(Client& client) {
+  auto stats = client.stats();
+  if (!stats || !stats->cluster.empty()) return std::nullopt;
+  return stats->evictions + stats->expirations;
+}
+
 }  // namespace
 
 int run_bench(Client& client, const BenchConfig& config) {
   const std::string prefix = "kv-client bench";
-  const uint64_t keys =
-      std::max<uint64_t>(1, config.keys ? config.keys : std::min<uint64_t>(config.ops, 1000));
+  const auto chosen = choose_keys(client, config);
+  const uint64_t keys = chosen.first;
+  const std::string& keys_why = chosen.second;
+  const std::optional<uint64_t> removals_before = removals(client);
   Shared sh(config);
   sh.pattern.resize(config.value_size + kPatternOffsets);
   for (size_t i = 0; i < sh.pattern.size(); ++i) {
@@ -252,6 +307,17 @@ int run_bench(Client& client, const BenchConfig& config) {
   const double bytes_per_sec = seconds > 0 ? sh.bytes.load() / seconds : 0;
   const double p50 = percentile_us(all, 0.50), p99 = percentile_us(all, 0.99);
   const double max = all.empty() ? 0 : all.back() / 1000.0;
+  const uint64_t hits = sh.hits.load(), misses = sh.misses.load();
+  const double hit_rate = hits + misses > 0 ? double(hits) / double(hits + misses) : 1.0;
+  // Misses are legitimate only when the server removed values; if it removed none, a prepared
+  // key vanished.
+  const std::optional<uint64_t> removals_after = misses > 0 ? removals(client) : std::nullopt;
+  if (misses > 0 && removals_before && removals_after && *removals_after == *removals_before) {
+    sh.record_error(Status(Code::kNotFound,
+                           fmt::format("{} GETs missed keys the bench had put, yet the server "
+                                       "evicted and expired nothing; a value was lost",
+                                       misses)));
+  }
   const uint64_t errors = sh.errors.load();
 
   if (config.json) {
@@ -259,36 +325,32 @@ int run_bench(Client& client, const BenchConfig& config) {
         "{{\"op\": \"{}\", \"ops\": {}, \"seconds\": {:.6f}, \"ops_per_sec\": {:.1f}, "
         "\"bytes_per_sec\": {:.1f}, \"p50_us\": {:.1f}, \"p99_us\": {:.1f}, \"max_us\": {:.1f}, "
         "\"errors\": {}, \"value_size\": {}, \"concurrency\": {}, \"keys\": {}, "
-        "\"batch\": {}}}\n",
+        "\"batch\": {}, \"hits\": {}, \"misses\": {}, \"hit_rate\": {:.4f}}}\n",
         config.op, ops, seconds, ops_per_sec, bytes_per_sec, p50, p99, max, errors,
-        config.value_size, config.concurrency, keys, config.batch);
+        config.value_size, config.concurrency, keys, config.batch, hits, misses, hit_rate);
   } else {
-    fmt::print("bench: op {}, value {}{}, concurrency {}, keys {}{}\n", config.op,
-               format_size(config.value_size),
+    fmt::print("bench: op {}, value {}{}, concurrency {}, keys {} ({}){}\n", config.op,
+               format_bytes(config.value_size),
                config.value_size >= 1024 ? fmt::format(" ({} B)", config.value_size) : "",
-               config.concurrency, keys,
+               config.concurrency, keys, keys_why,
                config.batch > 1 ? fmt::format(", batch {} (latency per call)", config.batch) : "");
     fmt::print("  ops          {}{}\n", ops, ops < config.ops ? " (stopped by --duration)" : "");
     fmt::print("  seconds      {:.3f}\n", seconds);
     fmt::print("  ops/s        {:.0f}\n", ops_per_sec);
     fmt::print("  MB/s         {:.1f}\n", bytes_per_sec / 1e6);
     fmt::print("  latency us   p50 {:.1f}  p99 {:.1f}  max {:.1f}\n", p50, p99, max);
+    if (hits + misses > 0) {
+      fmt::print("  hit rate     {:.1f}% ({} hits, {} misses)\n", hit_rate * 100, hits, misses);
+    }
     fmt::print("  errors       {}\n", errors);
   }
   std::fflush(stdout);
   if (errors > 0) {
     std::lock_guard<std::mutex> lock(sh.mu);
-    Status first = sh.first_error;
-    if (first.code() == Code::kNotFound) {
-      // A cache evicts: prepared keys vanish when they do not all fit in the server's pool.
-      first = Status(first.code(),
-                     first.message() + fmt::format(" (keys evicted? {} keys x {} need a pool that "
-                                                   "large; lower --keys or --value-size)",
-                                                   keys, format_size(config.value_size)));
-    }
+    const Status first = sh.first_error;
     report_error(prefix,
                  first.with_context(fmt::format("{} of {} ops failed; first", errors, ops)));
-    return kExitError;  // failed ops are an error even when the first was NOT_FOUND
+    return kExitError;  // failed ops are an error even when the first was NOT_FOUND (lost key)
   }
   return kExitOk;
 }

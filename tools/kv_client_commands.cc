@@ -205,7 +205,7 @@ std::string cluster_table(const ClusterInfo& c) {
     }
     out += fmt::format("{:<6}{:<24}{:<9}{:>7}{:>12}{:>14}{:>24}\n", n.id, n.address, n.state,
                        n.slots, n.keys, n.value_bytes,
-                       format_size(n.pool_used_bytes) + " / " + format_size(n.pool_bytes));
+                       format_bytes(n.pool_used_bytes) + " / " + format_bytes(n.pool_bytes));
   }
   return out;
 }
@@ -241,7 +241,7 @@ std::string stats_table(const ServerStats& stats) {
   for (const auto& [name, field] : kU64Fields) {
     const uint64_t v = stats.*field;
     if (is_byte_count(name) && v >= 1024) {
-      out += fmt::format("{:<26}{} ({})\n", name, v, format_size(v));
+      out += fmt::format("{:<26}{} ({})\n", name, v, format_bytes(v));
     } else {
       out += fmt::format("{:<26}{}\n", name, v);
     }

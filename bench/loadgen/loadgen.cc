@@ -12,6 +12,7 @@
 #include <atomic>
 #include <barrier>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
@@ -50,12 +51,14 @@ std::vector<std::string> split(std::string_view s) {
   return out;
 }
 
+// One entry of --sizes through the project's size parser; a bad one ends the run (usage, 2).
 uint64_t parse_size(const std::string& s) {
-  char* end = nullptr;
-  uint64_t v = std::strtoull(s.c_str(), &end, 10);
-  if (*end == 'k' || *end == 'K') v <<= 10;
-  if (*end == 'm' || *end == 'M') v <<= 20;
-  return v;
+  auto v = parse_bytes(s);
+  if (!v) {
+    fmt::print(stderr, "kvrdma-loadgen: --sizes: {}\n", v.status().message());
+    std::exit(2);
+  }
+  return *v;
 }
 
 constexpr const char* kUsage =

@@ -183,7 +183,9 @@ Status apply_setting(ServerOptions& o, std::string_view name, std::string_view v
   }
   if (name == "inline-threshold") {
     auto v = parse_bytes(value);
-    if (!v || *v > (64ull << 20)) return bad_value(name, value, "a size from 0 to 64MiB");
+    if (!v || *v > (64ull << 20)) {
+      return bad_value(name, value, "a size from 0 to 64 MiB, e.g. 65536, 64K or 1.5M");
+    }
     o.inline_threshold = *v;
     return Status();
   }

@@ -152,6 +152,68 @@ TEST_CASE("cli: bench --json reports its figures", "[cli][bench]") {
   }
 }
 
+TEST_CASE("cli: bench fits its keys to the server's pool and reports a hit rate", "[cli][bench]") {
+  // 1000 keys of 1 MiB do not fit a 64 MiB pool; the bench prepares what 3/4 of it holds.
+  ServerProcess server({"--memory-mb", "64"});
+  auto r = run_client(server.address(),
+                      {"bench", "--ops", "2000", "--value-size", "1M", "--op", "get"});
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("bench: op get, value 1.0 MiB (1048576 B), concurrency 1, keys 48 (what 3/4 "
+                   "of the server's 64.0 MiB pool holds; set --keys to override)\n") == 0);
+  CHECK(r.out.find("  ops          2000\n") != std::string::npos);
+  CHECK(r.out.find("  hit rate     100.0% (2000 hits, 0 misses)\n") != std::string::npos);
+  CHECK(r.out.find("  errors       0\n") != std::string::npos);
+
+  auto json = run_client(server.address(), {"bench", "--ops", "500", "--value-size", "1.5M",
+                                            "--op", "get", "--json"});
+  INFO(json.out << json.err);
+  REQUIRE(json.exit_code == 0);
+  CHECK(json_uint(json.out, "value_size") == 1572864);
+  CHECK(json_uint(json.out, "keys") == 32);  // 48 MiB / 1.5 MiB
+  CHECK(json_uint(json.out, "hits") == 500);
+  CHECK(json_uint(json.out, "misses") == 0);
+  CHECK(json_uint(json.out, "errors") == 0);
+}
+
+TEST_CASE("cli: bench with more --keys than fit counts evicted keys as misses", "[cli][bench]") {
+  ServerProcess server({"--memory-mb", "64"});
+  auto r = run_client(server.address(), {"bench", "--ops", "1000", "--value-size", "1M", "--op",
+                                         "get", "--keys", "200", "--json"});
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(json_uint(r.out, "keys") == 200);
+  CHECK(json_uint(r.out, "errors") == 0);
+  const uint64_t hits = json_uint(r.out, "hits"), misses = json_uint(r.out, "misses");
+  CHECK(hits + misses == 1000);
+  CHECK(misses > 0);  // at most 64 of the 200 keys can be in the pool
+  CHECK(hits > 0);    // the last keys prepared are still there
+  auto text = run_client(server.address(), {"bench", "--ops", "200", "--value-size", "1M",
+                                            "--op", "get", "--keys", "200"});
+  INFO(text.out << text.err);
+  REQUIRE(text.exit_code == 0);
+  CHECK(text.out.find("keys 200 (--keys)\n") != std::string::npos);
+  CHECK(std::regex_search(text.out, std::regex(R"(\n  hit rate     \d+\.\d% \(\d+ hits, [1-9]\d* misses\)\n)")));
+}
+
+TEST_CASE("cli: sizes parse the same in every flag", "[cli]") {
+  // --inline-threshold goes through the settings table, --value-size through the bench: both
+  // take a fraction, and both name the text they refuse.
+  ServerProcess server({"--memory-mb", "32", "--inline-threshold", "1.5K"});
+  auto put = run_client(server.address(), {"put", "k", "v"});
+  CHECK(put.exit_code == 0);
+  auto bad_server = run(server_binary(), {"--listen-addr", "127.0.0.1:0", "--memory-mb", "32",
+                                          "--inline-threshold", "1.5Q"});
+  INFO(bad_server.err);
+  CHECK(bad_server.exit_code == 2);
+  CHECK(bad_server.err.find("'1.5Q'") != std::string::npos);
+  CHECK(bad_server.err.find("inline-threshold") != std::string::npos);
+  auto bad_bench = run_client(server.address(), {"bench", "--value-size", "1.5Q"});
+  INFO(bad_bench.err);
+  CHECK(bad_bench.exit_code == 2);
+  CHECK(bad_bench.err.find("--value-size: '1.5Q' is not a size") != std::string::npos);
+}
+
 TEST_CASE("cli: client and server on different transports fail at Hello", "[cli][mockonly]") {
   ServerProcess server({"--memory-mb", "32"});  // mock
   for (std::vector<std::string> flags : std::vector<std::vector<std::string>>{
