@@ -15,6 +15,7 @@
 #include "kvrdma/client.h"
 #include "kvrdma/options.h"
 #include "kvrdma/server.h"
+#include "kvrdma/stats.h"
 #include "kvrdma/version.h"
 
 // The C codes are kvrdma::Code cast to int; pin the numbering so neither side drifts.
@@ -91,44 +92,16 @@ kvrdma::Status build(const kvrdma_config* config, Options& options, unsigned rol
 
 bool key_ok(const void* key, size_t keylen) { return key != nullptr || keylen == 0; }
 
-// "name=value" lines, one per counter: a text form whose set of names may grow without breaking
-// the ABI (a struct could not).
-std::string stats_text(const kvrdma::ServerStats& s) {
-  std::string out = "node_id=" + std::to_string(s.node_id) + "\ntransport=" + s.transport + "\n";
-  auto add = [&out](const char* name, uint64_t v) {
-    out += name;
+// "name=value" lines, one per figure of the stats table: a text form whose set of names may grow
+// without breaking the ABI (a struct could not).
+std::string stats_text(const kvrdma::ServerStats& stats) {
+  std::string out;
+  for (const kvrdma::StatInfo& field : kvrdma::stats_fields()) {
+    out += field.name;
     out += '=';
-    out += std::to_string(v);
+    out += field.text != nullptr ? field.text(stats) : std::to_string(field.number(stats));
     out += '\n';
-  };
-  add("keys", s.keys);
-  add("sessions", s.sessions);
-  add("reservations", s.reservations);
-  add("pinned", s.pinned);
-  add("pool_bytes", s.pool_bytes);
-  add("pool_used_bytes", s.pool_used_bytes);
-  add("pool_free_bytes", s.pool_free_bytes);
-  add("pool_largest_free_bytes", s.pool_largest_free_bytes);
-  add("value_bytes", s.value_bytes);
-  add("gets", s.gets);
-  add("get_hits", s.get_hits);
-  add("get_misses", s.get_misses);
-  add("puts", s.puts);
-  add("deletes", s.deletes);
-  add("evictions", s.evictions);
-  add("expirations", s.expirations);
-  add("bytes_inline_sent", s.bytes_inline_sent);
-  add("bytes_transport_written", s.bytes_transport_written);
-  add("bytes_inline_received", s.bytes_inline_received);
-  add("bytes_put_committed", s.bytes_put_committed);
-  add("reservations_expired", s.reservations_expired);
-  add("sessions_expired", s.sessions_expired);
-  add("version", s.version);
-  out += "cluster=" + s.cluster + "\n";
-  add("map_epoch", s.map_epoch);
-  add("slots", s.slots);
-  add("keys_moved_out", s.keys_moved_out);
-  add("keys_moved_in", s.keys_moved_in);
+  }
   return out;
 }
 

@@ -40,38 +40,11 @@ bool read_all(int fd, std::string& out) {
   }
 }
 
-using U64Field = std::pair<const char*, uint64_t ServerStats::*>;
-const U64Field kU64Fields[] = {
-    {"keys", &ServerStats::keys},
-    {"sessions", &ServerStats::sessions},
-    {"reservations", &ServerStats::reservations},
-    {"pinned", &ServerStats::pinned},
-    {"pool_bytes", &ServerStats::pool_bytes},
-    {"pool_used_bytes", &ServerStats::pool_used_bytes},
-    {"pool_free_bytes", &ServerStats::pool_free_bytes},
-    {"pool_largest_free_bytes", &ServerStats::pool_largest_free_bytes},
-    {"value_bytes", &ServerStats::value_bytes},
-    {"gets", &ServerStats::gets},
-    {"get_hits", &ServerStats::get_hits},
-    {"get_misses", &ServerStats::get_misses},
-    {"puts", &ServerStats::puts},
-    {"deletes", &ServerStats::deletes},
-    {"evictions", &ServerStats::evictions},
-    {"expirations", &ServerStats::expirations},
-    {"bytes_inline_sent", &ServerStats::bytes_inline_sent},
-    {"bytes_transport_written", &ServerStats::bytes_transport_written},
-    {"bytes_inline_received", &ServerStats::bytes_inline_received},
-    {"bytes_put_committed", &ServerStats::bytes_put_committed},
-    {"reservations_expired", &ServerStats::reservations_expired},
-    {"sessions_expired", &ServerStats::sessions_expired},
-    {"map_epoch", &ServerStats::map_epoch},
-    {"slots", &ServerStats::slots},
-    {"keys_moved_out", &ServerStats::keys_moved_out},
-    {"keys_moved_in", &ServerStats::keys_moved_in},
-};
-
-bool is_byte_count(std::string_view name) {
-  return name.starts_with("bytes_") || name.ends_with("_bytes");
+// kv-client shows a figure's value as text: numbers in decimal, an empty string as "-".
+std::string table_value(const StatInfo& field, const ServerStats& stats) {
+  if (field.text == nullptr) return std::to_string(field.number(stats));
+  const std::string& text = field.text(stats);
+  return text.empty() ? "-" : text;
 }
 
 std::string json_escape(std::string_view s) {
@@ -233,30 +206,43 @@ std::string cluster_json(const ClusterInfo& c) {
   return out + "]}";
 }
 
+// Both list the identity figures first, then the gauges and counters, in table order; the
+// state version is for waiting (Client::stats_after), not for people.
 std::string stats_table(const ServerStats& stats) {
   std::string out;
-  out += fmt::format("{:<26}{}\n", "node_id", stats.node_id);
-  out += fmt::format("{:<26}{}\n", "transport", stats.transport);
-  out += fmt::format("{:<26}{}\n", "cluster", stats.cluster.empty() ? "-" : stats.cluster);
-  for (const auto& [name, field] : kU64Fields) {
-    const uint64_t v = stats.*field;
-    if (is_byte_count(name) && v >= 1024) {
-      out += fmt::format("{:<26}{} ({})\n", name, v, format_bytes(v));
+  for (const StatInfo& field : stats_fields()) {
+    if (field.role == StatRole::kIdentity) {
+      out += fmt::format("{:<26}{}\n", field.name, table_value(field, stats));
+    }
+  }
+  for (const StatInfo& field : stats_fields()) {
+    if (field.role == StatRole::kIdentity || field.role == StatRole::kVersion) continue;
+    const uint64_t v = field.number(stats);
+    if (field.unit == StatUnit::kBytes && v >= 1024) {
+      out += fmt::format("{:<26}{} ({})\n", field.name, v, format_bytes(v));
     } else {
-      out += fmt::format("{:<26}{}\n", name, v);
+      out += fmt::format("{:<26}{}\n", field.name, v);
     }
   }
   return out;
 }
 
 std::string stats_json(const ServerStats& stats) {
-  std::string out = fmt::format("{{\"node_id\": {}, \"transport\": \"{}\", \"cluster\": \"{}\"",
-                                stats.node_id, json_escape(stats.transport),
-                                json_escape(stats.cluster));
-  for (const auto& [name, field] : kU64Fields)
-    out += fmt::format(", \"{}\": {}", name, stats.*field);
-  out += "}";
-  return out;
+  std::string out;
+  for (const StatInfo& field : stats_fields()) {
+    if (field.role != StatRole::kIdentity) continue;
+    out += out.empty() ? "{" : ", ";
+    if (field.text != nullptr) {
+      out += fmt::format("\"{}\": \"{}\"", field.name, json_escape(field.text(stats)));
+    } else {
+      out += fmt::format("\"{}\": {}", field.name, field.number(stats));
+    }
+  }
+  for (const StatInfo& field : stats_fields()) {
+    if (field.role == StatRole::kIdentity || field.role == StatRole::kVersion) continue;
+    out += fmt::format(", \"{}\": {}", field.name, field.number(stats));
+  }
+  return out + "}";
 }
 
 bool parse_ttl_seconds(std::string_view text, uint64_t& ttl_ms) {

@@ -5,55 +5,17 @@
 #include <algorithm>
 
 #include "client/client_impl.h"
+#include "rpc/stats_wire.h"
 
 namespace kvrdma {
 
 using client::NodeSession;
 
-namespace {
-
-ServerStats to_stats(const v1::StatsReply& r) {
-  ServerStats o;
-  o.node_id = r.node_id();
-  o.transport = r.transport();
-  o.keys = r.keys();
-  o.sessions = r.sessions();
-  o.reservations = r.reservations();
-  o.pinned = r.pinned();
-  o.pool_bytes = r.pool_bytes();
-  o.pool_used_bytes = r.pool_used_bytes();
-  o.pool_free_bytes = r.pool_free_bytes();
-  o.pool_largest_free_bytes = r.pool_largest_free_bytes();
-  o.value_bytes = r.value_bytes();
-  o.gets = r.gets();
-  o.get_hits = r.get_hits();
-  o.get_misses = r.get_misses();
-  o.puts = r.puts();
-  o.deletes = r.deletes();
-  o.evictions = r.evictions();
-  o.expirations = r.expirations();
-  o.bytes_inline_sent = r.bytes_inline_sent();
-  o.bytes_transport_written = r.bytes_transport_written();
-  o.bytes_inline_received = r.bytes_inline_received();
-  o.bytes_put_committed = r.bytes_put_committed();
-  o.reservations_expired = r.reservations_expired();
-  o.sessions_expired = r.sessions_expired();
-  o.version = r.version();
-  o.cluster = r.cluster();
-  o.map_epoch = r.map_epoch();
-  o.slots = r.slots();
-  o.keys_moved_out = r.keys_moved_out();
-  o.keys_moved_in = r.keys_moved_in();
-  return o;
-}
-
-}  // namespace
-
 Result<ServerStats> Client::Impl::stats(uint64_t changed_since, std::chrono::milliseconds wait) {
   wait = std::clamp(wait, std::chrono::milliseconds(0), std::chrono::milliseconds(10000));
   auto r = home_->stats(changed_since, wait);
   if (!r) return r.status();
-  return to_stats(*r);
+  return rpc::from_reply(*r);
 }
 
 Result<ClusterInfo> Client::Impl::cluster() {

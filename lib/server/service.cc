@@ -6,6 +6,7 @@
 #include "cluster/slot_map.h"
 #include "kvrdma/version.h"
 #include "rpc/security.h"
+#include "rpc/stats_wire.h"
 #include "rpc/status_map.h"
 
 namespace kvrdma::server {
@@ -401,48 +402,11 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
   return finish(ctx, Status());
 }
 
-namespace {
-
-void fill_stats(const ServerStats& s, v1::StatsReply* reply) {
-  reply->set_node_id(s.node_id);
-  reply->set_transport(s.transport);
-  reply->set_keys(s.keys);
-  reply->set_sessions(s.sessions);
-  reply->set_reservations(s.reservations);
-  reply->set_pinned(s.pinned);
-  reply->set_pool_bytes(s.pool_bytes);
-  reply->set_pool_used_bytes(s.pool_used_bytes);
-  reply->set_pool_free_bytes(s.pool_free_bytes);
-  reply->set_pool_largest_free_bytes(s.pool_largest_free_bytes);
-  reply->set_value_bytes(s.value_bytes);
-  reply->set_gets(s.gets);
-  reply->set_get_hits(s.get_hits);
-  reply->set_get_misses(s.get_misses);
-  reply->set_puts(s.puts);
-  reply->set_deletes(s.deletes);
-  reply->set_evictions(s.evictions);
-  reply->set_expirations(s.expirations);
-  reply->set_bytes_inline_sent(s.bytes_inline_sent);
-  reply->set_bytes_transport_written(s.bytes_transport_written);
-  reply->set_bytes_inline_received(s.bytes_inline_received);
-  reply->set_bytes_put_committed(s.bytes_put_committed);
-  reply->set_reservations_expired(s.reservations_expired);
-  reply->set_sessions_expired(s.sessions_expired);
-  reply->set_version(s.version);
-  reply->set_cluster(s.cluster);
-  reply->set_map_epoch(s.map_epoch);
-  reply->set_slots(s.slots);
-  reply->set_keys_moved_out(s.keys_moved_out);
-  reply->set_keys_moved_in(s.keys_moved_in);
-}
-
-}  // namespace
-
 grpc::ServerUnaryReactor* KvService::Stats(grpc::CallbackServerContext* ctx,
                                            const v1::StatsRequest* req, v1::StatsReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   if (req->wait_ms() == 0) {
-    fill_stats(core_.stats(), reply);
+    rpc::to_reply(core_.stats(), reply);
     return finish(ctx, Status());
   }
   // Long poll: the board's thread finishes the call once the version passes changed_since, or
@@ -454,7 +418,7 @@ grpc::ServerUnaryReactor* KvService::Stats(grpc::CallbackServerContext* ctx,
   auto* reactor = ctx->DefaultReactor();
   core_.changes.wait(req->changed_since(), std::chrono::steady_clock::now() + wait,
                      [this, reply, reactor] {
-                       fill_stats(core_.stats(), reply);
+                       rpc::to_reply(core_.stats(), reply);
                        reactor->Finish(grpc::Status::OK);
                      });
   return reactor;
