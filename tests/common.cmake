@@ -1,1 +1,2 @@
 kvrdma_add_test(common_test SOURCES units_test.cc settings_test.cc LIBS kvrdma_common)
+kvrdma_add_test(logging_test SOURCES logging_test.cc LIBS kvrdma_core)
