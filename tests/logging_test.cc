@@ -34,6 +34,16 @@ class CapturedLog {
     std::unique_lock lock(mu_);
     return cv_.wait_for(lock, limit, [&] { return find_locked(text); });
   }
+  // Waits up to `limit` for a line matching `pattern` (the whole line, prefix included).
+  bool wait_for_match(const std::regex& pattern, std::chrono::milliseconds limit) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, limit, [&] {
+      for (const auto& l : lines_) {
+        if (std::regex_match(l, pattern)) return true;
+      }
+      return false;
+    });
+  }
   bool any_contains(const std::string& part) {
     std::lock_guard lock(mu_);
     for (const auto& l : lines_) {
@@ -102,5 +112,32 @@ TEST_CASE("logging: a Client at error does not silence an embedded Server at inf
   client.value().reset();
   // The client's own warnings (its keepalive found the session gone) stay below its level.
   CHECK_FALSE(captured.any_contains("keepalive at"));
+  (*server)->shutdown();
+}
+
+TEST_CASE("logging: an embedded Server at debug logs a session a Client at error opens",
+          "[logging][client]") {
+  CapturedLog captured;
+  ServerOptions so;
+  so.listen_addr = "127.0.0.1:0";
+  so.memory_bytes = 16 << 20;
+  so.log_level = LogLevel::kDebug;
+  auto server = Server::start(so);
+  REQUIRE(server);
+  CHECK(captured.wait_for("kv-server listening on " + (*server)->address(),
+                          std::chrono::milliseconds(0)));
+  ClientOptions co;
+  co.server_addr = (*server)->address();
+  co.client_id = 77;
+  co.buffer_bytes = 1 << 20;
+  co.log_level = LogLevel::kError;
+  auto client = Client::connect(co);
+  REQUIRE(client);
+  // Logged on a gRPC thread while the client connects, at the server's level.
+  const std::regex opened(R"(\[D \d\d:\d\d:\d\d\.\d\d\d\] session [0-9a-f]+ opened by client 77 )"
+                          R"(\(1048576 byte buffer, version [^)]+\)\n)");
+  CHECK(captured.wait_for_match(opened, std::chrono::seconds(5)));
+  CHECK(log::level() == LogLevel::kInfo);  // nobody touched the process logger
+  client.value().reset();
   (*server)->shutdown();
 }

@@ -270,7 +270,8 @@ TEST_CASE("cli: a bad --config line is a usage error naming the file and line",
     std::string error;  // after "<path>:"
   };
   for (const Case& c : std::vector<Case>{
-           {"# sizes\nmemory_mb = 64\n", "2: unknown setting 'memory_mb'; did you mean 'memory-mb'?"},
+           {"# sizes\nmemory_mb = 64\n",
+            "2: unknown setting 'memory_mb'; did you mean 'memory-mb'?"},
            {"\n\nmemory-mb = lots\n",
             "3: setting 'memory-mb': 'lots' is not valid; expected an integer from 1 to 1048576"},
            {"memory-mb 64\n", "1: expected 'name = value', got 'memory-mb 64'"},
