@@ -9,6 +9,8 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <set>
 
 namespace kvrdma::tools {
 namespace {
@@ -26,8 +28,101 @@ bool is_bool_literal(std::string_view s) {
                      [&](const char* lit) { return l == lit; });
 }
 
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+// Edits (insert, delete, replace) from a to b; small strings only.
+size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// The setting of `role` a mistyped name most likely meant ('_' for '-', a letter or two off),
+// or "" when none is close.
+std::string closest_setting(std::string_view name, unsigned role) {
+  std::string dashed(name);
+  std::replace(dashed.begin(), dashed.end(), '_', '-');
+  std::string best;
+  size_t best_distance = 3;  // beyond two edits a suggestion is a guess
+  for (const SettingInfo& s : settings()) {
+    if ((s.roles & role) == 0) continue;
+    const size_t d = edit_distance(lower(dashed), s.name);
+    if (d < best_distance) {
+      best_distance = d;
+      best = s.name;
+    }
+  }
+  return best;
+}
+
 template <typename Options>
-Status apply_all(const SettingFlags& flags, Options& options) {
+Status apply_file(const std::string& path, unsigned role, const std::vector<std::string>& skip,
+                  Options& options) {
+  std::ifstream in(path);
+  if (!in) {
+    return Status(Code::kNotFound,
+                  fmt::format("cannot read config file '{}'; check the path given to --config",
+                              path));
+  }
+  std::set<std::string> seen;
+  std::string text;
+  // Bounded: a config file longer than this is not a config file.
+  for (size_t number = 1; number <= 100'000 && std::getline(in, text); ++number) {
+    auto invalid = [&](const std::string& what) {
+      return Status(Code::kInvalidArgument, fmt::format("{}:{}: {}", path, number, what));
+    };
+    const std::string_view line = trim(text);
+    if (line.empty() || line.front() == '#') continue;
+    const size_t eq = line.find('=');
+    if (eq == std::string_view::npos) {
+      return invalid(fmt::format("expected 'name = value', got '{}'", line));
+    }
+    const std::string name(trim(line.substr(0, eq)));
+    const std::string_view value = trim(line.substr(eq + 1));
+    const auto known = std::find_if(settings().begin(), settings().end(),
+                                    [&](const SettingInfo& s) { return name == s.name; });
+    if (known == settings().end() || (known->roles & role) == 0) {
+      const char* program = (role & kServerSetting) ? "kv-server" : "kv-client";
+      std::string hint = closest_setting(name, role);
+      if (known != settings().end()) {
+        return invalid(fmt::format("setting '{}' does not apply to {}", name, program));
+      }
+      return invalid(hint.empty()
+                         ? fmt::format("unknown setting '{}'; see {} --help", name, program)
+                         : fmt::format("unknown setting '{}'; did you mean '{}'?", name, hint));
+    }
+    if (!seen.insert(name).second) return invalid(fmt::format("'{}' is set twice", name));
+    if (std::find(skip.begin(), skip.end(), name) != skip.end()) continue;  // the flag wins
+    if (Status s = apply_setting(options, name, value); !s.is_ok()) return invalid(s.message());
+  }
+  if (in.bad()) {
+    return Status(Code::kInvalidArgument, fmt::format("reading config file '{}' failed", path));
+  }
+  return Status();
+}
+
+template <typename Options>
+Status apply_all(const SettingFlags& flags, Options& options, unsigned role) {
+  if (!flags.config.empty()) {
+    std::vector<std::string> given;
+    for (const auto& [name, opt] : flags.options) {
+      if (opt->count() > 0) given.push_back(name);
+    }
+    KVRDMA_RETURN_IF_ERROR(apply_file(flags.config, role, given, options));
+  }
   // Table order, so an error names the first bad flag as --help lists them.
   for (const SettingInfo& s : settings()) {
     auto it = flags.values.find(s.name);
@@ -50,6 +145,11 @@ Status apply_all(const SettingFlags& flags, Options& options) {
 
 void add_setting_flags(CLI::App& app, unsigned role, SettingFlags& flags,
                        std::string_view log_level_default) {
+  app.add_option("--config", flags.config,
+                 "read settings from FILE: 'name = value' lines, names as these flags; flags "
+                 "given here override it")
+      ->type_name("FILE")
+      ->group("Settings");
   for (const SettingInfo& s : settings()) {
     if ((s.roles & role) == 0) continue;
     const std::string name = s.name;
@@ -67,10 +167,19 @@ void add_setting_flags(CLI::App& app, unsigned role, SettingFlags& flags,
 }
 
 Status apply_setting_flags(const SettingFlags& flags, ServerOptions& options) {
-  return apply_all(flags, options);
+  return apply_all(flags, options, kServerSetting);
 }
 Status apply_setting_flags(const SettingFlags& flags, ClientOptions& options) {
-  return apply_all(flags, options);
+  return apply_all(flags, options, kClientSetting);
+}
+
+Status apply_config_file(const std::string& path, unsigned role,
+                         const std::vector<std::string>& skip, ServerOptions& options) {
+  return apply_file(path, role, skip, options);
+}
+Status apply_config_file(const std::string& path, unsigned role,
+                         const std::vector<std::string>& skip, ClientOptions& options) {
+  return apply_file(path, role, skip, options);
 }
 
 std::vector<std::string> normalize_bool_flags(int argc, char** argv, unsigned role,

@@ -27,19 +27,34 @@ constexpr int kExitError = 3;
 
 // Text given on the command line for each setting flag, keyed by setting name. Only flags the
 // user actually gave are applied, so the library's defaults stay the single source of truth.
+// `config`: the --config FILE path, empty when not given.
 struct SettingFlags {
   std::map<std::string, std::string> values;
   std::map<std::string, CLI::Option*> options;
+  std::string config;
 };
 
-// Adds "--<name>" for every setting whose roles include `role`, described from the table.
+// Adds "--<name>" for every setting whose roles include `role`, described from the table, and
+// "--config FILE".
 // `log_level_default` replaces the table's two-role default text in --help.
 void add_setting_flags(CLI::App& app, unsigned role, SettingFlags& flags,
                        std::string_view log_level_default);
 
-// Applies every flag the user gave; the first INVALID_ARGUMENT is returned as is.
+// Applies the --config file (when given), then the KVRDMA_AUTH_TOKEN environment variable, then
+// every flag the user gave: a flag overrides the file. The first INVALID_ARGUMENT is returned
+// as is; an error of the file names it and the line ("FILE:3: unknown setting ...").
 Status apply_setting_flags(const SettingFlags& flags, ServerOptions& options);
 Status apply_setting_flags(const SettingFlags& flags, ClientOptions& options);
+
+// Reads a config file of `role`'s settings into `options`: one "name = value" per line, names as
+// the flags without "--", blank lines and lines starting with '#' ignored, surrounding spaces of
+// name and value trimmed. Names in `skip` (given on the command line) are checked but not
+// applied. INVALID_ARGUMENT names FILE:LINE for an unknown name, a setting of the other program,
+// a line without '=', a name given twice, or a bad value; NOT_FOUND when the file cannot be read.
+Status apply_config_file(const std::string& path, unsigned role,
+                         const std::vector<std::string>& skip, ServerOptions& options);
+Status apply_config_file(const std::string& path, unsigned role,
+                         const std::vector<std::string>& skip, ClientOptions& options);
 
 // argv as strings, with a bare boolean setting flag rewritten to "--mock=true", so
 // "kv-client --mock get k" parses. A flag is bare when nothing follows it, or (`takes_words`:

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "cli_common.h"
+#include "common/logging.h"
 #include "kvrdma/version.h"
 
 namespace {
@@ -94,6 +95,9 @@ int run(int argc, char** argv) {
   auto args = normalize_bool_flags(argc, argv, kvrdma::kClientSetting, true);
   if (auto code = parse_command_line(app, std::move(args), "kv-client")) return *code;
   if (auto s = apply_setting_flags(flags, options); !s.is_ok()) return usage_error(s.message());
+  // The client logs at its own level; this one covers lines logged on the caller's thread
+  // outside connect, so the program prints what --log-level asks for.
+  kvrdma::log::set_level(options.log_level);
 
   const std::string cmd = app.get_subcommands().front()->get_name();
   const std::string prefix = "kv-client " + cmd;

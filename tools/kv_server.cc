@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "cli_common.h"
+#include "common/logging.h"
 #include "kvrdma/server.h"
 #include "kvrdma/version.h"
 
@@ -87,6 +88,9 @@ int run(int argc, char** argv) {
     fmt::print(stderr, "kv-server: {}\n", s.message());
     return kExitUsage;
   }
+  // The server logs at its own level; this one filters what the library logs on threads it does
+  // not run as the server (gRPC's), so the program prints what --log-level asks for.
+  kvrdma::log::set_level(options.log_level);
 
   const sigset_t stop_signals = block_stop_signals();
   auto server = kvrdma::Server::start(options);

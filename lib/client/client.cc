@@ -34,7 +34,10 @@ Result<cluster::SlotMap> map_of(Result<v1::ClusterMap> reply) {
 
 Status Client::Impl::connect(const ClientOptions& o) {
   options_ = o;
-  log::set_level(o.log_level);
+  // This client's level, on the threads it runs (connect's and the keepalive thread): never the
+  // process's, so a Client cannot change an embedded Server's level.
+  auto logger = std::make_shared<log::Logger>(o.log_level);
+  log::Scope log_scope(logger.get());
   auto list = client::parse_addresses(o.server_addr);
   if (!list) return list.status();
   seeds_ = std::move(*list);
@@ -89,7 +92,10 @@ Status Client::Impl::connect(const ClientOptions& o) {
     by_id_[id] = SessionRef{in_map ? in_map->address : home_->address(), home_};
   }
   map_ = std::make_shared<const cluster::SlotMap>(std::move(*map));
-  keepalive_ = std::thread([this] { keepalive_loop(); });
+  keepalive_ = std::thread([this, logger] {
+    log::Scope keepalive_scope(logger.get());
+    keepalive_loop();
+  });
   return Status();
 }
 

@@ -64,8 +64,10 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::start(ServerCore& core,
   ClusterNode* n = node.get();
   node->mover_ = std::make_unique<SlotMover>(
       core, node->self_, [n](uint64_t epoch) { return n->write_handoff(epoch); });
-  node->agent_ = std::thread([n] { n->agent_loop(); });
-  node->keepalive_ = std::thread([n] { n->keepalive_loop(); });
+  // Both log at the server's level (start runs under its log::Scope).
+  const log::Logger* logger = &log::current();
+  node->agent_ = std::thread([n, logger] { log::Scope s(logger); n->agent_loop(); });
+  node->keepalive_ = std::thread([n, logger] { log::Scope s(logger); n->keepalive_loop(); });
   return node;
 }
 

@@ -36,6 +36,9 @@ class Server::Impl {
 
   server::ServerCore core;
   std::string address;
+  // This server's level (options.log_level), installed on the threads it runs: never the
+  // process's, so an embedding program or a Client in the same process keeps its own.
+  std::unique_ptr<log::Logger> logger;
   // Cluster mode: the agent; stopped first at shutdown, destroyed with the Impl (handlers may
   // forward deletes through it until gRPC has stopped, a leave() may still be returning).
   std::unique_ptr<server::ClusterNode> cluster_node;
@@ -104,7 +107,8 @@ Result<std::shared_ptr<cluster::MetaStore>> Server::Impl::cluster_store(
 Status Server::Impl::start(const ServerOptions& options,
                            std::shared_ptr<cluster::MetaStore> meta, bool meta_owned) {
   core.options = options;
-  log::set_level(options.log_level);
+  logger = std::make_unique<log::Logger>(options.log_level);
+  log::Scope log_scope(logger.get());
   bool owns_meta = false;
   if (!options.cluster.empty()) {
     const bool given = meta != nullptr;
@@ -167,7 +171,10 @@ Status Server::Impl::start(const ServerOptions& options,
   }
   address = fmt::format("{}:{}", host, bound);
   core.public_address = options.advertise_addr.empty() ? address : options.advertise_addr;
-  sweeper_ = std::thread([this] { sweep_loop(); });
+  sweeper_ = std::thread([this] {
+    log::Scope log_scope(logger.get());
+    sweep_loop();
+  });
   if (!options.cluster.empty()) {
     auto node = server::ClusterNode::start(core, std::move(meta), owns_meta);
     if (!node) return node.status();  // the caller's shutdown() stops what started
@@ -280,6 +287,7 @@ Result<std::unique_ptr<Server>> server::ServerAccess::start(
   auto impl = std::make_unique<Server::Impl>();
   Status s = impl->start(options, std::move(meta), meta_owned);
   if (!s.is_ok()) return s;
+  log::Scope log_scope(impl->logger.get());
   KVRDMA_LOG_DEBUG("kv-server listening on {}", impl->address);
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }

@@ -100,6 +100,7 @@ Status KvService::take_transfer_slot(Session& session) const {
 
 grpc::ServerUnaryReactor* KvService::Hello(grpc::CallbackServerContext* ctx,
                                            const v1::HelloRequest* req, v1::HelloReply* reply) {
+  log::Scope log_scope(logger_);  // a gRPC thread, shared by every server of the process
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   BumpOnReturn changed(core_.changes);
   auto& t = *core_.transport;

@@ -10,6 +10,7 @@
 #include <optional>
 #include <unordered_set>
 
+#include "common/logging.h"
 #include "kv_cache.grpc.pb.h"
 #include "kvrdma/options.h"
 #include "kvrdma/stats.h"
@@ -155,6 +156,7 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
   Status after_miss(const Session* session, std::string_view key, Status miss) const;
 
   ServerCore& core_;
+  const log::Logger* logger_ = &log::current();  // the server's: made during Server::start
   // Recursive: a cancel may run the stream's reactions, and so remove_stream, on this thread.
   std::recursive_mutex streams_mu_;
   bool streams_stopped_ = false;                                // guarded by streams_mu_

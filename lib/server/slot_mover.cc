@@ -28,7 +28,10 @@ constexpr auto kIdleWake = std::chrono::seconds(1);
 SlotMover::SlotMover(ServerCore& core, uint32_t self,
                      std::function<Status(uint64_t)> write_handoff)
     : core_(core), self_(self), write_handoff_(std::move(write_handoff)) {
-  thread_ = std::thread([this] { loop(); });
+  thread_ = std::thread([this, l = &log::current()] {  // the server's level, as its creator's
+    log::Scope s(l);
+    loop();
+  });
 }
 
 SlotMover::~SlotMover() { stop(); }

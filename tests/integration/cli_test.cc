@@ -242,3 +242,49 @@ TEST_CASE("cli: SIGTERM stops the server cleanly and leaves nothing in /dev/shm"
     CHECK(e.path().filename().string().rfind(prefix, 0) != 0);
   }
 }
+
+TEST_CASE("cli: --config sets what the flags set and a flag on the command line wins",
+          "[cli][config][mockonly]") {
+  // max-key-bytes is visible from outside: a 20-byte key is refused above the limit.
+  auto conf = write_temp("# kv-server settings\n\n  memory-mb = 32\nmax-key-bytes=8  \n");
+  const std::string key(20, 'k');
+  {
+    ServerProcess server({"--config", conf->path});
+    auto refused = run_client(server.address(), {"put", key, "v"});
+    INFO(refused.err);
+    CHECK(refused.exit_code == 3);
+    CHECK(refused.err.find("key of 20 bytes exceeds the limit of 8 bytes") != std::string::npos);
+  }
+  ServerProcess server({"--config", conf->path, "--max-key-bytes", "64"});
+  REQUIRE(run_client(server.address(), {"put", key, "value"}).exit_code == 0);
+  auto client_conf = write_temp("timeout-ms = 4000\nlog-level = error\n");
+  auto got = run_client(server.address(), {"--config", client_conf->path, "get", key});
+  CHECK(got.exit_code == 0);
+  CHECK(got.out == "value");
+}
+
+TEST_CASE("cli: a bad --config line is a usage error naming the file and line",
+          "[cli][config][mockonly]") {
+  struct Case {
+    std::string text;
+    std::string error;  // after "<path>:"
+  };
+  for (const Case& c : std::vector<Case>{
+           {"# sizes\nmemory_mb = 64\n",
+            "2: unknown setting 'memory_mb'; did you mean 'memory-mb'?"},
+           {"\n\nmemory-mb = lots\n",
+            "3: setting 'memory-mb': 'lots' is not valid; expected an integer from 1 to 1048576"},
+           {"memory-mb 64\n", "1: expected 'name = value', got 'memory-mb 64'"},
+           {"node-id = 1\nnode-id = 2\n", "2: 'node-id' is set twice"},
+           {"buffer-mb = 8\n", "1: setting 'buffer-mb' does not apply to kv-server"},
+           {"frobnicate = 1\n", "1: unknown setting 'frobnicate'; see kv-server --help"}}) {
+    auto conf = write_temp(c.text);
+    auto r = run(server_binary(), {"--config", conf->path, "--listen-addr", "127.0.0.1:0"});
+    INFO(c.text);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err == "kv-server: " + conf->path + ":" + c.error + "\n");
+  }
+  auto missing = run(client_binary(), {"--config", "/nonexistent/kv.conf", "get", "k"});
+  CHECK(missing.exit_code == 2);
+  CHECK(missing.err.find("/nonexistent/kv.conf") != std::string::npos);
+}
