@@ -15,6 +15,8 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "cluster/meta_store.h"
@@ -181,10 +183,35 @@ void EtcdProcess::stop() {
   pid_ = -1;
 }
 
+namespace {
+
+// True once every thread of `pid` is in the stopped state ('T' in /proc/<pid>/task/*/stat).
+bool all_threads_stopped(pid_t pid) {
+  std::error_code ec;
+  const std::filesystem::path tasks = "/proc/" + std::to_string(pid) + "/task";
+  for (const auto& t : std::filesystem::directory_iterator(tasks, ec)) {
+    std::ifstream in(t.path() / "stat");
+    std::string line;
+    std::getline(in, line);
+    const size_t close = line.rfind(')');  // the command name may hold spaces and parentheses
+    if (close == std::string::npos || close + 2 >= line.size()) return false;
+    if (line[close + 2] != 'T' && line[close + 2] != 't') return false;
+  }
+  return !ec;
+}
+
+}  // namespace
+
 void EtcdProcess::pause() {
   if (pid_ >= 0 && !paused_) {
     kill(pid_, SIGSTOP);
     paused_ = true;
+    // kill() returns before every thread has stopped; on a busy host one may still answer a
+    // request sent right after. Wait (bounded) until the kernel shows them all stopped.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!all_threads_stopped(pid_) && std::chrono::steady_clock::now() < until) {
+      std::this_thread::yield();
+    }
   }
 }
 
