@@ -36,8 +36,8 @@ Status Client::Impl::connect(const ClientOptions& o) {
   options_ = o;
   // This client's level, on the threads it runs (connect's and the keepalive thread): never the
   // process's, so a Client cannot change an embedded Server's level.
-  auto logger = std::make_shared<log::Logger>(o.log_level);
-  log::Scope log_scope(logger.get());
+  logger_->set_level(o.log_level);
+  log::Scope log_scope(logger_.get());
   auto list = client::parse_addresses(o.server_addr);
   if (!list) return list.status();
   seeds_ = std::move(*list);
@@ -92,8 +92,8 @@ Status Client::Impl::connect(const ClientOptions& o) {
     by_id_[id] = SessionRef{in_map ? in_map->address : home_->address(), home_};
   }
   map_ = std::make_shared<const cluster::SlotMap>(std::move(*map));
-  keepalive_ = std::thread([this, logger] {
-    log::Scope keepalive_scope(logger.get());
+  keepalive_ = std::thread([this] {
+    log::Scope keepalive_scope(logger_.get());
     keepalive_loop();
   });
   return Status();
@@ -243,30 +243,53 @@ Result<std::unique_ptr<Client>> Client::connect(const ClientOptions& options) {
 }
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Client::~Client() = default;
+Client::~Client() {
+  log::Scope scope(impl_->logger());  // Goodbye failures are logged at this client's level
+  impl_.reset();
+}
 
-Result<ValueView> Client::get(std::string_view key) { return impl_->get(key); }
+Result<ValueView> Client::get(std::string_view key) {
+  log::Scope scope(impl_->logger());
+  return impl_->get(key);
+}
 Result<std::string> Client::get_copy(std::string_view key) {
+  log::Scope scope(impl_->logger());
   auto v = impl_->get(key);
   if (!v) return v.status();
   return std::string(v->str());
 }
 Status Client::put(std::string_view key, std::string_view value, uint64_t ttl_ms) {
+  log::Scope scope(impl_->logger());
   return impl_->put(key, value, ttl_ms);
 }
-Status Client::erase(std::string_view key) { return impl_->erase(key); }
+Status Client::erase(std::string_view key) {
+  log::Scope scope(impl_->logger());
+  return impl_->erase(key);
+}
 std::vector<Result<ValueView>> Client::get_many(std::span<const std::string_view> keys) {
+  log::Scope scope(impl_->logger());
   return impl_->get_many(keys);
 }
 std::vector<Status> Client::put_many(std::span<const KeyValue> items, uint64_t ttl_ms) {
+  log::Scope scope(impl_->logger());
   return impl_->put_many(items, ttl_ms);
 }
-Result<ServerStats> Client::stats() { return impl_->stats(0, std::chrono::milliseconds(0)); }
+Result<ServerStats> Client::stats() {
+  log::Scope scope(impl_->logger());
+  return impl_->stats(0, std::chrono::milliseconds(0));
+}
 Result<ServerStats> Client::stats_after(uint64_t version, std::chrono::milliseconds max_wait) {
+  log::Scope scope(impl_->logger());
   return impl_->stats(version, max_wait);
 }
-Result<ValueLocation> Client::locate(std::string_view key) { return impl_->locate(key); }
-Result<ClusterInfo> Client::cluster() { return impl_->cluster(); }
+Result<ValueLocation> Client::locate(std::string_view key) {
+  log::Scope scope(impl_->logger());
+  return impl_->locate(key);
+}
+Result<ClusterInfo> Client::cluster() {
+  log::Scope scope(impl_->logger());
+  return impl_->cluster();
+}
 uint64_t Client::session_id() const { return impl_->home().current()->hello.session_id(); }
 uint64_t Client::inline_threshold() const {
   return impl_->home().current()->hello.inline_threshold();

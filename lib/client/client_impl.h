@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "client/node_session.h"
+#include "common/logging.h"
 #include "client/receive_buffer.h"
 #include "client/router.h"
 #include "cluster/slot_map.h"
@@ -44,6 +45,9 @@ class Client::Impl final : public client::BufferSource {
 
   // The session with the first server that answered (never null after connect succeeded).
   client::NodeSession& home() const { return *home_; }
+  // This client's log level, installed (log::Scope) by every public entry point and on every
+  // thread the client runs, so its lines never follow another component's level.
+  const log::Logger* logger() const { return logger_.get(); }
 
   // BufferSource.
   Result<std::shared_ptr<client::ReceiveBuffer>> buffer_for_hello(
@@ -51,6 +55,7 @@ class Client::Impl final : public client::BufferSource {
   bool seal_after_hello() const override { return !cluster_; }
 
  private:
+  std::shared_ptr<log::Logger> logger_ = std::make_shared<log::Logger>(LogLevel::kWarn);
   Steady::time_point deadline() const {
     return Steady::now() + std::chrono::milliseconds(options_.timeout_ms);
   }

@@ -248,7 +248,10 @@ std::vector<R> Client::Impl::run_grouped(std::span<const Item> items,
     std::vector<std::future<void>> others;
     for (size_t g = 0; g + 1 < rounds.size(); ++g) {
       try {
-        others.push_back(std::async(std::launch::async, [&, g] { run_one(rounds[g]); }));
+        others.push_back(std::async(std::launch::async, [&, g] {
+          log::Scope scope(logger());  // this client's level on the helper thread too
+          run_one(rounds[g]);
+        }));
       } catch (const std::system_error&) {
         run_one(rounds[g]);  // no thread to be had: this group runs on the caller's
       }
