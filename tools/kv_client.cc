@@ -1,6 +1,9 @@
 // kv-client: get, put, delete, stats, locate, cluster, an interactive repl and a benchmark against
 // one kv-server or a cluster of them.
-// Exit codes: 0 ok, 1 key not found, 2 usage error, 3 any other error (one line on stderr).
+// `kv-client doctor [--json]` checks this host and the server(s) with the same settings (one line
+// per check; tools/doctor.h).
+// Exit codes: 0 ok, 1 key not found, 2 usage error, 3 any other error (one line on stderr; doctor:
+// a check failed).
 #include "kv_client.h"
 
 #include <fmt/format.h>
@@ -9,6 +12,7 @@
 
 #include "cli_common.h"
 #include "common/logging.h"
+#include "doctor.h"
 #include "kvrdma/version.h"
 
 namespace {
@@ -52,6 +56,12 @@ void add_subcommands(CLI::App& app, Args& a) {
   cluster->add_flag("--json", a.json, "one JSON object instead of a table");
 
   app.add_subcommand("repl", "read commands from stdin (type help)");
+
+  auto* doctor = app.add_subcommand(
+      "doctor", "check this host and the server with these settings: memlock, memory, /dev/shm, "
+                "libfabric providers, a loopback transport write, TLS, the server reachable and "
+                "Hello");
+  doctor->add_flag("--json", a.json, "one JSON object instead of lines");
 
   auto* bench = app.add_subcommand("bench", "measure GET/PUT throughput and latency");
   auto& b = a.bench;
@@ -98,6 +108,7 @@ int run(int argc, char** argv) {
   // The client logs at its own level; this one covers lines logged on the caller's thread
   // outside connect, so the program prints what --log-level asks for.
   kvrdma::log::set_level(options.log_level);
+  kvrdma::log::set_format(options.log_format);
 
   const std::string cmd = app.get_subcommands().front()->get_name();
   const std::string prefix = "kv-client " + cmd;
@@ -116,6 +127,12 @@ int run(int argc, char** argv) {
     if (!size) return usage_error("--value-size: " + size.status().message());
     a.bench.value_size = *size;
     if (a.bench.ops == 0) return usage_error("--ops must be at least 1");
+  }
+
+  if (cmd == "doctor") {
+    auto checks = doctor_client(options);
+    fmt::print("{}", a.json ? doctor_json("kv-client", checks) : doctor_text(checks));
+    return doctor_exit_code(checks);
   }
 
   auto client = kvrdma::Client::connect(options);

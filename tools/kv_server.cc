@@ -6,17 +6,25 @@
 // In cluster mode the line ends with the cluster's name, and SIGINT/SIGTERM first leaves the
 // cluster gracefully (its values move to the other nodes, up to kLeaveTimeout; progress on
 // stderr); a second signal stops at once.
-// Exit codes: 0 clean stop, 2 usage error, 3 startup failure.
+// `kv-server doctor [--json]` checks the host with the same settings instead of serving (one line
+// per check; tools/doctor.h) and exits 0 unless a check failed.
+// --log-format json turns the log on stderr, and the lines this program writes there itself,
+// into one JSON object per line.
+// Exit codes: 0 clean stop, 2 usage error, 3 startup failure (doctor: a check failed).
 #include <fmt/format.h>
 #include <signal.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <string>
+#include <string_view>
 #include <thread>
+#include <utility>
 
 #include "cli_common.h"
 #include "common/logging.h"
+#include "doctor.h"
 #include "kvrdma/server.h"
 #include "kvrdma/version.h"
 
@@ -28,12 +36,25 @@ constexpr auto kLeaveTimeout = std::chrono::seconds(60);
 
 const char* signal_name(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTERM"; }
 
+// A line of this program's own on stderr, shown whatever the log level: under --log-format json
+// a log line like the library's (a collector reads one format), else "kv-server: text".
+template <typename... Args>
+void say(kvrdma::LogLevel level, fmt::format_string<Args...> f, Args&&... args) {
+  std::string text = fmt::format(f, std::forward<Args>(args)...);
+  const kvrdma::log::Logger& logger = kvrdma::log::process_logger();
+  if (logger.format() == kvrdma::LogFormat::kJson) {
+    logger.write(level, text);
+  } else {
+    fmt::print(stderr, "kv-server: {}\n", text);
+  }
+}
+
 // Leaves the cluster on a thread while the main thread keeps waiting for a second signal, which
 // cuts the leave short (shutdown() ends it).
 void leave_cluster(kvrdma::Server& server, const sigset_t& stop_signals, int first) {
-  fmt::print(stderr, "kv-server: {} received, leaving the cluster (values move to the other "
-                     "nodes; up to {} s, send the signal again to stop at once)\n",
-             signal_name(first), kLeaveTimeout.count());
+  say(kvrdma::LogLevel::kInfo, "{} received, leaving the cluster (values move to the other "
+      "nodes; up to {} s, send the signal again to stop at once)",
+      signal_name(first), kLeaveTimeout.count());
   std::atomic<bool> done{false};
   kvrdma::Status left;
   std::thread leaver([&] {
@@ -45,22 +66,22 @@ void leave_cluster(kvrdma::Server& server, const sigset_t& stop_signals, int fir
   for (int i = 0; i < 10'000 && !done; ++i) {
     if (i % 50 == 49) {  // every 5 s, whatever the log level
       kvrdma::ServerStats st = server.stats();
-      fmt::print(stderr, "kv-server: leaving: {} slots and {} keys still here (map epoch {})\n",
-                 st.slots, st.keys, st.map_epoch);
+      say(kvrdma::LogLevel::kInfo, "leaving: {} slots and {} keys still here (map epoch {})",
+          st.slots, st.keys, st.map_epoch);
     }
     int sig = sigtimedwait(&stop_signals, nullptr, &tick);
     if (sig == SIGINT || sig == SIGTERM) {
-      fmt::print(stderr, "kv-server: {} received again, stopping now\n", signal_name(sig));
+      say(kvrdma::LogLevel::kInfo, "{} received again, stopping now", signal_name(sig));
       server.shutdown();
       break;
     }
   }
   leaver.join();
   if (left.is_ok()) {
-    fmt::print(stderr, "kv-server: left the cluster; shutting down\n");
+    say(kvrdma::LogLevel::kInfo, "left the cluster; shutting down");
   } else {
-    fmt::print(stderr, "kv-server: leaving the cluster did not finish: {}; shutting down\n",
-               left.message());
+    say(kvrdma::LogLevel::kWarn, "leaving the cluster did not finish: {}; shutting down",
+        left.message());
   }
 }
 
@@ -80,9 +101,18 @@ int run(int argc, char** argv) {
   app.set_version_flag("--version", fmt::format("kv-server {}", kvrdma::version()));
   kvrdma::ServerOptions options;
   SettingFlags flags;
+  app.fallthrough();  // settings may follow "doctor" too
   add_setting_flags(app, kvrdma::kServerSetting, flags, kvrdma::log_level_name(options.log_level));
+  bool doctor_json = false;
+  auto* doctor = app.add_subcommand(
+      "doctor", "check this host for a server with these settings instead of serving: memlock, "
+                "memory, /dev/shm, libfabric providers, a loopback transport write, the port, TLS");
+  doctor->add_flag("--json", doctor_json, "one JSON object instead of lines");
 
-  auto args = normalize_bool_flags(argc, argv, kvrdma::kServerSetting, false);
+  // "doctor" is the one word kv-server takes; a bare boolean flag before it must not eat it.
+  bool takes_words = false;
+  for (int i = 1; i < argc; ++i) takes_words = takes_words || std::string_view(argv[i]) == "doctor";
+  auto args = normalize_bool_flags(argc, argv, kvrdma::kServerSetting, takes_words);
   if (auto code = parse_command_line(app, std::move(args), "kv-server")) return *code;
   if (auto s = apply_setting_flags(flags, options); !s.is_ok()) {
     fmt::print(stderr, "kv-server: {}\n", s.message());
@@ -91,10 +121,24 @@ int run(int argc, char** argv) {
   // The server logs at its own level; this one filters what the library logs on threads it does
   // not run as the server (gRPC's), so the program prints what --log-level asks for.
   kvrdma::log::set_level(options.log_level);
+  kvrdma::log::set_format(options.log_format);
+  // Lines of threads the server does not run (gRPC's, main's) name the node too. No other
+  // thread logs yet.
+  kvrdma::log::process_logger().set_labels({.node = options.node_id, .client = {}});
+  if (doctor->parsed()) {
+    auto checks = doctor_server(options);
+    fmt::print("{}", doctor_json ? kvrdma::tools::doctor_json("kv-server", checks)
+                                 : doctor_text(checks));
+    return doctor_exit_code(checks);
+  }
 
   const sigset_t stop_signals = block_stop_signals();
   auto server = kvrdma::Server::start(options);
   if (!server) {
+    if (options.log_format == kvrdma::LogFormat::kJson) {
+      say(kvrdma::LogLevel::kError, "cannot start: {}", server.status().to_string());
+      return kExitError;
+    }
     report_error("kv-server: cannot start", server.status());
     return kExitError;
   }
@@ -109,7 +153,7 @@ int run(int argc, char** argv) {
   if (!options.cluster.empty()) {
     leave_cluster(**server, stop_signals, sig);
   } else {
-    fmt::print(stderr, "kv-server: {} received, shutting down\n", signal_name(sig));
+    say(kvrdma::LogLevel::kInfo, "{} received, shutting down", signal_name(sig));
   }
   (*server)->shutdown();
   server.value().reset();

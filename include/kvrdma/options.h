@@ -14,6 +14,9 @@
 namespace kvrdma {
 
 enum class LogLevel { kTrace, kDebug, kInfo, kWarn, kError };
+// How a log line is written: "[I hh:mm:ss.mmm] text", or one JSON object per line (time, level,
+// message, and node / client / session where they apply) for log collectors.
+enum class LogFormat { kText, kJson };
 enum class Eviction { kLru, kNone };
 
 // Which transport moves value bytes. Both ends must use the same one.
@@ -43,6 +46,7 @@ struct ServerOptions {
   uint64_t memory_bytes = 1024ull << 20;         // pool size
   uint32_t node_id = 0;
   LogLevel log_level = LogLevel::kInfo;
+  LogFormat log_format = LogFormat::kText;
   TransportOptions transport;
   uint64_t inline_threshold = 64 << 10;          // values up to this ride inside the RPC
   Eviction eviction = Eviction::kLru;
@@ -67,6 +71,7 @@ struct ClientOptions {
   uint64_t client_id = 1;
   uint64_t buffer_bytes = 64ull << 20;           // registered receive buffer
   LogLevel log_level = LogLevel::kWarn;
+  LogFormat log_format = LogFormat::kText;
   TransportOptions transport;
   uint64_t timeout_ms = 5000;                    // deadline of each call
   SecurityOptions security;

@@ -37,6 +37,8 @@ Status Client::Impl::connect(const ClientOptions& o) {
   // This client's level, on the threads it runs (connect's and the keepalive thread): never the
   // process's, so a Client cannot change an embedded Server's level.
   logger_->set_level(o.log_level);
+  logger_->set_format(o.log_format);
+  logger_->set_labels(log::Labels{.node = {}, .client = o.client_id});
   log::Scope log_scope(logger_.get());
   auto list = client::parse_addresses(o.server_addr);
   if (!list) return list.status();

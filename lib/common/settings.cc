@@ -27,6 +27,8 @@ const SettingInfo kSettings[] = {
     {"buffer-mb", "int", "64", "size of the client's registered receive buffer, MiB",
      kClientSetting},
     {"log-level", "enum", "info (server), warn (client)", "trace|debug|info|warn|error", kBoth},
+    {"log-format", "enum", "text", "text: '[I hh:mm:ss.mmm] message' lines; json: one JSON object "
+     "per line (time, level, message, node / client / session where they apply)", kBoth},
     {"mock", "bool", "true", "memcpy transport through shared memory (one host); false: libfabric",
      kBoth},
     {"provider", "enum", "auto", "libfabric provider: auto|efa|verbs|shm|tcp", kBoth},
@@ -93,7 +95,7 @@ Result<LogLevel> parse_level(std::string_view name, std::string_view value) {
 }
 
 // Settings both roles share. Returns nullopt-like OK-with-handled flag through `handled`.
-Status apply_common(LogLevel& level, TransportOptions& t, SecurityOptions& sec,
+Status apply_common(LogLevel& level, LogFormat& format, TransportOptions& t, SecurityOptions& sec,
                     std::string_view name, std::string_view value, bool& handled) {
   handled = true;
   if (name == "auth-token") {
@@ -113,6 +115,10 @@ Status apply_common(LogLevel& level, TransportOptions& t, SecurityOptions& sec,
     auto l = parse_level(name, value);
     if (!l) return l.status();
     level = *l;
+  } else if (name == "log-format") {
+    if (value == "text") format = LogFormat::kText;
+    else if (value == "json") format = LogFormat::kJson;
+    else return bad_value(name, value, "text or json");
   } else if (name == "mock") {
     auto b = parse_bool(value);
     if (!b) return bad_value(name, value, "true or false");
@@ -166,7 +172,7 @@ const char* log_level_name(LogLevel level) {
 
 Status apply_setting(ServerOptions& o, std::string_view name, std::string_view value) {
   bool handled = false;
-  KVRDMA_RETURN_IF_ERROR(apply_common(o.log_level, o.transport, o.security, name, value, handled));
+  KVRDMA_RETURN_IF_ERROR(apply_common(o.log_level, o.log_format, o.transport, o.security, name, value, handled));
   if (handled) return Status();
   if (name == "listen-addr") {
     if (value.empty() || value.find(':') == std::string_view::npos) {
@@ -254,7 +260,7 @@ Status apply_setting(ServerOptions& o, std::string_view name, std::string_view v
 
 Status apply_setting(ClientOptions& o, std::string_view name, std::string_view value) {
   bool handled = false;
-  KVRDMA_RETURN_IF_ERROR(apply_common(o.log_level, o.transport, o.security, name, value, handled));
+  KVRDMA_RETURN_IF_ERROR(apply_common(o.log_level, o.log_format, o.transport, o.security, name, value, handled));
   if (handled) return Status();
   if (name == "server-addr") {
     if (value.empty()) return bad_value(name, value, "host:port or http://host:port");

@@ -107,7 +107,8 @@ Result<std::shared_ptr<cluster::MetaStore>> Server::Impl::cluster_store(
 Status Server::Impl::start(const ServerOptions& options,
                            std::shared_ptr<cluster::MetaStore> meta, bool meta_owned) {
   core.options = options;
-  logger = std::make_unique<log::Logger>(options.log_level);
+  logger = std::make_unique<log::Logger>(options.log_level, options.log_format,
+                                         log::Labels{.node = options.node_id, .client = {}});
   log::Scope log_scope(logger.get());
   bool owns_meta = false;
   if (!options.cluster.empty()) {
