@@ -66,13 +66,16 @@ for c in r['checks']:
   return run("/usr/bin/python3", {"-c", script}, json, std::chrono::seconds(30));
 }
 
+// The mock, then libfabric tcp.
+const std::vector<std::vector<std::string>> kTransports = {
+    {}, {"--mock", "false", "--provider", "tcp"}};
+
 const std::vector<std::string> kSmallServer = {"--listen-addr", "127.0.0.1:0", "--memory-mb", "64"};
 
 }  // namespace
 
 TEST_CASE("doctor: kv-server doctor passes on this machine over the mock and tcp", "[doctor]") {
-  for (const std::vector<std::string>& transport :
-       {std::vector<std::string>{}, std::vector<std::string>{"--mock", "false", "--provider", "tcp"}}) {
+  for (const std::vector<std::string>& transport : kTransports) {
     INFO((transport.empty() ? "mock" : "tcp"));
     RunResult r = run(server_binary(), with(with({"doctor"}, transport), kSmallServer));
     INFO(r.out << r.err);
@@ -100,8 +103,7 @@ TEST_CASE("doctor: kv-server doctor passes on this machine over the mock and tcp
 
 TEST_CASE("doctor: kv-client doctor reaches a server and opens a session over the mock and tcp",
           "[doctor]") {
-  for (const std::vector<std::string>& transport :
-       {std::vector<std::string>{}, std::vector<std::string>{"--mock", "false", "--provider", "tcp"}}) {
+  for (const std::vector<std::string>& transport : kTransports) {
     INFO((transport.empty() ? "mock" : "tcp"));
     ServerProcess server(with(transport, {"--memory-mb", "64"}));
     RunResult r = run(client_binary(), with(with({"--server-addr", server.address(), "--buffer-mb",
@@ -138,7 +140,8 @@ TEST_CASE("doctor: what would break says fail (exit 3) or warn, each with its fi
     INFO(r.out << r.err);
     CHECK(r.exit_code == 0);  // a warning is not a failure
     const std::string line = line_of(report_lines(r.out), "memlock");
-    CHECK(line.rfind("warn memlock: locked-memory limit 64.0 KiB is below the pool of 64.0 MiB", 0) == 0);
+    CHECK(line.rfind("warn memlock: locked-memory limit 64.0 KiB is below the pool of 64.0 MiB",
+                     0) == 0);
     CHECK(line.find("LimitMEMLOCK=infinity") != std::string::npos);
   }
   SECTION("a busy gRPC port fails, naming it") {
@@ -157,7 +160,8 @@ TEST_CASE("doctor: what would break says fail (exit 3) or warn, each with its fi
     RunResult r = run(client_binary(), {"--server-addr", addr, "--buffer-mb", "8", "doctor"});
     CHECK(r.exit_code == 3);
     std::vector<std::string> lines = report_lines(r.out);
-    CHECK(line_of(lines, "server-reachable").rfind("fail server-reachable: " + addr + ": ", 0) == 0);
+    CHECK(line_of(lines, "server-reachable").rfind("fail server-reachable: " + addr + ": ", 0) ==
+          0);
     CHECK(line_of(lines, "hello") ==
           "fail hello: not tried: no server address answered; fix: fix the server-reachable "
           "lines first");
@@ -222,7 +226,8 @@ TEST_CASE("doctor: TLS files must be readable, PEM, and the key the certificate'
   CHECK(good[0].verdict == Verdict::kOk);
   // 400 days from the second openssl ran: 399 once that second has passed.
   CHECK(std::regex_match(good[0].detail,
-                         std::regex(".*/a\\.pem: a PEM certificate valid for (399|400) more days")));
+                         std::regex(".*/a\\.pem: a PEM certificate valid for (399|400) "
+                                    "more days")));
   CHECK(good[1].verdict == Verdict::kOk);
   CHECK(good[1].detail == dir + "/a.key: a PEM private key, matching --tls-cert");
 

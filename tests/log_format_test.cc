@@ -93,7 +93,8 @@ TEST_CASE("log format: a JSON line holds time, level, labels, session and the me
         "'warn'\n"
         "7\n"
         "'1f'\n"
-        "'quote \" backslash \\\\ newline \\n tab \\t bell \\x07 caf\\xe9 bad \\ufffd\\ufffd end'\n");
+        "'quote \" backslash \\\\ newline \\n tab \\t bell \\x07 caf\\xe9 bad "
+        "\\ufffd\\ufffd end'\n");
   CHECK(line.rfind(R"({"time":"2026-12-07T02:10:00.123Z","level":"warn",)", 0) == 0);
 }
 

@@ -163,7 +163,9 @@ std::optional<std::pair<std::string, std::string>> split_target(std::string a) {
   const size_t colon = a.rfind(':');
   if (colon == std::string::npos || colon + 1 == a.size()) return std::nullopt;
   std::string host = a.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
   return std::make_pair(host, a.substr(colon + 1));
 }
 

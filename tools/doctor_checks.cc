@@ -32,9 +32,11 @@ Check fail(std::string name, std::string detail, std::string fix) {
 
 std::string mr_mode_text(uint64_t mode) {
   static constexpr std::pair<uint64_t, const char*> kBits[] = {
-      {FI_MR_LOCAL, "LOCAL"},       {FI_MR_RAW, "RAW"},           {FI_MR_VIRT_ADDR, "VIRT_ADDR"},
-      {FI_MR_ALLOCATED, "ALLOCATED"}, {FI_MR_PROV_KEY, "PROV_KEY"}, {FI_MR_MMU_NOTIFY, "MMU_NOTIFY"},
-      {FI_MR_RMA_EVENT, "RMA_EVENT"}, {FI_MR_ENDPOINT, "ENDPOINT"}, {FI_MR_HMEM, "HMEM"}};
+      {FI_MR_LOCAL, "LOCAL"},         {FI_MR_RAW, "RAW"},
+      {FI_MR_VIRT_ADDR, "VIRT_ADDR"}, {FI_MR_ALLOCATED, "ALLOCATED"},
+      {FI_MR_PROV_KEY, "PROV_KEY"},   {FI_MR_MMU_NOTIFY, "MMU_NOTIFY"},
+      {FI_MR_RMA_EVENT, "RMA_EVENT"}, {FI_MR_ENDPOINT, "ENDPOINT"},
+      {FI_MR_HMEM, "HMEM"}};
   std::string out;
   for (const auto& [bit, name] : kBits) {
     if (mode & bit) out += (out.empty() ? "" : "|") + std::string(name);
@@ -174,7 +176,8 @@ Check check_providers(const TransportOptions& options) {
     const bool writes = (i->caps & FI_RMA) && (i->caps & FI_WRITE) && (i->caps & FI_REMOTE_WRITE);
     rma += writes;
     found += fmt::format("{}{} ({}, mr_mode {})", found.empty() ? "" : ", ", prov,
-                         writes ? "RMA write" : "no RMA write", mr_mode_text(i->domain_attr->mr_mode));
+                         writes ? "RMA write" : "no RMA write",
+                         mr_mode_text(i->domain_attr->mr_mode));
   }
   if (list) fi_freeinfo(list);
   if (rma > 0) return ok(name, "RDM providers: " + found);

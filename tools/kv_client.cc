@@ -109,6 +109,8 @@ int run(int argc, char** argv) {
   // outside connect, so the program prints what --log-level asks for.
   kvrdma::log::set_level(options.log_level);
   kvrdma::log::set_format(options.log_format);
+  // Lines of threads the client does not run name it too. No other thread logs yet.
+  kvrdma::log::process_logger().set_labels({.node = {}, .client = options.client_id});
 
   const std::string cmd = app.get_subcommands().front()->get_name();
   const std::string prefix = "kv-client " + cmd;

@@ -95,7 +95,8 @@ Result<LogLevel> parse_level(std::string_view name, std::string_view value) {
 }
 
 // Settings both roles share. Returns nullopt-like OK-with-handled flag through `handled`.
-Status apply_common(LogLevel& level, LogFormat& format, TransportOptions& t, SecurityOptions& sec,
+Status apply_common(LogLevel& level, LogFormat& format, TransportOptions& t,
+                    SecurityOptions& sec,
                     std::string_view name, std::string_view value, bool& handled) {
   handled = true;
   if (name == "auth-token") {
@@ -172,7 +173,8 @@ const char* log_level_name(LogLevel level) {
 
 Status apply_setting(ServerOptions& o, std::string_view name, std::string_view value) {
   bool handled = false;
-  KVRDMA_RETURN_IF_ERROR(apply_common(o.log_level, o.log_format, o.transport, o.security, name, value, handled));
+  KVRDMA_RETURN_IF_ERROR(
+      apply_common(o.log_level, o.log_format, o.transport, o.security, name, value, handled));
   if (handled) return Status();
   if (name == "listen-addr") {
     if (value.empty() || value.find(':') == std::string_view::npos) {
@@ -260,7 +262,8 @@ Status apply_setting(ServerOptions& o, std::string_view name, std::string_view v
 
 Status apply_setting(ClientOptions& o, std::string_view name, std::string_view value) {
   bool handled = false;
-  KVRDMA_RETURN_IF_ERROR(apply_common(o.log_level, o.log_format, o.transport, o.security, name, value, handled));
+  KVRDMA_RETURN_IF_ERROR(
+      apply_common(o.log_level, o.log_format, o.transport, o.security, name, value, handled));
   if (handled) return Status();
   if (name == "server-addr") {
     if (value.empty()) return bad_value(name, value, "host:port or http://host:port");
