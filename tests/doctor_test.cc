@@ -166,6 +166,14 @@ TEST_CASE("doctor: what would break says fail (exit 3) or warn, each with its fi
           "fail hello: not tried: no server address answered; fix: fix the server-reachable "
           "lines first");
   }
+  SECTION("cluster mode: an etcd endpoint that does not answer fails") {
+    const std::string etcd = "http://127.0.0.1:" + std::to_string(unused_loopback_port());
+    RunResult r = run(server_binary(), {"doctor", "--listen-addr", "127.0.0.1:0", "--memory-mb",
+                                        "16", "--cluster", "c1", "--etcd-endpoints", etcd});
+    CHECK(r.exit_code == 3);
+    const std::string line = line_of(report_lines(r.out), "etcd");
+    CHECK(line.rfind("fail etcd: " + etcd + ": Connection refused; fix: start etcd there", 0) == 0);
+  }
   SECTION("a provider that is not here fails the transport line") {
     RunResult r = run(server_binary(), {"doctor", "--listen-addr", "127.0.0.1:0", "--memory-mb",
                                         "16", "--mock", "false", "--provider", "efa"});

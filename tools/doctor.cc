@@ -244,6 +244,37 @@ Check hello_check(const ClientOptions& o) {
                                  stats ? fmt::format(", server holds {} keys", stats->keys) : ""));
 }
 
+// Cluster mode: every etcd endpoint accepts TCP connections (the membership and the slot map
+// live there; a node that cannot reach etcd cannot join).
+std::vector<Check> etcd_checks(const ServerOptions& o) {
+  std::vector<Check> out;
+  if (o.cluster.empty()) return out;
+  const std::string& list = o.etcd_endpoints;
+  // Bounded by the list's length.
+  for (size_t pos = 0; pos <= list.size();) {
+    size_t comma = std::min(list.find(',', pos), list.size());
+    std::string entry = list.substr(pos, comma - pos);
+    pos = comma + 1;
+    if (entry.find_first_not_of(" \t") == std::string::npos) continue;
+    auto target = split_target(entry);
+    const std::string why = target ? tcp_reach(target->first, target->second,
+                                               std::chrono::seconds(3))
+                                   : "not host:port";
+    if (why.empty()) {
+      out.push_back(ok("etcd", fmt::format("{}: accepts TCP connections", entry)));
+    } else {
+      out.push_back(fail("etcd", fmt::format("{}: {}", entry, why),
+                         "start etcd there, correct --etcd-endpoints, or open the port"));
+    }
+  }
+  if (out.empty()) {
+    out.push_back(fail("etcd", fmt::format("cluster mode (--cluster {}) and no etcd endpoint",
+                                           o.cluster),
+                       "give --etcd-endpoints, e.g. http://127.0.0.1:2379"));
+  }
+  return out;
+}
+
 bool loopback_host(const std::string& listen_addr) {
   const std::string host = listen_addr.substr(0, listen_addr.rfind(':'));
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "[::1]" || host == "::1";
@@ -267,6 +298,8 @@ std::vector<Check> doctor_server(const ServerOptions& o) {
   host_checks(out, o.transport, o.memory_bytes, "pool", "memory-mb", kind);
   out.insert(out.end(), transport.begin(), transport.end());
   out.push_back(check_listen(o.listen_addr));
+  std::vector<Check> etcd = etcd_checks(o);
+  out.insert(out.end(), etcd.begin(), etcd.end());
   std::vector<Check> tls = check_tls(o.security, /*server=*/true);
   out.insert(out.end(), tls.begin(), tls.end());
   if (!o.security.auth_token.empty()) {
