@@ -196,3 +196,14 @@ TEST_CASE("log format: a bad --log-format is a usage error naming the accepted v
   CHECK(r.err.find("log-format") != std::string::npos);
   CHECK(r.err.find("text or json") != std::string::npos);
 }
+
+TEST_CASE("log format: json_escape keeps valid UTF-8 and replaces every invalid sequence",
+          "[logging][ops]") {
+  CHECK(log::json_escape("plain") == "plain");
+  CHECK(log::json_escape("\xf0\x9f\x98\x80 \xe2\x82\xac") == "\xf0\x9f\x98\x80 \xe2\x82\xac");
+  CHECK(log::json_escape("\xc0\x80") == "\\ufffd\\ufffd");          // overlong NUL
+  CHECK(log::json_escape("\xed\xa0\x80") == "\\ufffd\\ufffd\\ufffd");  // a surrogate
+  CHECK(log::json_escape("\xf4\x90\x80\x80") == "\\ufffd\\ufffd\\ufffd\\ufffd");  // > U+10FFFF
+  CHECK(log::json_escape("cut \xe2\x82") == "cut \\ufffd\\ufffd");  // truncated at the end
+  CHECK(log::json_escape(std::string("nul \0 del \x7f", 11)) == "nul \\u0000 del \\u007f");
+}
