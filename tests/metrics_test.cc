@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "kvrdma/server.h"
 #include "server/metrics.h"
 
 using namespace kvrdma;
@@ -171,4 +172,58 @@ TEST_CASE("metrics: OpTimer records once, under the op its completion names when
   m.timed(Op::kGetBatch, [&](Status s) { seen = s; })(Status());
   CHECK(seen.is_ok());
   CHECK(m.snapshot(Op::kGetBatch).count == 1);
+}
+
+TEST_CASE("metrics: in cluster mode every series carries the cluster label", "[metrics]") {
+  ServerStats st;
+  st.node_id = 2;
+  st.cluster = "east";
+  st.puts = 9;
+  Metrics m;
+  m.observe(Op::kDelete, microseconds(5));
+  const auto s = samples(render_metrics(st, m));
+  CHECK(s.at("kvrdma_puts_total{node_id=\"2\",cluster=\"east\"}") == "9");
+  CHECK(s.at("kvrdma_request_duration_seconds_count{node_id=\"2\",cluster=\"east\","
+             "op=\"delete\"}") == "1");
+  CHECK(s.at("kvrdma_transport_write_duration_seconds_count{node_id=\"2\",cluster=\"east\"}") ==
+        "0");
+  for (const auto& [series, value] : s) {
+    INFO(series);
+    CHECK(series.find("node_id=\"2\",cluster=\"east\"") != std::string::npos);
+  }
+}
+
+TEST_CASE("metrics: Server::metrics_text, metrics_address, and a metrics port in use",
+          "[metrics]") {
+  ServerOptions o;
+  o.listen_addr = "127.0.0.1:0";
+  o.memory_bytes = 8 << 20;
+  o.log_level = LogLevel::kError;
+  o.node_id = 4;
+  SECTION("without an endpoint the text is still there") {
+    auto server = Server::start(o);
+    REQUIRE(server.is_ok());
+    CHECK((*server)->metrics_address().empty());
+    const auto s = samples((*server)->metrics_text());
+    CHECK(s.at("kvrdma_pool_bytes{node_id=\"4\"}") == std::to_string(8 << 20));
+    CHECK(s.at("kvrdma_gets_total{node_id=\"4\"}") == "0");
+  }
+  SECTION("a second server cannot take the first one's metrics port") {
+    o.metrics_addr = "127.0.0.1:0";
+    auto first = Server::start(o);
+    REQUIRE(first.is_ok());
+    const std::string addr = (*first)->metrics_address();
+    REQUIRE(addr.rfind("127.0.0.1:", 0) == 0);
+    CHECK(addr != "127.0.0.1:0");
+    o.metrics_addr = addr;
+    auto second = Server::start(o);
+    REQUIRE_FALSE(second.is_ok());
+    CHECK(second.status().code() == Code::kUnavailable);
+    CHECK(second.status().message() ==
+          "cannot serve metrics on " + addr + ": the port is in use or '127.0.0.1' is not an "
+          "address of this host; pick another metrics_addr (--metrics-addr)");
+    (*first)->shutdown();
+    CHECK((*first)->metrics_text().find("kvrdma_request_duration_seconds_count") !=
+          std::string::npos);
+  }
 }
