@@ -98,10 +98,10 @@ class OpTimer {
   Metrics::Clock::time_point start_;
 };
 
-// Labels every series carries: node_id always, cluster in cluster mode (stats.cluster set).
-// Renders the whole /metrics page: one family per KVRDMA_SERVER_STATS figure (counters as
-// kvrdma_<name>_total, gauges and the state version as kvrdma_<name>, identity figures as
-// labels of kvrdma_server_info), then the histograms.
+// The whole /metrics page: one family per KVRDMA_SERVER_STATS figure (counters as
+// kvrdma_<name>_total, gauges and the state version as kvrdma_<name>, identity figures as labels
+// of kvrdma_server_info), then the histograms. Every series carries node_id, and cluster in
+// cluster mode (stats.cluster not empty).
 std::string render_metrics(const ServerStats& stats, const Metrics& metrics);
 
 // A label value escaped for the text format: backslash, double quote and newline.
