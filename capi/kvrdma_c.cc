@@ -417,6 +417,18 @@ int kvrdma_server_stats(const kvrdma_server* server, char** text, size_t* len, c
   });
 }
 
+int kvrdma_server_metrics(const kvrdma_server* server, char** text, size_t* len, char* errbuf,
+                          size_t errlen) {
+  return guard(errbuf, errlen, [&]() -> kvrdma::Status {
+    if (server == nullptr) return null_argument("server");
+    if (text == nullptr) return null_argument("text");
+    *text = nullptr;
+    if (len != nullptr) *len = 0;
+    give_text(server->server->metrics_text(), text, len);
+    return kvrdma::Status();
+  });
+}
+
 void kvrdma_free(void* ptr) { std::free(ptr); }
 
 }  // extern "C"

@@ -22,6 +22,10 @@ find_package(PkgConfig)
 kvrdma_require(PKG_CONFIG_FOUND pkg-config)
 pkg_check_modules(LIBFABRIC IMPORTED_TARGET libfabric)
 kvrdma_require(LIBFABRIC_FOUND libfabric-dev)
+# Debian builds cpp-httplib as a shared library with a declarations-only httplib.h; its .pc file
+# carries the feature macros (OpenSSL, zlib, brotli) the library was built with.
+pkg_check_modules(CPPHTTPLIB IMPORTED_TARGET cpp-httplib)
+kvrdma_require(CPPHTTPLIB_FOUND libcpp-httplib-dev)
 if(KVRDMA_BUILD_TESTS)
   find_package(Catch2 2)
   kvrdma_require(Catch2_FOUND catch2)

@@ -1,6 +1,6 @@
 # Installs the public headers, libkvrdma.so.0, a CMake package (find_package(kvrdma CONFIG),
 # imported target kvrdma::kvrdma) and kvrdma.pc. The shared library carries its dependencies
-# (gRPC, protobuf, libfabric, fmt) privately: consumers need none of them to build.
+# (gRPC, protobuf, libfabric, fmt, cpp-httplib) privately: consumers need none of them to build.
 include_guard(GLOBAL)
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)

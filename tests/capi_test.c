@@ -252,6 +252,16 @@ int main(void) {
     kvrdma_free(text);
     CHECK(kvrdma_client_stats(NULL, &text, NULL, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
     CHECK(kvrdma_server_stats(server, NULL, NULL, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+    { /* metrics: Prometheus text of the same server (tests/metrics.cmake checks the content) */
+      size_t mlen = 0;
+      CHECK(kvrdma_server_metrics(server, &text, &mlen, err, sizeof err) == KVRDMA_OK);
+      CHECK(text != NULL && mlen == strlen(text));
+      CHECK(text != NULL && strstr(text, "# TYPE kvrdma_keys gauge\n") != NULL);
+      kvrdma_free(text);
+      text = NULL;
+      CHECK(kvrdma_server_metrics(NULL, &text, NULL, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+      CHECK(kvrdma_server_metrics(server, NULL, NULL, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+    }
   }
 
   { /* waiting for a change: the version line moves with a PUT, not with reads */

@@ -3,9 +3,9 @@
 // Prints exactly one line to stdout once serving, so scripts and tests can wait for it and read
 // the bound address (the real port when --listen-addr asks for port 0):
 //   kv-server ready: listening on 127.0.0.1:43211 (node 0, pool 1024.0 MiB, transport ...)
-// In cluster mode the line ends with the cluster's name, and SIGINT/SIGTERM first leaves the
-// cluster gracefully (its values move to the other nodes, up to kLeaveTimeout; progress on
-// stderr); a second signal stops at once.
+// In cluster mode the line ends with the cluster's name, then with --metrics-addr the metrics
+// URL. In cluster mode SIGINT/SIGTERM first leaves the cluster gracefully (its values move to
+// the other nodes, up to kLeaveTimeout; progress on stderr); a second signal stops at once.
 // `kv-server doctor [--json]` checks the host with the same settings instead of serving (one line
 // per check; tools/doctor.h) and exits 0 unless a check failed.
 // --log-format json turns the log on stderr, and the lines this program writes there itself,
@@ -142,10 +142,12 @@ int run(int argc, char** argv) {
     report_error("kv-server: cannot start", server.status());
     return kExitError;
   }
-  fmt::print("kv-server ready: listening on {} (node {}, pool {:.1f} MiB, transport {}{})\n",
+  const std::string metrics = (*server)->metrics_address();
+  fmt::print("kv-server ready: listening on {} (node {}, pool {:.1f} MiB, transport {}{}{})\n",
              (*server)->address(), options.node_id, options.memory_bytes / double(1 << 20),
              (*server)->transport_description(),
-             options.cluster.empty() ? "" : fmt::format(", cluster {}", options.cluster));
+             options.cluster.empty() ? "" : fmt::format(", cluster {}", options.cluster),
+             metrics.empty() ? "" : fmt::format(", metrics http://{}/metrics", metrics));
   std::fflush(stdout);
 
   int sig = SIGTERM;

@@ -130,7 +130,14 @@ KVRDMA_C_EXPORT int kvrdma_client_stats_after(kvrdma_client *client, uint64_t ve
                                               uint32_t max_wait_ms, char **text, size_t *len,
                                               char *errbuf, size_t errlen);
 
-/* Frees memory the library gave the caller (kvrdma_get values, stats text). NULL is fine. */
+/* An embedded server's metrics in Prometheus text format 0.0.4, as kv-server --metrics-addr
+ * serves them at /metrics (families in docs/metrics.md): NUL-terminated, freed with kvrdma_free;
+ * len may be NULL. Works whether or not "metrics-addr" is set. */
+KVRDMA_C_EXPORT int kvrdma_server_metrics(const kvrdma_server *server, char **text, size_t *len,
+                                          char *errbuf, size_t errlen);
+
+/* Frees memory the library gave the caller (kvrdma_get values, stats and metrics text). NULL is
+ * fine. */
 KVRDMA_C_EXPORT void kvrdma_free(void *ptr);
 
 #ifdef __cplusplus

@@ -64,6 +64,8 @@ struct ServerOptions {
   std::string etcd_endpoints;                    // comma-separated, e.g. http://127.0.0.1:2379
   std::string advertise_addr;                    // host:port clients dial; empty: the bound address
   uint64_t node_lease_ms = 5000;                 // a node silent this long is declared dead
+  // host:port serving Prometheus text at /metrics (docs/metrics.md); empty: no endpoint.
+  std::string metrics_addr;
 };
 
 struct ClientOptions {

@@ -37,6 +37,12 @@ class KVRDMA_EXPORT Server {
   // The transport in use, e.g. "mock (shared memory)" or "libfabric tcp;ofi_rxm domain lo".
   std::string transport_description() const;
   ServerStats stats() const;
+  // Prometheus text format 0.0.4: what --metrics-addr serves at /metrics (every family in
+  // docs/metrics.md). Works whether or not options.metrics_addr is set.
+  std::string metrics_text() const;
+  // "127.0.0.1:9100": where /metrics is served (the real port when 0 was asked for); empty
+  // when options.metrics_addr is empty.
+  std::string metrics_address() const;
 
   // Cluster mode: leaves the cluster gracefully. Marks this node "leaving", waits until a map
   // shows it owning no slot (its values moved to the other nodes), then ends its registration.

@@ -71,6 +71,8 @@ const SettingInfo kSettings[] = {
     {"node-lease-ms", "int", "5000", "cluster mode: a node whose etcd lease is not renewed for "
      "this long is declared dead and its slots reassigned (etcd counts whole seconds)",
      kServerSetting},
+    {"metrics-addr", "string", "", "host:port serving Prometheus metrics at /metrics (port 0 "
+     "picks a free one; docs/metrics.md); empty: no metrics endpoint", kServerSetting},
 };
 
 Status bad_value(std::string_view name, std::string_view value, std::string_view expected) {
@@ -228,6 +230,15 @@ Status apply_setting(ServerOptions& o, std::string_view name, std::string_view v
       return bad_value(name, value, "host:port, e.g. 10.0.0.5:50051 (empty: the listen address)");
     }
     o.advertise_addr = std::string(value);
+    return Status();
+  }
+  if (name == "metrics-addr") {
+    const size_t colon = value.rfind(':');
+    auto port = parse_uint(colon == std::string_view::npos ? "" : value.substr(colon + 1));
+    if (!value.empty() && (colon == 0 || !port || *port > 65535)) {
+      return bad_value(name, value, "host:port, e.g. 127.0.0.1:9100 (empty: no endpoint)");
+    }
+    o.metrics_addr = std::string(value);
     return Status();
   }
   struct UintField {

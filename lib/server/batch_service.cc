@@ -81,6 +81,7 @@ std::optional<Status> KvService::serve_get_many(const v1::GetManyRequest& reques
                                                 v1::GetManyReply* reply,
                                                 transport::Transport::Clock::time_point deadline,
                                                 std::function<void(Status)> done) {
+  done = core_.metrics.timed(Op::kGetBatch, std::move(done));
   const v1::GetManyRequest* req = &request;
   auto session = core_.sessions->find(req->session_id());
   if (!session) return session.status();
@@ -172,6 +173,7 @@ grpc::ServerUnaryReactor* KvService::PutMany(grpc::CallbackServerContext* ctx,
                                              const v1::PutManyRequest* req,
                                              v1::PutManyReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  OpTimer timer(core_.metrics, Op::kPutBatch);
   BumpOnReturn changed(core_.changes);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());

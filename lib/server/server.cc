@@ -17,6 +17,7 @@
 #include "common/units.h"
 #include "rpc/security.h"
 #include "server/cluster_node.h"
+#include "server/metrics_http.h"
 #include "server/service.h"
 #include "transport/mock_transport.h"
 
@@ -42,6 +43,9 @@ class Server::Impl {
   // Cluster mode: the agent; stopped first at shutdown, destroyed with the Impl (handlers may
   // forward deletes through it until gRPC has stopped, a leave() may still be returning).
   std::unique_ptr<server::ClusterNode> cluster_node;
+  // --metrics-addr: the /metrics endpoint; stopped first at shutdown (it reads the core).
+  std::unique_ptr<server::MetricsHttp> metrics_http;
+  std::string metrics_address;  // metrics_http's; set during start, read-only after
 
  private:
   // Cluster-mode settings checked before anything starts; connects to etcd unless `meta` is
@@ -172,6 +176,14 @@ Status Server::Impl::start(const ServerOptions& options,
   }
   address = fmt::format("{}:{}", host, bound);
   core.public_address = options.advertise_addr.empty() ? address : options.advertise_addr;
+  if (!options.metrics_addr.empty()) {
+    auto http = server::MetricsHttp::start(options.metrics_addr, [this] {
+      return server::render_metrics(core.stats(), core.metrics);
+    });
+    if (!http) return http.status();  // the caller's shutdown() stops what started
+    metrics_http = std::move(*http);
+    metrics_address = metrics_http->address();
+  }
   sweeper_ = std::thread([this] {
     log::Scope log_scope(logger.get());
     sweep_loop();
@@ -253,6 +265,7 @@ void Server::Impl::shutdown() {
     stopping_ = true;
   }
   cv_.notify_all();
+  metrics_http.reset();  // no scrape reads the core after this
   if (cluster_node) cluster_node->stop();  // ends the registration before the node goes quiet
   core.changes.stop();  // answers waiting Stats calls now, so shutdown does not wait for them
   if (service_) service_->stop_streams();  // and ends idle GetStreams
@@ -313,6 +326,13 @@ std::string Server::transport_description() const {
 }
 ServerStats Server::stats() const {
   return impl_->core.store ? impl_->core.stats() : ServerStats{};  // empty once shut down
+}
+std::string Server::metrics_text() const {
+  // Once shut down the figures are empty (as stats()); the histograms stay readable.
+  return server::render_metrics(stats(), impl_->core.metrics);
+}
+std::string Server::metrics_address() const {
+  return impl_->metrics_address;
 }
 void Server::shutdown() { impl_->shutdown(); }
 void Server::wait() { impl_->wait(); }

@@ -80,6 +80,7 @@ Status KvService::authorize(grpc::CallbackServerContext* ctx) const {
 void KvService::push_value(store::ValueRef ref, std::shared_ptr<transport::RemoteRegion> dst,
                            uint64_t offset, transport::Transport::Clock::time_point deadline,
                            transport::Completion then) {
+  then = core_.metrics.timed(Op::kTransportWrite, std::move(then));
   const uint64_t src = ref.pool_offset(), len = ref.size();
   // Shared only because a Completion must be copyable; this is the one owner.
   auto pinned = std::make_shared<store::ValueRef>(std::move(ref));
@@ -176,6 +177,7 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
 std::optional<Status> KvService::serve_get(const v1::GetRequest& req, v1::GetReply* reply,
                                            transport::Transport::Clock::time_point deadline,
                                            std::function<void(Status)> done) {
+  OpTimer timer(core_.metrics, Op::kGetInline);  // handed to the write's completion if one starts
   auto session = core_.sessions->find(req.session_id());
   if (!session) return session.status();
   Status ok = core_.store->check(req.key(), 0);
@@ -226,13 +228,15 @@ std::optional<Status> KvService::serve_get(const v1::GetRequest& req, v1::GetRep
     }
     done(s.with_context("transport write"));
   };
-  push_value(std::move(*ref), region, off, deadline, std::move(written));
+  push_value(std::move(*ref), region, off, deadline,
+             timer.then(Op::kGetWritten, std::move(written)));
   return std::nullopt;
 }
 
 grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
                                          const v1::PutRequest* req, v1::PutReply*) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  OpTimer timer(core_.metrics, Op::kPutInline);
   BumpOnReturn changed(core_.changes);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());
@@ -291,7 +295,8 @@ grpc::ServerUnaryReactor* KvService::PutBegin(grpc::CallbackServerContext* ctx,
   r.length = req->value_len();
   r.ttl = milliseconds(req->ttl_ms());
   auto ttl = milliseconds(core_.options.reservation_ttl_ms);
-  r.expires = std::chrono::steady_clock::now() + ttl;
+  r.begun = std::chrono::steady_clock::now();
+  r.expires = r.begun + ttl;
   reply->set_remote_offset(a->offset());
   reply->set_expires_in_ms(core_.options.reservation_ttl_ms);
   r.allocation = std::move(*a);
@@ -345,6 +350,7 @@ grpc::ServerUnaryReactor* KvService::PutCommit(grpc::CallbackServerContext* ctx,
   }
   uint64_t len = r->length;
   Status s = core_.store->commit(r->key, std::move(r->allocation), len, r->ttl);
+  core_.metrics.observe_since(Op::kPutTwoPhase, r->begun);
   if (s.is_ok()) {
     ++(from_peer ? core_.counters.keys_moved_in : core_.counters.puts);
     core_.counters.bytes_put_committed += len;
@@ -366,6 +372,7 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
                                             const v1::DeleteRequest* req,
                                             v1::DeleteReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  OpTimer timer(core_.metrics, Op::kDelete);
   BumpOnReturn changed(core_.changes);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());

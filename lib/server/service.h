@@ -17,6 +17,7 @@
 #include "memory/memory_pool.h"
 #include "server/change_board.h"
 #include "server/cluster_view.h"
+#include "server/metrics.h"
 #include "server/session.h"
 #include "store/store.h"
 #include "transport/transport.h"
@@ -44,6 +45,7 @@ struct ServerCore {
   std::unique_ptr<store::Store> store;
   std::unique_ptr<SessionTable> sessions;
   Counters counters;
+  Metrics metrics;  // latency histograms (server/metrics.h); lock-free
   ChangeBoard changes;  // the state version; Stats calls that wait for it
   // Cluster mode: the map this node serves by (enabled() false outside cluster mode). Created
   // with the core, before the service.

@@ -27,6 +27,7 @@ struct Reservation {
   uint64_t length = 0;
   std::chrono::milliseconds ttl{0};
   SteadyTime expires;
+  SteadyTime begun;  // PutBegin: the two-phase PUT histogram times from here
   transport::WriteExpectation incoming;  // the client writes the value into our pool until commit
   uint32_t slot = 0;  // cluster mode: the key's slot, checked again at commit
 };
