@@ -307,7 +307,7 @@ TEST_CASE("writes and deletes acknowledged while slots move are never lost", "[c
       const std::string& k = keys[i];
       if (refused.count(k)) continue;
       const bool del = (i + round) % 7 == 0;
-      kvrdma::Status s = del ? (*client)->erase(k) : (*client)->put(k, value_for(k, round));
+      kvrdma::Status s = del ? (*client)->del(k) : (*client)->put(k, value_for(k, round));
       if (s.is_ok() || (del && s.code() == Code::kNotFound)) {
         acked[k] = del ? "" : value_for(k, round);
       } else {

@@ -156,7 +156,7 @@ void add_setting_flags(CLI::App& app, unsigned role, SettingFlags& flags,
     std::string shown = s.default_value;
     if (name == "log-level") shown = std::string(log_level_default);
     std::string& target = flags.values[name];
-    CLI::Option* opt = app.add_option("--" + name, target, s.description);
+    CLI::Option* opt = app.add_option("--" + name, target, setting_help(s));
     opt->default_str(shown);
     std::string type = s.type;
     for (char& c : type) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
