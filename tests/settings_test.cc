@@ -87,12 +87,12 @@ TEST_CASE("validate names the C++ member and the setting of a value out of range
   auto st = kvrdma::validate(s);
   CHECK(st.code() == Code::kInvalidArgument);
   CHECK(st.message() ==
-        "ServerOptions::lease_ms is 5, outside 100 to 86400000 (setting 'lease-ms'); set it "
-        "within that range");
+        "ServerOptions::lease_ms / lease-ms is 5, outside 100 to 86400000; set it within that "
+        "range");
   s = kvrdma::ServerOptions();
   s.memory_bytes = 1000;  // below 1 MiB
-  CHECK(kvrdma::validate(s).message().find("ServerOptions::memory_bytes is 1000, outside "
-                                           "1048576 to") != std::string::npos);
+  CHECK(kvrdma::validate(s).message().find("ServerOptions::memory_bytes / memory-mb is 1000, "
+                                           "outside 1048576 to") != std::string::npos);
   s = kvrdma::ServerOptions();
   s.listen_addr = "nohost";
   CHECK(kvrdma::validate(s).message().find("ServerOptions::listen_addr") != std::string::npos);
@@ -100,13 +100,18 @@ TEST_CASE("validate names the C++ member and the setting of a value out of range
   CHECK(kvrdma::validate(c).is_ok());
   c.transport.num_domains = 0;
   CHECK(kvrdma::validate(c).message() ==
-        "ClientOptions::transport.num_domains is 0, outside 1 to 64 (setting 'num-domains'); set "
-        "it within that range");
+        "ClientOptions::transport.num_domains / num-domains is 0, outside 1 to 64; set it within "
+        "that range");
   c = kvrdma::ClientOptions();
   c.security.auth_token = std::string("bad\nline");
   auto token = kvrdma::validate(c);
   CHECK(token.code() == Code::kInvalidArgument);
-  CHECK(token.message().find("ClientOptions::security.auth_token") != std::string::npos);
+  CHECK(token.message().find("ClientOptions::security.auth_token / auth-token") !=
+        std::string::npos);
+  CHECK(kvrdma::option_name("lease-ms", kvrdma::kServerSetting) ==
+        "ServerOptions::lease_ms / lease-ms");
+  CHECK(kvrdma::option_name("mock", kvrdma::kClientSetting) ==
+        "ClientOptions::transport.mock / mock");
   CHECK(token.message().find("bad") == std::string::npos);  // a token never shows in a message
 }
 

@@ -44,7 +44,9 @@ struct ServerOptions {
   uint32_t node_id = 0;
   LogLevel log_level = LogLevel::kInfo;
   TransportOptions transport;
-  uint64_t inline_threshold = 64 << 10;          // values up to this ride inside the RPC
+  // Values up to this many bytes ride inside the RPC; 0: by transport, each at its measured
+  // crossover (mock 32 KiB, shm 64 KiB, tcp 256 KiB; bench/README.md, "Inline threshold").
+  uint64_t inline_threshold = 0;
   Eviction eviction = Eviction::kLru;
   uint64_t max_value_bytes = 0;                  // 0: the pool size
   uint64_t max_key_bytes = 4096;
@@ -112,9 +114,14 @@ KVRDMA_EXPORT Result<std::string> setting_value(const ServerOptions& options,
 KVRDMA_EXPORT Result<std::string> setting_value(const ClientOptions& options,
                                                 std::string_view name);
 
+// How library errors name a setting: "ServerOptions::memory_bytes / memory-mb" (the C++ member,
+// then the kvrdma_config_set name); the programs show the flag (--memory-mb) instead. `role` picks
+// the struct for settings of both.
+KVRDMA_EXPORT std::string option_name(std::string_view setting, unsigned role);
+
 // Checks every member the settings table covers against the table's range and rules.
-// INVALID_ARGUMENT names the member and the setting ("ServerOptions::lease_ms is 5, outside 100
-// to 86400000 (setting 'lease-ms')"). The library does not call these itself (tests and embedders
+// INVALID_ARGUMENT names the member and the setting ("ServerOptions::lease_ms / lease-ms is 5,
+// outside 100 to 86400000; ..."). The library does not call these itself (tests and embedders
 // may use shorter times than the table allows); callers that take options from people should.
 KVRDMA_EXPORT Status validate(const ServerOptions& options);
 KVRDMA_EXPORT Status validate(const ClientOptions& options);
