@@ -102,6 +102,22 @@ TEST_CASE("client: a server given no inline threshold announces its transport's 
   CHECK(after->bytes_inline_sent - before->bytes_inline_sent == at.size());
 }
 
+TEST_CASE("client: del deletes, and erase, its deprecated old name, still does", "[client]") {
+  ServerProcess server({"--memory-mb", "16"});
+  auto c = connect(server);
+  REQUIRE(c->put("a", "1").is_ok());
+  REQUIRE(c->put("b", "2").is_ok());
+  CHECK(c->del("a").is_ok());
+  CHECK(c->del("a").code() == Code::kNotFound);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  CHECK(c->erase("b").is_ok());
+  CHECK(c->erase("b").code() == Code::kNotFound);
+#pragma GCC diagnostic pop
+  CHECK(c->get("a").status().code() == Code::kNotFound);
+  CHECK(c->get("b").status().code() == Code::kNotFound);
+}
+
 TEST_CASE("client: a 64 MiB value goes two-phase and comes back byte-exact", "[client][large]") {
   ServerProcess server({"--memory-mb", "160"});
   auto c = connect(server, 128);
