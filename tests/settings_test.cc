@@ -54,8 +54,8 @@ void check_row(const kvrdma::SettingInfo& s, const char* type) {
   const std::string help = kvrdma::setting_help(s);
   CHECK(help.starts_with(s.description));
   if (kind == "int") {
-    CHECK(help.ends_with(" [" + std::to_string(s.min_value) + " to " +
-                         std::to_string(s.max_value) + "]"));
+    CHECK(help.ends_with(" [" + std::to_string(s.min_value) + " to " + std::to_string(s.max_value) +
+                         "]"));
   }
 }
 
@@ -79,8 +79,7 @@ TEST_CASE("every setting's default, range and help come from one place and agree
   CHECK(kvrdma::find_setting("no-such-setting") == nullptr);
 }
 
-TEST_CASE("validate names the C++ member and the setting of a value out of range",
-          "[settings]") {
+TEST_CASE("validate names the C++ member and the setting of a value out of range", "[settings]") {
   kvrdma::ServerOptions s;
   CHECK(kvrdma::validate(s).is_ok());
   s.lease_ms = 5;
@@ -151,8 +150,8 @@ TEST_CASE("cluster settings parse into options and check their values", "[settin
   CHECK(o.cluster == "prod-eu.1_a");
   REQUIRE(kvrdma::apply_setting(o, "cluster", "").is_ok());
   CHECK(o.cluster.empty());
-  REQUIRE(kvrdma::apply_setting(o, "etcd-endpoints",
-                                "http://127.0.0.1:2379,10.0.0.2:2379").is_ok());
+  REQUIRE(
+      kvrdma::apply_setting(o, "etcd-endpoints", "http://127.0.0.1:2379,10.0.0.2:2379").is_ok());
   CHECK(o.etcd_endpoints == "http://127.0.0.1:2379,10.0.0.2:2379");
   REQUIRE(kvrdma::apply_setting(o, "advertise-addr", "10.0.0.5:50051").is_ok());
   CHECK(o.advertise_addr == "10.0.0.5:50051");

@@ -38,11 +38,14 @@ struct Row {
 };
 
 // The row macros spell the member once: its name for messages, its accessor for each role.
+// clang-format reads "#m" at the start of a macro body as a directive: keep it away.
+// clang-format off
 #define KVRDMA_SERVER(m) #m, [](ServerOptions& o) -> FieldRef { return &o.m; }, nullptr
 #define KVRDMA_CLIENT(m) #m, nullptr, [](ClientOptions& o) -> FieldRef { return &o.m; }
-#define KVRDMA_BOTH(m)                                        \
+#define KVRDMA_BOTH(m)                                   \
   #m, [](ServerOptions& o) -> FieldRef { return &o.m; }, \
       [](ClientOptions& o) -> FieldRef { return &o.m; }
+// clang-format on
 
 Status bad_value(std::string_view name, std::string_view value, std::string_view expected) {
   return Status(Code::kInvalidArgument,
@@ -217,8 +220,8 @@ std::string text_of(const Row& r, const FieldRef& field) {
 }
 
 Result<LogLevel> parse_level(std::string_view name, std::string_view value) {
-  for (LogLevel l : {LogLevel::kTrace, LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarn,
-                     LogLevel::kError}) {
+  for (LogLevel l :
+       {LogLevel::kTrace, LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarn, LogLevel::kError}) {
     if (value == log_level_name(l)) return l;
   }
   return bad_value(name, value, "trace, debug, info, warn or error");
@@ -263,12 +266,12 @@ Status set(const Row& r, const FieldRef& field, std::string_view value) {
 
 Status wrong_role(const Row* r, std::string_view name) {
   if (r != nullptr) {
-    return Status(Code::kInvalidArgument,
-                  fmt::format("setting '{}' applies to the {} only", name,
-                              r->server != nullptr ? "server" : "client"));
+    return Status(Code::kInvalidArgument, fmt::format("setting '{}' applies to the {} only", name,
+                                                      r->server != nullptr ? "server" : "client"));
   }
   return Status(Code::kInvalidArgument,
-                fmt::format("unknown setting '{}'; see kv-server --help or kv-client --help", name));
+                fmt::format("unknown setting '{}'; see kv-server --help or kv-client --help",
+                            name));
 }
 
 // Checks every member of `o` a row of its role sets against that row's rules. `type` names the
@@ -281,7 +284,7 @@ Status validate_all(Options& o, const char* type, auto accessor) {
     const FieldRef field = get(o);
     if (numeric(r)) {
       const uint64_t v = std::holds_alternative<uint64_t*>(field) ? *std::get<uint64_t*>(field)
-                                                                   : *std::get<uint32_t*>(field);
+                                                                  : *std::get<uint32_t*>(field);
       // A caller may set any byte count, not only whole MiB: compare in bytes.
       const uint64_t lo = r.lo * r.scale;
       const uint64_t hi = r.hi > kMaxU64 / r.scale ? kMaxU64 : r.hi * r.scale;
@@ -320,8 +323,8 @@ Infos make_infos() {
       text = r.server != nullptr ? text_of(r, r.server(server)) : text_of(r, r.client(client));
     }
     out.texts.push_back(std::move(text));
-    const unsigned roles = (r.server != nullptr ? kServerSetting : 0u) |
-                           (r.client != nullptr ? kClientSetting : 0u);
+    const unsigned roles =
+        (r.server != nullptr ? kServerSetting : 0u) | (r.client != nullptr ? kClientSetting : 0u);
     out.rows.push_back(SettingInfo{r.name, r.type, out.texts.back().c_str(), r.description, roles,
                                    r.member, r.lo, r.hi});
   }
