@@ -373,7 +373,7 @@ int kvrdma_delete(kvrdma_client* client, const void* key, size_t keylen, char* e
   return guard(errbuf, errlen, [&]() -> kvrdma::Status {
     if (client == nullptr) return null_argument("client");
     if (!key_ok(key, keylen)) return null_argument("key");
-    return client->client->erase({static_cast<const char*>(key), keylen});
+    return client->client->del({static_cast<const char*>(key), keylen});
   });
 }
 

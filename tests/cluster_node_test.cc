@@ -307,7 +307,7 @@ TEST_CASE("writes and deletes acknowledged while slots move are never lost", "[c
       const std::string& k = keys[i];
       if (refused.count(k)) continue;
       const bool del = (i + round) % 7 == 0;
-      kvrdma::Status s = del ? (*client)->erase(k) : (*client)->put(k, value_for(k, round));
+      kvrdma::Status s = del ? (*client)->del(k) : (*client)->put(k, value_for(k, round));
       if (s.is_ok() || (del && s.code() == Code::kNotFound)) {
         acked[k] = del ? "" : value_for(k, round);
       } else {
@@ -403,12 +403,14 @@ TEST_CASE("cluster mode start-up errors say what to give", "[cluster_node]") {
   o.cluster = "test";
   auto no_etcd = Server::start(o);
   REQUIRE_FALSE(no_etcd.is_ok());
-  CHECK_THAT(no_etcd.status().message(), Catch::Contains("--etcd-endpoints"));
+  CHECK_THAT(no_etcd.status().message(),
+             Catch::Contains("ServerOptions::etcd_endpoints / etcd-endpoints"));
 
   o.listen_addr = "0.0.0.0:0";
   auto wildcard = ServerAccess::start(o, MemoryMetaStore::create());
   REQUIRE_FALSE(wildcard.is_ok());
-  CHECK_THAT(wildcard.status().message(), Catch::Contains("--advertise-addr"));
+  CHECK_THAT(wildcard.status().message(),
+             Catch::Contains("ServerOptions::advertise_addr / advertise-addr"));
 }
 
 TEST_CASE("a DELETE forwarded to the next owner removes the key there", "[cluster_node]") {

@@ -463,8 +463,8 @@ TEST_CASE("router cluster: keys go to their owners, batches come back in input o
   for (size_t i = 0; i < 30; ++i) {
     CHECK(fc.node(owner_by_mod(keys[i])).values().at(keys[i]) == values[i]);
   }
-  REQUIRE(c->erase(keys[3]).is_ok());
-  CHECK(c->erase(keys[3]).code() == Code::kNotFound);
+  REQUIRE(c->del(keys[3]).is_ok());
+  CHECK(c->del(keys[3]).code() == Code::kNotFound);
 
   auto loc = c->locate(keys[1]);
   REQUIRE(loc);

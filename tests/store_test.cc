@@ -149,7 +149,7 @@ TEST_CASE("with eviction off a full pool refuses and keeps every value", "[store
   REQUIRE(f.store.put("b", value_of(65536, 'b'), 0ms).is_ok());
   auto s = f.store.put("c", value_of(65536, 'c'), 0ms);
   CHECK(s.code() == Code::kResourceExhausted);
-  CHECK(s.message().find("--eviction") != std::string::npos);
+  CHECK(s.message().find("ServerOptions::eviction / eviction") != std::string::npos);
   CHECK(f.read("a") == value_of(65536, 'a'));
   CHECK(f.read("b") == value_of(65536, 'b'));
 }
@@ -246,7 +246,7 @@ TEST_CASE("the full-pool message gives the figures and the remedy", "[store]") {
   auto s = f.store.put("b", value_of(40000, 'b'), 0ms);
   CHECK(s.code() == Code::kResourceExhausted);
   CHECK(s.message().find("40000 bytes asked") != std::string::npos);
-  CHECK(s.message().find("--memory-mb") != std::string::npos);
+  CHECK(s.message().find("ServerOptions::memory_bytes / memory-mb") != std::string::npos);
   CHECK(f.store.stats().keys == 1);
 }
 

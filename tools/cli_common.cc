@@ -130,7 +130,9 @@ Status apply_all(const SettingFlags& flags, Options& options, unsigned role) {
     if (it == flags.values.end() || opt == flags.options.end() || opt->second->count() == 0) {
       continue;
     }
-    KVRDMA_RETURN_IF_ERROR(apply_setting(options, s.name, it->second));
+    // The library names the setting; on the command line it is a flag.
+    KVRDMA_RETURN_IF_ERROR(
+        apply_setting(options, s.name, it->second).with_context(std::string("--") + s.name));
   }
   // The token may come from the environment, so it need not show in `ps`.
   auto token = flags.options.find("auth-token");
@@ -156,7 +158,7 @@ void add_setting_flags(CLI::App& app, unsigned role, SettingFlags& flags,
     std::string shown = s.default_value;
     if (name == "log-level") shown = std::string(log_level_default);
     std::string& target = flags.values[name];
-    CLI::Option* opt = app.add_option("--" + name, target, s.description);
+    CLI::Option* opt = app.add_option("--" + name, target, setting_help(s));
     opt->default_str(shown);
     std::string type = s.type;
     for (char& c : type) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -234,8 +236,38 @@ int exit_code_for(const Status& status) {
   return status.code() == Code::kNotFound ? kExitNotFound : kExitError;
 }
 
+std::string with_flag_names(std::string text) {
+  // The library names options as a C++ caller sets them ("ServerOptions::memory_bytes /
+  // memory-mb", "security.tls_cert / tls-cert"); a person at a shell sets flags.
+  auto replace_all = [&text](const std::string& from, const std::string& to, bool whole) {
+    for (size_t at = text.find(from); at != std::string::npos; at = text.find(from, at)) {
+      const size_t end = at + from.size();
+      // Whole member names only: "lease_ms" inside "node_lease_ms" is another option.
+      const bool cut = whole && end < text.size() &&
+                       (std::isalnum(static_cast<unsigned char>(text[end])) || text[end] == '_' ||
+                        text[end] == '.');
+      if (cut) {
+        at = end;
+        continue;
+      }
+      text.replace(at, from.size(), to);
+      at += to.size();
+    }
+  };
+  for (const SettingInfo& s : settings()) {
+    const std::string flag = std::string("--") + s.name;
+    const std::string pair = std::string(s.member) + " / " + s.name;
+    replace_all("ServerOptions::" + pair, flag, false);
+    replace_all("ClientOptions::" + pair, flag, false);
+    replace_all(pair, flag, false);
+    replace_all(std::string("ServerOptions::") + s.member, flag, true);
+    replace_all(std::string("ClientOptions::") + s.member, flag, true);
+  }
+  return text;
+}
+
 int report_error(std::string_view prefix, const Status& status) {
-  std::string text = status.to_string();
+  std::string text = with_flag_names(status.to_string());
   std::replace(text.begin(), text.end(), '\n', ' ');
   fmt::print(stderr, "{}: {}\n", prefix, text);
   return exit_code_for(status);

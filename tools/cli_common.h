@@ -80,6 +80,9 @@ int exit_code_for(const Status& status);
 void tune_process();
 // Prints "<prefix>: <CODE>: <message>" on one line on stderr and returns exit_code_for(status).
 int report_error(std::string_view prefix, const Status& status);
+// `text` with each option the library names ("ServerOptions::memory_bytes") replaced by the flag
+// that sets it ("--memory-mb"); report_error applies it.
+std::string with_flag_names(std::string text);
 // kExitOk for OK, else report_error().
 int report_error_if(std::string_view prefix, const Status& status);
 

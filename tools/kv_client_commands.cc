@@ -114,7 +114,7 @@ int command_put(Client& client, std::string_view key, std::string_view value,
 }
 
 int command_delete(Client& client, std::string_view key, std::string_view prefix) {
-  return report_error_if(prefix, client.erase(key));
+  return report_error_if(prefix, client.del(key));
 }
 
 int command_stats(Client& client, bool json, std::string_view prefix) {

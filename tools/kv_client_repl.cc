@@ -91,7 +91,7 @@ bool execute(Client& client, std::string_view line, const std::vector<std::strin
   } else if (cmd == "delete" || cmd == "del") {
     const std::string_view key = next_word(rest);
     if (key.empty()) return usage("delete <key>");
-    const Status s = client.erase(key);
+    const Status s = client.del(key);
     if (s.is_ok())
       print_line("OK");
     else if (s.code() == Code::kNotFound)

@@ -85,8 +85,11 @@ class KVRDMA_EXPORT Client {
   // reserve -> transport write -> commit. Readers see the old value or the new one, whole.
   Status put(std::string_view key, std::string_view value, uint64_t ttl_ms = 0);
 
-  // Removes `key`; NOT_FOUND when it was absent.
-  Status erase(std::string_view key);
+  // Deletes `key`; NOT_FOUND when it was absent. Named `del` because `delete` is a keyword: the
+  // operation is "delete" everywhere else (kvrdma_delete, kv-client delete, the Delete RPC).
+  Status del(std::string_view key);
+  // The old name of del(), kept so existing callers still build.
+  [[deprecated("use Client::del")]] Status erase(std::string_view key) { return del(key); }
 
   // Many GETs in one round trip: one Result per key, in order (duplicates allowed, each gets its
   // own view). Small values come back inline; large ones are written into the receive buffer by

@@ -48,7 +48,9 @@ struct ServerOptions {
   LogLevel log_level = LogLevel::kInfo;
   LogFormat log_format = LogFormat::kText;
   TransportOptions transport;
-  uint64_t inline_threshold = 64 << 10;          // values up to this ride inside the RPC
+  // Values up to this many bytes ride inside the RPC; 0: by transport, each at its measured
+  // crossover (mock 32 KiB, shm 64 KiB, tcp 256 KiB; bench/README.md, "Inline threshold").
+  uint64_t inline_threshold = 0;
   Eviction eviction = Eviction::kLru;
   uint64_t max_value_bytes = 0;                  // 0: the pool size
   uint64_t max_key_bytes = 4096;
@@ -88,23 +90,48 @@ enum SettingRole : unsigned { kServerSetting = 1, kClientSetting = 2 };
 
 struct SettingInfo {
   const char* name;          // CLI flag without "--", also the kvrdma_config_set name
-  const char* type;          // "string", "bool", "bytes", "int", "enum"
-  const char* default_value;
+  const char* type;          // "string", "bool", "int", "bytes", "enum"
+  const char* default_value; // read from a default-constructed ServerOptions / ClientOptions
   const char* description;   // one line, for --help and the README
   unsigned roles;            // SettingRole bits
+  const char* member;        // the ServerOptions / ClientOptions member it sets, e.g. "lease_ms"
+  uint64_t min_value;        // "int" / "bytes": the accepted range, in the setting's unit
+  uint64_t max_value;        // (MiB for "-mb" settings); 0 for other types
 };
 
-// Every setting, in the order --help shows them.
+// Every setting, in the order --help shows them. The option structs above hold the defaults; the
+// table holds each setting's range and help once.
 KVRDMA_EXPORT std::span<const SettingInfo> settings();
+// The row named `name`, or nullptr.
+KVRDMA_EXPORT const SettingInfo* find_setting(std::string_view name);
+// The description with the accepted range appended ("... [1 to 64]"), as --help shows it.
+KVRDMA_EXPORT std::string setting_help(const SettingInfo& setting);
 
 // Applies `name` = `value` (text as on the command line; booleans accept
-// true/false/1/0/yes/no/on/off, sizes in bytes for "-bytes"/"-threshold" settings, MiB for "-mb").
-// INVALID_ARGUMENT names the setting and the accepted values when either is wrong; a setting of
-// the other role is INVALID_ARGUMENT too.
+// true/false/1/0/yes/no/on/off, sizes for "bytes" settings as 65536, 64K or 1.5M, MiB for "-mb").
+// INVALID_ARGUMENT names the setting and the accepted values when either is wrong, and leaves
+// `options` as it was; a setting of the other role is INVALID_ARGUMENT too.
 KVRDMA_EXPORT Status apply_setting(ServerOptions& options, std::string_view name,
                                    std::string_view value);
 KVRDMA_EXPORT Status apply_setting(ClientOptions& options, std::string_view name,
                                    std::string_view value);
+// The current value of `name` in `options`, spelled as apply_setting reads it.
+KVRDMA_EXPORT Result<std::string> setting_value(const ServerOptions& options,
+                                                std::string_view name);
+KVRDMA_EXPORT Result<std::string> setting_value(const ClientOptions& options,
+                                                std::string_view name);
+
+// How library errors name a setting: "ServerOptions::memory_bytes / memory-mb" (the C++ member,
+// then the kvrdma_config_set name); the programs show the flag (--memory-mb) instead. `role` picks
+// the struct for settings of both.
+KVRDMA_EXPORT std::string option_name(std::string_view setting, unsigned role);
+
+// Checks every member the settings table covers against the table's range and rules.
+// INVALID_ARGUMENT names the member and the setting ("ServerOptions::lease_ms / lease-ms is 5,
+// outside 100 to 86400000; ..."). The library does not call these itself (tests and embedders
+// may use shorter times than the table allows); callers that take options from people should.
+KVRDMA_EXPORT Status validate(const ServerOptions& options);
+KVRDMA_EXPORT Status validate(const ClientOptions& options);
 
 KVRDMA_EXPORT const char* log_level_name(LogLevel level);
 

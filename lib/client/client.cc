@@ -264,9 +264,9 @@ Status Client::put(std::string_view key, std::string_view value, uint64_t ttl_ms
   log::Scope scope(impl_->logger());
   return impl_->put(key, value, ttl_ms);
 }
-Status Client::erase(std::string_view key) {
+Status Client::del(std::string_view key) {
   log::Scope scope(impl_->logger());
-  return impl_->erase(key);
+  return impl_->del(key);
 }
 std::vector<Result<ValueView>> Client::get_many(std::span<const std::string_view> keys) {
   log::Scope scope(impl_->logger());

@@ -36,7 +36,7 @@ class Client::Impl final : public client::BufferSource {
 
   Result<ValueView> get(std::string_view key);
   Status put(std::string_view key, std::string_view value, uint64_t ttl_ms);
-  Status erase(std::string_view key);
+  Status del(std::string_view key);
   std::vector<Result<ValueView>> get_many(std::span<const std::string_view> keys);
   std::vector<Status> put_many(std::span<const KeyValue> items, uint64_t ttl_ms);
   Result<ServerStats> stats(uint64_t changed_since, std::chrono::milliseconds wait);

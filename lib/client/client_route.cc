@@ -330,10 +330,10 @@ Status Client::Impl::put(std::string_view key, std::string_view value, uint64_t 
   });
 }
 
-Status Client::Impl::erase(std::string_view key) {
+Status Client::Impl::del(std::string_view key) {
   if (key.empty()) return empty_key();
-  if (!cluster_) return home_->erase(key, 0);
-  return routed(key, [key](NodeSession& s, uint64_t epoch) { return s.erase(key, epoch); });
+  if (!cluster_) return home_->del(key, 0);
+  return routed(key, [key](NodeSession& s, uint64_t epoch) { return s.del(key, epoch); });
 }
 
 std::vector<Result<ValueView>> Client::Impl::get_many(std::span<const std::string_view> keys) {

@@ -284,7 +284,7 @@ Status NodeSession::put(std::string_view key, std::string_view value, uint64_t t
   });
 }
 
-Status NodeSession::erase(std::string_view key, uint64_t epoch) {
+Status NodeSession::del(std::string_view key, uint64_t epoch) {
   return with_session([&](const SessionState& st, Steady::time_point d) -> Status {
     v1::DeleteRequest req;
     req.set_session_id(st.hello.session_id());

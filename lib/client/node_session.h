@@ -83,7 +83,7 @@ class NodeSession {
   // mode). A session the server lost is re-opened and the call repeated once.
   Result<ValueView> get(std::string_view key, uint64_t epoch);
   Status put(std::string_view key, std::string_view value, uint64_t ttl_ms, uint64_t epoch);
-  Status erase(std::string_view key, uint64_t epoch);
+  Status del(std::string_view key, uint64_t epoch);
   // `put_one` stores one value above the inline threshold (the router's routed PUT).
   std::vector<Result<ValueView>> get_many(std::span<const std::string_view> keys, uint64_t epoch);
   std::vector<Status> put_many(std::span<const KeyValue> items, uint64_t ttl_ms, uint64_t epoch,

@@ -196,7 +196,8 @@ Result<Allocation> MemoryPool::allocate_locked(uint64_t len) {
   if (pages == 0 || !s.take_pages(pages, off)) {
     return Status(Code::kResourceExhausted,
                   fmt::format("memory pool full: {} bytes asked, {} bytes free (largest free "
-                              "extent {} bytes, pool {}); free values or raise --memory-mb",
+                              "extent {} bytes, pool {}); free values or raise "
+                              "ServerOptions::memory_bytes / memory-mb",
                               len, size_ - s.used, s.largest_free(), format_bytes(size_)));
   }
   s.used += pages;
@@ -210,7 +211,7 @@ Result<Allocation> MemoryPool::allocate_until(uint64_t len,
   if (len > 0 && (need == 0 || need > size_)) {
     return Status(Code::kFailedPrecondition,
                   fmt::format("{} bytes can never fit in a pool of {} bytes (needs {} bytes); "
-                              "raise --memory-mb or split the value",
+                              "raise ServerOptions::memory_bytes / memory-mb or split the value",
                               len, size_, need == 0 ? len : need));
   }
   std::unique_lock lock(mu_);

@@ -31,7 +31,9 @@ Result<std::string> read_pem(const std::string& path, std::string_view flag) {
 
 Status check_pair(const SecurityOptions& s) {
   if (s.tls_cert.empty() != s.tls_key.empty()) {
-    return Status(Code::kInvalidArgument, "--tls-cert and --tls-key go together; give both or neither");
+    return Status(Code::kInvalidArgument,
+                  "security.tls_cert / tls-cert and security.tls_key / tls-key go together; give "
+                  "both or neither");
   }
   return Status();
 }
@@ -43,17 +45,18 @@ Result<std::shared_ptr<grpc::ServerCredentials>> server_credentials(const Securi
   if (s.tls_cert.empty()) {
     if (!s.tls_ca.empty()) {
       return Status(Code::kInvalidArgument,
-                    "--tls-ca on the server needs --tls-cert and --tls-key (TLS) as well");
+                    "security.tls_ca / tls-ca on the server needs security.tls_cert / tls-cert and "
+                    "security.tls_key / tls-key (TLS) as well");
     }
     return grpc::InsecureServerCredentials();
   }
-  auto cert = read_pem(s.tls_cert, "--tls-cert");
+  auto cert = read_pem(s.tls_cert, "security.tls_cert / tls-cert");
   if (!cert) return cert.status();
-  auto key = read_pem(s.tls_key, "--tls-key");
+  auto key = read_pem(s.tls_key, "security.tls_key / tls-key");
   if (!key) return key.status();
   grpc::SslServerCredentialsOptions o(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
   if (!s.tls_ca.empty()) {
-    auto ca = read_pem(s.tls_ca, "--tls-ca");
+    auto ca = read_pem(s.tls_ca, "security.tls_ca / tls-ca");
     if (!ca) return ca.status();
     o.pem_root_certs = *ca;
     o.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
@@ -67,14 +70,14 @@ Result<std::shared_ptr<grpc::ChannelCredentials>> channel_credentials(const Secu
   if (s.tls_ca.empty() && s.tls_cert.empty()) return grpc::InsecureChannelCredentials();
   grpc::SslCredentialsOptions o;
   if (!s.tls_ca.empty()) {
-    auto ca = read_pem(s.tls_ca, "--tls-ca");
+    auto ca = read_pem(s.tls_ca, "security.tls_ca / tls-ca");
     if (!ca) return ca.status();
     o.pem_root_certs = *ca;
   }
   if (!s.tls_cert.empty()) {
-    auto cert = read_pem(s.tls_cert, "--tls-cert");
+    auto cert = read_pem(s.tls_cert, "security.tls_cert / tls-cert");
     if (!cert) return cert.status();
-    auto key = read_pem(s.tls_key, "--tls-key");
+    auto key = read_pem(s.tls_key, "security.tls_key / tls-key");
     if (!key) return key.status();
     o.pem_cert_chain = *cert;
     o.pem_private_key = *key;
@@ -102,12 +105,13 @@ Status check_token(const grpc::ServerContextBase& ctx, const std::string& expect
   }
   if (it == md.end() || !bearer) {
     return Status(Code::kPermissionDenied,
-                  "this kv-server requires an auth token: pass --auth-token (or set "
-                  "KVRDMA_AUTH_TOKEN) on the client");
+                  "this kv-server requires an auth token: set ClientOptions::security.auth_token / "
+                  "auth-token (or KVRDMA_AUTH_TOKEN) on the client");
   }
   if (diff != 0) {
     return Status(Code::kPermissionDenied,
-                  "wrong auth token: the client's --auth-token does not match the server's");
+                  "wrong auth token: the client's ClientOptions::security.auth_token / "
+                  "auth-token does not match the server's");
   }
   return Status();
 }

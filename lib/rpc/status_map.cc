@@ -38,8 +38,10 @@ Status from_grpc(const grpc::Status& status, std::string_view what) {
   if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
       status.error_message().find("larger than max") != std::string::npos) {
     return Status(Code::kResourceExhausted,
-                  fmt::format("{}{}; kv-server --max-message-mb caps one gRPC message (0: twice "
-                              "--inline-threshold + 4 MiB): send fewer keys per batch or raise it",
+                  fmt::format("{}{}; the server's ServerOptions::max_message_bytes / "
+                              "max-message-mb caps one gRPC message (0: twice "
+                              "ServerOptions::inline_threshold / inline-threshold + 4 MiB): send "
+                              "fewer keys per batch or raise it",
                               prefix, status.error_message()));
   }
   for (const auto& p : kTable) {

@@ -75,8 +75,9 @@ Result<std::shared_ptr<cluster::MetaStore>> Server::Impl::cluster_store(
       (host == "0.0.0.0" || host == "[::]" || host == "::" || host.empty())) {
     return Status(Code::kInvalidArgument,
                   fmt::format("cluster mode needs the address other nodes and clients dial, and "
-                              "--listen-addr {} listens on every interface; give "
-                              "--advertise-addr host:port",
+                              "ServerOptions::listen_addr / listen-addr {} listens on every "
+                              "interface; give ServerOptions::advertise_addr / advertise-addr "
+                              "host:port",
                               options.listen_addr));
   }
   *owned = false;
@@ -92,8 +93,9 @@ Result<std::shared_ptr<cluster::MetaStore>> Server::Impl::cluster_store(
   }
   if (endpoints.empty()) {
     return Status(Code::kInvalidArgument,
-                  fmt::format("cluster mode (--cluster {}) keeps its membership and slot map in "
-                              "etcd; give --etcd-endpoints, e.g. http://127.0.0.1:2379",
+                  fmt::format("cluster mode (ServerOptions::cluster / cluster {}) keeps its "
+                              "membership and slot map in etcd; give ServerOptions::etcd_endpoints / etcd-endpoints, e.g. "
+                              "http://127.0.0.1:2379",
                               options.cluster));
   }
   // As long as a lease (at least 3 s): a busy etcd that answers within that time is alive
@@ -130,10 +132,14 @@ Status Server::Impl::start(const ServerOptions& options,
   auto t = transport::make_transport(options.transport);
   if (!t) return t.status();
   core.transport = std::move(*t);
+  if (core.options.inline_threshold == 0) {
+    core.options.inline_threshold = transport::default_inline_threshold(core.transport->kind());
+  }
   auto region = core.transport->allocate(options.memory_bytes);
   if (!region) {
     return region.status().with_context(
-        fmt::format("cannot register a pool of {} (--memory-mb)", format_bytes(options.memory_bytes)));
+        fmt::format("cannot register a pool of {} (ServerOptions::memory_bytes / memory-mb)",
+                    format_bytes(options.memory_bytes)));
   }
   core.pool_region = std::move(*region);
   core.pool = std::make_unique<memory::MemoryPool>(core.pool_region->data(),
@@ -166,12 +172,13 @@ Status Server::Impl::start(const ServerOptions& options,
     if (port == "0") port = std::to_string(free_loopback_port());
     addrs = {"127.0.0.1:" + port, "[::1]:" + port};
   }
-  int bound = listen(addrs, options);
-  if (bound == 0 && addrs.size() == 2) bound = listen({addrs[0]}, options);  // no IPv6 here
+  int bound = listen(addrs, core.options);  // the resolved inline threshold sizes messages
+  if (bound == 0 && addrs.size() == 2) bound = listen({addrs[0]}, core.options);  // no IPv6 here
   if (bound == 0) {
     return Status(Code::kUnavailable,
                   fmt::format("cannot listen on {}: the address is in use or not local; pick "
-                              "another --listen-addr (port 0 picks a free one)",
+                              "another ServerOptions::listen_addr / listen-addr (port 0 picks a "
+                              "free one)",
                               options.listen_addr));
   }
   address = fmt::format("{}:{}", host, bound);

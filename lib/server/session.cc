@@ -30,8 +30,10 @@ Result<std::shared_ptr<Session>> SessionTable::add(uint64_t client_id,
   std::lock_guard lock(mu_);
   if (sessions_.size() >= max_sessions) {
     return Status(Code::kResourceExhausted,
-                  fmt::format("kv-server already has {} client sessions (--max-sessions {}); close "
-                              "idle clients or raise the limit", sessions_.size(), max_sessions));
+                  fmt::format("kv-server already has {} client sessions "
+                              "(ServerOptions::max_sessions / max-sessions {}); close idle "
+                              "clients or raise the limit",
+                              sessions_.size(), max_sessions));
   }
   // The id is the session's only credential besides the token: take it from the kernel's CSPRNG
   // (an mt19937 stream can be predicted from a few outputs).

@@ -242,13 +242,14 @@ Status Store::check(std::string_view key, uint64_t value_len) const {
   if (key.size() > o.max_key_bytes) {
     return Status(Code::kInvalidArgument,
                   fmt::format("key of {} bytes exceeds the limit of {} bytes; shorten the key or "
-                              "raise --max-key-bytes on the server",
+                              "raise ServerOptions::max_key_bytes / max-key-bytes on the server",
                               key.size(), o.max_key_bytes));
   }
   if (o.max_value_bytes > 0 && value_len > o.max_value_bytes) {
     return Status(Code::kInvalidArgument,
                   fmt::format("value of {} bytes ({}) exceeds the limit of {} bytes ({}); raise "
-                              "--max-value-mb on the server or split the value",
+                              "ServerOptions::max_value_bytes / max-value-mb on the server or "
+                              "split the value",
                               value_len, format_bytes(value_len), o.max_value_bytes,
                               format_bytes(o.max_value_bytes)));
   }
@@ -256,7 +257,8 @@ Status Store::check(std::string_view key, uint64_t value_len) const {
   if (value_len > pool_size) {
     return Status(Code::kInvalidArgument,
                   fmt::format("value of {} bytes ({}) is larger than the whole memory pool of {} "
-                              "bytes ({}); raise --memory-mb on the server or split the value",
+                              "bytes ({}); raise ServerOptions::memory_bytes / memory-mb on the "
+                              "server or split the value",
                               value_len, format_bytes(value_len), pool_size,
                               format_bytes(pool_size)));
   }
@@ -273,7 +275,8 @@ Result<Allocation> Store::reserve(uint64_t len) {
       auto u = ix.pool.usage();
       return Status(Code::kResourceExhausted,
                     fmt::format("pool full: {} bytes asked, {} bytes free (largest free extent {} "
-                                "bytes); delete keys, raise --memory-mb or use --eviction lru",
+                                "bytes); delete keys, raise ServerOptions::memory_bytes / "
+                                "memory-mb or use ServerOptions::eviction / eviction lru",
                                 len, u.free, u.largest_free));
     }
     // Evict the least recently used unpinned entry, then retry. Pins are only taken under mu, so
@@ -295,7 +298,7 @@ Result<Allocation> Store::reserve(uint64_t len) {
       return Status(Code::kResourceExhausted,
                     fmt::format("pool full: {} bytes asked, {} bytes free, and every stored value "
                                 "is pinned by a transfer in progress; retry later or raise "
-                                "--memory-mb",
+                                "ServerOptions::memory_bytes / memory-mb",
                                 len, u.free));
     }
     // `victim` returns its extent here, outside the index lock.

@@ -10,6 +10,18 @@
 
 namespace kvrdma::transport {
 
+uint64_t default_inline_threshold(std::string_view kind) {
+  // A transport write costs a fixed round of its own (the client's reservation, the write, its
+  // completion) but no copies through protobuf; inline costs two copies per byte. Where the two
+  // cross depends on that fixed cost: tiny for memcpy, larger for libfabric shm, largest for tcp,
+  // whose writes go through the provider's own sockets and progress thread.
+  if (kind.starts_with("fabric/tcp")) return 256ull << 10;
+  if (kind.starts_with("fabric/shm")) return 64ull << 10;
+  // The mock, and RDMA providers (verbs, efa: not measured here; a NIC write is no dearer than
+  // the mock's memcpy).
+  return 32ull << 10;
+}
+
 Result<std::unique_ptr<Transport>> make_transport(const TransportOptions& options) {
   if (options.mock) return make_mock_transport();
   return make_fabric_transport(options);

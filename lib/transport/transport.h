@@ -96,6 +96,12 @@ class Transport {
 // chosen provider.
 Result<std::unique_ptr<Transport>> make_transport(const TransportOptions& options);
 
+// The inline threshold of a server that sets none (ServerOptions::inline_threshold 0): the value
+// size up to which bytes inside the RPC beat a transport write for a transport of this `kind`
+// (as Transport::kind() reports it), measured at 16 GETs / PUTs in flight (bench/README.md,
+// "Inline threshold"). The server announces it in HelloReply, so clients follow it.
+uint64_t default_inline_threshold(std::string_view kind);
+
 // Writes and waits for the completion; for callers that may block (the client, tests).
 Status write_and_wait(Transport& transport, const LocalRegion& src, size_t src_offset,
                       std::shared_ptr<RemoteRegion> dst, size_t dst_offset, size_t len,

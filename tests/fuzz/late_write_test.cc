@@ -85,7 +85,7 @@ class LateWriteTransport final : public kvrdma::fuzz::ForwardingTransport {
 size_t first_wrong(std::string_view bytes, char fill) { return bytes.find_first_not_of(fill); }
 
 // A server (listening on loopback) whose transport is a LateWriteTransport, holding "a" and "b",
-// two 1 MiB values (above the 64 KiB inline threshold) of different bytes, and a client of it.
+// two 1 MiB values (above the inline threshold) of different bytes, and a client of it.
 struct LateWriteServer {
   const std::string a = std::string(1 << 20, 'a');
   const std::string b = std::string(1 << 20, 'b');

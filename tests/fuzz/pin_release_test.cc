@@ -61,7 +61,7 @@ class HeldOpenTransport final : public kvrdma::fuzz::ForwardingTransport {
 
 }  // namespace
 
-// Puts a 200 KiB value (above the 64 KiB inline threshold) under "big".
+// Puts a 200 KiB value (above the inline threshold) under "big".
 HeldOpenTransport* start(std::unique_ptr<InProcessService>& service, const std::string& value) {
   HeldOpenTransport* held = nullptr;
   service = std::make_unique<InProcessService>(true, [&](std::unique_ptr<transport::Transport> t) {

@@ -29,6 +29,8 @@ InProcessService::InProcessService(bool evict, WrapTransport wrap, bool listen,
   core_.options = o;
   auto t = transport::make_transport(o.transport);
   if (!t) std::abort();
+  // As Server::start does: the default threshold is the transport's own.
+  core_.options.inline_threshold = transport::default_inline_threshold((*t)->kind());
   core_.transport = wrap ? wrap(std::move(*t)) : std::move(*t);
   auto region = core_.transport->allocate(o.memory_bytes);
   if (!region) std::abort();

@@ -68,6 +68,56 @@ TEST_CASE("client: a value above the inline threshold lands in the receive buffe
   CHECK(last->bytes_transport_written == mid->bytes_transport_written);
 }
 
+TEST_CASE("client: a server given no inline threshold announces its transport's crossover",
+          "[client][push]") {
+  ServerProcess server({"--memory-mb", "64"});  // --inline-threshold 0, the default: by transport
+  auto c = connect(server);
+  const std::string provider = test_provider();
+  const uint64_t expected = provider.empty()     ? 32 << 10   // the mock
+                            : provider == "shm" ? 64 << 10
+                            : provider == "tcp" ? 256 << 10
+                                                : 32 << 10;
+  CHECK(c->inline_threshold() == expected);
+  // At the threshold a value rides inline; one byte more goes by transport write, both exact.
+  const std::string at = pattern(expected, 31), above = pattern(expected + 1, 32);
+  REQUIRE(c->put("at", at).is_ok());
+  REQUIRE(c->put("above", above).is_ok());
+  auto before = c->stats();
+  REQUIRE(before.is_ok());
+  CHECK(before->bytes_inline_received == at.size());
+  CHECK(before->bytes_put_committed == above.size());
+  {
+    auto v = c->get("above");
+    REQUIRE(v.is_ok());
+    CHECK(v->in_receive_buffer());
+    CHECK(v->str() == above);
+    auto w = c->get("at");
+    REQUIRE(w.is_ok());
+    CHECK_FALSE(w->in_receive_buffer());
+    CHECK(w->str() == at);
+  }
+  auto after = c->stats();
+  REQUIRE(after.is_ok());
+  CHECK(after->bytes_transport_written - before->bytes_transport_written == above.size());
+  CHECK(after->bytes_inline_sent - before->bytes_inline_sent == at.size());
+}
+
+TEST_CASE("client: del deletes, and erase, its deprecated old name, still does", "[client]") {
+  ServerProcess server({"--memory-mb", "16"});
+  auto c = connect(server);
+  REQUIRE(c->put("a", "1").is_ok());
+  REQUIRE(c->put("b", "2").is_ok());
+  CHECK(c->del("a").is_ok());
+  CHECK(c->del("a").code() == Code::kNotFound);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  CHECK(c->erase("b").is_ok());
+  CHECK(c->erase("b").code() == Code::kNotFound);
+#pragma GCC diagnostic pop
+  CHECK(c->get("a").status().code() == Code::kNotFound);
+  CHECK(c->get("b").status().code() == Code::kNotFound);
+}
+
 TEST_CASE("client: a 64 MiB value goes two-phase and comes back byte-exact", "[client][large]") {
   ServerProcess server({"--memory-mb", "160"});
   auto c = connect(server, 128);

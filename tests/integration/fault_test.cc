@@ -240,7 +240,7 @@ TEST_CASE("fault: a client SIGKILLed mid-transfer leaves no reservation, pin or 
   CHECK(s.sessions_expired >= 1);
   // Every byte of the pool not holding a committed value is free again.
   for (unsigned t = 0; t < 4; ++t) {
-    for (unsigned i = 0; i < 4; ++i) (void)observer->erase(fmt::format("doomed-{}-{}", t, i));
+    for (unsigned i = 0; i < 4; ++i) (void)observer->del(fmt::format("doomed-{}-{}", t, i));
   }
   s = read();
   CHECK(s.keys == 0);

@@ -188,7 +188,7 @@ TEST_CASE("model: seeded random put/get/delete/TTL from 4 clients matches the mo
           auto got = c.get_copy(key);
           check(problems[t], m, key, got, start, Steady::now());
         } else {
-          kvrdma::Status s = c.erase(key);
+          kvrdma::Status s = c.del(key);
           if (!s.is_ok() && s.code() != Code::kNotFound) {
             problems[t].push_back(fmt::format("delete {}: {}", key, s.to_string()));
           }

@@ -111,7 +111,7 @@ TEST_CASE("transfer: delete and overwrite during GETs never tear a value", "[tra
   // Each round deletes the key and writes a new version while the readers keep pushing it.
   int rounds = 0;
   for (int v = 1; v <= 60; ++v, ++rounds) {
-    REQUIRE(writer->erase("k").is_ok());
+    REQUIRE(writer->del("k").is_ok());
     REQUIRE(writer->put("k", version(v)).is_ok());
   }
   stop = true;
