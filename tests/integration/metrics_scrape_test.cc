@@ -94,7 +94,7 @@ TEST_CASE("metrics: a scrape parses and its counters match the operations done",
   REQUIRE(c.get_copy("b").value() == small);
   REQUIRE(c.get_copy("missing").status().code() == kvrdma::Code::kNotFound);
   REQUIRE(c.get_copy("big").value() == big);                                 // transport-written
-  REQUIRE(c.erase("a").is_ok());
+  REQUIRE(c.del("a").is_ok());
   const std::vector<std::string_view> keys = {"b", "c", "big", "gone"};
   auto got = c.get_many(keys);                                               // 1 GET batch
   REQUIRE(got.size() == 4);
