@@ -8,3 +8,7 @@ foreach(provider tcp shm)
     EXTRA_ARGS --name callermem_test-${provider}
     PROPERTIES TIMEOUT 300 ENVIRONMENT KVRDMA_TEST_PROVIDER=${provider})
 endforeach()
+# Cluster mode: two nodes over a throwaway etcd (mock only; the routing is transport-blind).
+kvrdma_add_test(callermem_cluster_test SOURCES integration/callermem_cluster_test.cc
+                LIBS kvrdma_harness kvrdma_etcd_harness kvrdma_core)
+add_dependencies(callermem_cluster_test kv-server)
