@@ -12,3 +12,5 @@ endforeach()
 kvrdma_add_test(callermem_cluster_test SOURCES integration/callermem_cluster_test.cc
                 LIBS kvrdma_harness kvrdma_etcd_harness kvrdma_core)
 add_dependencies(callermem_cluster_test kv-server)
+# Transport::register_memory over the mock and libfabric shm / tcp.
+kvrdma_add_test(transport_register_test SOURCES transport_register_test.cc LIBS kvrdma_transport)
