@@ -75,8 +75,9 @@ class KVRDMA_EXPORT MemoryHandle {
   size_t size() const { return size_; }
   MemoryKind kind() const { return kind_; }
   bool valid() const { return state_ != nullptr; }
-  // Deregisters now (every server the memory was announced to forgets it; allocate()'s memory
-  // is freed): see "Caller memory" in README.md for GETs that failed into it.
+  // Lets the memory go: once no call still uses it, every server it was announced to forgets
+  // it and allocate()'s memory is freed. After a failed get_into see README.md "Caller memory":
+  // a late write may still reach the spot until that request's deadline.
   void release();
 
   // For the library.
