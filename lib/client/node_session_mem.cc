@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <cstring>
 #include <future>
 
@@ -58,6 +60,31 @@ void redo_lost(std::span<const Item> items, std::vector<R>& results, Reopen reop
   for (size_t i : lost) again.push_back(items[i]);
   auto redone = run(std::span<const Item>(again));
   for (size_t j = 0; j < lost.size(); ++j) results[lost[j]] = std::move(redone[j]);
+}
+
+// Runs `n` unary calls at once over gRPC's callback API and waits for every answer: start(j,
+// ctx, done) sets ctx's deadline and starts call j, which ends by calling done. Each call is
+// bounded by its context's deadline, so the wait is too.
+template <class Start>
+std::vector<grpc::Status> call_all(size_t n, Start start) {
+  struct Wait {
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t left = 0;  // guarded by mu
+  } w;
+  w.left = n;
+  std::vector<grpc::Status> out(n);
+  std::unique_ptr<grpc::ClientContext[]> ctxs(new grpc::ClientContext[n]);
+  for (size_t j = 0; j < n; ++j) {
+    start(j, ctxs[j], [&w, &out, j](grpc::Status s) {
+      std::lock_guard lock(w.mu);
+      out[j] = std::move(s);
+      if (--w.left == 0) w.cv.notify_all();
+    });
+  }
+  std::unique_lock lock(w.mu);
+  w.cv.wait(lock, [&] { return w.left == 0; });
+  return out;
 }
 
 }  // namespace
@@ -247,9 +274,9 @@ std::vector<Status> NodeSession::put_many_from(std::span<const MemPut> items, ui
   return results;
 }
 
-// Small values travel inline together (PutMany); large ones are reserved one PutBegin each, then
-// every transport write is issued at once straight from the caller's memory, then each is
-// committed (or aborted when its write failed).
+// Small values travel inline together (PutMany); large ones are reserved (one PutBegin each, all
+// in flight at once), then every transport write is issued at once straight from the caller's
+// memory, then each is committed (or aborted when its write failed), again all at once.
 std::vector<Status> NodeSession::put_many_from_once(const SessionState& st,
                                                     std::span<const MemPut> items,
                                                     uint64_t ttl_ms, uint64_t epoch,
@@ -278,24 +305,25 @@ std::vector<Status> NodeSession::put_many_from_once(const SessionState& st,
     for (size_t j = 0; j < small_at.size(); ++j) results[small_at[j]] = std::move(r[j]);
   }
   // Reserve.
+  std::vector<v1::PutBeginRequest> begins(large_at.size());
   std::vector<v1::PutBeginReply> reserved(large_at.size());
-  std::vector<bool> begun(large_at.size(), false);
   for (size_t j = 0; j < large_at.size(); ++j) {
     const MemPut& it = items[large_at[j]];
-    v1::PutBeginRequest begin;
-    begin.set_session_id(hello.session_id());
-    begin.set_key(std::string(it.key));
-    begin.set_value_len(it.len);
-    begin.set_ttl_ms(ttl_ms);
-    begin.set_map_epoch(epoch);
-    grpc::ClientContext ctx;
-    set_deadline(ctx, d);
-    grpc::Status s = stub_->PutBegin(&ctx, begin, &reserved[j]);
-    if (s.ok()) {
-      begun[j] = true;
-    } else {
-      results[large_at[j]] = call_failed(s, "PutBegin");
-    }
+    begins[j].set_session_id(hello.session_id());
+    begins[j].set_key(std::string(it.key));
+    begins[j].set_value_len(it.len);
+    begins[j].set_ttl_ms(ttl_ms);
+    begins[j].set_map_epoch(epoch);
+  }
+  std::vector<grpc::Status> began =
+      call_all(large_at.size(), [&](size_t j, grpc::ClientContext& ctx, auto done) {
+        set_deadline(ctx, d);
+        stub_->async()->PutBegin(&ctx, &begins[j], &reserved[j], std::move(done));
+      });
+  std::vector<bool> begun(large_at.size(), false);
+  for (size_t j = 0; j < large_at.size(); ++j) {
+    begun[j] = began[j].ok();
+    if (!begun[j]) results[large_at[j]] = call_failed(began[j], "PutBegin");
   }
   // Write, all at once.
   struct Writes {
@@ -325,32 +353,45 @@ std::vector<Status> NodeSession::put_many_from_once(const SessionState& st,
   }
   one_done();  // the issuing pass is over
   w->all.get_future().wait();
-  // Commit or abort.
+  // Commit or abort, all at once. A failed write's reservation is aborted within a fresh
+  // deadline, so it is freed even when the write used the whole of this call's.
+  std::vector<size_t> ends;  // indices into large_at of the begun ones
   for (size_t j = 0; j < large_at.size(); ++j) {
-    if (!begun[j]) continue;
-    const size_t i = large_at[j];
-    Status wrote;
-    {
-      std::lock_guard lock(w->mu);
-      wrote = w->status[j];
+    if (begun[j]) ends.push_back(j);
+  }
+  std::vector<v1::PutCommitRequest> commits(ends.size());
+  std::vector<v1::PutAbortRequest> aborts(ends.size());
+  std::vector<v1::PutCommitReply> committed(ends.size());
+  std::vector<v1::PutAbortReply> aborted(ends.size());
+  std::vector<Status> wrote(ends.size());
+  {
+    std::lock_guard lock(w->mu);
+    for (size_t e = 0; e < ends.size(); ++e) wrote[e] = w->status[ends[e]];
+  }
+  const auto abort_by = deadline();
+  std::vector<grpc::Status> ended =
+      call_all(ends.size(), [&](size_t e, grpc::ClientContext& ctx, auto done) {
+        const uint64_t reservation = reserved[ends[e]].reservation_id();
+        if (wrote[e].is_ok()) {
+          set_deadline(ctx, d);
+          commits[e].set_session_id(hello.session_id());
+          commits[e].set_reservation_id(reservation);
+          stub_->async()->PutCommit(&ctx, &commits[e], &committed[e], std::move(done));
+        } else {
+          set_deadline(ctx, abort_by);
+          aborts[e].set_session_id(hello.session_id());
+          aborts[e].set_reservation_id(reservation);
+          stub_->async()->PutAbort(&ctx, &aborts[e], &aborted[e], std::move(done));
+        }
+      });
+  for (size_t e = 0; e < ends.size(); ++e) {
+    const size_t i = large_at[ends[e]];
+    if (!wrote[e].is_ok()) {
+      results[i] = wrote[e].with_context("writing the value from caller memory into the "
+                                         "server's pool");
+    } else if (!ended[e].ok()) {
+      results[i] = call_failed(ended[e], "PutCommit");
     }
-    grpc::ClientContext ctx;
-    set_deadline(ctx, wrote.is_ok() ? d : deadline());
-    if (!wrote.is_ok()) {
-      v1::PutAbortRequest abort;
-      abort.set_session_id(hello.session_id());
-      abort.set_reservation_id(reserved[j].reservation_id());
-      v1::PutAbortReply reply;
-      (void)stub_->PutAbort(&ctx, abort, &reply);
-      results[i] = wrote.with_context("writing the value from caller memory into the server's pool");
-      continue;
-    }
-    v1::PutCommitRequest commit;
-    commit.set_session_id(hello.session_id());
-    commit.set_reservation_id(reserved[j].reservation_id());
-    v1::PutCommitReply reply;
-    grpc::Status s = stub_->PutCommit(&ctx, commit, &reply);
-    if (!s.ok()) results[i] = call_failed(s, "PutCommit");
   }
   return results;
 }
