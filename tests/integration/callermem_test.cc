@@ -267,3 +267,44 @@ TEST_CASE("callermem: the plain put of a large value round trips (pipelined copy
   REQUIRE(n.is_ok());
   CHECK(bytes_at(block, 0, v.size()) == v);
 }
+
+TEST_CASE("callermem: a session the server dropped is re-opened and the region announced again",
+          "[callermem]") {
+  ServerProcess server = start_server();
+  auto c = connect(server);
+  MemoryHandle block = allocate(*c, 4u << 20);
+  const std::string large = pattern(300000, 6), small = pattern(100, 7);
+  fill(block, 0, large);
+  fill(block, 1u << 20, small);
+  // End the client's session behind its back, as a server restart or lease expiry would.
+  auto drop_session = [&] {
+    RawRpc raw(server.address());
+    kvrdma::v1::GoodbyeRequest bye;
+    bye.set_session_id(c->session_id());
+    kvrdma::v1::GoodbyeReply reply;
+    REQUIRE(raw.call(&kvrdma::v1::KvCache::Stub::Goodbye, bye, &reply).ok());
+  };
+  REQUIRE(c->put_from("l", block, 0, large.size()).is_ok());  // announces the block
+  drop_session();
+  Status put = c->put_from("l2", block, 0, large.size());
+  INFO(put.to_string());
+  REQUIRE(put.is_ok());
+  drop_session();
+  auto n = c->get_into("l2", block, 2u << 20, large.size());
+  INFO(n.status().to_string());
+  REQUIRE(n.is_ok());
+  CHECK(bytes_at(block, 2u << 20, large.size()) == large);
+  drop_session();
+  std::vector<PutFromItem> puts{{"s", &block, 1u << 20, small.size()}, {"l3", &block, 0,
+                                                                         large.size()}};
+  for (const auto& s : c->put_many_from(puts)) CHECK(s.is_ok());
+  drop_session();
+  std::memset(block.data() + (2u << 20), 0, 1u << 20);
+  std::vector<GetIntoItem> gets{{"l3", &block, 2u << 20, large.size()},
+                                {"s", &block, 3u << 20, small.size()}};
+  auto got = c->get_many_into(gets);
+  REQUIRE(got[0].is_ok());
+  REQUIRE(got[1].is_ok());
+  CHECK(bytes_at(block, 2u << 20, large.size()) == large);
+  CHECK(bytes_at(block, 3u << 20, small.size()) == small);
+}
