@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "kvrdma/cluster.h"
@@ -64,7 +65,11 @@ enum class MemoryKind : int { kHost = 0 };
 class KVRDMA_EXPORT MemoryHandle {
  public:
   MemoryHandle() = default;
-  MemoryHandle(MemoryHandle&&) noexcept = default;
+  MemoryHandle(MemoryHandle&& other) noexcept
+      : state_(std::move(other.state_)),
+        data_(std::exchange(other.data_, nullptr)),
+        size_(std::exchange(other.size_, 0)),
+        kind_(other.kind_) {}
   MemoryHandle& operator=(MemoryHandle&& other) noexcept;
   MemoryHandle(const MemoryHandle&) = delete;
   MemoryHandle& operator=(const MemoryHandle&) = delete;

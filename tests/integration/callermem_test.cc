@@ -308,3 +308,24 @@ TEST_CASE("callermem: a session the server dropped is re-opened and the region a
   CHECK(bytes_at(block, 2u << 20, large.size()) == large);
   CHECK(bytes_at(block, 3u << 20, small.size()) == small);
 }
+
+TEST_CASE("callermem: a moved-from handle is empty and the moved-to one works", "[callermem]") {
+  ServerProcess server = start_server();
+  auto c = connect(server);
+  MemoryHandle a = allocate(*c, 1u << 20);
+  std::byte* data = a.data();
+  MemoryHandle b = std::move(a);
+  CHECK_FALSE(a.valid());
+  CHECK(a.data() == nullptr);
+  CHECK(a.size() == 0);
+  CHECK(b.data() == data);
+  const std::string v = pattern(70000, 3);
+  fill(b, 0, v);
+  REQUIRE(c->put_from("moved", b, 0, v.size()).is_ok());
+  CHECK(c->put_from("moved", a, 0, 1).code() == Code::kInvalidArgument);
+  MemoryHandle d = allocate(*c, 4096);
+  d = std::move(b);  // d's own memory is released, b's taken over
+  CHECK(d.data() == data);
+  CHECK(c->get_into("moved", d, 100000, v.size()).is_ok());
+  CHECK(bytes_at(d, 100000, v.size()) == v);
+}
