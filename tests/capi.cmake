@@ -7,7 +7,9 @@ add_test(NAME "capi: every call and error path, from C" COMMAND capi_test)
 set_tests_properties("capi: every call and error path, from C" PROPERTIES TIMEOUT 60)
 
 add_test(NAME "capi: exported symbols are kvrdma_* and kvrdma:: only"
-         COMMAND ${CMAKE_COMMAND} -DLIB=$<TARGET_FILE:kvrdma> -P ${CMAKE_CURRENT_SOURCE_DIR}/capi_symbols.cmake)
+         COMMAND ${CMAKE_COMMAND} -DLIB=$<TARGET_FILE:kvrdma>
+                 -DBASELINE=${CMAKE_CURRENT_SOURCE_DIR}/capi_symbols_v0.txt
+                 -P ${CMAKE_CURRENT_SOURCE_DIR}/capi_symbols.cmake)
 
 # The symbol check must be able to fail: run it on a library exporting a foreign name.
 file(WRITE ${CMAKE_CURRENT_BINARY_DIR}/capi_symbols_foreign.c
@@ -18,3 +20,12 @@ add_test(NAME "capi: symbol check rejects a foreign export"
                  -P ${CMAKE_CURRENT_SOURCE_DIR}/capi_symbols.cmake)
 set_tests_properties("capi: symbol check rejects a foreign export" PROPERTIES
                      PASS_REGULAR_EXPRESSION "outside kvrdma_\\* / kvrdma::: foreign_symbol")
+
+# The baseline check must be able to fail too: a published name the library lacks.
+file(WRITE ${CMAKE_CURRENT_BINARY_DIR}/capi_symbols_missing.txt "kvrdma_version\nkvrdma_removed_call\n")
+add_test(NAME "capi: symbol check rejects a published symbol gone missing"
+         COMMAND ${CMAKE_COMMAND} -DLIB=$<TARGET_FILE:kvrdma>
+                 -DBASELINE=${CMAKE_CURRENT_BINARY_DIR}/capi_symbols_missing.txt
+                 -P ${CMAKE_CURRENT_SOURCE_DIR}/capi_symbols.cmake)
+set_tests_properties("capi: symbol check rejects a published symbol gone missing" PROPERTIES
+                     PASS_REGULAR_EXPRESSION "no longer exports kvrdma_removed_call")

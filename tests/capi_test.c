@@ -309,6 +309,78 @@ int main(void) {
     kvrdma_config_free(cfg);
   }
 
+  { /* caller memory: register (refused by the mock), allocate, get_into_mem, put_from, batches */
+    kvrdma_mem *mem = NULL, *released = NULL;
+    kvrdma_mem *mems[3];
+    const void *keys[3];
+    size_t keylens[3], offsets[3], sizes[3], lens[3];
+    int codes[3];
+    char *data;
+    static char heap[4096];
+    size_t j;
+    kvrdma_mem_release(NULL);
+    CHECK(kvrdma_mem_data(NULL) == NULL);
+    CHECK(kvrdma_mem_size(NULL) == 0);
+    CHECK(kvrdma_client_register(client, heap, sizeof heap, KVRDMA_MEM_HOST, &mem, err,
+                                 sizeof err) == KVRDMA_FAILED_PRECONDITION);
+    CHECK(strstr(err, "allocate") != NULL);
+    CHECK(mem == NULL);
+    CHECK(kvrdma_client_register(client, heap, sizeof heap, 7, &mem, err, sizeof err) ==
+          KVRDMA_INVALID_ARGUMENT);
+    CHECK(kvrdma_client_allocate(NULL, 10, &mem, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+    CHECK(kvrdma_client_allocate(client, 10, NULL, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+    CHECK(kvrdma_client_allocate(client, 1 << 20, &mem, err, sizeof err) == KVRDMA_OK);
+    CHECK(mem != NULL && kvrdma_mem_size(mem) == (size_t)1 << 20);
+    data = (char *)kvrdma_mem_data(mem);
+    for (j = 0; j < sizeof big; ++j) big[j] = (char)(j * 13 + 5);
+    memcpy(data + 3, big, sizeof big);
+    CHECK(kvrdma_put_from(client, "from", 4, mem, 3, sizeof big, 0, err, sizeof err) == KVRDMA_OK);
+    CHECK(kvrdma_put_from(client, "from", 4, mem, (1 << 20) - 10, 11, 0, err, sizeof err) ==
+          KVRDMA_INVALID_ARGUMENT);
+    CHECK(kvrdma_put_from(client, "from", 4, NULL, 0, 1, 0, err, sizeof err) ==
+          KVRDMA_INVALID_ARGUMENT);
+    memset(data + 200000, 0, sizeof big);
+    CHECK(kvrdma_get_into_mem(client, "from", 4, mem, 200000, sizeof big, &len, err, sizeof err) ==
+          KVRDMA_OK);
+    CHECK(len == sizeof big && memcmp(data + 200000, big, sizeof big) == 0);
+    CHECK(kvrdma_get_into_mem(client, "from", 4, mem, 0, 100, &len, err, sizeof err) ==
+          KVRDMA_FAILED_PRECONDITION);
+    CHECK(len == sizeof big);
+    CHECK(kvrdma_get_into_mem(client, "from", 4, mem, 0, 100, NULL, err, sizeof err) ==
+          KVRDMA_INVALID_ARGUMENT);
+    /* kvrdma_get_into into allocated memory: zero copy, same bytes */
+    memset(data + 400000, 0, sizeof big);
+    CHECK(kvrdma_get_into(client, "from", 4, data + 400000, sizeof big, &len, err, sizeof err) ==
+          KVRDMA_OK);
+    CHECK(len == sizeof big && memcmp(data + 400000, big, sizeof big) == 0);
+    /* batches: a small and a large value, one missing key */
+    CHECK(kvrdma_client_allocate(client, 4096, &released, err, sizeof err) == KVRDMA_OK);
+    keys[0] = "s"; keys[1] = "l"; keys[2] = "absent";
+    keylens[0] = 1; keylens[1] = 1; keylens[2] = 6;
+    mems[0] = mem; mems[1] = mem; mems[2] = released;
+    offsets[0] = 600000; offsets[1] = 600100; offsets[2] = 0;
+    sizes[0] = 50; sizes[1] = sizeof big; sizes[2] = 10;
+    memcpy(data + 600000, big + 7, 50);
+    memcpy(data + 600100, big, sizeof big);
+    CHECK(kvrdma_put_many_from(client, 2, keys, keylens, mems, offsets, sizes, 0, codes, err,
+                               sizeof err) == KVRDMA_OK);
+    CHECK(codes[0] == KVRDMA_OK && codes[1] == KVRDMA_OK);
+    offsets[0] = 800000; offsets[1] = 800100;
+    sizes[0] = 64; sizes[2] = 4096;
+    CHECK(kvrdma_get_many_into(client, 3, keys, keylens, mems, offsets, sizes, lens, codes, err,
+                               sizeof err) == KVRDMA_NOT_FOUND);
+    CHECK(strstr(err, "item 2") != NULL);
+    CHECK(codes[0] == KVRDMA_OK && codes[1] == KVRDMA_OK && codes[2] == KVRDMA_NOT_FOUND);
+    CHECK(lens[0] == 50 && lens[1] == sizeof big);
+    CHECK(memcmp(data + 800000, big + 7, 50) == 0 && memcmp(data + 800100, big, sizeof big) == 0);
+    mems[2] = NULL;
+    CHECK(kvrdma_get_many_into(client, 3, keys, keylens, mems, offsets, sizes, lens, codes, err,
+                               sizeof err) == KVRDMA_INVALID_ARGUMENT);
+    CHECK(codes[2] == KVRDMA_INVALID_ARGUMENT);
+    kvrdma_mem_release(released);
+    kvrdma_mem_release(mem);
+  }
+
   kvrdma_client_close(client);
   kvrdma_server_stop(server);
   printf("%d passed, %d failed\n", passed, failed);

@@ -39,6 +39,27 @@ class Driver {
     }
     return Status();
   }
+
+  // Caller memory (kvrdma only; others answer FAILED_PRECONDITION): before a case, `pattern`
+  // (every value of the dataset is a slice of it) is put in memory the driver registered; then
+  // put_from publishes the `len` bytes at `offset` of it with no copy, and get_into has the
+  // server write a value straight into the driver's own registered block.
+  virtual Status prepare_block(std::string_view pattern, uint64_t value_size) {
+    (void)pattern;
+    (void)value_size;
+    return Status(Code::kFailedPrecondition, "this system has no caller-memory API");
+  }
+  virtual Status put_from(std::string_view key, size_t offset, size_t len) {
+    (void)key;
+    (void)offset;
+    (void)len;
+    return Status(Code::kFailedPrecondition, "this system has no caller-memory API");
+  }
+  virtual Status get_into(std::string_view key, const Expect& expect) {
+    (void)key;
+    (void)expect;
+    return Status(Code::kFailedPrecondition, "this system has no caller-memory API");
+  }
 };
 
 struct DriverConfig {

@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "driver.h"
@@ -33,11 +34,53 @@ Status verify(std::string_view key, const Expect& expect, const char* got, size_
 
 namespace {
 
+// The dataset's pattern in registered memory, shared by the workers of one Client (read only
+// while a case runs): the source of put_from.
+struct SourceBlock {
+  std::mutex mu;
+  MemoryHandle block;      // guarded by mu while prepared; read only during a case
+  std::string_view holds;  // the pattern it holds
+};
+
 // One worker's handle on a kvrdma Client; several workers may share one Client (it is
 // thread-safe and keeps many requests in flight), which is how an application uses it.
 class KvrdmaDriver final : public Driver {
  public:
-  explicit KvrdmaDriver(std::shared_ptr<Client> c) : client_(std::move(c)) {}
+  KvrdmaDriver(std::shared_ptr<Client> c, std::shared_ptr<SourceBlock> source)
+      : client_(std::move(c)), source_(std::move(source)) {}
+
+  // Not timed: allocates (Client::allocate works on every transport) and fills once per size.
+  Status prepare_block(std::string_view pattern, uint64_t value_size) override {
+    {
+      std::lock_guard lock(source_->mu);
+      if (source_->holds.data() != pattern.data() || source_->holds.size() != pattern.size()) {
+        if (source_->block.size() < pattern.size()) {
+          source_->block.release();
+          auto b = client_->allocate(pattern.size());
+          if (!b) return b.status();
+          source_->block = std::move(*b);
+        }
+        std::memcpy(source_->block.data(), pattern.data(), pattern.size());
+        source_->holds = pattern;
+      }
+    }
+    if (dest_.size() < value_size) {
+      dest_.release();
+      auto b = client_->allocate(std::max<uint64_t>(value_size, 1));
+      if (!b) return b.status();
+      dest_ = std::move(*b);
+      std::memset(dest_.data(), 0, dest_.size());  // touched now, not in the timed window
+    }
+    return Status();
+  }
+  Status put_from(std::string_view key, size_t offset, size_t len) override {
+    return client_->put_from(key, source_->block, offset, len);
+  }
+  Status get_into(std::string_view key, const Expect& expect) override {
+    auto n = client_->get_into(key, dest_, 0, dest_.size());
+    if (!n) return n.status();
+    return verify(key, expect, reinterpret_cast<const char*>(dest_.data()), *n);
+  }
   Status put(std::string_view key, std::string_view value) override {
     return client_->put(key, value);
   }
@@ -63,6 +106,8 @@ class KvrdmaDriver final : public Driver {
 
  private:
   std::shared_ptr<Client> client_;
+  std::shared_ptr<SourceBlock> source_;
+  MemoryHandle dest_;  // this worker's GET destination
 };
 
 // Small decimal formatting without allocation.
@@ -188,13 +233,15 @@ Result<std::vector<std::unique_ptr<Driver>>> make_kvrdma_drivers(const DriverCon
   o.timeout_ms = 30000;
   std::vector<std::unique_ptr<Driver>> drivers;
   std::shared_ptr<Client> client;
+  std::shared_ptr<SourceBlock> source;
   for (int w = 0; w < workers; ++w) {
     if (!client || !shared) {
       auto c = Client::connect(o);
       if (!c) return c.status();
       client = std::shared_ptr<Client>(std::move(c).value());
+      source = std::make_shared<SourceBlock>();
     }
-    drivers.push_back(std::make_unique<KvrdmaDriver>(client));
+    drivers.push_back(std::make_unique<KvrdmaDriver>(client, source));
   }
   return drivers;
 }

@@ -64,6 +64,7 @@ uint64_t parse_size(const std::string& s) {
 constexpr const char* kUsage =
     "usage: kvrdma-loadgen --system kvrdma|resp|memcached --addr HOST:PORT [--label NAME]\n"
     "  [--mock true|false] [--provider shm|tcp] [--sizes 64,4k,1m] [--ops put,get]\n"
+    "  (--ops also takes put_from,get_into: kvrdma from / into registered blocks)\n"
     "  [--inflight 1,16] [--duration-ms 1000] [--warmup-ms 200] [--max-ops 200000]\n"
     "  [--key-budget-mb 64] [--batch 1] [--kvrdma-clients shared|per-worker]\n"
     "       kvrdma-loadgen --probe memcpy\n";
@@ -155,8 +156,10 @@ struct CaseResult {
   std::string error;
 };
 
+// `op`: put, get (batched with --batch), put_from or get_into (caller memory, kvrdma only).
 CaseResult run_case(const Args& a, std::vector<std::unique_ptr<Driver>>& drivers,
-                    const Dataset& d, bool is_get, int inflight) {
+                    const Dataset& d, const std::string& op, int inflight) {
+  const bool is_get = op == "get" || op == "get_into";
   CaseResult total;
   std::vector<CaseResult> per(inflight);
   std::barrier start(inflight);
@@ -200,12 +203,14 @@ CaseResult run_case(const Args& a, std::vector<std::unique_ptr<Driver>>& drivers
         if (t1 >= hard_end) break;
         if (open && t1 >= end && r.ops > 0) break;
         Status s;
-        int n = is_get ? a.batch : 1;
+        int n = op == "get" ? a.batch : 1;
         for (int b = 0; b < n; ++b, ++k) {
           keys[b] = d.keys[k % d.keys.size()];
           expects[b] = Expect{d.value(k % d.keys.size())};
         }
-        if (!is_get) s = drv.put(keys[0], expects[0].value);
+        if (op == "put_from") s = drv.put_from(keys[0], (k - 1) % d.keys.size() % 251, d.size);
+        else if (op == "get_into") s = drv.get_into(keys[0], expects[0]);
+        else if (!is_get) s = drv.put(keys[0], expects[0].value);
         else if (n == 1) s = drv.get(keys[0], expects[0]);
         else s = drv.get_batch({keys.data(), size_t(n)}, {expects.data(), size_t(n)});
         last = SteadyClock::now();
@@ -265,16 +270,28 @@ int run(const Args& a) {
         return 1;
       }
     }
+    for (const auto& op : a.ops) {
+      if (op != "put_from" && op != "get_into") continue;
+      for (auto& drv : drivers) {  // not timed: the blocks are allocated and filled here
+        if (auto s = drv->prepare_block(d.pattern, d.size); !s.is_ok()) {
+          fmt::print(stderr, "kvrdma-loadgen: {} {} size {}: {}\n", a.label, op, size,
+                     s.message());
+          return 1;
+        }
+      }
+      break;
+    }
     for (int inflight : a.inflight) {
       for (const auto& op : a.ops) {
-        CaseResult r = run_case(a, drivers, d, op == "get", inflight);
+        CaseResult r = run_case(a, drivers, d, op, inflight);
         double ops_s = r.seconds > 0 ? r.ops / r.seconds : 0;
         fmt::print("{{\"system\":\"{}\",\"op\":\"{}\",\"size\":{},\"inflight\":{},\"batch\":{},"
                    "\"keys\":{},\"ops\":{},\"seconds\":{:.4f},\"ops_per_s\":{:.1f},\"gbps\":{:.4f},"
                    "\"p50_us\":{:.1f},\"p99_us\":{:.1f},\"verified\":{},\"error\":\"{}\"}}\n",
                    a.label, op, size, inflight, op == "get" ? a.batch : 1, d.keys.size(), r.ops,
                    r.seconds, ops_s, ops_s * size / 1e9, percentile(r.lat_ns, 0.50),
-                   percentile(r.lat_ns, 0.99), r.error.empty() && op == "get" ? "true" : "false",
+                   percentile(r.lat_ns, 0.99),
+                   r.error.empty() && (op == "get" || op == "get_into") ? "true" : "false",
                    r.error);
         std::fflush(stdout);
         if (!r.error.empty()) ++failures;

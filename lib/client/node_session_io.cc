@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "client/node_session.h"
+#include "client/staged_write.h"
 #include "memory/memory_pool.h"
 #include "rpc/status_map.h"
 
@@ -124,22 +125,9 @@ Status NodeSession::put_large(const SessionState& st, std::string_view key,
     if (!s.ok()) return call_failed(s, "PutBegin");
   }
   // The source of a transport write must be registered memory: stage through the receive
-  // buffer, chunk by chunk, so a value larger than the buffer still goes.
-  memory::MemoryPool& pool = *st.buffer->pool;
-  uint64_t chunk = std::min<uint64_t>(std::max<uint64_t>(pool.size() / 4, 1 << 20), pool.size());
-  Status failed;
-  for (uint64_t pos = 0; pos < value.size() && failed.is_ok();) {
-    uint64_t n = std::min<uint64_t>(chunk, value.size() - pos);
-    auto a = pool.allocate_until(n, d);
-    if (!a) {
-      failed = a.status();
-      break;
-    }
-    std::memcpy(a->data(), value.data() + pos, n);
-    failed = transport::write_and_wait(*transport_, *st.buffer->region, a->offset(),
-                                       st.server_pool, reserved.remote_offset() + pos, n, d);
-    pos += n;
-  }
+  // buffer, in pipelined chunks, so a value larger than the buffer still goes.
+  Status failed = staged_write(*transport_, *st.buffer, value, st.server_pool,
+                               reserved.remote_offset(), d);
   grpc::ClientContext ctx;
   set_deadline(ctx, failed.is_ok() ? d : deadline());
   Status result;
