@@ -239,6 +239,24 @@ class BatchTest(ServerTestCase):
         self.assertEqual(got[1], None)
         self.assertEqual(got[3], b"")
 
+    def test_get_many_into_buffers_with_misses_and_a_small_buffer(self):
+        values = [pattern(size, seed=80 + i) for i, size in enumerate([3000, 100 * 1024, 0])]
+        self.client.put_many([(b"into-%d" % i, v) for i, v in enumerate(values)])
+        buffers = [bytearray(100 * 1024) for _ in range(4)]
+        sizes = self.client.get_many_into([b"into-1", b"into-missing", b"into-0", b"into-2"],
+                                          buffers)
+        self.assertEqual(sizes, [100 * 1024, None, 3000, 0])
+        self.assertEqual(bytes(buffers[0]), values[1])
+        self.assertEqual(bytes(buffers[1]), bytes(100 * 1024))
+        self.assertEqual(bytes(buffers[2][:3000]), values[0])
+        small = bytearray(b"\xcd" * 2999)
+        with self.assertRaises(kvrdma.BufferTooSmall) as ctx:
+            self.client.get_many_into([b"into-0"], [small])
+        self.assertEqual(ctx.exception.needed, 3000)
+        self.assertEqual(bytes(small), b"\xcd" * 2999)
+        with self.assertRaises(ValueError):
+            self.client.get_many_into([b"into-0"], [])
+
     def test_put_many_takes_a_dict_and_any_buffers(self):
         self.client.put_many({"dict-a": bytearray(b"A" * 100), b"dict-b": memoryview(b"B" * 9)},
                              ttl_ms=0)

@@ -1,8 +1,10 @@
 """Registered memory: Client.allocate / register, and get_into / put on buffers inside it (zero
 copy); without those calls in the library, get_into / put fall back to copying."""
+import ctypes
 import unittest
 
 import kvrdma
+import kvrdma._native as native
 from kvrdma_testing import ServerTestCase, pattern
 
 try:
@@ -62,6 +64,162 @@ class AllocatedMemoryTest(ServerTestCase):
             self.client.register(bytearray(MiB))
         self.assertEqual(ctx.exception.code, kvrdma.FAILED_PRECONDITION)
         self.assertIn("allocate", str(ctx.exception))
+
+
+class FakeMemoryCalls:
+    """Stands in for the registered-memory C calls with the copying ones, logging each call, so
+    the package's routing (which buffer lies in which Memory, at which offset) is tested on any
+    library. Memory is a ctypes buffer; handles are small ints."""
+
+    def __init__(self):
+        self.calls = []
+        self.blocks = {}
+        self.lib = native.lib
+
+    def install(self):
+        self.saved = {n: getattr(self.lib, n, None) for n in native._MEMORY_CALLS}
+        self.saved_has = native.HAS_MEMORY
+        for name in native._MEMORY_CALLS:
+            setattr(self.lib, name, getattr(self, name[len("kvrdma_"):]))
+        native.HAS_MEMORY = True
+
+    def uninstall(self):
+        for name, fn in self.saved.items():
+            if fn is None:
+                delattr(self.lib, name)
+            else:
+                setattr(self.lib, name, fn)
+        native.HAS_MEMORY = self.saved_has
+
+    @staticmethod
+    def _id(handle):  # the package passes a c_void_p alone, an int inside arrays
+        return handle.value if isinstance(handle, ctypes.c_void_p) else handle
+
+    def _address(self, handle, offset=0):
+        return ctypes.addressof(self.blocks[self._id(handle)]) + offset
+
+    def client_allocate(self, client, size, out, err, errlen):
+        handle = len(self.blocks) + 1
+        self.blocks[handle] = ctypes.create_string_buffer(size)
+        out._obj.value = handle
+        self.calls.append(("allocate", size))
+        return kvrdma.OK
+
+    def client_register(self, client, address, size, kind, out, err, errlen):
+        self.calls.append(("register", size, kind))
+        err.value = b"FAILED_PRECONDITION: the mock transport cannot register; use allocate"
+        return kvrdma.FAILED_PRECONDITION
+
+    def mem_data(self, handle):
+        return self._address(handle)
+
+    def mem_size(self, handle):
+        return len(self.blocks[self._id(handle)])
+
+    def mem_release(self, handle):
+        self.calls.append(("release", self._id(handle)))
+        del self.blocks[self._id(handle)]
+
+    def get_into_mem(self, client, key, keylen, handle, offset, capacity, size, err, errlen):
+        self.calls.append(("get_into_mem", self._id(handle), offset, capacity))
+        return self.lib.kvrdma_get_into(client, key, keylen, self._address(handle, offset),
+                                        capacity, size, err, errlen)
+
+    def put_from(self, client, key, keylen, handle, offset, size, ttl_ms, err, errlen):
+        self.calls.append(("put_from", self._id(handle), offset, size))
+        return self.lib.kvrdma_put(client, key, keylen, self._address(handle, offset), size,
+                                   ttl_ms, err, errlen)
+
+    def get_many_into(self, client, n, keys, keylens, mems, offsets, caps, sizes, codes, err,
+                      errlen):
+        self.calls.append(("get_many_into", n, list(offsets)))
+        for i in range(n):
+            size = ctypes.c_size_t()
+            codes[i] = self.lib.kvrdma_get_into(client, keys[i], keylens[i],
+                                                self._address(mems[i], offsets[i]), caps[i],
+                                                ctypes.byref(size), err, errlen)
+            sizes[i] = size.value
+        return next((c for c in codes if c != kvrdma.OK), kvrdma.OK)
+
+    def put_many_from(self, client, n, keys, keylens, mems, offsets, lens, ttl_ms, codes, err,
+                      errlen):
+        self.calls.append(("put_many_from", n, list(offsets)))
+        for i in range(n):
+            codes[i] = self.lib.kvrdma_put(client, keys[i], keylens[i],
+                                           self._address(mems[i], offsets[i]), lens[i], ttl_ms,
+                                           err, errlen)
+        return next((c for c in codes if c != kvrdma.OK), kvrdma.OK)
+
+
+class RoutingTest(ServerTestCase):
+    """Buffers inside a Memory take the registered-memory calls at the right offsets; others
+    take the copying calls (on stand-ins for the registered-memory calls)."""
+
+    def setUp(self):
+        self.fake = FakeMemoryCalls()
+        self.fake.install()
+        self.addCleanup(self.fake.uninstall)
+
+    def test_single_calls_inside_memory_use_its_offset(self):
+        mem = self.client.allocate(64 * 1024)
+        value = pattern(5000, seed=60)
+        mem.buffer[1000:6000] = value
+        self.client.put(b"routed", mem.buffer[1000:6000])
+        self.assertEqual(self.client.get_into(b"routed", mem.buffer[20000:30000]), 5000)
+        self.assertEqual(bytes(mem.buffer[20000:25000]), value)
+        self.assertEqual(self.client.get(b"routed"), value)
+        outside = bytearray(5000)
+        self.assertEqual(self.client.get_into(b"routed", outside), 5000)
+        self.client.put(b"routed-2", outside)
+        self.assertEqual(self.fake.calls, [("allocate", 64 * 1024), ("put_from", 1, 1000, 5000),
+                                           ("get_into_mem", 1, 20000, 10000)])
+        with self.assertRaises(kvrdma.BufferTooSmall) as ctx:
+            self.client.get_into(b"routed", mem.buffer[:4999])
+        self.assertEqual(ctx.exception.needed, 5000)
+        mem.close()
+        self.assertEqual(self.fake.calls[-1], ("release", 1))
+        self.assertEqual(self.client.get(b"routed-2"), value)
+
+    def test_batches_inside_memory_and_mixed(self):
+        mem = self.client.allocate(16 * 4096)
+        for i in range(4):
+            mem.buffer[i * 4096:(i + 1) * 4096] = pattern(4096, seed=70 + i)
+        self.client.put_many([(b"mb-%d" % i, mem.buffer[i * 4096:(i + 1) * 4096])
+                              for i in range(4)])
+        self.assertEqual(self.fake.calls[-1], ("put_many_from", 4, [0, 4096, 8192, 12288]))
+        sizes = self.client.get_many_into(
+            [b"mb-3", b"absent", b"mb-0"],
+            [mem.buffer[8 * 4096:9 * 4096], mem.buffer[9 * 4096:10 * 4096],
+             mem.buffer[10 * 4096:]])
+        self.assertEqual(sizes, [4096, None, 4096])
+        self.assertEqual(self.fake.calls[-1], ("get_many_into", 3, [32768, 36864, 40960]))
+        self.assertEqual(bytes(mem.buffer[8 * 4096:9 * 4096]), pattern(4096, seed=73))
+        self.assertEqual(bytes(mem.buffer[10 * 4096:11 * 4096]), pattern(4096, seed=70))
+        calls = len(self.fake.calls)
+        outside = bytearray(4096)
+        self.assertEqual(self.client.get_many_into([b"mb-1", b"mb-2"],
+                                                   [outside, mem.buffer[:4096]]), [4096, 4096])
+        self.client.put_many([(b"mixed", outside), (b"mixed-2", mem.buffer[:10])])
+        self.assertEqual(len(self.fake.calls), calls)  # one buffer outside: copying calls
+        self.assertEqual(bytes(outside), pattern(4096, seed=71))
+        self.assertEqual(self.client.get(b"mixed"), pattern(4096, seed=71))
+        mem.close()
+
+    def test_register_failure_carries_its_code_and_releases_the_buffer(self):
+        buffer = bytearray(4096)
+        with self.assertRaises(kvrdma.Error) as ctx:
+            self.client.register(buffer)
+        self.assertEqual(ctx.exception.code, kvrdma.FAILED_PRECONDITION)
+        self.assertIn("allocate", str(ctx.exception))
+        buffer.extend(b"resizable again")  # the buffer is no longer exported
+
+    def test_client_close_releases_its_memories(self):
+        client = kvrdma.Client(server_addr=self.server.address, log_level="error")
+        client.allocate(4096)
+        client.allocate(8192)
+        client.close()
+        self.assertEqual(sorted(c for c in self.fake.calls if c[0] == "release"),
+                         [("release", 1), ("release", 2)])
 
 
 class FallbackTest(ServerTestCase):

@@ -20,6 +20,26 @@ def _key_arrays(keys):
     return keys, ptrs, lens
 
 
+def _raise_batch_failure(rc, codes, err):
+    """Raises the Error of a batch's first failed item other than a miss (misses are None in
+    the results). errbuf describes the batch's first failure; another item gets its code name."""
+    if rc == OK:
+        return
+    n = len(codes)
+    failed = [i for i in range(n) if codes[i] not in (OK, NOT_FOUND)]
+    if not failed and any(codes[i] == NOT_FOUND for i in range(n)):
+        return
+    message = err.value.decode("utf-8", "replace")
+    if not failed:
+        raise Error(rc, message)
+    i = failed[0]
+    first = next(j for j in range(n) if codes[j] != OK)
+    if first != i:
+        message = "item %d: %s (the batch's first failure: %s)" % (i, code_name(codes[i]),
+                                                                   message)
+    raise error(codes[i], message)
+
+
 class Client:
     """A connection to a kvrdma server. ``Client(server_addr="127.0.0.1:7000", timeout_ms=2000)``
     takes the client settings of kvrdma_config_set with ``_`` for ``-`` (server_addr, buffer_mb,
@@ -129,29 +149,78 @@ class Client:
         codes = (ctypes.c_int * n)()
         err = _native.errbuf()
         rc = lib.kvrdma_get_many(client, n, ptrs, lens, views, codes, err, _ERRLEN)
-        out = []
-        for i in range(n):
-            if views[i]:
-                try:
+        out = [None] * n
+        try:
+            for i in range(n):
+                if views[i]:
                     size = lib.kvrdma_view_size(views[i])
-                    out.append(ctypes.string_at(lib.kvrdma_view_data(views[i]), size)
-                               if size else b"")
-                finally:
-                    lib.kvrdma_view_release(views[i])
-            else:
-                out.append(None)
-        if rc != OK:
-            # Misses are None; any other failure raises, with the library's message when that
-            # item is the batch's first failure (the one errbuf describes).
-            failed = [i for i in range(n) if codes[i] not in (OK, NOT_FOUND)]
-            if failed or not any(codes[i] == NOT_FOUND for i in range(n)):
-                i = failed[0] if failed else 0
-                first = next((j for j in range(n) if codes[j] != OK), i)
-                message = err.value.decode("utf-8", "replace")
-                if first != i:
-                    message = "item %d: %s (the batch's first failure: %s)" % (
-                        i, code_name(codes[i]), message)
-                raise Error(codes[i] if failed else rc, message)
+                    out[i] = ctypes.string_at(lib.kvrdma_view_data(views[i]), size) if size else b""
+        finally:
+            for i in range(n):
+                lib.kvrdma_view_release(views[i])
+        _raise_batch_failure(rc, codes, err)
+        return out
+
+    def get_many_into(self, keys, buffers):
+        """Writes the value of keys[i] to the start of buffers[i] (writable C-contiguous
+        buffers), in one round trip; returns the sizes in order, None for an absent key. When
+        every buffer lies in this client's Memory the server writes straight into them
+        (kvrdma_get_many_into); otherwise the values are copied out of the receive buffer. A
+        buffer smaller than its value is an error of that item (FAILED_PRECONDITION) and is
+        left as it was; any failure but a miss raises that item's Error."""
+        client = self._client()
+        keys, ptrs, lens = _key_arrays(keys)
+        n = len(keys)
+        if len(buffers) != n:
+            raise ValueError("kvrdma: get_many_into needs one buffer per key (%d keys, %d "
+                             "buffers)" % (n, len(buffers)))
+        if n == 0:
+            return []
+        pins = []
+        try:
+            for b in buffers:
+                pins.append(Pinned(b, writable=True, what="buffer"))
+            spots = [self._locate(p.address, p.size) for p in pins]
+            if all(m is not None for m, _ in spots):
+                return self._get_many_into_memory(client, n, ptrs, lens, pins, spots)
+            return self._get_many_copied(client, n, ptrs, lens, pins)
+        finally:
+            for p in pins:
+                p.release()
+
+    def _get_many_into_memory(self, client, n, ptrs, lens, pins, spots):
+        mems = (ctypes.c_void_p * n)(*[m.handle for m, _ in spots])
+        offsets = (ctypes.c_size_t * n)(*[o for _, o in spots])
+        capacities = (ctypes.c_size_t * n)(*[p.size for p in pins])
+        sizes = (ctypes.c_size_t * n)()
+        codes = (ctypes.c_int * n)()
+        err = _native.errbuf()
+        rc = lib.kvrdma_get_many_into(client, n, ptrs, lens, mems, offsets, capacities, sizes,
+                                      codes, err, _ERRLEN)
+        _raise_batch_failure(rc, codes, err)
+        return [sizes[i] if codes[i] == OK else None for i in range(n)]
+
+    def _get_many_copied(self, client, n, ptrs, lens, pins):
+        views = (ctypes.c_void_p * n)()
+        codes = (ctypes.c_int * n)()
+        err = _native.errbuf()
+        rc = lib.kvrdma_get_many(client, n, ptrs, lens, views, codes, err, _ERRLEN)
+        out = [None] * n
+        try:
+            for i in range(n):
+                if not views[i]:
+                    continue
+                size = lib.kvrdma_view_size(views[i])
+                if size > pins[i].size:
+                    raise BufferTooSmall(FAILED_PRECONDITION, "item %d: buffer of %d bytes is "
+                                         "too small; the value has %d bytes" %
+                                         (i, pins[i].size, size), size)
+                ctypes.memmove(pins[i].address, lib.kvrdma_view_data(views[i]), size)
+                out[i] = size
+        finally:
+            for i in range(n):
+                lib.kvrdma_view_release(views[i])
+        _raise_batch_failure(rc, codes, err)
         return out
 
     def put_many(self, items, ttl_ms=0):
