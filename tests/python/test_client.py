@@ -219,6 +219,14 @@ class ViewTest(ServerTestCase):
                 self.assertEqual(view.data[-100:].tobytes(), value[-100:])
         self.assertEqual(self.client.get(b"cycle"), value)
 
+    def test_views_dropped_unclosed_give_their_space_back(self):
+        # Nothing else holds the view: dropping it releases it (16 MiB buffer, 40 x 1 MiB).
+        value = pattern(MiB, seed=13)
+        self.client.put(b"dropped", value)
+        for _ in range(40):
+            self.assertEqual(self.client.get_view(b"dropped").data[:64].tobytes(), value[:64])
+        self.assertEqual(self.client.get(b"dropped"), value)
+
     def test_empty_value_view(self):
         self.client.put(b"empty", b"")
         with self.client.get_view(b"empty") as view:

@@ -213,6 +213,21 @@ class RoutingTest(ServerTestCase):
         self.assertIn("allocate", str(ctx.exception))
         buffer.extend(b"resizable again")  # the buffer is no longer exported
 
+    def test_client_close_refuses_while_memory_is_in_use(self):
+        client = kvrdma.Client(server_addr=self.server.address, log_level="error")
+        mem = client.allocate(4096)
+        block = mem.buffer[100:200]
+        with self.assertRaises(BufferError):
+            client.close()
+        self.assertFalse(client.closed)
+        block[:] = b"\x01" * 100  # still mapped
+        client.put(b"still-open", block)
+        del block
+        client.close()
+        self.assertTrue(client.closed)
+        self.assertTrue(mem.closed)
+        self.assertEqual(self.client.get(b"still-open"), b"\x01" * 100)
+
     def test_client_close_releases_its_memories(self):
         client = kvrdma.Client(server_addr=self.server.address, log_level="error")
         client.allocate(4096)
