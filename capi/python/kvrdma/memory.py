@@ -38,7 +38,7 @@ class _Region:
         self._readonly = readonly
         if size:
             array = (ctypes.c_char * size).from_address(address)
-            array._kvrdma_owner = owner  # released bytes outlive no view of them (GC path)
+            array._kvrdma_owner = owner  # unclosed: freed only after the last view of it
         else:
             array = bytearray()
         self._array = array
@@ -114,7 +114,8 @@ class Memory:
     ``buffer`` is a writable memoryview of all of it: use it (or numpy.frombuffer(m.buffer))
     as the application's block pool. get_into / put on a buffer lying inside it move the value
     straight between the server and these bytes. close() deregisters (allocated memory is then
-    unmapped); the Client closes its memories when it closes. One thread at a time."""
+    unmapped); the Client closes its memories when it closes. Calls on several threads may use
+    the buffer at once; close() must not race them."""
 
     def __init__(self, handle, client, pinned=None):
         self._client = client
