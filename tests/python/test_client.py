@@ -178,6 +178,19 @@ class ErrorsTest(ServerTestCase):
         self.assertEqual(ctx.exception.code, kvrdma.FAILED_PRECONDITION)
         self.assertEqual(self.client.get(b"closed"), b"v")
 
+    def test_bad_server_settings_and_a_stopped_server(self):
+        with self.assertRaises(kvrdma.Error) as ctx:
+            kvrdma.Server(memory_mb=0)
+        self.assertEqual(ctx.exception.code, kvrdma.INVALID_ARGUMENT)
+        self.assertIn("memory-mb", str(ctx.exception))
+        server = kvrdma.Server(memory_mb=8, log_level="error")
+        self.assertEqual(server.stats()["pool_bytes"], 8 * MiB)
+        server.stop()
+        server.stop()
+        with self.assertRaises(kvrdma.Error) as ctx:
+            server.stats()
+        self.assertEqual(ctx.exception.code, kvrdma.FAILED_PRECONDITION)
+
     def test_code_names(self):
         self.assertEqual(kvrdma.code_name(kvrdma.RESOURCE_EXHAUSTED), "RESOURCE_EXHAUSTED")
         self.assertEqual(kvrdma.code_name(99), "UNKNOWN")

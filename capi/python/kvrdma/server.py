@@ -3,7 +3,7 @@ import ctypes
 
 from . import _native
 from ._native import lib
-from .errors import INVALID_ARGUMENT, Error, check
+from .errors import FAILED_PRECONDITION, Error, check
 
 
 def _setting_value(value):
@@ -86,7 +86,7 @@ class Server:
     def stats(self):
         """The server's counters read directly (no RPC), as parse_stats gives them."""
         if not self._handle:
-            raise Error(INVALID_ARGUMENT, "the server is stopped; start a new Server")
+            raise Error(FAILED_PRECONDITION, "the server is stopped; start a new kvrdma.Server")
         text = ctypes.c_void_p()
         err = _native.errbuf()
         rc = lib.kvrdma_server_stats(self._handle, ctypes.byref(text), None, err, _native.ERRLEN)
