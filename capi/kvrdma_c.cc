@@ -17,6 +17,7 @@
 #include "kvrdma/server.h"
 #include "kvrdma/stats.h"
 #include "kvrdma/version.h"
+#include "capi_internal.h"
 
 // The C codes are kvrdma::Code cast to int; pin the numbering so neither side drifts.
 static_assert(KVRDMA_NOT_FOUND == static_cast<int>(kvrdma::Code::kNotFound));
@@ -28,54 +29,9 @@ static_assert(KVRDMA_DEADLINE_EXCEEDED == static_cast<int>(kvrdma::Code::kDeadli
 static_assert(KVRDMA_PERMISSION_DENIED == static_cast<int>(kvrdma::Code::kPermissionDenied));
 static_assert(KVRDMA_INTERNAL == static_cast<int>(kvrdma::Code::kInternal));
 
-struct kvrdma_config {
-  std::vector<std::pair<std::string, std::string>> settings;  // in the order they were set
-};
-struct kvrdma_server {
-  std::unique_ptr<kvrdma::Server> server;
-  std::string address;
-};
-struct kvrdma_client {
-  std::unique_ptr<kvrdma::Client> client;
-};
-struct kvrdma_view {
-  kvrdma::ValueView view;
-};
-
 namespace {
 
-void set_error(char* errbuf, size_t errlen, const std::string& message) {
-  if (errbuf == nullptr || errlen == 0) return;
-  size_t n = std::min(message.size(), errlen - 1);
-  std::memcpy(errbuf, message.data(), n);
-  errbuf[n] = '\0';
-}
-
-int report(const kvrdma::Status& s, char* errbuf, size_t errlen) {
-  set_error(errbuf, errlen, s.is_ok() ? std::string() : s.to_string());
-  return static_cast<int>(s.code());
-}
-
-// Runs `fn` (returning kvrdma::Status) and maps everything it can throw to a code.
-template <typename Fn>
-int guard(char* errbuf, size_t errlen, Fn&& fn) noexcept {
-  try {
-    return report(fn(), errbuf, errlen);
-  } catch (const std::bad_alloc&) {
-    set_error(errbuf, errlen, "RESOURCE_EXHAUSTED: out of memory");
-    return KVRDMA_RESOURCE_EXHAUSTED;
-  } catch (const std::exception& e) {
-    set_error(errbuf, errlen, std::string("INTERNAL: ") + e.what());
-    return KVRDMA_INTERNAL;
-  } catch (...) {
-    set_error(errbuf, errlen, "INTERNAL: unknown exception");
-    return KVRDMA_INTERNAL;
-  }
-}
-
-kvrdma::Status null_argument(const char* what) {
-  return kvrdma::Status(kvrdma::Code::kInvalidArgument, std::string(what) + " is NULL");
-}
+using namespace kvrdma::capi;
 
 template <typename Options>
 kvrdma::Status build(const kvrdma_config* config, Options& options, unsigned role) {
@@ -90,7 +46,6 @@ kvrdma::Status build(const kvrdma_config* config, Options& options, unsigned rol
   return kvrdma::Status();
 }
 
-bool key_ok(const void* key, size_t keylen) { return key != nullptr || keylen == 0; }
 
 // "name=value" lines, one per figure of the stats table: a text form whose set of names may grow
 // without breaking the ABI (a struct could not).
@@ -250,16 +205,13 @@ int kvrdma_get_into(kvrdma_client* client, const void* key, size_t keylen, void*
     if (!key_ok(key, keylen)) return null_argument("key");
     if (vallen == nullptr) return null_argument("vallen");
     if (buf == nullptr && cap != 0) return null_argument("buf");
-    auto v = client->client->get({static_cast<const char*>(key), keylen});
-    if (!v) return v.status();
-    *vallen = v->size();
-    if (v->size() > cap) {
-      return kvrdma::Status(kvrdma::Code::kFailedPrecondition,
-                            "buffer of " + std::to_string(cap) + " bytes is too small; the value "
-                            "has " + std::to_string(v->size()) + " bytes");
-    }
-    if (v->size() > 0) std::memcpy(buf, v->data(), v->size());
-    return kvrdma::Status();
+    // Zero copy when buf lies in memory this client registered or allocated.
+    uint64_t len = 0;  // also the size needed when buf is too small
+    auto n = client->client->get_into({static_cast<const char*>(key), keylen},
+                                      std::span<std::byte>(static_cast<std::byte*>(buf), cap),
+                                      &len);
+    *vallen = len;
+    return n.status();
   });
 }
 
@@ -287,40 +239,6 @@ void kvrdma_view_release(kvrdma_view* view) {
   }
 }
 
-}  // extern "C"
-
-// C++ helpers of the batch calls, outside extern "C": they return C++ types.
-namespace {
-
-// The first failure of a batch, as the call's result; every item's code into codes[].
-kvrdma::Status batch_outcome(const std::vector<kvrdma::Status>& items, int* codes) {
-  kvrdma::Status first;
-  for (size_t i = 0; i < items.size(); ++i) {
-    codes[i] = static_cast<int>(items[i].code());
-    if (first.is_ok() && !items[i].is_ok()) {
-      first = items[i].with_context("item " + std::to_string(i));
-    }
-  }
-  return first;
-}
-
-// Checks the arrays of a batch; on failure every code (when codes is given) is the failure's.
-kvrdma::Status batch_arguments(kvrdma_client* client, size_t n, const void* const* keys,
-                               const size_t* keylens, const void* out, int* codes) {
-  kvrdma::Status s;
-  if (client == nullptr) s = null_argument("client");
-  else if (n > 0 && (keys == nullptr || keylens == nullptr)) s = null_argument("keys or keylens");
-  else if (n > 0 && (out == nullptr || codes == nullptr)) s = null_argument("output array or codes");
-  for (size_t i = 0; s.is_ok() && i < n; ++i) {
-    if (!key_ok(keys[i], keylens[i])) s = null_argument(("keys[" + std::to_string(i) + "]").c_str());
-  }
-  if (!s.is_ok() && codes != nullptr) std::fill(codes, codes + n, static_cast<int>(s.code()));
-  return s;
-}
-
-}  // namespace
-
-extern "C" {
 
 int kvrdma_get_many(kvrdma_client* client, size_t n, const void* const* keys,
                     const size_t* keylens, kvrdma_view** views, int* codes, char* errbuf,

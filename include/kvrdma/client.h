@@ -53,6 +53,63 @@ class KVRDMA_EXPORT ValueView {
   bool in_buffer_ = false;
 };
 
+// Where memory lives. Host memory only today; the kind is in the API (and the C ABI) so device
+// memory can be added without breaking either.
+enum class MemoryKind : int { kHost = 0 };
+
+// Memory a Client registered (register_memory) or allocated (allocate) for values to land in
+// (get_into) and leave from (put_from) with no copy. Move-only; deregisters (and, for allocate,
+// frees) on destruction or release(). May outlive the Client: it then only frees. Not
+// thread-safe itself (release from one thread); calls using it from many threads are fine.
+class KVRDMA_EXPORT MemoryHandle {
+ public:
+  MemoryHandle() = default;
+  MemoryHandle(MemoryHandle&&) noexcept = default;
+  MemoryHandle& operator=(MemoryHandle&& other) noexcept;
+  MemoryHandle(const MemoryHandle&) = delete;
+  MemoryHandle& operator=(const MemoryHandle&) = delete;
+  ~MemoryHandle();
+
+  // The first byte, and the bytes usable from it; null / 0 once released.
+  std::byte* data() const { return data_; }
+  size_t size() const { return size_; }
+  MemoryKind kind() const { return kind_; }
+  bool valid() const { return state_ != nullptr; }
+  // Deregisters now (every server the memory was announced to forgets it; allocate()'s memory
+  // is freed): see "Caller memory" in README.md for GETs that failed into it.
+  void release();
+
+  // For the library.
+  struct State;
+  MemoryHandle(std::shared_ptr<State> state, std::byte* data, size_t size, MemoryKind kind)
+      : state_(std::move(state)), data_(data), size_(size), kind_(kind) {}
+  const std::shared_ptr<State>& state() const { return state_; }
+
+ private:
+  std::shared_ptr<State> state_;
+  std::byte* data_ = nullptr;
+  size_t size_ = 0;
+  MemoryKind kind_ = MemoryKind::kHost;
+};
+
+// One item of get_many_into: the value of `key` goes to handle->data() + offset, at most
+// `capacity` bytes.
+struct GetIntoItem {
+  std::string_view key;
+  const MemoryHandle* handle = nullptr;
+  size_t offset = 0;
+  size_t capacity = 0;
+  uint64_t* value_len = nullptr;  // when given: the value's length once known (also when too small)
+};
+
+// One item of put_many_from: `len` bytes at handle->data() + offset become the value of `key`.
+struct PutFromItem {
+  std::string_view key;
+  const MemoryHandle* handle = nullptr;
+  size_t offset = 0;
+  size_t len = 0;
+};
+
 // One item of put_many.
 struct KeyValue {
   std::string_view key;
@@ -99,6 +156,40 @@ class KVRDMA_EXPORT Client {
   // exceeds the per-call limits); larger ones go the two-phase path one by one. One Status per
   // item, in order.
   std::vector<Status> put_many(std::span<const KeyValue> items, uint64_t ttl_ms = 0);
+
+  // --- Caller memory (README.md "Caller memory") ---
+  // Registers `len` bytes at `ptr` (memory the caller owns and keeps alive while the handle
+  // lives) with the transport. libfabric registers any host memory (a memlock failure names
+  // `ulimit -l`); the mock cannot and answers FAILED_PRECONDITION: use allocate() there.
+  Result<MemoryHandle> register_memory(void* ptr, size_t len, MemoryKind kind = MemoryKind::kHost);
+  // `len` bytes of registered memory, zeroed, owned by the handle: on every transport the
+  // application may use it as its own (e.g. its block pool).
+  Result<MemoryHandle> allocate(size_t len);
+  // Has the server write the value of `key` straight to handle.data() + offset; returns its
+  // length. Small values (inline) are copied there from the reply. A value longer than
+  // `capacity` is FAILED_PRECONDITION naming its size, nothing written; NOT_FOUND when absent;
+  // INVALID_ARGUMENT for a released handle, one of another client, or [offset, +capacity)
+  // outside it. After DEADLINE_EXCEEDED, UNAVAILABLE or INTERNAL the server's write may still
+  // land in [offset, +capacity) until the request's deadline (timeout_ms): do not reuse or free
+  // that spot before then.
+  // `value_len`, when given, receives the value's length once known (also when too small).
+  Result<uint64_t> get_into(std::string_view key, const MemoryHandle& handle, size_t offset,
+                            size_t capacity, uint64_t* value_len = nullptr);
+  // The value of `key` copied into `buffer` (its length returned); zero copy (as get_into) when
+  // `buffer` lies inside memory this client registered or allocated. FAILED_PRECONDITION naming
+  // the size when it does not fit.
+  Result<uint64_t> get_into(std::string_view key, std::span<std::byte> buffer,
+                            uint64_t* value_len = nullptr);
+  // Stores the `len` bytes at handle.data() + offset under `key`: values above the inline
+  // threshold go reserve -> transport write from that memory -> commit, with no copy. The bytes
+  // must not change until this returns.
+  Status put_from(std::string_view key, const MemoryHandle& handle, size_t offset, size_t len,
+                  uint64_t ttl_ms = 0);
+  // Many get_into in one call per server: every transport write of the call in flight at once.
+  // One result per item, in order (misses are NOT_FOUND).
+  std::vector<Result<uint64_t>> get_many_into(std::span<const GetIntoItem> items);
+  // Many put_from: reservations first, then every transport write at once, then the commits.
+  std::vector<Status> put_many_from(std::span<const PutFromItem> items, uint64_t ttl_ms = 0);
 
   // The counters of the first server that answered (cluster() covers every node).
   Result<ServerStats> stats();

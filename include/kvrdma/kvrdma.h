@@ -1,8 +1,9 @@
 /* kvrdma C ABI — a stable C99 interface to the kvrdma client and server.
  *
  * Conventions:
- * - Ownership: what *_new, *_start, *_connect and *_get_view return belongs to the caller, who
- *   gives it back with the matching *_free, *_stop, *_close or *_view_release. Value bytes that
+ * - Ownership: what *_new, *_start, *_connect, *_get_view, *_register and *_allocate return
+ *   belongs to the caller, who gives it back with the matching *_free, *_stop, *_close,
+ *   *_view_release or kvrdma_mem_release. Value bytes that
  *   kvrdma_get allocates, and stats text, are freed with kvrdma_free, never with free().
  * - NULL: every destroy function accepts NULL. errbuf may be NULL; when given it always receives
  *   a NUL-terminated message (truncated to errlen), empty on success.
@@ -32,6 +33,10 @@ typedef struct kvrdma_config kvrdma_config; /* string-keyed settings */
 typedef struct kvrdma_server kvrdma_server;
 typedef struct kvrdma_client kvrdma_client;
 typedef struct kvrdma_view kvrdma_view; /* zero-copy value in the client's receive buffer */
+typedef struct kvrdma_mem kvrdma_mem;   /* caller memory registered or allocated by a client */
+
+/* Kinds of memory for kvrdma_client_register; never renumbered. Host memory only today. */
+enum { KVRDMA_MEM_HOST = 0 };
 
 /* Never renumbered; the same numbers as kvrdma::Code and the wire. */
 typedef enum {
@@ -79,7 +84,9 @@ KVRDMA_C_EXPORT int kvrdma_put(kvrdma_client *client, const void *key, size_t ke
 KVRDMA_C_EXPORT int kvrdma_get(kvrdma_client *client, const void *key, size_t keylen, void **val,
                                size_t *vallen, char *errbuf, size_t errlen);
 /* Copies the value into buf. When cap is too small: KVRDMA_FAILED_PRECONDITION and *vallen is
- * set to the size needed. */
+ * set to the size needed. When buf lies inside memory this client registered or allocated
+ * (kvrdma_client_register / kvrdma_client_allocate), the server writes the value straight there
+ * (zero copy, as kvrdma_get_into_mem). */
 KVRDMA_C_EXPORT int kvrdma_get_into(kvrdma_client *client, const void *key, size_t keylen,
                                     void *buf, size_t cap, size_t *vallen, char *errbuf,
                                     size_t errlen);
@@ -109,6 +116,55 @@ KVRDMA_C_EXPORT int kvrdma_put_many(kvrdma_client *client, size_t n, const void 
                                     const size_t *keylens, const void *const *vals,
                                     const size_t *vallens, uint64_t ttl_ms, int *codes,
                                     char *errbuf, size_t errlen);
+
+/* Caller memory: values land in, and are published from, memory the application owns, with no
+ * copy (README.md "Caller memory").
+ *
+ * kvrdma_client_register registers len bytes at ptr (kind KVRDMA_MEM_HOST), which the caller
+ * keeps alive until the kvrdma_mem is released; libfabric registers any host memory (a too-low
+ * locked-memory limit is an error naming `ulimit -l`); the mock transport cannot and answers
+ * KVRDMA_FAILED_PRECONDITION: use kvrdma_client_allocate there. kvrdma_client_allocate hands out
+ * len zeroed bytes of registered memory (kvrdma_mem_data) the application uses as its own.
+ * *out is released with kvrdma_mem_release (NULL is fine), which also frees allocated memory;
+ * a kvrdma_mem may outlive its client (it then only frees). */
+KVRDMA_C_EXPORT int kvrdma_client_register(kvrdma_client *c, void *ptr, size_t len, int kind,
+                                           kvrdma_mem **out, char *errbuf, size_t errlen);
+KVRDMA_C_EXPORT int kvrdma_client_allocate(kvrdma_client *c, size_t len, kvrdma_mem **out,
+                                           char *errbuf, size_t errlen);
+/* The first byte and the length of the memory; NULL / 0 for NULL. */
+KVRDMA_C_EXPORT void *kvrdma_mem_data(const kvrdma_mem *m);
+KVRDMA_C_EXPORT size_t kvrdma_mem_size(const kvrdma_mem *m);
+KVRDMA_C_EXPORT void kvrdma_mem_release(kvrdma_mem *m);
+
+/* The server writes the value of key straight to kvrdma_mem_data(m) + offset; *vallen receives
+ * its length. A value longer than capacity is KVRDMA_FAILED_PRECONDITION with *vallen set to the
+ * size needed and nothing written; offset + capacity beyond kvrdma_mem_size(m) is
+ * KVRDMA_INVALID_ARGUMENT. After KVRDMA_DEADLINE_EXCEEDED, KVRDMA_UNAVAILABLE or KVRDMA_INTERNAL
+ * the server's write may still land in [offset, +capacity) until the request's deadline
+ * (timeout-ms): do not reuse or release that memory before then. */
+KVRDMA_C_EXPORT int kvrdma_get_into_mem(kvrdma_client *c, const void *key, size_t keylen,
+                                        kvrdma_mem *m, size_t offset, size_t capacity,
+                                        size_t *vallen, char *errbuf, size_t errlen);
+/* Stores the len bytes at kvrdma_mem_data(m) + offset under key (ttl_ms 0: no expiry); large
+ * values are written by the transport straight from that memory, which must not change until
+ * the call returns. */
+KVRDMA_C_EXPORT int kvrdma_put_from(kvrdma_client *c, const void *key, size_t keylen,
+                                    kvrdma_mem *m, size_t offset, size_t len, uint64_t ttl_ms,
+                                    char *errbuf, size_t errlen);
+/* Batches of the two above, with the batch conventions: item i goes to / comes from mems[i] at
+ * offsets[i] (capacities[i] / lens[i] bytes); vallens[i] receives the length of value i (also
+ * the size needed when too small; 0 when unknown). All transport writes of a call are in flight
+ * at once. */
+KVRDMA_C_EXPORT int kvrdma_get_many_into(kvrdma_client *c, size_t n, const void *const *keys,
+                                         const size_t *keylens, kvrdma_mem *const *mems,
+                                         const size_t *offsets, const size_t *capacities,
+                                         size_t *vallens, int *codes, char *errbuf,
+                                         size_t errlen);
+KVRDMA_C_EXPORT int kvrdma_put_many_from(kvrdma_client *c, size_t n, const void *const *keys,
+                                         const size_t *keylens, kvrdma_mem *const *mems,
+                                         const size_t *offsets, const size_t *lens,
+                                         uint64_t ttl_ms, int *codes, char *errbuf,
+                                         size_t errlen);
 
 /* Removes a key; KVRDMA_NOT_FOUND when it was absent. */
 KVRDMA_C_EXPORT int kvrdma_delete(kvrdma_client *client, const void *key, size_t keylen,

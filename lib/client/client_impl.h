@@ -26,7 +26,7 @@ namespace kvrdma {
 
 // Thread-safe. Lock order: renew_mu_, then a session's re-open lock (NodeSession), then
 // buffer_mu_; refresh_mu_, then sessions_mu_ or map_mu_. sessions_mu_, map_mu_, buffer_mu_,
-// held_mu_ and mu_ are never held while taking another.
+// held_mu_, mem_mu_ and mu_ are never held while taking another.
 class Client::Impl final : public client::BufferSource {
  public:
   using Steady = std::chrono::steady_clock;
@@ -42,6 +42,23 @@ class Client::Impl final : public client::BufferSource {
   Result<ServerStats> stats(uint64_t changed_since, std::chrono::milliseconds wait);
   Result<ValueLocation> locate(std::string_view key);
   Result<ClusterInfo> cluster();
+
+  // --- caller memory (client_mem.cc; its routing in client_route.cc) ---
+  Result<MemoryHandle> register_memory(void* ptr, size_t len, MemoryKind kind);
+  Result<MemoryHandle> allocate(size_t len);
+  // The item for `handle` at [offset, +span): INVALID_ARGUMENT for an empty key, a released
+  // handle, one of another client, or a span outside it.
+  Result<client::MemGet> mem_get(std::string_view key, const MemoryHandle* handle, size_t offset,
+                                 size_t capacity) const;
+  Result<client::MemPut> mem_put(std::string_view key, const MemoryHandle* handle, size_t offset,
+                                 size_t len) const;
+  // The live memory of this client that holds [p, +len) and p's offset in it; null when none.
+  std::pair<std::shared_ptr<MemoryHandle::State>, size_t> find_memory(const std::byte* p,
+                                                                      size_t len);
+  Result<uint64_t> get_into(const client::MemGet& item);
+  Status put_from(const client::MemPut& item, uint64_t ttl_ms);
+  std::vector<Result<uint64_t>> get_many_into(std::span<const client::MemGet> items);
+  std::vector<Status> put_many_from(std::span<const client::MemPut> items, uint64_t ttl_ms);
 
   // The session with the first server that answered (never null after connect succeeded).
   client::NodeSession& home() const { return *home_; }
@@ -151,6 +168,10 @@ class Client::Impl final : public client::BufferSource {
   };
   std::mutex held_mu_;
   std::vector<HeldBuffer> held_buffers_;  // guarded by held_mu_
+
+  // Caller memory by first byte, for find_memory; expired entries are dropped as met.
+  std::mutex mem_mu_;
+  std::map<const std::byte*, std::weak_ptr<MemoryHandle::State>> memories_;  // guarded by mem_mu_
 
   std::thread keepalive_;
   std::mutex mu_;

@@ -383,4 +383,41 @@ Result<ValueLocation> Client::Impl::locate(std::string_view key) {
   return out;
 }
 
+// Caller memory: routed as get / put / get_many / put_many are (each owner writes its keys into
+// their spots).
+Result<uint64_t> Client::Impl::get_into(const client::MemGet& item) {
+  if (!cluster_) return home_->get_into(item, 0);
+  return routed(item.key, [&item](NodeSession& s, uint64_t epoch) {
+    return s.get_into(item, epoch);
+  });
+}
+
+Status Client::Impl::put_from(const client::MemPut& item, uint64_t ttl_ms) {
+  if (!cluster_) return home_->put_from(item, ttl_ms, 0);
+  return routed(item.key, [&](NodeSession& s, uint64_t epoch) {
+    return s.put_from(item, ttl_ms, epoch);
+  });
+}
+
+std::vector<Result<uint64_t>> Client::Impl::get_many_into(std::span<const client::MemGet> items) {
+  if (!cluster_) return home_->get_many_into(items, 0);
+  std::vector<uint32_t> slots(items.size());
+  for (size_t i = 0; i < items.size(); ++i) slots[i] = cluster::slot_of(items[i].key);
+  return run_grouped<client::MemGet, Result<uint64_t>>(
+      items, slots, [](NodeSession& s, std::span<const client::MemGet> part, uint64_t epoch) {
+        return s.get_many_into(part, epoch);
+      });
+}
+
+std::vector<Status> Client::Impl::put_many_from(std::span<const client::MemPut> items,
+                                                uint64_t ttl_ms) {
+  if (!cluster_) return home_->put_many_from(items, ttl_ms, 0);
+  std::vector<uint32_t> slots(items.size());
+  for (size_t i = 0; i < items.size(); ++i) slots[i] = cluster::slot_of(items[i].key);
+  return run_grouped<client::MemPut, Status>(
+      items, slots, [&](NodeSession& s, std::span<const client::MemPut> part, uint64_t epoch) {
+        return s.put_many_from(part, ttl_ms, epoch);
+      });
+}
+
 }  // namespace kvrdma

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "client/batch.h"
+#include "client/caller_memory.h"
 #include "client/get_stream.h"
 #include "client/receive_buffer.h"
 #include "kv_cache.grpc.pb.h"
@@ -59,7 +60,7 @@ bool session_gone(const Status& s);
 std::string grpc_target(std::string_view addr);
 
 // Thread-safe: every method may be called from any thread. Locks: reopen_mu_ before session_mu_.
-class NodeSession {
+class NodeSession : public std::enable_shared_from_this<NodeSession> {
  public:
   // Dials `address` (no wait, no Hello yet). `transport` and `buffers` outlive the session.
   // INVALID_ARGUMENT when the address is not host:port.
@@ -90,6 +91,16 @@ class NodeSession {
                                std::function<Status(std::string_view, std::string_view, uint64_t)>
                                    put_one);
   Result<v1::LocateReply> locate(std::string_view key, uint64_t epoch);
+
+  // Caller memory, in node_session_mem.cc (see Client; items were checked against their
+  // handles). Each announces the regions it names to this node first when needed.
+  Result<uint64_t> get_into(const MemGet& item, uint64_t epoch);
+  Status put_from(const MemPut& item, uint64_t ttl_ms, uint64_t epoch);
+  std::vector<Result<uint64_t>> get_many_into(std::span<const MemGet> items, uint64_t epoch);
+  std::vector<Status> put_many_from(std::span<const MemPut> items, uint64_t ttl_ms,
+                                    uint64_t epoch);
+  // Forgets region `region_id` of session `session_id` at this node (best effort, bounded).
+  void release_region(uint64_t session_id, uint64_t region_id);
 
   // Calls that need no session.
   Result<v1::StatsReply> stats(uint64_t changed_since, std::chrono::milliseconds wait);
@@ -135,6 +146,20 @@ class NodeSession {
                              Steady::time_point d);
   Status put_once(const SessionState& st, std::string_view key, std::string_view value,
                   uint64_t ttl_ms, uint64_t epoch, Steady::time_point d);
+  // Caller memory (node_session_mem.cc): `op` on the open session, once more on a re-opened
+  // one when the server lost it (the region is then announced again).
+  template <class Op>
+  auto with_session_mem(Op op) -> decltype(op(std::declval<const SessionState&>(), Steady::now()));
+  // The id `mem` has at this node's session `st`, announcing it (RegisterRegion) first if needed.
+  Result<uint64_t> region_id(MemoryHandle::State& mem, const SessionState& st,
+                             Steady::time_point d);
+  Result<uint64_t> get_into_once(const SessionState& st, const MemGet& item, uint64_t epoch,
+                                 Steady::time_point d);
+  std::vector<Result<uint64_t>> get_many_into_once(const SessionState& st,
+                                                   std::span<const MemGet> items, uint64_t epoch,
+                                                   Steady::time_point d);
+  std::vector<Status> put_many_from_once(const SessionState& st, std::span<const MemPut> items,
+                                         uint64_t ttl_ms, uint64_t epoch, Steady::time_point d);
   Status put_large(const SessionState& st, std::string_view key, std::string_view value,
                    uint64_t ttl_ms, uint64_t epoch, Steady::time_point d);
 

@@ -95,7 +95,6 @@ std::optional<Status> KvService::serve_get_many(const v1::GetManyRequest& reques
   // Reserve every result first: the write completions fill their own element concurrently and
   // the repeated field must not reallocate under them.
   for (int i = 0; i < req->items_size(); ++i) reply->add_results();
-  const auto& region = (*session)->region;
   Counters& counters = core_.counters;
   auto pending = std::make_shared<PendingWrites>();
   pending->answer = std::move(done);
@@ -139,13 +138,20 @@ std::optional<Status> KvService::serve_get_many(const v1::GetManyRequest& reques
     }
     ++tally.hits;
     if (len > item.dest_capacity()) continue;  // written=false: reserve value_len and ask again
+    auto dest = (*session)->dest_region(item.dest_region());  // caller memory; 0: receive region
+    if (!dest) {
+      rpc::to_item(out->mutable_status(), dest.status());
+      continue;
+    }
+    const std::shared_ptr<transport::RemoteRegion>& region = *dest;
     uint64_t off = item.dest_offset();
     if (off > region->size() || item.dest_capacity() > region->size() - off) {
       rpc::to_item(out->mutable_status(),
                    Status(Code::kInvalidArgument,
-                          fmt::format("destination [{}, +{}) lies outside the {}-byte receive "
-                                      "region this session registered",
-                                      off, item.dest_capacity(), region->size())));
+                          fmt::format("destination [{}, +{}) lies outside the {}-byte region {} "
+                                      "this session registered",
+                                      off, item.dest_capacity(), region->size(),
+                                      item.dest_region())));
       continue;
     }
     pending->left.fetch_add(1, std::memory_order_relaxed);

@@ -205,13 +205,15 @@ std::optional<Status> KvService::serve_get(const v1::GetRequest& req, v1::GetRep
     reply->set_written(false);  // the client reserves value_len bytes and asks again
     return Status();
   }
-  const auto& region = (*session)->region;
+  auto dest = (*session)->dest_region(req.dest_region());  // caller memory; 0: receive region
+  if (!dest) return dest.status();
+  const std::shared_ptr<transport::RemoteRegion>& region = *dest;
   uint64_t off = req.dest_offset();
   if (off > region->size() || req.dest_capacity() > region->size() - off) {
     return Status(Code::kInvalidArgument,
-                  fmt::format("destination [{}, +{}) lies outside the {}-byte receive region "
+                  fmt::format("destination [{}, +{}) lies outside the {}-byte region {} "
                               "this session registered", off, req.dest_capacity(),
-                              region->size()));
+                              region->size(), req.dest_region()));
   }
   std::shared_ptr<Session> owner = *session;
   if (Status busy = take_transfer_slot(*owner); !busy.is_ok()) return busy;

@@ -106,6 +106,14 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
   grpc::ServerUnaryReactor* Locate(grpc::CallbackServerContext* ctx, const v1::LocateRequest* req,
                                    v1::LocateReply* reply) override;
 
+  // Caller memory, in region_service.cc: a session's extra client regions.
+  grpc::ServerUnaryReactor* RegisterRegion(grpc::CallbackServerContext* ctx,
+                                           const v1::RegisterRegionRequest* req,
+                                           v1::RegisterRegionReply* reply) override;
+  grpc::ServerUnaryReactor* ReleaseRegion(grpc::CallbackServerContext* ctx,
+                                          const v1::ReleaseRegionRequest* req,
+                                          v1::ReleaseRegionReply* reply) override;
+
   // One GET, for Get and GetStream (the caller checked the token). The outcome when it is known
   // at once (errors, misses, inline values, "ask again with value_len bytes"); nullopt when a
   // transport write started instead: its completion fills `reply` and calls `done` with the

@@ -45,6 +45,13 @@ struct Session {
   std::mutex mu;
   std::unordered_map<uint64_t, Reservation> reservations;  // guarded by mu
   uint64_t next_reservation = 1;                          // guarded by mu
+  // Caller memory: regions RegisterRegion announced, by id (never 0: 0 names `region`).
+  std::unordered_map<uint64_t, std::shared_ptr<transport::RemoteRegion>> extra_regions;  // mu
+  uint64_t next_region = 1;                                                               // mu
+
+  // The region a GET names: `region` for 0, else a registered one; INVALID_ARGUMENT for an id
+  // this session does not know (released, or never registered).
+  Result<std::shared_ptr<transport::RemoteRegion>> dest_region(uint64_t id);
 };
 
 class SessionTable {

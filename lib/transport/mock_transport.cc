@@ -138,6 +138,15 @@ class MockTransport final : public Transport {
     return std::unique_ptr<LocalRegion>(std::make_unique<MockLocalRegion>(std::move(*object)));
   }
 
+  // A peer maps only the mock's own shared-memory objects, never another process's heap.
+  Result<std::unique_ptr<LocalRegion>> register_memory(void*, size_t len, MemoryKind) override {
+    return Status(Code::kFailedPrecondition,
+                  fmt::format("the mock transport cannot register memory it did not allocate "
+                              "({} bytes given); allocate the block with Client::allocate "
+                              "(kvrdma_client_allocate) and use it as your own, or run over "
+                              "libfabric (--mock false)", len));
+  }
+
   Result<std::shared_ptr<Peer>> connect(std::string_view peer_address) override {
     std::string_view pid = peer_address.substr(0, kAddressTag.size()) == kAddressTag
                                ? peer_address.substr(kAddressTag.size())

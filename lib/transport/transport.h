@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "kvrdma/client.h"  // MemoryKind
 #include "kvrdma/options.h"
 #include "kvrdma/status.h"
 
@@ -71,6 +72,15 @@ class Transport {
 
   // Allocates `len` bytes (rounded up to pages) and registers them for remote writes.
   virtual Result<std::unique_ptr<LocalRegion>> allocate(size_t len) = 0;
+
+  // Registers memory the caller owns (`ptr`, `len` bytes; any alignment) for remote writes into
+  // it and as the source of write(); the region's offsets count from `ptr`. The memory must
+  // outlive the region and every write that touches it; the region never frees it. libfabric
+  // honours the domain's mr_mode (a memlock failure names `ulimit -l`); the mock cannot map
+  // another process's heap and answers FAILED_PRECONDITION (use allocate()). INVALID_ARGUMENT for
+  // a null pointer, 0 bytes or a kind this transport does not know.
+  virtual Result<std::unique_ptr<LocalRegion>> register_memory(void* ptr, size_t len,
+                                                               MemoryKind kind) = 0;
 
   // Connects to a peer by the address its transport reported.
   virtual Result<std::shared_ptr<Peer>> connect(std::string_view peer_address) = 0;

@@ -33,6 +33,10 @@ class ForwardingTransport : public transport::Transport {
   Result<std::unique_ptr<transport::LocalRegion>> allocate(size_t len) override {
     return inner_->allocate(len);
   }
+  Result<std::unique_ptr<transport::LocalRegion>> register_memory(void* ptr, size_t len,
+                                                                  MemoryKind kind) override {
+    return inner_->register_memory(ptr, len, kind);
+  }
   Result<std::shared_ptr<transport::Peer>> connect(std::string_view peer) override {
     return inner_->connect(peer);
   }

@@ -89,12 +89,12 @@ int shm_address(Rail& rail, std::string_view name, fi_addr_t& out) {
 }  // namespace
 
 FabricLocalRegion::FabricLocalRegion(std::vector<std::shared_ptr<Rail>> rails, std::byte* data,
-                                     size_t size)
-    : rails_(std::move(rails)), data_(data), size_(size) {}
+                                     size_t size, bool owned)
+    : rails_(std::move(rails)), data_(data), size_(size), owned_(owned) {}
 
 FabricLocalRegion::~FabricLocalRegion() {
   for (fid_mr* mr : mrs_) fi_close(&mr->fid);
-  munmap(data_, size_);
+  if (owned_) munmap(data_, size_);
 }
 
 Result<std::unique_ptr<FabricLocalRegion>> FabricLocalRegion::create(
@@ -105,27 +105,42 @@ Result<std::unique_ptr<FabricLocalRegion>> FabricLocalRegion::create(
                   fmt::format("cannot map {} bytes: {}", size, std::strerror(errno)));
   }
   std::unique_ptr<FabricLocalRegion> r(
-      new FabricLocalRegion(std::move(rails), static_cast<std::byte*>(p), size));
+      new FabricLocalRegion(std::move(rails), static_cast<std::byte*>(p), size, true));
+  KVRDMA_RETURN_IF_ERROR(r->register_with_rails());
+  return r;
+}
+
+Result<std::unique_ptr<FabricLocalRegion>> FabricLocalRegion::wrap(
+    std::vector<std::shared_ptr<Rail>> rails, void* ptr, size_t size) {
+  std::unique_ptr<FabricLocalRegion> r(
+      new FabricLocalRegion(std::move(rails), static_cast<std::byte*>(ptr), size, false));
+  KVRDMA_RETURN_IF_ERROR(r->register_with_rails());
+  return r;
+}
+
+// FI_MR_LOCAL, FI_MR_ENDPOINT, FI_MR_PROV_KEY and FI_MR_VIRT_ADDR are honoured here: a local
+// descriptor kept per rail where required, the MR bound to the endpoint where required, the key
+// the provider chose (requested keys are only a hint), and the base address in the descriptor.
+Status FabricLocalRegion::register_with_rails() {
   std::string keys;
-  for (const auto& rail : r->rails_) {
+  for (const auto& rail : rails_) {
     std::lock_guard lock(rail->mu);
     fid_mr* mr = nullptr;
-    int rc = fi_mr_reg(rail->domain, r->data_, size, FI_REMOTE_WRITE | FI_WRITE, 0,
+    int rc = fi_mr_reg(rail->domain, data_, size_, FI_REMOTE_WRITE | FI_WRITE, 0,
                        rail->next_key++, 0, &mr, nullptr);
     if (rc) return fi_error("fi_mr_reg", rc);
-    r->mrs_.push_back(mr);  // closed by the destructor from here on, whatever fails next
+    mrs_.push_back(mr);  // closed by the destructor from here on, whatever fails next
     if (rail->mr_mode() & FI_MR_ENDPOINT) {
       if ((rc = fi_mr_bind(mr, &rail->ep->fid, 0))) return fi_error("fi_mr_bind", rc);
       if ((rc = fi_mr_enable(mr))) return fi_error("fi_mr_enable", rc);
     }
-    r->descs_.push_back((rail->mr_mode() & FI_MR_LOCAL) ? fi_mr_desc(mr) : nullptr);
+    descs_.push_back((rail->mr_mode() & FI_MR_LOCAL) ? fi_mr_desc(mr) : nullptr);
     keys += fmt::format("{}{:x}", keys.empty() ? "" : ",", fi_mr_key(mr));
   }
   // Every rail is the same provider, so they agree on FI_MR_VIRT_ADDR.
-  r->descriptor_ = fmt::format("{} {:x} {} {} {}", kDescriptorTag,
-                               reinterpret_cast<uintptr_t>(r->data_), size,
-                               r->rails_[0]->virt_addr() ? 1 : 0, keys);
-  return r;
+  descriptor_ = fmt::format("{} {:x} {} {} {}", kDescriptorTag, reinterpret_cast<uintptr_t>(data_),
+                            size_, rails_[0]->virt_addr() ? 1 : 0, keys);
+  return Status();
 }
 
 Result<std::shared_ptr<RemoteRegion>> FabricPeer::attach(std::string_view descriptor) {

@@ -33,6 +33,9 @@ class FabricLocalRegion final : public LocalRegion {
   // Maps `size` bytes (a multiple of the page size) and registers them with each rail.
   static Result<std::unique_ptr<FabricLocalRegion>> create(std::vector<std::shared_ptr<Rail>> rails,
                                                            size_t size);
+  // Registers `size` bytes at `ptr`, which the caller owns and keeps mapped while this lives.
+  static Result<std::unique_ptr<FabricLocalRegion>> wrap(std::vector<std::shared_ptr<Rail>> rails,
+                                                         void* ptr, size_t size);
   ~FabricLocalRegion() override;
 
   std::byte* data() const override { return data_; }
@@ -44,11 +47,15 @@ class FabricLocalRegion final : public LocalRegion {
   void* desc(size_t rail) const { return descs_[rail]; }
 
  private:
-  FabricLocalRegion(std::vector<std::shared_ptr<Rail>> rails, std::byte* data, size_t size);
+  FabricLocalRegion(std::vector<std::shared_ptr<Rail>> rails, std::byte* data, size_t size,
+                    bool owned);
+  // Registers [data_, +size_) with every rail and builds the descriptor.
+  Status register_with_rails();
 
   std::vector<std::shared_ptr<Rail>> rails_;  // keep the domains open until the MRs close
   std::byte* data_;
   size_t size_;
+  bool owned_;  // mapped by create(), unmapped by the destructor; wrap()'s memory is the caller's
   std::vector<fid_mr*> mrs_;
   std::vector<void*> descs_;
   std::string descriptor_;

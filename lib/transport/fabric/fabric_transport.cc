@@ -136,6 +136,27 @@ class FabricTransport final : public Transport {
     return std::unique_ptr<LocalRegion>(std::move(*r));
   }
 
+  Result<std::unique_ptr<LocalRegion>> register_memory(void* ptr, size_t len,
+                                                       MemoryKind kind) override {
+    if (ptr == nullptr || len == 0) {
+      return Status(Code::kInvalidArgument,
+                    fmt::format("cannot register {} bytes at {}: give a non-null pointer and a "
+                                "non-zero length", len, fmt::ptr(ptr)));
+    }
+    if (kind != MemoryKind::kHost) {
+      return Status(Code::kInvalidArgument,
+                    fmt::format("memory kind {} is not supported; only host memory (0) is",
+                                static_cast<int>(kind)));
+    }
+    auto r = FabricLocalRegion::wrap(rails_, ptr, len);
+    if (!r) {
+      return r.status().with_context(fmt::format(
+          "registering {} bytes of caller memory (if the locked-memory limit is too low, raise "
+          "it: ulimit -l)", len));
+    }
+    return std::unique_ptr<LocalRegion>(std::move(*r));
+  }
+
   Result<std::shared_ptr<Peer>> connect(std::string_view peer_address) override {
     auto peer = fabric::insert_peer(rails_, peer_address);
     if (!peer) return peer.status();
