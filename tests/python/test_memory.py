@@ -15,8 +15,41 @@ except ImportError:
 MiB = 1 << 20
 
 
+class Spy:
+    """Counts the calls of some C functions of the loaded library, still calling them."""
+
+    def __init__(self, test, *names):
+        self.counts = dict.fromkeys(names, 0)
+        for name in names:
+            real = getattr(native.lib, name)
+            setattr(native.lib, name, self._counting(name, real))
+            test.addCleanup(setattr, native.lib, name, real)
+
+    def _counting(self, name, real):
+        def call(*args):
+            self.counts[name] += 1
+            return real(*args)
+        return call
+
+
 @unittest.skipUnless(kvrdma.HAS_MEMORY, "the library has no registered memory calls")
 class AllocatedMemoryTest(ServerTestCase):
+    def test_buffers_in_allocated_memory_take_the_zero_copy_calls(self):
+        spy = Spy(self, "kvrdma_put_from", "kvrdma_get_into_mem", "kvrdma_put_many_from",
+                  "kvrdma_get_many_into", "kvrdma_put", "kvrdma_get_into", "kvrdma_put_many",
+                  "kvrdma_get_many")
+        with self.client.allocate(2 * MiB) as mem:
+            mem.buffer[:MiB] = pattern(MiB, seed=90)
+            self.client.put(b"spy", mem.buffer[:MiB])
+            self.client.get_into(b"spy", mem.buffer[MiB:])
+            self.client.put_many([(b"spy-2", mem.buffer[:10])])
+            self.client.get_many_into([b"spy-2"], [mem.buffer[MiB:MiB + 10]])
+            self.assertEqual(bytes(mem.buffer[MiB:]), pattern(MiB, seed=90))
+        self.assertEqual(spy.counts, {"kvrdma_put_from": 1, "kvrdma_get_into_mem": 1,
+                                      "kvrdma_put_many_from": 1, "kvrdma_get_many_into": 1,
+                                      "kvrdma_put": 0, "kvrdma_get_into": 0,
+                                      "kvrdma_put_many": 0, "kvrdma_get_many": 0})
+
     def test_blocks_of_allocated_memory_round_trip_byte_for_byte(self):
         with self.client.allocate(4 * MiB) as mem:
             self.assertEqual(len(mem), 4 * MiB)
@@ -55,6 +88,21 @@ class AllocatedMemoryTest(ServerTestCase):
         self.assertTrue(np.array_equal(pool[5], pool[2]))
         with self.assertRaises(BufferError):
             mem.close()  # pool still exports the memory
+        del pool
+        mem.close()
+        self.assertTrue(mem.closed)
+
+    @unittest.skipIf(np is None, "numpy is not installed (Debian package python3-numpy)")
+    def test_allocated_memory_in_use_outlives_its_client(self):
+        client = kvrdma.Client(server_addr=self.server.address, log_level="error")
+        mem = client.allocate(MiB)
+        pool = np.frombuffer(mem.buffer, dtype=np.uint8)
+        pool[:] = np.arange(MiB, dtype=np.uint32).astype(np.uint8)
+        client.put(b"pool-value", pool[:4096])
+        client.close()
+        self.assertFalse(mem.closed)
+        self.assertEqual(pool[:4096].tobytes(), self.client.get(b"pool-value"))
+        pool[-1] = 7  # still mapped and writable
         del pool
         mem.close()
         self.assertTrue(mem.closed)
@@ -213,20 +261,23 @@ class RoutingTest(ServerTestCase):
         self.assertIn("allocate", str(ctx.exception))
         buffer.extend(b"resizable again")  # the buffer is no longer exported
 
-    def test_client_close_refuses_while_memory_is_in_use(self):
+    def test_memory_in_use_outlives_its_client(self):
         client = kvrdma.Client(server_addr=self.server.address, log_level="error")
         mem = client.allocate(4096)
         block = mem.buffer[100:200]
-        with self.assertRaises(BufferError):
-            client.close()
-        self.assertFalse(client.closed)
-        block[:] = b"\x01" * 100  # still mapped
-        client.put(b"still-open", block)
-        del block
+        block[:] = b"\x01" * 100
+        client.put(b"outlived", block)
         client.close()
         self.assertTrue(client.closed)
-        self.assertTrue(mem.closed)
-        self.assertEqual(self.client.get(b"still-open"), b"\x01" * 100)
+        self.assertFalse(mem.closed)
+        self.assertEqual(bytes(block), b"\x01" * 100)  # still mapped
+        self.assertNotIn(("release", 1), self.fake.calls)
+        with self.assertRaises(BufferError):
+            mem.close()
+        del block
+        mem.close()
+        self.assertEqual(self.fake.calls[-1], ("release", 1))
+        self.assertEqual(self.client.get(b"outlived"), b"\x01" * 100)
 
     def test_client_close_releases_its_memories(self):
         client = kvrdma.Client(server_addr=self.server.address, log_level="error")

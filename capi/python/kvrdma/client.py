@@ -321,11 +321,16 @@ class Client:
         return parse_stats(_native.take_text(text))
 
     def close(self):
-        """Closes this client's memories, then the client; a second call does nothing. Raises
-        BufferError, leaving the client open, while numpy arrays or memoryviews still export a
-        Memory's buffer."""
+        """Closes the client and those of its memories nothing else uses; a second call does
+        nothing. A Memory still viewed (numpy arrays, memoryviews over it) stays mapped, no
+        longer usable for calls, until it is closed or collected (a kvrdma_mem outlives its
+        client and then only frees)."""
         for m in list(self._memories):
-            m.close()
+            try:
+                m.close()
+            except BufferError:
+                m._detach()
+        self._memories = []
         handle, self._handle = self._handle, None
         if handle:
             lib.kvrdma_client_close(handle)
@@ -341,10 +346,7 @@ class Client:
         self.close()
 
     def __del__(self):
-        try:
-            self.close()
-        except BufferError:
-            pass  # exported memory stays mapped: leaking the client beats a dangling array
+        self.close()
 
     def __repr__(self):
         return "kvrdma.Client(%s)" % ("closed" if self.closed else "open")

@@ -114,7 +114,7 @@ class Memory:
     ``buffer`` is a writable memoryview of all of it: use it (or numpy.frombuffer(m.buffer))
     as the application's block pool. get_into / put on a buffer lying inside it move the value
     straight between the server and these bytes. close() deregisters (allocated memory is then
-    unmapped); the Client closes its memories when it closes. Calls on several threads may use
+    unmapped); the Client closes, when it closes, those of its memories nothing else views. Calls on several threads may use
     the buffer at once; close() must not race them."""
 
     def __init__(self, handle, client, pinned=None):
@@ -159,6 +159,10 @@ class Memory:
         if self._client is not None:
             self._client._forget(self)
             self._client = None
+
+    def _detach(self):
+        """Its client closes: calls no longer find this memory; close() still frees it."""
+        self._client = None
 
     def __enter__(self):
         return self
