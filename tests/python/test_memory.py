@@ -114,6 +114,41 @@ class AllocatedMemoryTest(ServerTestCase):
         self.assertIn("allocate", str(ctx.exception))
 
 
+@unittest.skipUnless(kvrdma.HAS_MEMORY, "the library has no registered memory calls")
+class RegisteredMemoryFabricTest(unittest.TestCase):
+    """Client.register over libfabric tcp (skipped where the tcp provider cannot start)."""
+
+    def setUp(self):
+        try:
+            self.server = kvrdma.Server(memory_mb=16, mock=False, provider="tcp",
+                                        log_level="error")
+        except kvrdma.Error as e:
+            self.skipTest("libfabric tcp is not available here: %s" % e)
+        self.addCleanup(self.server.stop)
+        self.client = kvrdma.Client(server_addr=self.server.address, mock=False, provider="tcp",
+                                    timeout_ms=10000, log_level="error")
+        self.addCleanup(self.client.close)
+
+    def test_registered_bytearray_is_a_zero_copy_source_and_destination(self):
+        spy = Spy(self, "kvrdma_put_from", "kvrdma_get_into_mem", "kvrdma_client_register")
+        buffer = bytearray(3 * MiB)
+        value = pattern(MiB, seed=95)
+        buffer[:MiB] = value
+        mem = self.client.register(buffer)
+        self.assertEqual((len(mem), spy.counts["kvrdma_client_register"]), (3 * MiB, 1))
+        with self.assertRaises(BufferError):
+            buffer.extend(b"x")  # registered memory must not move
+        self.client.put(b"registered", memoryview(buffer)[:MiB])
+        self.assertEqual(self.client.get_into(b"registered", memoryview(buffer)[2 * MiB:]), MiB)
+        self.assertEqual(bytes(buffer[2 * MiB:]), value)
+        self.assertEqual(self.client.get(b"registered"), value)
+        self.assertEqual((spy.counts["kvrdma_put_from"], spy.counts["kvrdma_get_into_mem"]),
+                         (1, 1))
+        mem.close()
+        buffer.extend(b"x")  # released: the buffer may be resized again
+        self.assertEqual(len(buffer), 3 * MiB + 1)
+
+
 class FakeMemoryCalls:
     """Stands in for the registered-memory C calls with the copying ones, logging each call, so
     the package's routing (which buffer lies in which Memory, at which offset) is tested on any
