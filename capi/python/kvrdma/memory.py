@@ -114,8 +114,9 @@ class Memory:
     ``buffer`` is a writable memoryview of all of it: use it (or numpy.frombuffer(m.buffer))
     as the application's block pool. get_into / put on a buffer lying inside it move the value
     straight between the server and these bytes. close() deregisters (allocated memory is then
-    unmapped); the Client closes, when it closes, those of its memories nothing else views. Calls on several threads may use
-    the buffer at once; close() must not race them."""
+    unmapped); a Client that closes closes those of its memories nothing else views, and the
+    others stay mapped until closed or collected. Calls on several threads may use the buffer
+    at once; close() must not race them."""
 
     def __init__(self, handle, client, pinned=None):
         self._client = client
