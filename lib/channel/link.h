@@ -69,7 +69,8 @@ struct IncomingRequest {
   std::span<const std::byte> bytes;  // valid until the next take() on the same link
 };
 
-// Server side of one session's link. Used by one channel thread at a time.
+// Server side of one session's link. take() is called by one channel thread at a time;
+// complete() may run on any thread (a transport write's completion), for different slots at once.
 class ServerLink {
  public:
   virtual ~ServerLink() = default;
