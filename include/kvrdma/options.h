@@ -60,6 +60,10 @@ struct ServerOptions {
   std::string etcd_endpoints;                    // comma-separated, e.g. http://127.0.0.1:2379
   std::string advertise_addr;                    // host:port clients dial; empty: the bound address
   uint64_t node_lease_ms = 5000;                 // a node silent this long is declared dead
+  // Request channel (docs/design.md): accept a client's channel offer at Hello; the channel
+  // thread polls this long after its last request before it sleeps on the doorbell.
+  bool channel = true;
+  uint64_t poll_us = 50;
 };
 
 struct ClientOptions {
@@ -74,6 +78,8 @@ struct ClientOptions {
   // request at a time per stream, up to this many streams per client; more concurrent ones, or
   // all when 0, use one unary call each.
   uint64_t get_streams = 16;
+  // Offer a request channel at Hello; small GET, get_many, PUT and DELETE then ride it.
+  bool channel = true;
 };
 
 // Which programs a setting applies to.
