@@ -121,6 +121,10 @@ Status apply_common(LogLevel& level, TransportOptions& t, SecurityOptions& sec,
     auto b = parse_bool(value);
     if (!b) return bad_value(name, value, "true or false");
     t.mock = *b;
+  } else if (name == "channel") {
+    auto b = parse_bool(value);
+    if (!b) return bad_value(name, value, "true or false");
+    t.channel = *b;
   } else if (name == "provider") {
     if (value != "auto" && value != "efa" && value != "verbs" && value != "shm" && value != "tcp") {
       return bad_value(name, value, "auto, efa, verbs, shm or tcp");
@@ -226,12 +230,6 @@ Status apply_setting(ServerOptions& o, std::string_view name, std::string_view v
     o.advertise_addr = std::string(value);
     return Status();
   }
-  if (name == "channel") {
-    auto b = parse_bool(value);
-    if (!b) return bad_value(name, value, "true or false");
-    o.channel = *b;
-    return Status();
-  }
   struct UintField {
     const char* name;
     uint64_t* field;
@@ -288,12 +286,6 @@ Status apply_setting(ClientOptions& o, std::string_view name, std::string_view v
     auto v = uint_in(name, value, 1, 86'400'000);
     if (!v) return v.status();
     o.timeout_ms = *v;
-    return Status();
-  }
-  if (name == "channel") {
-    auto b = parse_bool(value);
-    if (!b) return bad_value(name, value, "true or false");
-    o.channel = *b;
     return Status();
   }
   if (name == "get-streams") {

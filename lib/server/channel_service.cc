@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <pthread.h>
+
 #include <algorithm>
 
 #include "channel/codec.h"
@@ -93,6 +95,7 @@ ChannelService::ChannelService(ServerCore& core, KvService& service,
     : core_(core), service_(service), host_(std::move(host)) {
   const log::Logger* logger = &log::current();
   thread_ = std::thread([this, logger] {
+    pthread_setname_np(pthread_self(), kThreadName);
     log::Scope scope(logger);
     run();
   });

@@ -23,6 +23,9 @@ namespace kvrdma::server {
 
 class ChannelService {
  public:
+  // The channel thread's name (tests count its wake-ups in /proc).
+  static constexpr const char* kThreadName = "kvrdma-channel";
+
   // Starts the channel thread with a link host for the server's transport and sets
   // core.open_channel. FAILED_PRECONDITION when the transport has no channel link yet (the
   // server then runs without a channel: every Hello offer is refused).

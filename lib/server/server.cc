@@ -154,7 +154,7 @@ Status Server::Impl::start(const ServerOptions& options,
   if (!creds) return creds.status();
   credentials_ = std::move(*creds);
   service_ = std::make_unique<server::KvService>(core);
-  if (options.channel) {
+  if (options.transport.channel) {
     auto ch = server::ChannelService::start(core, *service_);
     if (ch) channel_ = std::move(*ch);
     else KVRDMA_LOG_INFO("request channel off: {}", ch.status().message());
