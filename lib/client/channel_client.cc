@@ -31,8 +31,11 @@ Result<ChannelClient::Ticket> ChannelClient::submit(ch::Request request,
   Ticket t;
   {
     std::unique_lock lock(mu_);
-    const auto until = wait_for_slot ? deadline : Clock::now();
-    if (!freed_.wait_until(lock, until, [&] { return !free_.empty(); })) {
+    if (!wait_for_slot && free_.empty()) {
+      return Status(Code::kResourceExhausted,
+                    fmt::format("channel: all {} slots are busy", link_->slot_count()));
+    }
+    if (!freed_.wait_until(lock, deadline, [&] { return !free_.empty(); })) {
       return Status(Code::kDeadlineExceeded,
                     fmt::format("channel: all {} slots stayed busy until the deadline",
                                 link_->slot_count()));
@@ -97,9 +100,9 @@ void ChannelClient::release(uint32_t slot) {
 }
 
 Result<ch::Response> ChannelClient::call(ch::Request request, Clock::time_point deadline,
-                                         std::string* keep) {
+                                         std::string* keep, bool wait_for_slot) {
   const ch::Op op = request.op;
-  auto t = submit(std::move(request), deadline);
+  auto t = submit(std::move(request), deadline, wait_for_slot);
   if (!t) return t.status();
   ring();
   KVRDMA_RETURN_IF_ERROR(wait(*t, deadline, keep));

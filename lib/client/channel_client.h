@@ -36,8 +36,8 @@ class ChannelClient {
   // Largest PUT value (with `key_len`) one request carries.
   size_t max_put_value(size_t key_len) const;
 
-  // Takes a free slot (waiting up to `deadline` for one when `wait_for_slot`, else not at all:
-  // DEADLINE_EXCEEDED), stamps `request` with its slot, generation and the time left to
+  // Takes a free slot (waiting up to `deadline` for one when `wait_for_slot`: DEADLINE_EXCEEDED;
+  // else RESOURCE_EXHAUSTED at once when none is free), stamps `request` with its slot, generation and the time left to
   // `deadline`, encodes and posts it. Does not ring. INVALID_ARGUMENT when the request does not
   // fit a slot (nothing taken).
   Result<Ticket> submit(channel::Request request, Clock::time_point deadline,
@@ -56,7 +56,7 @@ class ChannelClient {
   // submit + ring + wait + decode, for blocking callers. `keep` owns the bytes the views of the
   // returned response point into.
   Result<channel::Response> call(channel::Request request, Clock::time_point deadline,
-                                 std::string* keep);
+                                 std::string* keep, bool wait_for_slot = true);
 
  private:
   bool copy_out(Ticket t, std::string* out);

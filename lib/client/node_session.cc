@@ -289,7 +289,7 @@ Status NodeSession::put(std::string_view key, std::string_view value, uint64_t t
 
 Status NodeSession::erase(std::string_view key, uint64_t epoch) {
   return with_session([&](const SessionState& st, Steady::time_point d) -> Status {
-    if (st.channel) return channel_delete(st, key, epoch, d);
+    if (auto r = channel_delete(st, key, epoch, d)) return *r;
     v1::DeleteRequest req;
     req.set_session_id(st.hello.session_id());
     req.set_key(std::string(key));

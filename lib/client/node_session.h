@@ -147,15 +147,18 @@ class NodeSession {
   void offer_channel(v1::HelloRequest* req, std::unique_ptr<channel::ClientLink>* offered) const;
   // After Hello: the channel the server accepted into `st`, or none (logged).
   void open_channel(SessionState* st, std::unique_ptr<channel::ClientLink> offered) const;
-  // One GET round trip over the channel, as get_round_trip over gRPC.
+  // One GET round trip over the channel, as get_round_trip over gRPC (which carries it while
+  // every slot is busy, e.g. held by pipelined requests).
   Status channel_get(const SessionState& st, const v1::GetRequest& req, v1::GetReply* reply,
                      Steady::time_point d);
-  // A PUT whose key and value fit one slot; nullopt when they do not (use gRPC).
+  // A PUT whose key and value fit one slot; nullopt when they do not, or every slot is busy
+  // (use gRPC).
   std::optional<Status> channel_put(const SessionState& st, std::string_view key,
                                     std::string_view value, uint64_t ttl_ms, uint64_t epoch,
                                     Steady::time_point d);
-  Status channel_delete(const SessionState& st, std::string_view key, uint64_t epoch,
-                        Steady::time_point d);
+  // nullopt without a channel, or while every slot is busy (then gRPC carries it).
+  std::optional<Status> channel_delete(const SessionState& st, std::string_view key,
+                                       uint64_t epoch, Steady::time_point d);
   // get_many over the channel: keys in slot-sized requests, all posted before any is waited
   // for; values too large for a slot (or deferred) are fetched one by one with get_once.
   std::vector<Result<ValueView>> channel_get_many(const SessionState& st,

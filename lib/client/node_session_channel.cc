@@ -54,7 +54,8 @@ Status NodeSession::channel_get(const SessionState& st, const v1::GetRequest& re
   rq.dest_capacity = req.dest_capacity();
   rq.map_epoch = req.map_epoch();
   std::string keep;
-  auto r = st.channel->call(rq, d, &keep);
+  auto r = st.channel->call(rq, d, &keep, /*wait_for_slot=*/false);
+  if (!r && r.status().code() == Code::kResourceExhausted) return get_round_trip(req, reply, d);
   if (!r) return r.status();
   if (Status s = status_of(*r); !s.is_ok()) return s;
   if (r->results.size() != 1) {
@@ -80,19 +81,22 @@ std::optional<Status> NodeSession::channel_put(const SessionState& st, std::stri
   rq.ttl_ms = ttl_ms;
   rq.map_epoch = epoch;
   std::string keep;
-  auto r = st.channel->call(rq, d, &keep);
+  auto r = st.channel->call(rq, d, &keep, /*wait_for_slot=*/false);
+  if (!r && r.status().code() == Code::kResourceExhausted) return std::nullopt;  // gRPC
   if (!r) return r.status();
   return status_of(*r);
 }
 
-Status NodeSession::channel_delete(const SessionState& st, std::string_view key, uint64_t epoch,
-                                   Steady::time_point d) {
+std::optional<Status> NodeSession::channel_delete(const SessionState& st, std::string_view key,
+                                                  uint64_t epoch, Steady::time_point d) {
+  if (!st.channel) return std::nullopt;
   ch::Request rq;
   rq.op = ch::Op::kDelete;
   rq.key = key;
   rq.map_epoch = epoch;
   std::string keep;
-  auto r = st.channel->call(rq, d, &keep);
+  auto r = st.channel->call(rq, d, &keep, /*wait_for_slot=*/false);
+  if (!r && r.status().code() == Code::kResourceExhausted) return std::nullopt;  // gRPC
   if (!r) return r.status();
   return status_of(*r);
 }
@@ -147,7 +151,7 @@ std::vector<Result<ValueView>> NodeSession::channel_get_many(
       auto t = chan.submit(std::move(rq), d, /*wait_for_slot=*/k == next);
       if (t) {
         chunks[k].ticket = *t;
-      } else if (k > next && t.status().code() == Code::kDeadlineExceeded) {
+      } else if (k > next && t.status().code() == Code::kResourceExhausted) {
         end = k;  // no slot free now: wait for what this round posted
       } else {
         chunks[k].submitted = t.status();
