@@ -196,7 +196,7 @@ std::vector<Result<ValueView>> NodeSession::channel_get_many(
           results[idx] = ValueView(keep, data, res.inline_bytes.size(), false);
         } else if (res.code == Code::kOk || res.code == Code::kFailedPrecondition) {
           // Too large for the slot, deferred, or a refusal whose detail (wrong owner) the
-          // channel's item record does not carry: ask for it alone.
+          // channel's item record does not carry: ask again over gRPC, below.
           one_by_one.push_back(idx);
         } else {
           results[idx] = status_of(res, keys[idx]);
@@ -205,7 +205,14 @@ std::vector<Result<ValueView>> NodeSession::channel_get_many(
     }
     next = end;
   }
-  for (size_t idx : one_by_one) results[idx] = get_once(st, keys[idx], epoch, d);
+  if (one_by_one.empty()) return results;
+  // Values a slot cannot carry go the gRPC batch way, which manages the receive buffer for a
+  // whole batch (it copies earlier views out to make room instead of waiting on them).
+  std::vector<std::string_view> rest;
+  rest.reserve(one_by_one.size());
+  for (size_t idx : one_by_one) rest.push_back(keys[idx]);
+  auto more = client::get_many(batch_channel(st, epoch), rest);
+  for (size_t j = 0; j < one_by_one.size(); ++j) results[one_by_one[j]] = std::move(more[j]);
   return results;
 }
 

@@ -15,7 +15,10 @@ namespace kvrdma::server {
 namespace ch = kvrdma::channel;
 
 struct ChannelService::Entry {
-  std::weak_ptr<Session> session;  // the link goes when its session does
+  // The link goes some time after its session does: until then its requests are answered
+  // "session lost" (the client re-opens the session, with a new channel).
+  std::weak_ptr<Session> session;
+  ch::Clock::time_point lost_since{};
   uint64_t session_id = 0;
   std::unique_ptr<ch::ServerLink> link;
 };
@@ -29,6 +32,8 @@ constexpr size_t kMaxItems = 1024;
 // A sleeping channel thread looks at its links at least this often (drops ended sessions).
 constexpr auto kSleepCap = std::chrono::seconds(1);
 constexpr auto kMaxDeadline = std::chrono::seconds(60);
+// How long the link of an ended session still answers (with "session lost").
+constexpr auto kLostLinger = std::chrono::seconds(10);
 
 // Writes `response` into the slot; a response too large for it (a long error message) is sent
 // again with the message cut to fit.
@@ -157,9 +162,13 @@ size_t ChannelService::scan() {
   size_t n = 0;
   for (size_t i = 0; i < links_.size();) {
     std::shared_ptr<Entry> e = links_[i];
-    if (e->session.expired()) {  // Goodbye, lease ran out, or the server lost it
-      links_.erase(links_.begin() + static_cast<std::ptrdiff_t>(i));
-      continue;
+    if (e->session.expired()) {  // Goodbye, or the lease ran out
+      const auto now = ch::Clock::now();
+      if (e->lost_since == ch::Clock::time_point{}) e->lost_since = now;
+      if (now - e->lost_since > kLostLinger) {
+        links_.erase(links_.begin() + static_cast<std::ptrdiff_t>(i));
+        continue;
+      }
     }
     n += e->link->take(kPerPass, [&](const ch::IncomingRequest& in) { serve(e, in); });
     ++i;
