@@ -73,6 +73,7 @@ Status ChannelClient::wait(Ticket t, Clock::time_point deadline, std::string* ou
   for (int i = 0; i < 1000; ++i) {
     Status s = link_->wait(t.slot, t.generation, deadline);
     if (!s.is_ok()) {
+      if (s.code() == Code::kUnavailable) broken_.store(true, std::memory_order_relaxed);
       release(t.slot);
       return s;
     }

@@ -7,6 +7,7 @@
 // poll returned the answer, or abandon()); the free list is guarded by mu_.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -32,6 +33,9 @@ class ChannelClient {
   explicit ChannelClient(std::unique_ptr<channel::ClientLink> link);
 
   size_t slot_bytes() const { return link_->slot_bytes(); }
+  // False once a wait found the server gone (UNAVAILABLE): callers then use gRPC, which finds a
+  // restarted server and re-opens the session (with a new channel).
+  bool usable() const { return !broken_.load(std::memory_order_relaxed); }
   uint32_t slot_count() const { return link_->slot_count(); }
   // Largest PUT value (with `key_len`) one request carries.
   size_t max_put_value(size_t key_len) const;
@@ -67,6 +71,7 @@ class ChannelClient {
   std::condition_variable freed_;
   std::vector<uint32_t> free_;         // guarded by mu_
   std::vector<uint64_t> generations_;  // guarded by mu_: the last generation used per slot
+  std::atomic<bool> broken_{false};
 };
 
 // The status a response carries as a whole (OK, or code + message + detail).

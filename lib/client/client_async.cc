@@ -99,7 +99,7 @@ Pending submit(Client::Impl& impl, std::unique_ptr<Pending::State> st, const ch:
   st->deadline = std::chrono::steady_clock::now() + impl.timeout();
   std::shared_ptr<const client::SessionState> session =
       impl.in_cluster() ? nullptr : impl.home().current();
-  const bool fits = may_ride && session && session->channel &&
+  const bool fits = may_ride && session && session->channel && session->channel->usable() &&
                     ch::encoded_size(rq) <= session->channel->slot_bytes();
   if (!fits) {
     st->outcome = st->fallback();

@@ -350,7 +350,7 @@ std::vector<Result<ValueView>> NodeSession::get_many(std::span<const std::string
   }
   auto st = current();
   auto run = [&](const SessionState& at, std::span<const std::string_view> k) {
-    if (at.channel) return channel_get_many(at, k, epoch, deadline());
+    if (at.channel && at.channel->usable()) return channel_get_many(at, k, epoch, deadline());
     return client::get_many(batch_channel(at, epoch), k);
   };
   auto results = run(*st, keys);

@@ -55,7 +55,10 @@ Status NodeSession::channel_get(const SessionState& st, const v1::GetRequest& re
   rq.map_epoch = req.map_epoch();
   std::string keep;
   auto r = st.channel->call(rq, d, &keep, /*wait_for_slot=*/false);
-  if (!r && r.status().code() == Code::kResourceExhausted) return get_round_trip(req, reply, d);
+  // Every slot busy, or the server gone: gRPC (which finds a restarted server).
+  if (!r && (r.status().code() == Code::kResourceExhausted || !st.channel->usable())) {
+    return get_round_trip(req, reply, d);
+  }
   if (!r) return r.status();
   if (Status s = status_of(*r); !s.is_ok()) return s;
   if (r->results.size() != 1) {
@@ -73,7 +76,10 @@ Status NodeSession::channel_get(const SessionState& st, const v1::GetRequest& re
 std::optional<Status> NodeSession::channel_put(const SessionState& st, std::string_view key,
                                                std::string_view value, uint64_t ttl_ms,
                                                uint64_t epoch, Steady::time_point d) {
-  if (!st.channel || value.size() > st.channel->max_put_value(key.size())) return std::nullopt;
+  if (!st.channel || !st.channel->usable() ||
+      value.size() > st.channel->max_put_value(key.size())) {
+    return std::nullopt;
+  }
   ch::Request rq;
   rq.op = ch::Op::kPut;
   rq.key = key;
@@ -82,21 +88,25 @@ std::optional<Status> NodeSession::channel_put(const SessionState& st, std::stri
   rq.map_epoch = epoch;
   std::string keep;
   auto r = st.channel->call(rq, d, &keep, /*wait_for_slot=*/false);
-  if (!r && r.status().code() == Code::kResourceExhausted) return std::nullopt;  // gRPC
+  if (!r && (r.status().code() == Code::kResourceExhausted || !st.channel->usable())) {
+    return std::nullopt;  // gRPC
+  }
   if (!r) return r.status();
   return status_of(*r);
 }
 
 std::optional<Status> NodeSession::channel_delete(const SessionState& st, std::string_view key,
                                                   uint64_t epoch, Steady::time_point d) {
-  if (!st.channel) return std::nullopt;
+  if (!st.channel || !st.channel->usable()) return std::nullopt;
   ch::Request rq;
   rq.op = ch::Op::kDelete;
   rq.key = key;
   rq.map_epoch = epoch;
   std::string keep;
   auto r = st.channel->call(rq, d, &keep, /*wait_for_slot=*/false);
-  if (!r && r.status().code() == Code::kResourceExhausted) return std::nullopt;  // gRPC
+  if (!r && (r.status().code() == Code::kResourceExhausted || !st.channel->usable())) {
+    return std::nullopt;  // gRPC
+  }
   if (!r) return r.status();
   return status_of(*r);
 }

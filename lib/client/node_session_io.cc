@@ -46,7 +46,8 @@ Result<ValueView> NodeSession::get_once(const SessionState& st, std::string_view
     req.set_dest_offset(extent.valid() ? extent.offset() : 0);
     req.set_dest_capacity(extent.valid() ? extent.capacity() : 0);
     v1::GetReply reply;
-    Status s = st.channel ? channel_get(st, req, &reply, d) : get_round_trip(req, &reply, d);
+    Status s = st.channel && st.channel->usable() ? channel_get(st, req, &reply, d)
+                                                  : get_round_trip(req, &reply, d);
     if (!s.is_ok()) {
       if (extent.valid() && write_may_still_land(s)) buffer->retire(std::move(extent));
       return s;
