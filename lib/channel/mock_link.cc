@@ -28,9 +28,6 @@ constexpr std::string_view kTag = "kvrdma-chan-mock-v1";
 constexpr uint32_t kNeedWakeup = 1u << 31;
 constexpr size_t kPage = 4096;
 constexpr size_t kControlBytes = 64;
-// The doorbell page: the futex word at 0, the server's pid at kPidOffset (a client waiting for an
-// answer checks it, so a server that died fails the call at once instead of at its deadline).
-constexpr size_t kPidOffset = 64;
 // A client waiting for its completion spins this long before it sleeps on the slot's futex
 // (waking a sleeping vCPU here costs ~25-35 us; a server at its poll answers in ~1-2 us).
 constexpr auto kClientSpin = std::chrono::microseconds(20);
@@ -123,16 +120,17 @@ class MockClientLink final : public ClientLink {
   }
 
   Status accept(std::string_view server_accept) override {
-    auto w = words(server_accept, 3);
-    uint64_t size = 0;
+    auto w = words(server_accept, 4);
+    uint64_t size = 0, pid = 0;
     if (!w || !transport::shm::is_object_name((*w)[1]) || !number((*w)[2], &size) ||
-        size != kPage) {
+        size != kPage || !number((*w)[3], &pid) || pid == 0 || pid > INT_MAX) {
       return Status(Code::kInvalidArgument,
                     fmt::format("channel: malformed accept '{}' from the server", server_accept));
     }
     auto bell = transport::shm::open_object(std::string((*w)[1]), size);
     if (!bell) return bell.status().with_context("channel: mapping the server's doorbell");
     bell_ = std::move(*bell);
+    server_pid_ = static_cast<pid_t>(pid);
     region_.unlink();  // the server mapped it before it answered
     return Status::ok();
   }
@@ -200,16 +198,16 @@ class MockClientLink final : public ClientLink {
   // dead server is noticed within it).
   static constexpr auto kSleepCap = std::chrono::milliseconds(50);
 
+  // The server's pid came with its accept (over gRPC), not from the shared doorbell page, which
+  // every client of the server may write.
   bool server_alive() const {
-    if (bell_.data() == nullptr) return true;
-    const auto pid = static_cast<pid_t>(
-        at(*reinterpret_cast<uint32_t*>(bell_.data() + kPidOffset)).load(std::memory_order_relaxed));
-    return pid <= 0 || kill(pid, 0) == 0 || errno != ESRCH;
+    return server_pid_ <= 0 || kill(server_pid_, 0) == 0 || errno != ESRCH;
   }
 
   transport::shm::OwnedObject region_;
   Layout layout_;
   transport::shm::Mapping bell_;
+  pid_t server_pid_ = 0;
 };
 
 class MockServerLink final : public ServerLink {
@@ -275,10 +273,7 @@ class MockServerLink final : public ServerLink {
 
 class MockLinkHost final : public LinkHost {
  public:
-  explicit MockLinkHost(transport::shm::OwnedObject bell) : bell_(std::move(bell)) {
-    at(*reinterpret_cast<uint32_t*>(bell_.data() + kPidOffset))
-        .store(static_cast<uint32_t>(getpid()), std::memory_order_relaxed);
-  }
+  explicit MockLinkHost(transport::shm::OwnedObject bell) : bell_(std::move(bell)) {}
 
   Result<std::unique_ptr<ServerLink>> open(std::string_view offer, std::string* accept) override {
     auto w = words(offer, 5);
@@ -305,7 +300,7 @@ class MockLinkHost final : public LinkHost {
     }
     auto map = transport::shm::open_object(std::string((*w)[1]), size);
     if (!map) return map.status().with_context("channel: mapping the client's slot region");
-    *accept = fmt::format("{} {} {}", kTag, bell_.name(), bell_.size());
+    *accept = fmt::format("{} {} {} {}", kTag, bell_.name(), bell_.size(), getpid());
     return std::unique_ptr<ServerLink>(std::make_unique<MockServerLink>(
         std::move(*map), static_cast<uint32_t>(slots), slot_bytes));
   }

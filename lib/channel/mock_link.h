@@ -7,7 +7,8 @@
 // there yet, and the server wakes it only when it sleeps.
 //
 // Offer:  "kvrdma-chan-mock-v1 <region name> <region bytes> <slots> <slot bytes>"
-// Accept: "kvrdma-chan-mock-v1 <doorbell name> <doorbell bytes>"
+// Accept: "kvrdma-chan-mock-v1 <doorbell name> <doorbell bytes> <server pid>" (a waiting client
+// checks the pid every 50 ms, so a server that died fails its calls with UNAVAILABLE at once).
 // Names are checked with shm::is_object_name before anything is mapped.
 //
 // Hostile clients: the server copies a request out of the region before it decodes it and
