@@ -221,6 +221,34 @@ TEST_CASE("channel service: PUT, GET, GET_MANY and DELETE over a raw link, byte 
     get.key = "a";
     CHECK(s.call(get, 6, &keep).code == Code::kNotFound);
   }
+  SECTION("a request naming another slot or generation, or a dest_region, is refused") {
+    auto raw = [&](ch::Request rq, uint32_t post_slot) {
+      const uint64_t g = ++s.gen;
+      rq.generation = rq.generation ? rq.generation : g;
+      std::string w;
+      REQUIRE(ch::encode(rq, kSlot, &w).is_ok());
+      REQUIRE(s.link->post(post_slot, g, std::span(reinterpret_cast<const std::byte*>(w.data()),
+                                                   w.size())).is_ok());
+      s.link->ring();
+      REQUIRE(s.link->wait(post_slot, g, ch::Clock::now() + std::chrono::seconds(10)).is_ok());
+      auto d = ch::decode_response(s.link->poll(post_slot, g), kSlot);
+      REQUIRE(d.is_ok());
+      return d->code;
+    };
+    ch::Request rq = get;
+    rq.slot = 5;  // posted in slot 6
+    CHECK(raw(rq, 6) == Code::kInvalidArgument);
+    rq.slot = 6;
+    rq.generation = 1;  // not the generation it was posted under
+    CHECK(raw(rq, 6) == Code::kInvalidArgument);
+    rq.generation = 0;
+    rq.dest_region = 3;
+    CHECK(raw(rq, 6) == Code::kInvalidArgument);
+    // The stored value is intact.
+    r = s.call(get, 2, &keep);
+    REQUIRE(r.results.size() == 1);
+    CHECK(r.results[0].inline_bytes == v1);
+  }
   SECTION("undecodable bytes get INVALID_ARGUMENT in their slot") {
     const std::string junk(200, '\x55');
     const uint64_t g = ++s.gen;
