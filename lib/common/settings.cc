@@ -180,6 +180,12 @@ const Row kRows[] = {
     {"get-streams", "int", KVRDMA_CLIENT(get_streams), 0, 1024, 1, nullptr,
      "GETs and get_many batches ride long-lived gRPC streams, at most this many per client (more "
      "concurrent ones go as single calls); 0: always single calls"},
+    {"channel", "bool", KVRDMA_BOTH(transport.channel), 0, 0, 1, nullptr,
+     "small GET, get_many, PUT and DELETE ride the request channel on the data plane (offered at "
+     "Hello; gRPC when either side says false)"},
+    {"poll-us", "int", KVRDMA_SERVER(poll_us), 0, 1'000'000, 1, nullptr,
+     "request channel: the server polls this long for new requests before it sleeps on the "
+     "doorbell, microseconds"},
     {"auth-token", "string", KVRDMA_BOTH(security.auth_token), 0, 0, 1, check_token,
      "shared secret every RPC must carry (programs also read KVRDMA_AUTH_TOKEN); empty: none"},
     {"tls-cert", "string", KVRDMA_BOTH(security.tls_cert), 0, 0, 1, nullptr,
