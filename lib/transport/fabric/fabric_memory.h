@@ -107,6 +107,7 @@ class FabricPeer final : public Peer {
       : addresses_(std::move(addresses)) {}
   // INVALID_ARGUMENT for a malformed descriptor.
   Result<std::shared_ptr<RemoteRegion>> attach(std::string_view descriptor) override;
+  const std::shared_ptr<const PeerAddresses>& addresses() const { return addresses_; }
 
  private:
   std::shared_ptr<const PeerAddresses> addresses_;

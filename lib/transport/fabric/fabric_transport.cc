@@ -1,4 +1,5 @@
-// FabricTransport: Transport over libfabric RDM endpoints with RMA writes.
+// FabricTransport: Transport over libfabric RDM endpoints with RMA writes, and Messages (sends,
+// posted receives, writes with remote CQ data) on rail 0's endpoint for the request channel.
 //
 // One rail (fabric/domain/endpoint/AV/CQ) per --num-domains, shared by every peer (too many
 // endpoints per process fail with -FI_ENOMEM). A write is cut into pieces of at most kMaxPiece
@@ -21,6 +22,7 @@
 #include "transport/fabric/fabric_transport.h"
 
 #include <fmt/format.h>
+#include <rdma/fi_endpoint.h>
 #include <rdma/fi_errno.h>
 #include <rdma/fi_rma.h>
 
@@ -41,12 +43,15 @@
 #include "memory/memory_pool.h"
 #include "transport/fabric/fabric_memory.h"
 #include "transport/fabric/fabric_rail.h"
+#include "transport/fabric/fabric_receive.h"
 
 namespace kvrdma::transport {
 namespace {
 
 using fabric::FabricLocalRegion;
+using fabric::FabricPeer;
 using fabric::FabricRemoteRegion;
+using fabric::PeerAddresses;
 using fabric::Rail;
 
 constexpr uint64_t kMaxPiece = 8ull << 20;
@@ -61,10 +66,17 @@ struct Operation {
   Status first_error;
 };
 
+// What a piece posts: an RMA write (complete at the target), a write with remote CQ data
+// (complete locally; the target's completion proves delivery), or a message.
+enum class Kind : uint8_t { kWrite, kWriteData, kSend };
+
 // One piece: everything needed to (re)post it, and the context libfabric hands back.
 struct Piece {
   fi_context2 ctx;  // the CQ entry's op_context points here
   std::shared_ptr<Operation> op;
+  Kind kind = Kind::kWrite;
+  uint64_t data = 0;                         // kWriteData: the target's CQ data
+  std::shared_ptr<const PeerAddresses> peer;  // kSend: the destination (writes use op->dst)
   size_t rail = 0;        // ours
   size_t their_rail = 0;  // the peer's
   iovec iov{};
@@ -73,8 +85,10 @@ struct Piece {
   fi_addr_t addr = FI_ADDR_UNSPEC;
 };
 
-class FabricTransport final : public Transport {
+class FabricTransport final : public Transport, public Messages {
  public:
+  using Clock = Transport::Clock;
+
   explicit FabricTransport(std::vector<std::shared_ptr<Rail>> rails)
       : rails_(std::move(rails)), address_(fabric::encode_address(rails_)) {
     bool fds = std::all_of(rails_.begin(), rails_.end(), [](auto& r) { return r->wait_fd >= 0; });
@@ -90,6 +104,7 @@ class FabricTransport final : public Transport {
     wake();
     progress_.join();
     if (wake_fd_ >= 0) close(wake_fd_);
+    ring_.reset();
     std::vector<std::shared_ptr<Operation>> left;
     {
       std::lock_guard lock(ops_mu_);
@@ -144,6 +159,113 @@ class FabricTransport final : public Transport {
 
   void write(const LocalRegion& src, size_t src_offset, std::shared_ptr<RemoteRegion> dst,
              size_t dst_offset, size_t len, Clock::time_point deadline, Completion done) override {
+    write_impl(Kind::kWrite, 0, src, src_offset, std::move(dst), dst_offset, len, deadline,
+               std::move(done));
+  }
+
+  WriteExpectation expect_writes() override {
+    // With descriptors the progress thread wakes for incoming data by itself.
+    if (signal_->expected.fetch_add(1) == 0 && wake_fd_ < 0) wake();
+    // The result shares the signal, not the transport, so it may outlive the transport.
+    std::shared_ptr<ProgressSignal> signal = signal_;
+    return WriteExpectation(signal.get(), [signal](void*) { signal->expected.fetch_sub(1); });
+  }
+
+  Messages* messages() override { return this; }
+
+  size_t data_bytes() const override { return std::min<size_t>(rails_[0]->cq_data_size(), 8); }
+
+  Status listen(size_t max_bytes, MessageHandler on_message) override {
+    std::lock_guard lock(handlers_mu_);
+    if (listening_.load()) {
+      return Status(Code::kFailedPrecondition, "this transport already receives messages");
+    }
+    auto ring = fabric::ReceiveRing::create(rails_[0], max_bytes);
+    if (!ring) return ring.status();
+    on_message_ = std::move(on_message);
+    {
+      std::lock_guard ops(ops_mu_);  // the progress thread reads ring_ under ops_mu_
+      ring_ = std::move(*ring);
+    }
+    listening_ = true;
+    wake();
+    return Status();
+  }
+
+  void on_remote_data(DataHandler on_data) override {
+    std::lock_guard lock(handlers_mu_);
+    on_data_ = std::move(on_data);
+  }
+
+  void send(Peer& peer, const LocalRegion& src, size_t offset, size_t len,
+            Clock::time_point deadline, Completion done) override {
+    auto* fpeer = dynamic_cast<FabricPeer*>(&peer);
+    auto* local = dynamic_cast<const FabricLocalRegion*>(&src);
+    if (fpeer == nullptr || local == nullptr) {
+      done(Status(Code::kInvalidArgument, "peer or region does not belong to this transport"));
+      return;
+    }
+    if (offset > src.size() || len > src.size() - offset || len == 0 ||
+        len > rails_[0]->info->ep_attr->max_msg_size) {
+      done(Status(Code::kInvalidArgument,
+                  fmt::format("message [{}, +{}) is empty, outside the {}-byte region or longer "
+                              "than the provider's {} bytes", offset, len, src.size(),
+                              rails_[0]->info->ep_attr->max_msg_size)));
+      return;
+    }
+    const auto& peer_addresses = fpeer->addresses();
+    if (!peer_addresses->alive(0)) {
+      done(Status(Code::kUnavailable, "the peer process has exited"));
+      return;
+    }
+    fi_addr_t addr = peer_addresses->addr[0][0];
+    const std::byte* bytes = local->data() + offset;
+    if (len <= rails_[0]->inject_size()) {
+      ssize_t rc;
+      {
+        std::lock_guard lock(rails_[0]->mu);
+        rc = fi_inject(rails_[0]->ep, bytes, len, addr);
+      }
+      if (rc != -FI_EAGAIN) {
+        kick_after_inject();
+        done(rc == 0 ? Status() : fabric::fi_error("fi_inject", static_cast<int>(rc)));
+        return;
+      }
+    }
+    auto op = std::make_shared<Operation>();
+    op->done = std::move(done);
+    op->deadline = deadline;
+    op->pending = 1;
+    auto piece = std::make_unique<Piece>();
+    piece->op = op;
+    piece->kind = Kind::kSend;
+    piece->peer = peer_addresses;
+    piece->iov = iovec{const_cast<std::byte*>(bytes), len};
+    piece->desc = local->desc(0);
+    piece->addr = addr;
+    std::vector<std::shared_ptr<Operation>> finished;
+    {
+      std::lock_guard lock(ops_mu_);
+      ++unfinished_;
+      if (!backlog_.empty() || !post(piece, finished)) backlog_.push_back(std::move(piece));
+    }
+    wake();
+    deliver(finished);
+  }
+
+  void write_with_data(const LocalRegion& src, size_t src_offset,
+                       std::shared_ptr<RemoteRegion> dst, size_t dst_offset, size_t len,
+                       uint64_t data, Clock::time_point deadline, Completion done) override {
+    write_impl(Kind::kWriteData, data, src, src_offset, std::move(dst), dst_offset, len, deadline,
+               std::move(done));
+  }
+
+ private:
+  // write() and write_with_data(): checks, then pieces (one only with data, which must arrive
+  // as one completion), small ones injected.
+  void write_impl(Kind kind, uint64_t data, const LocalRegion& src, size_t src_offset,
+                  std::shared_ptr<RemoteRegion> dst, size_t dst_offset, size_t len,
+                  Clock::time_point deadline, Completion done) {
     auto* local = dynamic_cast<const FabricLocalRegion*>(&src);
     auto* remote = dynamic_cast<const FabricRemoteRegion*>(dst.get());
     if (local == nullptr || remote == nullptr) {
@@ -162,15 +284,24 @@ class FabricTransport final : public Transport {
                               dst_offset, len, remote->size())));
       return;
     }
+    uint64_t piece_max = std::min<uint64_t>(kMaxPiece, rails_[0]->info->ep_attr->max_msg_size);
+    if (kind == Kind::kWriteData && (len == 0 || len > piece_max)) {
+      done(Status(Code::kInvalidArgument,
+                  fmt::format("a write with data takes 1..{} bytes, not {}", piece_max, len)));
+      return;
+    }
     if (len == 0) {
       done(Status());
+      return;
+    }
+    if (kind == Kind::kWriteData && len <= rails_[0]->inject_size() &&
+        inject_write_data(*local, src_offset, *remote, dst_offset, len, data, done)) {
       return;
     }
     auto op = std::make_shared<Operation>();
     op->done = std::move(done);
     op->dst = dst;
     op->deadline = deadline;
-    uint64_t piece_max = std::min<uint64_t>(kMaxPiece, rails_[0]->info->ep_attr->max_msg_size);
     op->pending = (len + piece_max - 1) / piece_max;
 
     std::vector<std::shared_ptr<Operation>> finished;
@@ -181,7 +312,10 @@ class FabricTransport final : public Transport {
       for (uint64_t pos = 0; pos < len; pos += piece_max, ++k) {
         auto piece = std::make_unique<Piece>();
         piece->op = op;
-        piece->rail = (next_rail_++) % rails_.size();
+        piece->kind = kind;
+        piece->data = data;
+        // A write with data goes rail 0 to rail 0, where the target reads its answers.
+        piece->rail = kind == Kind::kWriteData ? 0 : (next_rail_++) % rails_.size();
         size_t theirs = remote->their_rail(k);
         piece->their_rail = theirs;
         uint64_t n = std::min<uint64_t>(piece_max, len - pos);
@@ -197,48 +331,84 @@ class FabricTransport final : public Transport {
     deliver(finished);
   }
 
-  WriteExpectation expect_writes() override {
-    // With descriptors the progress thread wakes for incoming data by itself.
-    if (signal_->expected.fetch_add(1) == 0 && wake_fd_ < 0) wake();
-    // The result shares the signal, not the transport, so it may outlive the transport.
-    std::shared_ptr<ProgressSignal> signal = signal_;
-    return WriteExpectation(signal.get(), [signal](void*) { signal->expected.fetch_sub(1); });
+  // fi_inject_writedata: true when done (ran `done`), false on -FI_EAGAIN (post it instead).
+  bool inject_write_data(const FabricLocalRegion& local, size_t src_offset,
+                         const FabricRemoteRegion& remote, size_t dst_offset, size_t len,
+                         uint64_t data, Completion& done) {
+    if (!remote.peer_alive(0)) {
+      done(Status(Code::kUnavailable, "the peer process has exited"));
+      return true;
+    }
+    ssize_t rc;
+    {
+      std::lock_guard lock(rails_[0]->mu);
+      rc = fi_inject_writedata(rails_[0]->ep, local.data() + src_offset, len, data,
+                               remote.addr(0, 0), remote.remote_address(dst_offset),
+                               remote.key(0));
+    }
+    if (rc == -FI_EAGAIN) return false;
+    kick_after_inject();
+    done(rc == 0 ? Status() : fabric::fi_error("fi_inject_writedata", static_cast<int>(rc)));
+    return true;
   }
 
- private:
+  // tcp;ofi_rxm may keep an injected message queued until the next progress call: wake the
+  // progress thread if it sleeps. shm copies it into the peer's queue at once.
+  void kick_after_inject() {
+    if (!rails_[0]->is_shm()) wake();
+  }
+
   // Posts `piece` on its rail. True when it is consumed: posted (now in posted_), or failed (its
   // operation records the error). False on -FI_EAGAIN: the caller keeps it for later.
   // Caller holds ops_mu_.
   bool post(std::unique_ptr<Piece>& piece, std::vector<std::shared_ptr<Operation>>& finished) {
-    const auto& remote = static_cast<const FabricRemoteRegion&>(*piece->op->dst);
-    if (!remote.peer_alive(piece->their_rail)) {
+    bool alive = piece->kind == Kind::kSend
+                     ? piece->peer->alive(0)
+                     : static_cast<const FabricRemoteRegion&>(*piece->op->dst)
+                           .peer_alive(piece->their_rail);
+    if (!alive) {
       piece_done(*piece, Status(Code::kUnavailable, "the peer process has exited"), finished);
       piece.reset();
       return true;
     }
-    fi_msg_rma msg{};
-    msg.msg_iov = &piece->iov;
-    msg.desc = &piece->desc;
-    msg.iov_count = 1;
-    msg.addr = piece->addr;
-    msg.rma_iov = &piece->rma;
-    msg.rma_iov_count = 1;
-    msg.context = &piece->ctx;
-    ssize_t rc;
-    {
-      Rail& rail = *rails_[piece->rail];
-      std::lock_guard lock(rail.mu);
-      rc = fi_writemsg(rail.ep, &msg, FI_COMPLETION | FI_DELIVERY_COMPLETE);
-    }
+    ssize_t rc = post_on_rail(*piece);
     if (rc == -FI_EAGAIN) return false;
     if (rc != 0) {
-      piece_done(*piece, fabric::fi_error("fi_writemsg", static_cast<int>(rc)), finished);
+      const char* call = piece->kind == Kind::kSend ? "fi_sendmsg" : "fi_writemsg";
+      piece_done(*piece, fabric::fi_error(call, static_cast<int>(rc)), finished);
       piece.reset();
       return true;
     }
     Piece* raw = piece.release();
     posted_.emplace(raw, std::unique_ptr<Piece>(raw));
     return true;
+  }
+
+  ssize_t post_on_rail(Piece& piece) {
+    Rail& rail = *rails_[piece.rail];
+    if (piece.kind == Kind::kSend) {
+      fi_msg msg{};
+      msg.msg_iov = &piece.iov;
+      msg.desc = &piece.desc;
+      msg.iov_count = 1;
+      msg.addr = piece.addr;
+      msg.context = &piece.ctx;
+      std::lock_guard lock(rail.mu);
+      return fi_sendmsg(rail.ep, &msg, FI_COMPLETION);
+    }
+    fi_msg_rma msg{};
+    msg.msg_iov = &piece.iov;
+    msg.desc = &piece.desc;
+    msg.iov_count = 1;
+    msg.addr = piece.addr;
+    msg.rma_iov = &piece.rma;
+    msg.rma_iov_count = 1;
+    msg.context = &piece.ctx;
+    msg.data = piece.data;
+    uint64_t flags = piece.kind == Kind::kWrite ? FI_COMPLETION | FI_DELIVERY_COMPLETE
+                                                : FI_COMPLETION | FI_REMOTE_CQ_DATA;
+    std::lock_guard lock(rail.mu);
+    return fi_writemsg(rail.ep, &msg, flags);
   }
 
   // Records one piece's outcome; an operation whose last piece this was is appended to
@@ -259,7 +429,7 @@ class FabricTransport final : public Transport {
   // Reads `rail`'s CQ. Returns how many entries were read. Caller holds ops_mu_.
   int read_cq(size_t rail, std::vector<std::shared_ptr<Operation>>& finished) {
     Rail& r = *rails_[rail];
-    fi_cq_entry entries[32];
+    fi_cq_data_entry entries[32];
     fi_cq_err_entry err{};
     char text[256] = {};
     const char* prov_text = nullptr;
@@ -280,9 +450,30 @@ class FabricTransport final : public Transport {
       piece_done(*piece, s, finished);
     };
     if (n > 0) {
-      for (ssize_t i = 0; i < n; ++i) complete(entries[i].op_context, Status());
+      for (ssize_t i = 0; i < n; ++i) {
+        const fi_cq_data_entry& e = entries[i];
+        if (e.flags & FI_REMOTE_CQ_DATA) {
+          data_.push_back(e.data);  // a write_with_data into us: no context of ours
+        } else if ((e.flags & FI_RECV) && ring_ && ring_->owns(e.op_context)) {
+          received_.push_back(Received{e.op_context, static_cast<const std::byte*>(e.buf),
+                                       e.len, ring_->returns_buffer(e.flags)});
+        } else if (e.op_context != nullptr) {
+          complete(e.op_context, Status());
+        }
+      }
       return static_cast<int>(n);
     }
+    if (n == -FI_EAVAIL && (err.flags & FI_RECV)) {
+      // A message longer than the buffers (truncated) or a cancelled receive: dropped.
+      if (ring_ && ring_->owns(err.op_context)) {
+        ++dropped_messages_;
+        if (ring_->returns_buffer(err.flags)) {
+          received_.push_back(Received{err.op_context, nullptr, 0, true});
+        }
+      }
+      return 1;
+    }
+    if (n == -FI_EAVAIL && err.op_context == nullptr) return 1;  // not ours to complete
     if (n == -FI_EAVAIL) {
       complete(err.op_context,
                Status(Code::kUnavailable, fmt::format("RMA write failed: {} ({})",
@@ -321,6 +512,29 @@ class FabricTransport final : public Transport {
     for (auto& piece : backlog_) check(piece->op);
   }
 
+  // Hands what read_cq() gathered to the handlers, with no lock held, then gives the receive
+  // buffers back to the provider. Progress thread only.
+  void deliver_incoming() {
+    if (received_.empty() && data_.empty()) return;
+    MessageHandler on_message;
+    DataHandler on_data;
+    {
+      std::lock_guard lock(handlers_mu_);
+      if (!received_.empty()) on_message = on_message_;
+      if (!data_.empty()) on_data = on_data_;
+    }
+    for (uint64_t d : data_) {
+      if (on_data) on_data(d);
+    }
+    data_.clear();
+    for (const Received& m : received_) {
+      // A multi-receive buffer's last entry may carry no message, only the buffer's return.
+      if (m.len > 0 && m.len <= ring_->max_bytes() && on_message) on_message({m.bytes, m.len});
+      if (m.give_back) ring_->repost(m.context);
+    }
+    received_.clear();
+  }
+
   static void deliver(std::vector<std::shared_ptr<Operation>>& finished) {
     for (auto& op : finished) {
       Status s = op->first_error;
@@ -351,6 +565,7 @@ class FabricTransport final : public Transport {
     constexpr auto kIdlePoll = std::chrono::milliseconds(100);
     int quiet = 0;
     uint64_t tick = 0;
+    auto last_work = Clock::now();
     std::vector<std::shared_ptr<Operation>> finished;
     while (!stop_) {
       int got = 0;
@@ -361,8 +576,11 @@ class FabricTransport final : public Transport {
         if (++tick % 64 == 0 || quiet >= kSpinPolls) expire(finished);
       }
       deliver(finished);
+      deliver_incoming();
+      if (listening_.load()) ring_->retry();
       if (got > 0) {
         quiet = 0;
+        last_work = Clock::now();
         continue;
       }
       // Our own writes in flight need progress to *send* (the descriptor only says data
@@ -386,8 +604,17 @@ class FabricTransport final : public Transport {
         std::this_thread::yield();
         continue;
       }
+      // A listener with no descriptor to sleep on (shm) sees a request only when it polls: it
+      // sleeps an eighth of the time it has been idle (1 ms at least, kIdlePoll at most), so a
+      // request after a short pause waits little and a long-idle server wakes ~10 times a
+      // second.
+      auto limit = kIdlePoll;
+      if (listening_.load()) {
+        auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last_work);
+        limit = std::clamp(idle / 8, kLazyPoll, kIdlePoll);
+      }
       std::unique_lock lock(signal_->mu);
-      signal_->cv.wait_for(lock, kIdlePoll, [&] { return stop_.load() || busy(); });
+      signal_->cv.wait_for(lock, limit, [&] { return stop_.load() || busy(); });
     }
   }
 
@@ -441,6 +668,23 @@ class FabricTransport final : public Transport {
   std::list<std::unique_ptr<Piece>> backlog_;                  // guarded by ops_mu_
   uint64_t next_rail_ = 0;                                     // guarded by ops_mu_
   std::atomic<size_t> unfinished_{0};  // operations not finished; written under ops_mu_
+
+  // Messages: the receive ring (set once by listen(), under ops_mu_ and handlers_mu_) and what
+  // read_cq() gathered for deliver_incoming() (progress thread only).
+  struct Received {
+    void* context;  // the receive buffer
+    const std::byte* bytes;
+    size_t len;
+    bool give_back;  // repost the buffer after the message is handled
+  };
+  std::unique_ptr<fabric::ReceiveRing> ring_;
+  std::atomic<bool> listening_{false};
+  std::vector<Received> received_;
+  std::vector<uint64_t> data_;
+  uint64_t dropped_messages_ = 0;  // progress thread only
+  std::mutex handlers_mu_;
+  MessageHandler on_message_;  // guarded by handlers_mu_
+  DataHandler on_data_;        // guarded by handlers_mu_
 
   std::atomic<bool> stop_{false};
   int wake_fd_ = -1;  // eventfd that ends sleep_on_fds(); -1 when the rails have no descriptors
