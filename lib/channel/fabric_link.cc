@@ -176,9 +176,10 @@ class FabricClientLink final : public ClientLink {
 
   std::span<const std::byte> poll(uint32_t slot, uint64_t generation) override {
     ClientState& st = *state_;
-    if (slot >= st.slots || st.slot[slot].done.load(std::memory_order_acquire) != generation) {
-      return {};
-    }
+    if (slot >= st.slots) return {};
+    // Not there yet: drive the endpoint here rather than wait for the progress thread.
+    if (st.slot[slot].done.load(std::memory_order_acquire) != generation) messages_.progress();
+    if (st.slot[slot].done.load(std::memory_order_acquire) != generation) return {};
     uint32_t n = st.completion_header(slot).length;
     if (n > st.slot_bytes) return {};  // the server wrote nonsense: never read past the area
     return {st.completions->data() + st.completion_offset(slot) + sizeof(CompletionHeader), n};
@@ -199,7 +200,10 @@ class FabricClientLink final : public ClientLink {
         return Status(Code::kDeadlineExceeded,
                       "channel: no answer from the server before the deadline");
       }
-      if (now < spin_end) continue;
+      if (now < spin_end) {
+        messages_.progress();  // manual progress: the waiter drives it while it spins
+        continue;
+      }
       std::unique_lock lock(st.mu);
       st.sleepers.fetch_add(1);
       st.cv.wait_until(lock, std::min(deadline, now + kSleepCap),

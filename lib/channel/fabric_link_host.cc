@@ -123,6 +123,8 @@ class FabricServerLink final : public ServerLink {
 
   size_t take(size_t max, const std::function<void(const IncomingRequest&)>& fn) override {
     Inbox& in = *inbox_;
+    // Nothing filed: drive the endpoint on this (polling) thread, which files what arrived.
+    if (in.count.load() == 0) transport_.messages()->progress();
     size_t n = 0;
     for (uint32_t k = 0; k < in.slots && n < max && in.count.load() > 0; ++k) {
       const uint32_t i = (next_ + k) % in.slots;  // round robin: every slot gets its turn

@@ -133,6 +133,12 @@ class Messages {
   virtual void send(Peer& peer, const LocalRegion& src, size_t offset, size_t len,
                     Clock::time_point deadline, Completion done) = 0;
 
+  // Drives the endpoint once on the caller's thread: reads the completion queues and runs the
+  // handlers here, so a thread waiting for a message or an answer (manual progress) need not
+  // hand off to the progress thread. Never blocks: 0 at once when another thread is polling.
+  // Returns how many completions it read.
+  virtual size_t progress() = 0;
+
   // Transport::write that also raises, at the target, one on_remote_data(data) once the bytes
   // are visible there. `done` means src may be reused, not delivered (no FI_DELIVERY_COMPLETE:
   // the target's completion is the proof). Only the low data_bytes() bytes of `data` travel.

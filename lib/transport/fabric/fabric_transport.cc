@@ -253,6 +253,23 @@ class FabricTransport final : public Transport, public Messages {
     deliver(finished);
   }
 
+  size_t progress() override {
+    std::unique_lock poll(poll_mu_, std::try_to_lock);
+    if (!poll.owns_lock()) return 0;  // the progress thread (or another caller) is at it
+    std::vector<std::shared_ptr<Operation>> finished;
+    int got = 0;
+    {
+      std::lock_guard lock(ops_mu_);
+      for (size_t r = 0; r < rails_.size(); ++r) got += read_cq(r, finished);
+      if (!backlog_.empty()) post_backlog(finished);
+    }
+    deliver_incoming();
+    poll.unlock();
+    deliver(finished);
+    if (got > 0) last_work_ns_.store(Clock::now().time_since_epoch().count());
+    return static_cast<size_t>(got);
+  }
+
   void write_with_data(const LocalRegion& src, size_t src_offset,
                        std::shared_ptr<RemoteRegion> dst, size_t dst_offset, size_t len,
                        uint64_t data, Clock::time_point deadline, Completion done) override {
@@ -513,7 +530,7 @@ class FabricTransport final : public Transport, public Messages {
   }
 
   // Hands what read_cq() gathered to the handlers, with no lock held, then gives the receive
-  // buffers back to the provider. Progress thread only.
+  // buffers back to the provider. Caller holds poll_mu_.
   void deliver_incoming() {
     if (received_.empty() && data_.empty()) return;
     MessageHandler on_message;
@@ -570,14 +587,17 @@ class FabricTransport final : public Transport, public Messages {
     while (!stop_) {
       int got = 0;
       {
-        std::lock_guard lock(ops_mu_);
-        for (size_t r = 0; r < rails_.size(); ++r) got += read_cq(r, finished);
-        if (!backlog_.empty()) post_backlog(finished);
-        if (++tick % 64 == 0 || quiet >= kSpinPolls) expire(finished);
+        std::lock_guard poll(poll_mu_);
+        {
+          std::lock_guard lock(ops_mu_);
+          for (size_t r = 0; r < rails_.size(); ++r) got += read_cq(r, finished);
+          if (!backlog_.empty()) post_backlog(finished);
+          if (++tick % 64 == 0 || quiet >= kSpinPolls) expire(finished);
+        }
+        deliver_incoming();
+        if (listening_.load()) ring_->retry();
       }
       deliver(finished);
-      deliver_incoming();
-      if (listening_.load()) ring_->retry();
       if (got > 0) {
         quiet = 0;
         last_work = Clock::now();
@@ -610,6 +630,8 @@ class FabricTransport final : public Transport, public Messages {
       // second.
       auto limit = kIdlePoll;
       if (listening_.load()) {
+        // Work found by callers' progress() counts too: they poll while the thread sleeps.
+        last_work = std::max(last_work, Clock::time_point(Clock::duration(last_work_ns_.load())));
         auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last_work);
         limit = std::clamp(idle / 8, kLazyPoll, kIdlePoll);
       }
@@ -670,7 +692,12 @@ class FabricTransport final : public Transport, public Messages {
   std::atomic<size_t> unfinished_{0};  // operations not finished; written under ops_mu_
 
   // Messages: the receive ring (set once by listen(), under ops_mu_ and handlers_mu_) and what
-  // read_cq() gathered for deliver_incoming() (progress thread only).
+  // read_cq() gathered for deliver_incoming(), both under poll_mu_: whoever polls (the progress
+  // thread, or a caller in progress()) reads the CQs and delivers what they held before the next
+  // one may, so a receive buffer is reposted only after every message in it was handled.
+  // Lock order: poll_mu_, ops_mu_, a rail's mu; handlers_mu_ alone.
+  std::mutex poll_mu_;
+  std::atomic<Clock::rep> last_work_ns_{0};  // when a caller's progress() last found work
   struct Received {
     void* context;  // the receive buffer
     const std::byte* bytes;
@@ -681,7 +708,7 @@ class FabricTransport final : public Transport, public Messages {
   std::atomic<bool> listening_{false};
   std::vector<Received> received_;
   std::vector<uint64_t> data_;
-  uint64_t dropped_messages_ = 0;  // progress thread only
+  uint64_t dropped_messages_ = 0;  // guarded by ops_mu_
   std::mutex handlers_mu_;
   MessageHandler on_message_;  // guarded by handlers_mu_
   DataHandler on_data_;        // guarded by handlers_mu_
