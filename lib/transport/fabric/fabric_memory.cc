@@ -110,7 +110,8 @@ Result<std::unique_ptr<FabricLocalRegion>> FabricLocalRegion::create(
   for (const auto& rail : r->rails_) {
     std::lock_guard lock(rail->mu);
     fid_mr* mr = nullptr;
-    int rc = fi_mr_reg(rail->domain, r->data_, size, FI_REMOTE_WRITE | FI_WRITE, 0,
+    // FI_SEND: the request channel sends from these regions too (verbs checks it).
+    int rc = fi_mr_reg(rail->domain, r->data_, size, FI_REMOTE_WRITE | FI_WRITE | FI_SEND, 0,
                        rail->next_key++, 0, &mr, nullptr);
     if (rc) return fi_error("fi_mr_reg", rc);
     r->mrs_.push_back(mr);  // closed by the destructor from here on, whatever fails next
