@@ -7,6 +7,7 @@
 #include <rdma/fi_cm.h>
 #include <rdma/fi_errno.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "common/logging.h"
@@ -119,8 +120,15 @@ Result<std::vector<std::shared_ptr<Rail>>> open_provider(const std::string& prov
                                                          const TransportOptions& o) {
   InfoList infos;
   // Multi-receive buffers where the provider offers them (tcp;ofi_rxm, shm), else single ones.
-  if (!get_infos(prov, o, true, infos).is_ok()) {
+  // KVRDMA_FABRIC_NO_MULTI_RECV (any value) forces single ones, so tests cover that path here.
+  const bool multi = std::getenv("KVRDMA_FABRIC_NO_MULTI_RECV") == nullptr;
+  if (!multi || !get_infos(prov, o, true, infos).is_ok()) {
     KVRDMA_RETURN_IF_ERROR(get_infos(prov, o, false, infos));
+    // A provider may offer secondary caps unasked: without the hint, single buffers it is.
+    for (fi_info* i = infos.head; i; i = i->next) {
+      i->caps &= ~FI_MULTI_RECV;
+      if (i->rx_attr) i->rx_attr->caps &= ~FI_MULTI_RECV;
+    }
   }
   // Distinct domains (NICs) in the order fi_getinfo ranks them.
   std::vector<const fi_info*> domains;
