@@ -188,11 +188,15 @@ int FabricTransport::read_cq(size_t rail, std::vector<std::shared_ptr<Operation>
   if (n > 0) {
     for (ssize_t i = 0; i < n; ++i) {
       const fi_cq_data_entry& e = entries[i];
-      if (e.flags & FI_REMOTE_CQ_DATA) {
+      if ((e.flags & FI_REMOTE_WRITE) && (e.flags & FI_REMOTE_CQ_DATA)) {
         data_.push_back(e.data);  // a write_with_data into us: no context of ours
-      } else if ((e.flags & FI_RECV) && ring_ && ring_->owns(e.op_context)) {
+      } else if (ring_ && ring_->owns(e.op_context)) {
+        // One of our receive buffers, whatever else the flags say: shm 1.17 hands a
+        // multi-receive buffer back in an entry without FI_RECV (taken for a write's, the
+        // buffer was never reposted and requests stalled once all were used; measured).
         received_.push_back(Received{e.op_context, static_cast<const std::byte*>(e.buf),
-                                     e.len, ring_->returns_buffer(e.flags)});
+                                     (e.flags & FI_RECV) ? e.len : 0,
+                                     ring_->returns_buffer(e.flags)});
       } else if (e.op_context != nullptr) {
         complete(e.op_context, Status());
       }
