@@ -203,13 +203,11 @@ int FabricTransport::read_cq(size_t rail, std::vector<std::shared_ptr<Operation>
     }
     return static_cast<int>(n);
   }
-  if (n == -FI_EAVAIL && (err.flags & FI_RECV)) {
+  if (n == -FI_EAVAIL && ring_ && ring_->owns(err.op_context)) {
     // A message longer than the buffers (truncated) or a cancelled receive: dropped.
-    if (ring_ && ring_->owns(err.op_context)) {
-      ++dropped_messages_;
-      if (ring_->returns_buffer(err.flags)) {
-        received_.push_back(Received{err.op_context, nullptr, 0, true});
-      }
+    ++dropped_messages_;
+    if (ring_->returns_buffer(err.flags)) {
+      received_.push_back(Received{err.op_context, nullptr, 0, true});
     }
     return 1;
   }
