@@ -339,7 +339,8 @@ TEST_CASE("fabric link: a completion for a stale generation is ignored", "[fabri
       Bytes stale = pattern(50, 2), fresh = pattern(60, 3);
       REQUIRE(p->server_link->complete(2, 5, view(stale)).is_ok());
       // Nothing for 6 may appear: a bounded wait must run out.
-      auto st = p->client_link->wait(2, 6, Transport::Clock::now() + std::chrono::milliseconds(300));
+      auto soon = Transport::Clock::now() + std::chrono::milliseconds(300);
+      auto st = p->client_link->wait(2, 6, soon);
       CHECK(st.code() == Code::kDeadlineExceeded);
       CHECK(p->client_link->poll(2, 6).empty());
       CHECK(p->client_link->poll(2, 5).empty());

@@ -126,7 +126,8 @@ class FabricClientLink final : public ClientLink {
     std::optional<std::string> address;
     if (!w || !number((*w)[1], 10, &id) || id > UINT32_MAX || !number((*w)[2], 16, &secret) ||
         !(address = from_hex((*w)[3]))) {
-      return Status(Code::kInvalidArgument, "channel: malformed fabric link accept from the server");
+      return Status(Code::kInvalidArgument,
+                    "channel: malformed fabric link accept from the server");
     }
     auto peer = transport_.connect(*address);
     if (!peer) return peer.status().with_context("channel: reaching the server's endpoint");

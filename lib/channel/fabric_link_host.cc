@@ -181,7 +181,8 @@ class FabricServerLink final : public ServerLink {
         });
     if (outcome->ran.load(std::memory_order_acquire) && !outcome->status.is_ok()) {
       return Status(Code::kUnavailable,
-                    fmt::format("channel: completion not delivered: {}", outcome->status.message()));
+                    fmt::format("channel: completion not delivered: {}",
+                                outcome->status.message()));
     }
     return Status::ok();
   }

@@ -34,7 +34,7 @@ void FabricTransport::on_remote_data(DataHandler on_data) {
 }
 
 void FabricTransport::send(Peer& peer, const LocalRegion& src, size_t offset, size_t len,
-          Clock::time_point deadline, Completion done) {
+                           Clock::time_point deadline, Completion done) {
   auto* fpeer = dynamic_cast<FabricPeer*>(&peer);
   auto* local = dynamic_cast<const FabricLocalRegion*>(&src);
   if (fpeer == nullptr || local == nullptr) {
@@ -107,8 +107,8 @@ size_t FabricTransport::progress() {
 }
 
 bool FabricTransport::inject_write_data(const FabricLocalRegion& local, size_t src_offset,
-                       const FabricRemoteRegion& remote, size_t dst_offset, size_t len,
-                       uint64_t data, Completion& done) {
+                                        const FabricRemoteRegion& remote, size_t dst_offset,
+                                        size_t len, uint64_t data, Completion& done) {
   if (!remote.peer_alive(0)) {
     done(Status(Code::kUnavailable, "the peer process has exited"));
     return true;

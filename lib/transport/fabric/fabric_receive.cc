@@ -59,9 +59,9 @@ Result<std::unique_ptr<ReceiveRing>> ReceiveRing::create(std::shared_ptr<Rail> r
   void* p = mmap(nullptr, s.bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) {
     s.bytes = 0;
-    return Status(Code::kResourceExhausted, fmt::format("cannot map {} bytes of receive buffers: {}",
-                                                        count * s.buffer_bytes,
-                                                        std::strerror(errno)));
+    return Status(Code::kResourceExhausted,
+                  fmt::format("cannot map {} bytes of receive buffers: {}",
+                              count * s.buffer_bytes, std::strerror(errno)));
   }
   s.data = static_cast<std::byte*>(p);
   s.contexts.resize(count);

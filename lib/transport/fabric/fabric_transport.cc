@@ -39,9 +39,10 @@
 namespace kvrdma::transport {
 namespace fabric {
 
-void FabricTransport::write_impl(Kind kind, uint64_t data, const LocalRegion& src, size_t src_offset,
-                std::shared_ptr<RemoteRegion> dst, size_t dst_offset, size_t len,
-                Clock::time_point deadline, Completion done) {
+void FabricTransport::write_impl(Kind kind, uint64_t data, const LocalRegion& src,
+                                 size_t src_offset, std::shared_ptr<RemoteRegion> dst,
+                                 size_t dst_offset, size_t len, Clock::time_point deadline,
+                                 Completion done) {
   auto* local = dynamic_cast<const FabricLocalRegion*>(&src);
   auto* remote = dynamic_cast<const FabricRemoteRegion*>(dst.get());
   if (local == nullptr || remote == nullptr) {
@@ -107,7 +108,8 @@ void FabricTransport::write_impl(Kind kind, uint64_t data, const LocalRegion& sr
   deliver(finished);
 }
 
-bool FabricTransport::post(std::unique_ptr<Piece>& piece, std::vector<std::shared_ptr<Operation>>& finished) {
+bool FabricTransport::post(std::unique_ptr<Piece>& piece,
+                           std::vector<std::shared_ptr<Operation>>& finished) {
   bool alive = piece->kind == Kind::kSend
                    ? piece->peer->alive(0)
                    : static_cast<const FabricRemoteRegion&>(*piece->op->dst)
@@ -157,7 +159,8 @@ ssize_t FabricTransport::post_on_rail(Piece& piece) {
   return fi_writemsg(rail.ep, &msg, flags);
 }
 
-void FabricTransport::piece_done(Piece& piece, const Status& s, std::vector<std::shared_ptr<Operation>>& finished) {
+void FabricTransport::piece_done(Piece& piece, const Status& s,
+                                 std::vector<std::shared_ptr<Operation>>& finished) {
   Operation& op = *piece.op;
   if (!s.is_ok() && op.first_error.is_ok()) op.first_error = s;
   if (--op.pending == 0 && !op.finished) finish(piece.op, finished);

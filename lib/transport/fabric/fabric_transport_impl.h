@@ -191,7 +191,8 @@ class FabricTransport final : public Transport, public Messages {
 
   // Records one piece's outcome; an operation whose last piece this was is appended to
   // `finished`. Caller holds ops_mu_.
-  void piece_done(Piece& piece, const Status& s, std::vector<std::shared_ptr<Operation>>& finished);
+  void piece_done(Piece& piece, const Status& s,
+                  std::vector<std::shared_ptr<Operation>>& finished);
 
   void finish(const std::shared_ptr<Operation>& op,
               std::vector<std::shared_ptr<Operation>>& finished) {
