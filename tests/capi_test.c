@@ -143,6 +143,27 @@ int main(void) {
   kvrdma_free(val);
   CHECK(kvrdma_get(client, "absent", 6, &val, &len, err, sizeof err) == KVRDMA_NOT_FOUND);
   CHECK(strlen(err) > 0);
+  {
+    /* Pipelined: submit several, drive them with poll, collect with wait. */
+    kvrdma_pending *p[4] = {NULL, NULL, NULL, NULL};
+    int done = 0, rounds = 0;
+    CHECK(kvrdma_put_submit(client, "pk", 2, "pv", 2, 0, &p[0], err, sizeof err) == KVRDMA_OK);
+    CHECK(kvrdma_pending_wait(p[0], NULL, NULL, err, sizeof err) == KVRDMA_OK);
+    CHECK(kvrdma_get_submit(client, "pk", 2, &p[1], err, sizeof err) == KVRDMA_OK);
+    CHECK(kvrdma_get_submit(client, "absent", 6, &p[2], err, sizeof err) == KVRDMA_OK);
+    while (!done && rounds++ < 1000000) {
+      CHECK(kvrdma_pending_poll(p[1], &done, err, sizeof err) == KVRDMA_OK);
+    }
+    CHECK(done == 1);
+    CHECK(kvrdma_pending_wait(p[1], &val, &len, err, sizeof err) == KVRDMA_OK);
+    CHECK(len == 2 && memcmp(val, "pv", 2) == 0);
+    kvrdma_free(val);
+    CHECK(kvrdma_pending_wait(p[2], &val, &len, err, sizeof err) == KVRDMA_NOT_FOUND);
+    CHECK(kvrdma_get_submit(client, "pk", 2, &p[3], err, sizeof err) == KVRDMA_OK);
+    CHECK(kvrdma_get_submit(NULL, "pk", 2, &p[3], err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+    for (int i = 0; i < 4; ++i) kvrdma_pending_free(p[i]); /* p[3] unfinished: abandoned */
+    kvrdma_pending_free(NULL);
+  }
   CHECK(kvrdma_get(client, "absent", 6, &val, &len, NULL, 0) == KVRDMA_NOT_FOUND);
   CHECK(kvrdma_put(client, "", 0, "v", 1, 0, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
   CHECK(kvrdma_put(NULL, "k", 1, "v", 1, 0, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);

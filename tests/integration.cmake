@@ -42,3 +42,11 @@ foreach(provider tcp shm)
       PROPERTIES TIMEOUT 300 ENVIRONMENT KVRDMA_TEST_PROVIDER=${provider})
   endforeach()
 endforeach()
+
+# The same suites with the request channel off (KVRDMA_TEST_CHANNEL=off: --channel false on both
+# ends), so one behaviour holds over both paths; the unprefixed runs use the channel (mock).
+foreach(suite cli_test client_test errors_test transfer_test fault_test model_test batch_test)
+  catch_discover_tests(${suite} TEST_PREFIX "nochannel/"
+    EXTRA_ARGS --name ${suite}-nochannel
+    PROPERTIES TIMEOUT 300 ENVIRONMENT KVRDMA_TEST_CHANNEL=off)
+endforeach()

@@ -73,6 +73,10 @@ void add_subcommands(CLI::App& app, Args& a) {
                     "latency is then per batch); mixed picks get or put per batch")
       ->check(CLI::Range(1u, 4096u))
       ->capture_default_str();
+  bench->add_option("--pipeline", b.pipeline,
+                    "requests in flight per thread: >1 keeps N get_async / put_async outstanding "
+                    "(over the request channel; latency is then per request, submit to answer)")
+      ->check(CLI::Range(1u, 1024u));
   bench->add_flag("--json", b.json, "one JSON object instead of a table");
 }
 

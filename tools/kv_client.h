@@ -46,6 +46,7 @@ struct BenchConfig {
   double duration_s = 60;  // stop after this, even before `ops`
   bool json = false;
   unsigned batch = 1;      // >1: each call is a get_many / put_many of this many keys
+  unsigned pipeline = 1;   // >1: requests in flight per thread (get_async / put_async)
 };
 int run_bench(Client& client, const BenchConfig& config);
 

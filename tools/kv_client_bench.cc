@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -125,8 +126,61 @@ void batch_worker(Client& client, Shared& sh, uint64_t keys, unsigned index,
   }
 }
 
+// --pipeline N: keeps N get_async / put_async outstanding; waits for the oldest, submits another.
+void pipeline_worker(Client& client, Shared& sh, uint64_t keys, unsigned index,
+                     std::vector<uint64_t>& lat) {
+  Rng rng{0x9E3779B97F4A7C15ull * (index + 1)};
+  const BenchConfig& cfg = sh.config;
+  struct InFlight {
+    kvrdma::Pending pending;
+    uint64_t op, key;
+    bool is_put;
+    SteadyClock::time_point start;
+  };
+  std::deque<InFlight> window;
+  auto settle = [&](InFlight& f) {
+    auto r = f.pending.wait();
+    lat.push_back(static_cast<uint64_t>((SteadyClock::now() - f.start).count()));
+    const std::string name = key_name(f.key);
+    if (!r && !f.is_put && r.status().code() == Code::kNotFound) {
+      sh.misses.fetch_add(1, std::memory_order_relaxed);
+    } else if (!r) {
+      sh.record_error(r.status().with_context(fmt::format("{} {}", f.is_put ? "put" : "get", name)));
+    } else if (f.is_put) {
+      sh.bytes.fetch_add(cfg.value_size, std::memory_order_relaxed);
+    } else {
+      sh.hits.fetch_add(1, std::memory_order_relaxed);
+      sh.bytes.fetch_add(r->size(), std::memory_order_relaxed);
+      if (f.op % kVerifyEvery == 0 && *r != sh.value_of(f.key)) {
+        sh.record_error(Status(Code::kInternal,
+                               fmt::format("get {}: {} bytes returned differ from the {} put",
+                                           name, r->size(), cfg.value_size)));
+      }
+    }
+    sh.done_ops.fetch_add(1, std::memory_order_relaxed);
+  };
+  for (;;) {
+    const uint64_t op = sh.next_op.fetch_add(1, std::memory_order_relaxed);
+    if (op >= cfg.ops || SteadyClock::now() >= sh.deadline) break;
+    if (window.size() >= cfg.pipeline) {
+      settle(window.front());
+      window.pop_front();
+    }
+    InFlight f;
+    f.op = op;
+    f.key = rng.next() % keys;
+    f.is_put = cfg.op == "put" || (cfg.op == "mixed" && rng.next() % 10 == 0);
+    f.start = SteadyClock::now();
+    const std::string name = key_name(f.key);
+    f.pending = f.is_put ? client.put_async(name, sh.value_of(f.key)) : client.get_async(name);
+    window.push_back(std::move(f));
+  }
+  for (InFlight& f : window) settle(f);
+}
+
 void worker(Client& client, Shared& sh, uint64_t keys, unsigned index, std::vector<uint64_t>& lat) {
   if (sh.config.batch > 1) return batch_worker(client, sh, keys, index, lat);
+  if (sh.config.pipeline > 1) return pipeline_worker(client, sh, keys, index, lat);
   Rng rng{0x9E3779B97F4A7C15ull * (index + 1)};
   const BenchConfig& cfg = sh.config;
   for (;;) {
@@ -325,15 +379,18 @@ int run_bench(Client& client, const BenchConfig& config) {
         "{{\"op\": \"{}\", \"ops\": {}, \"seconds\": {:.6f}, \"ops_per_sec\": {:.1f}, "
         "\"bytes_per_sec\": {:.1f}, \"p50_us\": {:.1f}, \"p99_us\": {:.1f}, \"max_us\": {:.1f}, "
         "\"errors\": {}, \"value_size\": {}, \"concurrency\": {}, \"keys\": {}, "
-        "\"batch\": {}, \"hits\": {}, \"misses\": {}, \"hit_rate\": {:.4f}}}\n",
+        "\"batch\": {}, \"pipeline\": {}, \"hits\": {}, \"misses\": {}, \"hit_rate\": {:.4f}}}\n",
         config.op, ops, seconds, ops_per_sec, bytes_per_sec, p50, p99, max, errors,
-        config.value_size, config.concurrency, keys, config.batch, hits, misses, hit_rate);
+        config.value_size, config.concurrency, keys, config.batch, config.pipeline, hits, misses,
+        hit_rate);
   } else {
     fmt::print("bench: op {}, value {}{}, concurrency {}, keys {} ({}){}\n", config.op,
                format_bytes(config.value_size),
                config.value_size >= 1024 ? fmt::format(" ({} B)", config.value_size) : "",
                config.concurrency, keys, keys_why,
-               config.batch > 1 ? fmt::format(", batch {} (latency per call)", config.batch) : "");
+               config.batch > 1 ? fmt::format(", batch {} (latency per call)", config.batch)
+               : config.pipeline > 1 ? fmt::format(", pipeline {}", config.pipeline)
+                                     : "");
     fmt::print("  ops          {}{}\n", ops, ops < config.ops ? " (stopped by --duration)" : "");
     fmt::print("  seconds      {:.3f}\n", seconds);
     fmt::print("  ops/s        {:.0f}\n", ops_per_sec);

@@ -59,6 +59,31 @@ struct KeyValue {
   std::string_view value;
 };
 
+// A request submitted by Client::get_async / put_async, not waited for yet. Over the request
+// channel it is in flight from the submit on, so a thread may keep many outstanding (pipelining);
+// without the channel (turned off, an old server, cluster mode) the request ran at the submit and
+// wait() returns its outcome. Move-only; one thread at a time. Dropping it without wait()
+// abandons the answer (a late one is never taken for another request). The Client must outlive it.
+class KVRDMA_EXPORT Pending {
+ public:
+  Pending();
+  Pending(Pending&&) noexcept;
+  Pending& operator=(Pending&&) noexcept;
+  ~Pending();
+  // True when wait() would not block.
+  bool ready();
+  // The value (GET) or an empty string (PUT), or the failure; as get_copy / put would return.
+  // Once only: a second wait() is FAILED_PRECONDITION.
+  Result<std::string> wait();
+
+  struct State;
+
+ private:
+  friend class Client;
+  explicit Pending(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
 class KVRDMA_EXPORT Client {
  public:
   // Registers the receive buffer, connects the transport and opens a session (Hello).
@@ -87,6 +112,11 @@ class KVRDMA_EXPORT Client {
 
   // Removes `key`; NOT_FOUND when it was absent.
   Status erase(std::string_view key);
+
+  // Pipelined GET and PUT (see Pending): submit many, then wait for each. A GET whose value is too
+  // large for a channel slot, and a PUT too large for one, complete at wait() the blocking way.
+  Pending get_async(std::string_view key);
+  Pending put_async(std::string_view key, std::string_view value, uint64_t ttl_ms = 0);
 
   // Many GETs in one round trip: one Result per key, in order (duplicates allowed, each gets its
   // own view). Small values come back inline; large ones are written into the receive buffer by

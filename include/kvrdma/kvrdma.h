@@ -90,6 +90,26 @@ KVRDMA_C_EXPORT const void *kvrdma_view_data(const kvrdma_view *view);
 KVRDMA_C_EXPORT size_t kvrdma_view_size(const kvrdma_view *view);
 KVRDMA_C_EXPORT void kvrdma_view_release(kvrdma_view *view);
 
+/* Pipelined requests, for a C event loop: a submit returns at once with a handle (the request is
+ * in flight over the request channel; without one it ran already), kvrdma_pending_poll says
+ * without blocking whether it finished, kvrdma_pending_wait returns its outcome (once). Free
+ * every handle with kvrdma_pending_free (NULL is fine; freeing an unfinished one abandons it).
+ * The client must outlive its handles; one thread at a time per handle. */
+typedef struct kvrdma_pending kvrdma_pending;
+KVRDMA_C_EXPORT int kvrdma_get_submit(kvrdma_client *client, const void *key, size_t keylen,
+                                      kvrdma_pending **out, char *errbuf, size_t errlen);
+KVRDMA_C_EXPORT int kvrdma_put_submit(kvrdma_client *client, const void *key, size_t keylen,
+                                      const void *val, size_t vallen, uint64_t ttl_ms,
+                                      kvrdma_pending **out, char *errbuf, size_t errlen);
+/* *done = 1 when kvrdma_pending_wait would not block, else 0. */
+KVRDMA_C_EXPORT int kvrdma_pending_poll(kvrdma_pending *pending, int *done, char *errbuf,
+                                        size_t errlen);
+/* The request's code. For a GET, *val (freed with kvrdma_free) and *vallen receive the value;
+ * for a PUT val and vallen may be NULL. */
+KVRDMA_C_EXPORT int kvrdma_pending_wait(kvrdma_pending *pending, void **val, size_t *vallen,
+                                        char *errbuf, size_t errlen);
+KVRDMA_C_EXPORT void kvrdma_pending_free(kvrdma_pending *pending);
+
 /* Batches: item i is keys[i] / keylens[i] (and vals[i] / vallens[i]), i < n; codes[i] receives
  * its kvrdma_code. The call returns KVRDMA_OK when every item succeeded, else the code of the
  * first failed item, with "item <i>: <message>" in errbuf; look at codes[] for the others. An

@@ -22,6 +22,9 @@ struct TransportOptions {
   std::string provider = "auto";   // libfabric: auto|efa|verbs|shm|tcp (when mock is false)
   std::string fabric_iface;        // network interface for tcp/verbs; empty: loopback/any
   uint32_t num_domains = 1;        // stripe large transfers over this many domains
+  // Request channel (docs/design.md): small GET, get_many, PUT and DELETE ride the data plane.
+  // The client offers one at Hello and the server accepts it only when both have this on.
+  bool channel = true;
 };
 
 // Who may talk to whom on the control plane. RDMA traffic is neither encrypted nor authenticated
@@ -60,6 +63,9 @@ struct ServerOptions {
   std::string etcd_endpoints;                    // comma-separated, e.g. http://127.0.0.1:2379
   std::string advertise_addr;                    // host:port clients dial; empty: the bound address
   uint64_t node_lease_ms = 5000;                 // a node silent this long is declared dead
+  // Request channel: the channel thread polls this long after its last request before it
+  // sleeps on the doorbell, microseconds.
+  uint64_t poll_us = 50;
 };
 
 struct ClientOptions {

@@ -4,7 +4,10 @@
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <atomic>
 #include <charconv>
@@ -25,6 +28,9 @@ constexpr std::string_view kTag = "kvrdma-chan-mock-v1";
 constexpr uint32_t kNeedWakeup = 1u << 31;
 constexpr size_t kPage = 4096;
 constexpr size_t kControlBytes = 64;
+// The doorbell page: the futex word at 0, the server's pid at kPidOffset (a client waiting for an
+// answer checks it, so a server that died fails the call at once instead of at its deadline).
+constexpr size_t kPidOffset = 64;
 // A client waiting for its completion spins this long before it sleeps on the slot's futex
 // (waking a sleeping vCPU here costs ~25-35 us; a server at its poll answers in ~1-2 us).
 constexpr auto kClientSpin = std::chrono::microseconds(20);
@@ -182,13 +188,24 @@ class MockClientLink final : public ClientLink {
       at(c.waiting).store(1, std::memory_order_seq_cst);
       if (!done()) futex_wait_until(&c.done_word, w, std::min(deadline, now + kSleepCap));
       at(c.waiting).store(0, std::memory_order_relaxed);
+      if (!done() && !server_alive()) {
+        return Status(Code::kUnavailable, "channel: the server process is gone");
+      }
     }
     return Status::ok();
   }
 
  private:
-  // A sleeping caller re-checks at least this often (a lost wake-up costs at most this).
-  static constexpr auto kSleepCap = std::chrono::milliseconds(100);
+  // A sleeping caller re-checks at least this often (a lost wake-up costs at most this, and a
+  // dead server is noticed within it).
+  static constexpr auto kSleepCap = std::chrono::milliseconds(50);
+
+  bool server_alive() const {
+    if (bell_.data() == nullptr) return true;
+    const auto pid = static_cast<pid_t>(
+        at(*reinterpret_cast<uint32_t*>(bell_.data() + kPidOffset)).load(std::memory_order_relaxed));
+    return pid <= 0 || kill(pid, 0) == 0 || errno != ESRCH;
+  }
 
   transport::shm::OwnedObject region_;
   Layout layout_;
@@ -258,7 +275,10 @@ class MockServerLink final : public ServerLink {
 
 class MockLinkHost final : public LinkHost {
  public:
-  explicit MockLinkHost(transport::shm::OwnedObject bell) : bell_(std::move(bell)) {}
+  explicit MockLinkHost(transport::shm::OwnedObject bell) : bell_(std::move(bell)) {
+    at(*reinterpret_cast<uint32_t*>(bell_.data() + kPidOffset))
+        .store(static_cast<uint32_t>(getpid()), std::memory_order_relaxed);
+  }
 
   Result<std::unique_ptr<ServerLink>> open(std::string_view offer, std::string* accept) override {
     auto w = words(offer, 5);

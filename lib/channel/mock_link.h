@@ -24,7 +24,7 @@
 
 namespace kvrdma::channel {
 
-inline constexpr uint32_t kDefaultSlots = 32;
+inline constexpr uint32_t kDefaultSlots = 64;
 inline constexpr size_t kDefaultSlotBytes = 8192;
 inline constexpr uint32_t kMaxSlots = 1024;
 

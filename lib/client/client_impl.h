@@ -45,6 +45,9 @@ class Client::Impl final : public client::BufferSource {
 
   // The session with the first server that answered (never null after connect succeeded).
   client::NodeSession& home() const { return *home_; }
+  // Cluster mode (keys route to their owners); constant after connect.
+  bool in_cluster() const { return cluster_; }
+  std::chrono::milliseconds timeout() const { return std::chrono::milliseconds(options_.timeout_ms); }
   // This client's log level, installed (log::Scope) by every public entry point and on every
   // thread the client runs, so its lines never follow another component's level.
   const log::Logger* logger() const { return logger_.get(); }

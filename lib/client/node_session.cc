@@ -165,10 +165,13 @@ Result<std::shared_ptr<SessionState>> NodeSession::open_session(const ReceiveBuf
   req.set_memory_descriptor(buf.region->descriptor());
   req.set_region_size(buf.region->size());
   req.set_version(version());
+  std::unique_ptr<channel::ClientLink> offered;
+  offer_channel(&req, &offered);
   grpc::ClientContext ctx;
   set_deadline(ctx, d);
   grpc::Status s = stub_->Hello(&ctx, req, &st->hello);
   if (!s.ok()) return call_failed(s, "Hello").with_context("Hello");
+  open_channel(st.get(), std::move(offered));
   // Outside cluster mode the server has mapped it and nobody else may. In cluster mode nodes
   // met later map the same region; it is unlinked when the client goes.
   if (buffers_->seal_after_hello()) buf.region->seal();
@@ -286,6 +289,7 @@ Status NodeSession::put(std::string_view key, std::string_view value, uint64_t t
 
 Status NodeSession::erase(std::string_view key, uint64_t epoch) {
   return with_session([&](const SessionState& st, Steady::time_point d) -> Status {
+    if (auto r = channel_delete(st, key, epoch, d)) return *r;
     v1::DeleteRequest req;
     req.set_session_id(st.hello.session_id());
     req.set_key(std::string(key));
@@ -346,6 +350,7 @@ std::vector<Result<ValueView>> NodeSession::get_many(std::span<const std::string
   }
   auto st = current();
   auto run = [&](const SessionState& at, std::span<const std::string_view> k) {
+    if (at.channel && at.channel->usable()) return channel_get_many(at, k, epoch, deadline());
     return client::get_many(batch_channel(at, epoch), k);
   };
   auto results = run(*st, keys);

@@ -11,12 +11,14 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "client/batch.h"
+#include "client/channel_client.h"
 #include "client/get_stream.h"
 #include "client/receive_buffer.h"
 #include "kv_cache.grpc.pb.h"
@@ -36,6 +38,8 @@ struct SessionState {
   std::shared_ptr<ReceiveBuffer> buffer;                 // the buffer this Hello announced
   std::shared_ptr<transport::RemoteRegion> server_pool;  // target of large PUT writes
   uint64_t generation = 0;                               // 0 for the first session, then +1
+  // The session's request channel when the server accepted one; null: gRPC only.
+  std::shared_ptr<ChannelClient> channel;
 };
 
 // Where a session gets the receive buffer it announces. Implemented by the router; called with
@@ -137,6 +141,29 @@ class NodeSession {
                   uint64_t ttl_ms, uint64_t epoch, Steady::time_point d);
   Status put_large(const SessionState& st, std::string_view key, std::string_view value,
                    uint64_t ttl_ms, uint64_t epoch, Steady::time_point d);
+
+  // The request channel (node_session_channel.cc). Offers a link in `req` when --channel is on
+  // and the transport has one; `offered` keeps it for open_channel.
+  void offer_channel(v1::HelloRequest* req, std::unique_ptr<channel::ClientLink>* offered) const;
+  // After Hello: the channel the server accepted into `st`, or none (logged).
+  void open_channel(SessionState* st, std::unique_ptr<channel::ClientLink> offered) const;
+  // One GET round trip over the channel, as get_round_trip over gRPC (which carries it while
+  // every slot is busy, e.g. held by pipelined requests).
+  Status channel_get(const SessionState& st, const v1::GetRequest& req, v1::GetReply* reply,
+                     Steady::time_point d);
+  // A PUT whose key and value fit one slot; nullopt when they do not, or every slot is busy
+  // (use gRPC).
+  std::optional<Status> channel_put(const SessionState& st, std::string_view key,
+                                    std::string_view value, uint64_t ttl_ms, uint64_t epoch,
+                                    Steady::time_point d);
+  // nullopt without a channel, or while every slot is busy (then gRPC carries it).
+  std::optional<Status> channel_delete(const SessionState& st, std::string_view key,
+                                       uint64_t epoch, Steady::time_point d);
+  // get_many over the channel: keys in slot-sized requests, all posted before any is waited
+  // for; values too large for a slot (or deferred) are fetched one by one with get_once.
+  std::vector<Result<ValueView>> channel_get_many(const SessionState& st,
+                                                  std::span<const std::string_view> keys,
+                                                  uint64_t epoch, Steady::time_point d);
 
   const std::string target_;
   const ClientOptions options_;

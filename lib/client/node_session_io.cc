@@ -46,7 +46,9 @@ Result<ValueView> NodeSession::get_once(const SessionState& st, std::string_view
     req.set_dest_offset(extent.valid() ? extent.offset() : 0);
     req.set_dest_capacity(extent.valid() ? extent.capacity() : 0);
     v1::GetReply reply;
-    if (Status s = get_round_trip(req, &reply, d); !s.is_ok()) {
+    Status s = st.channel && st.channel->usable() ? channel_get(st, req, &reply, d)
+                                                  : get_round_trip(req, &reply, d);
+    if (!s.is_ok()) {
       if (extent.valid() && write_may_still_land(s)) buffer->retire(std::move(extent));
       return s;
     }
@@ -90,6 +92,7 @@ Status NodeSession::put_once(const SessionState& st, std::string_view key, std::
                               value.size(), hello.max_value_bytes()));
   }
   if (value.size() > hello.inline_threshold()) return put_large(st, key, value, ttl_ms, epoch, d);
+  if (auto r = channel_put(st, key, value, ttl_ms, epoch, d)) return *r;
   v1::PutRequest req;
   req.set_session_id(hello.session_id());
   req.set_key(std::string(key));

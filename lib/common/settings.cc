@@ -53,6 +53,10 @@ const SettingInfo kSettings[] = {
     {"get-streams", "int", "16", "GETs and get_many batches ride long-lived gRPC streams, at most "
      "this many per client (more concurrent ones go as single calls); 0: always single calls",
      kClientSetting},
+    {"channel", "bool", "true", "small GET, get_many, PUT and DELETE ride the request channel on "
+     "the data plane (offered at Hello; gRPC when either side says false)", kBoth},
+    {"poll-us", "int", "50", "request channel: the server polls this long for new requests "
+     "before it sleeps on the doorbell, microseconds", kServerSetting},
     {"auth-token", "string", "", "shared secret every RPC must carry (programs also read "
      "KVRDMA_AUTH_TOKEN); empty: none", kBoth},
     {"tls-cert", "string", "", "PEM certificate: the server's (turns TLS on), or the client's own "
@@ -117,6 +121,10 @@ Status apply_common(LogLevel& level, TransportOptions& t, SecurityOptions& sec,
     auto b = parse_bool(value);
     if (!b) return bad_value(name, value, "true or false");
     t.mock = *b;
+  } else if (name == "channel") {
+    auto b = parse_bool(value);
+    if (!b) return bad_value(name, value, "true or false");
+    t.channel = *b;
   } else if (name == "provider") {
     if (value != "auto" && value != "efa" && value != "verbs" && value != "shm" && value != "tcp") {
       return bad_value(name, value, "auto, efa, verbs, shm or tcp");
@@ -240,6 +248,7 @@ Status apply_setting(ServerOptions& o, std::string_view name, std::string_view v
       {"max-inflight", &o.max_inflight, 1, 1'000'000, 1},
       {"max-message-mb", &o.max_message_bytes, 0, 2047, 1ull << 20},
       {"node-lease-ms", &o.node_lease_ms, 1000, 600'000, 1},
+      {"poll-us", &o.poll_us, 0, 1'000'000, 1},
   };
   for (const auto& f : fields) {
     if (name != f.name) continue;

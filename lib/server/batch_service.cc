@@ -80,7 +80,8 @@ grpc::ServerUnaryReactor* KvService::GetMany(grpc::CallbackServerContext* ctx,
 std::optional<Status> KvService::serve_get_many(const v1::GetManyRequest& request,
                                                 v1::GetManyReply* reply,
                                                 transport::Transport::Clock::time_point deadline,
-                                                std::function<void(Status)> done) {
+                                                std::function<void(Status)> done,
+                                                uint64_t inline_limit, uint64_t inline_budget) {
   const v1::GetManyRequest* req = &request;
   auto session = core_.sessions->find(req->session_id());
   if (!session) return session.status();
@@ -125,8 +126,8 @@ std::optional<Status> KvService::serve_get_many(const v1::GetManyRequest& reques
     }
     const uint64_t len = ref->size();
     out->set_value_len(len);
-    if (len <= core_.options.inline_threshold) {
-      if (inline_bytes + len > kMaxReplyInline) {
+    if (len <= std::min(inline_limit, core_.options.inline_threshold)) {
+      if (inline_bytes + len > std::min(inline_budget, kMaxReplyInline)) {
         --tally.gets;  // not served: the client asks again
         out->set_deferred(true);
         continue;

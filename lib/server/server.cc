@@ -17,6 +17,7 @@
 #include "common/units.h"
 #include "rpc/security.h"
 #include "server/cluster_node.h"
+#include "server/channel_service.h"
 #include "server/service.h"
 #include "transport/mock_transport.h"
 
@@ -56,6 +57,7 @@ class Server::Impl {
 
   std::shared_ptr<grpc::ServerCredentials> credentials_;  // TLS or insecure, per SecurityOptions
   std::unique_ptr<server::KvService> service_;
+  std::unique_ptr<server::ChannelService> channel_;  // null with --channel false
   std::unique_ptr<grpc::Server> grpc_;
   std::thread sweeper_;
   std::mutex mu_;
@@ -152,6 +154,11 @@ Status Server::Impl::start(const ServerOptions& options,
   if (!creds) return creds.status();
   credentials_ = std::move(*creds);
   service_ = std::make_unique<server::KvService>(core);
+  if (options.transport.channel) {
+    auto ch = server::ChannelService::start(core, *service_);
+    if (ch) channel_ = std::move(*ch);
+    else KVRDMA_LOG_INFO("request channel off: {}", ch.status().message());
+  }
   std::string host = options.listen_addr.substr(0, options.listen_addr.rfind(':'));
   std::string port = options.listen_addr.substr(options.listen_addr.rfind(':') + 1);
   // "localhost" may resolve to 127.0.0.1 alone (as in many /etc/hosts); listen on both loopback
@@ -259,6 +266,7 @@ void Server::Impl::shutdown() {
   if (sweeper_.joinable()) sweeper_.join();
   if (grpc_) grpc_->Wait();
   grpc_.reset();
+  channel_.reset();  // no Hello can open a link any more
   service_.reset();
   // Reverse order of construction: sessions hold pool extents, the store pins the pool.
   core.sessions.reset();

@@ -142,6 +142,19 @@ grpc::ServerUnaryReactor* KvService::Hello(grpc::CallbackServerContext* ctx,
                                                      : core_.pool->size();
   reply->set_max_value_bytes(std::min<uint64_t>(max_value, core_.pool->size()));
   reply->set_lease_ms(static_cast<uint64_t>(core_.sessions->lease().count()));
+  if (!req->channel_offer().empty()) {
+    // A refused offer is not an error: the session works over gRPC alone.
+    std::string accept;
+    Status opened = core_.open_channel
+                        ? core_.open_channel(s, req->channel_offer(), &accept)
+                        : Status(Code::kFailedPrecondition, "this server runs with --channel false");
+    if (opened.is_ok()) {
+      reply->set_channel_accept(std::move(accept));
+    } else {
+      reply->set_channel_refused(opened.to_string());
+      KVRDMA_LOG_DEBUG("session {:x}: channel refused: {}", s->id, opened.to_string());
+    }
+  }
   return finish(ctx, Status());
 }
 
@@ -175,7 +188,8 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
 
 std::optional<Status> KvService::serve_get(const v1::GetRequest& req, v1::GetReply* reply,
                                            transport::Transport::Clock::time_point deadline,
-                                           std::function<void(Status)> done) {
+                                           std::function<void(Status)> done,
+                                           uint64_t inline_limit) {
   auto session = core_.sessions->find(req.session_id());
   if (!session) return session.status();
   Status ok = core_.store->check(req.key(), 0);
@@ -195,7 +209,7 @@ std::optional<Status> KvService::serve_get(const v1::GetRequest& req, v1::GetRep
   const uint64_t len = ref->size();
   reply->set_value_len(len);
   reply->set_node_id(core_.options.node_id);
-  if (len <= core_.options.inline_threshold) {
+  if (len <= std::min(inline_limit, core_.options.inline_threshold)) {
     reply->set_is_inline(true);
     reply->set_value(reinterpret_cast<const char*>(ref->data()), len);
     core_.counters.bytes_inline_sent += len;
@@ -233,24 +247,29 @@ std::optional<Status> KvService::serve_get(const v1::GetRequest& req, v1::GetRep
 grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
                                          const v1::PutRequest* req, v1::PutReply*) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  return finish(ctx, serve_put(*req));
+}
+
+Status KvService::serve_put(const v1::PutRequest& request) {
+  const v1::PutRequest* req = &request;
   BumpOnReturn changed(core_.changes);
   auto session = core_.sessions->find(req->session_id());
-  if (!session) return finish(ctx, session.status());
+  if (!session) return session.status();
   // Cluster mode: held from the check until the value is stored, so no write lands in a slot
   // after its hand-off (the mover takes the gate exclusively to hand off).
   std::shared_lock<std::shared_mutex> gate;
   if (core_.cluster->enabled()) {
-    if (Status f = fenced(); !f.is_ok()) return finish(ctx, f);
+    KVRDMA_RETURN_IF_ERROR(fenced());
     gate = std::shared_lock(core_.cluster->write_gate());
     auto v = admit(session->get(), req->key(), SlotOp::kWrite);
-    if (!v) return finish(ctx, v.status());
+    if (!v) return v.status();
   }
   Status s = core_.store->put(req->key(), req->value(), milliseconds(req->ttl_ms()));
   if (s.is_ok()) {
     ++((*session)->peer_node != 0 ? core_.counters.keys_moved_in : core_.counters.puts);
     core_.counters.bytes_inline_received += req->value().size();
   }
-  return finish(ctx, s);
+  return s;
 }
 
 grpc::ServerUnaryReactor* KvService::PutBegin(grpc::CallbackServerContext* ctx,
@@ -366,41 +385,45 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
                                             const v1::DeleteRequest* req,
                                             v1::DeleteReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  return finish(ctx, serve_delete(*req, reply, write_deadline(ctx)));
+}
+
+Status KvService::serve_delete(const v1::DeleteRequest& req, v1::DeleteReply* reply,
+                               transport::Transport::Clock::time_point deadline) {
   BumpOnReturn changed(core_.changes);
-  auto session = core_.sessions->find(req->session_id());
-  if (!session) return finish(ctx, session.status());
-  Status ok = core_.store->check(req->key(), 0);
-  if (!ok.is_ok()) return finish(ctx, ok);
+  auto session = core_.sessions->find(req.session_id());
+  if (!session) return session.status();
+  Status ok = core_.store->check(req.key(), 0);
+  if (!ok.is_ok()) return ok;
   bool existed = false;
   std::optional<SlotVerdict> moving_out;  // cluster mode: the slot moves to the next owner
   if (!core_.cluster->enabled()) {
-    existed = core_.store->erase(req->key());
+    existed = core_.store->erase(req.key());
   } else {
-    if (Status f = fenced(); !f.is_ok()) return finish(ctx, f);
+    if (Status f = fenced(); !f.is_ok()) return f;
     std::shared_lock gate(core_.cluster->write_gate());  // see Put
-    auto v = admit(session->get(), req->key(), SlotOp::kDelete);
-    if (!v) return finish(ctx, v.status());
-    existed = core_.store->erase(req->key());
+    auto v = admit(session->get(), req.key(), SlotOp::kDelete);
+    if (!v) return v.status();
+    existed = core_.store->erase(req.key());
     if (v->kind == SlotVerdict::kServeMovingOut) moving_out = std::move(*v);
   }
   // The value may already be at the next owner: delete it there too. Not under the gate: this
   // may take up to the call's deadline, and the mover must not wait for it.
   if (moving_out && core_.forward_delete) {
-    Status there = core_.forward_delete(req->key(), moving_out->detail, write_deadline(ctx));
+    Status there = core_.forward_delete(req.key(), moving_out->detail, deadline);
     if (there.is_ok()) {
       existed = true;
     } else if (there.code() != Code::kNotFound) {
       reply->set_existed(existed);
-      return finish(ctx, there.with_context(fmt::format(
-                             "DELETE {} the key here, but node {} (the slot's next owner) may "
-                             "still hold it; retry the DELETE",
-                             existed ? "erased" : "did not find", moving_out->detail.owner_id())));
+      return there.with_context(fmt::format(
+          "DELETE {} the key here, but node {} (the slot's next owner) may still hold it; retry "
+          "the DELETE", existed ? "erased" : "did not find", moving_out->detail.owner_id()));
     }
   }
   reply->set_existed(existed);
-  if (!existed) return finish(ctx, Status(Code::kNotFound, "key not found"));
+  if (!existed) return Status(Code::kNotFound, "key not found");
   ++core_.counters.deletes;
-  return finish(ctx, Status());
+  return Status();
 }
 
 grpc::ServerUnaryReactor* KvService::Stats(grpc::CallbackServerContext* ctx,

@@ -54,6 +54,12 @@ struct ServerCore {
   std::function<Status(std::string_view key, const v1::WrongOwner& to,
                        std::chrono::steady_clock::time_point deadline)>
       forward_delete;
+  // Request channel: opens the channel of a session Hello just added from the client's offer,
+  // filling the bytes to answer (HelloReply.channel_accept). Set by the server when its channel
+  // service runs; empty when the channel is off.
+  std::function<Status(std::shared_ptr<Session> session, std::string_view offer,
+                       std::string* accept)>
+      open_channel;
   // The address clients dial (advertise address, else the bound one); set once listening.
   std::string public_address;
 
@@ -106,19 +112,30 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
   grpc::ServerUnaryReactor* Locate(grpc::CallbackServerContext* ctx, const v1::LocateRequest* req,
                                    v1::LocateReply* reply) override;
 
-  // One GET, for Get and GetStream (the caller checked the token). The outcome when it is known
-  // at once (errors, misses, inline values, "ask again with value_len bytes"); nullopt when a
-  // transport write started instead: its completion fills `reply` and calls `done` with the
-  // outcome, on the transport's thread. `reply` must live until then.
+  // One GET, for Get, GetStream and the request channel (the caller checked the token, or the
+  // session is the credential). The outcome when it is known at once (errors, misses, inline
+  // values, "ask again with value_len bytes"); nullopt when a transport write started instead:
+  // its completion fills `reply` and calls `done` with the outcome, on the transport's thread.
+  // `reply` must live until then. Values up to min(inline_limit, --inline-threshold) come
+  // inline (the channel's slot is smaller than a gRPC message).
   std::optional<Status> serve_get(const v1::GetRequest& req, v1::GetReply* reply,
                                   transport::Transport::Clock::time_point deadline,
-                                  std::function<void(Status)> done);
+                                  std::function<void(Status)> done,
+                                  uint64_t inline_limit = UINT64_MAX);
   // One batch GET, for GetMany and GetStream, on the same terms as serve_get: an error known at
   // once is returned; otherwise nullopt, and `done` runs once every item is answered (possibly
   // before this returns, on this thread, when no transport write was needed).
+  // `inline_limit` as in serve_get; inline bytes beyond `inline_budget` in all are deferred.
   std::optional<Status> serve_get_many(const v1::GetManyRequest& req, v1::GetManyReply* reply,
                                        transport::Transport::Clock::time_point deadline,
-                                       std::function<void(Status)> done);
+                                       std::function<void(Status)> done,
+                                       uint64_t inline_limit = UINT64_MAX,
+                                       uint64_t inline_budget = UINT64_MAX);
+  // One small PUT and one DELETE, for Put / Delete and the request channel (same terms). A
+  // DELETE in a slot moving out may block up to `deadline` (it deletes at the next owner too).
+  Status serve_put(const v1::PutRequest& req);
+  Status serve_delete(const v1::DeleteRequest& req, v1::DeleteReply* reply,
+                      transport::Transport::Clock::time_point deadline);
 
   // Cancels every open GetStream and refuses new ones. Server stop calls it before gRPC's
   // shutdown, which would otherwise wait its whole grace period for idle client streams.

@@ -109,13 +109,22 @@ int open_pidfd(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid,
 
 std::string test_provider() { return env_or("KVRDMA_TEST_PROVIDER", ""); }
 
+// KVRDMA_TEST_CHANNEL=off runs a suite with the request channel off (gRPC only).
+bool test_channel_off() { return env_or("KVRDMA_TEST_CHANNEL", "") == "off"; }
+
 std::vector<std::string> transport_flags() {
   std::string p = test_provider();
-  if (p.empty()) return {};
-  return {"--mock", "false", "--provider", p};
+  std::vector<std::string> flags;
+  if (!p.empty()) flags = {"--mock", "false", "--provider", p};
+  if (test_channel_off()) {
+    flags.push_back("--channel");
+    flags.push_back("false");
+  }
+  return flags;
 }
 
 void apply_test_transport(TransportOptions& options) {
+  if (test_channel_off()) options.channel = false;
   std::string p = test_provider();
   if (p.empty()) return;
   options.mock = false;
