@@ -1,1 +1,2 @@
 kvrdma_add_test(fabric_transport_test SOURCES fabric_transport_test.cc LIBS kvrdma_transport)
+kvrdma_add_test(fabric_channel_test SOURCES fabric_channel_test.cc LIBS kvrdma_channel)

@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "channel/fabric_link.h"
 #include "channel/mock_link.h"
 #include "client/node_session.h"
 #include "common/logging.h"
@@ -15,9 +16,13 @@ namespace ch = kvrdma::channel;
 
 void NodeSession::offer_channel(v1::HelloRequest* req,
                                 std::unique_ptr<ch::ClientLink>* offered) const {
-  // The mock's shared-memory link; the libfabric link plugs in here by transport kind.
-  if (!options_.transport.channel || transport_->kind() != "mock") return;
-  auto link = ch::make_mock_client_link(ch::kDefaultSlots, ch::kDefaultSlotBytes);
+  // The mock's shared-memory link, or libfabric messages where the server side allows them.
+  if (!options_.transport.channel) return;
+  const bool mock = transport_->kind() == "mock";
+  if (!mock && !ch::fabric_link_allowed(*transport_)) return;
+  auto link = mock ? ch::make_mock_client_link(ch::kDefaultSlots, ch::kDefaultSlotBytes)
+                   : ch::make_fabric_client_link(*transport_, ch::kDefaultSlots,
+                                                 ch::kDefaultSlotBytes);
   if (!link) {
     KVRDMA_LOG_WARN("kv-server {}: no request channel ({}); using gRPC", target_,
                     link.status().to_string());

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "channel/fabric_link.h"
 #include "channel/codec.h"
 #include "channel/mock_link.h"
 #include "common/logging.h"
@@ -74,8 +75,12 @@ ch::ResultRef result_of(Code code, bool is_inline, bool written, bool deferred, 
 }
 
 Result<std::unique_ptr<ch::LinkHost>> make_host(transport::Transport& t) {
-  // The mock's shared-memory link; the libfabric link plugs in here by transport kind.
   if (t.kind() == "mock") return ch::make_mock_link_host();
+  // libfabric: messages on the transport's endpoint (docs/channel-fabric.md). Not over shm:
+  // libfabric 1.17's shm takes a lock inside the *target's* memory for every write, so a client
+  // killed mid-answer leaves the channel thread spinning on that lock forever; same-host
+  // processes get the mock's link instead.
+  if (ch::fabric_link_allowed(t)) return ch::make_fabric_link_host(t);
   return Status(Code::kFailedPrecondition,
                 fmt::format("no request channel over transport '{}' yet", t.kind()));
 }

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -57,6 +58,8 @@ using Completion = std::function<void(Status)>;
 // reservation is open). Empty for transports that need nothing; see Transport::expect_writes.
 using WriteExpectation = std::shared_ptr<void>;
 
+class Messages;
+
 class Transport {
  public:
   using Clock = std::chrono::steady_clock;
@@ -100,6 +103,58 @@ class Transport {
   // process costs no CPU. The mock returns an empty value. Cheap, thread-safe; may outlive the
   // transport.
   virtual WriteExpectation expect_writes() = 0;
+
+  // Small messages on the same endpoint, for a request channel on the data plane; null where the
+  // transport has none (the mock: its channel is shared memory of its own). Lives as long as the
+  // transport.
+  virtual Messages* messages() { return nullptr; }
+};
+
+// Messages beside RMA writes (libfabric: FI_MSG on the transport's RDM endpoint). A client sends
+// requests with send(); a server answers with write_with_data(), which puts the answer's bytes in
+// the client's registered memory and raises one completion there carrying a small number, so a
+// single completion at the client proves delivery. Bytes received are untrusted: the transport
+// only frames them. There is no sender identity (tcp;ofi_rxm has no FI_SOURCE): a message must
+// name its session itself. Thread-safe; handlers run on the transport's progress thread and must
+// not block.
+class Messages {
+ public:
+  using Clock = Transport::Clock;
+  using MessageHandler = std::function<void(std::span<const std::byte>)>;
+  using DataHandler = std::function<void(uint64_t)>;
+
+  virtual ~Messages() = default;
+
+  // Bytes of data write_with_data carries to the target: 8, or 4 on verbs.
+  virtual size_t data_bytes() const = 0;
+
+  // Server side: posts receive buffers for messages of up to `max_bytes` and calls `on_message`
+  // for each one received, with bytes valid only during the call. A longer message is dropped.
+  // Once per transport: FAILED_PRECONDITION on a second call.
+  virtual Status listen(size_t max_bytes, MessageHandler on_message) = 0;
+
+  // Client side: `on_data` gets the data of every write_with_data into this process, after its
+  // bytes are visible. Set before any peer may write with data; replaces an earlier handler.
+  virtual void on_remote_data(DataHandler on_data) = 0;
+
+  // Sends src[offset, +len) to `peer` (from this transport's connect()). `done` runs once `src`
+  // may be reused, inline when the provider copies small messages at once (fi_inject); OK says
+  // the message left, not that it was received. DEADLINE_EXCEEDED if not sent by `deadline`.
+  virtual void send(Peer& peer, const LocalRegion& src, size_t offset, size_t len,
+                    Clock::time_point deadline, Completion done) = 0;
+
+  // Drives the endpoint once on the caller's thread: reads the completion queues and runs the
+  // handlers here, so a thread waiting for a message or an answer (manual progress) need not
+  // hand off to the progress thread. Never blocks: 0 at once when another thread is polling.
+  // Returns how many completions it read.
+  virtual size_t progress() = 0;
+
+  // Transport::write that also raises, at the target, one on_remote_data(data) once the bytes
+  // are visible there. `done` means src may be reused, not delivered (no FI_DELIVERY_COMPLETE:
+  // the target's completion is the proof). Only the low data_bytes() bytes of `data` travel.
+  virtual void write_with_data(const LocalRegion& src, size_t src_offset,
+                               std::shared_ptr<RemoteRegion> dst, size_t dst_offset, size_t len,
+                               uint64_t data, Clock::time_point deadline, Completion done) = 0;
 };
 
 // The transport the options name: MockTransport when options.mock, else FabricTransport with the

@@ -3,7 +3,10 @@
 #include <fmt/format.h>
 #include <rdma/fi_domain.h>
 #include <rdma/fi_errno.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
@@ -126,7 +129,8 @@ Status FabricLocalRegion::register_with_rails() {
   for (const auto& rail : rails_) {
     std::lock_guard lock(rail->mu);
     fid_mr* mr = nullptr;
-    int rc = fi_mr_reg(rail->domain, data_, size_, FI_REMOTE_WRITE | FI_WRITE, 0,
+    // FI_SEND: the request channel sends from these regions too (verbs checks it).
+    int rc = fi_mr_reg(rail->domain, data_, size_, FI_REMOTE_WRITE | FI_WRITE | FI_SEND, 0,
                        rail->next_key++, 0, &mr, nullptr);
     if (rc) return fi_error("fi_mr_reg", rc);
     mrs_.push_back(mr);  // closed by the destructor from here on, whatever fails next
@@ -167,14 +171,25 @@ Result<std::shared_ptr<RemoteRegion>> FabricPeer::attach(std::string_view descri
 
 bool PeerAddresses::alive(size_t their_rail) const {
   if (dead.load()) return false;
-  pid_t pid = pids.empty() ? 0 : pids[their_rail % pids.size()];
+  if (pids.empty()) return true;
+  const size_t i = their_rail % pids.size();
+  const pid_t pid = pids[i];
   if (pid <= 0) return true;
-  bool exited = process_exited(pid);
+  bool exited;
+  if (i < pidfds.size() && pidfds[i] >= 0) {
+    pollfd p{pidfds[i], POLLIN, 0};
+    exited = ::poll(&p, 1, 0) != 0;  // readable (or an error): gone
+  } else {
+    exited = process_exited(pid);
+  }
   if (exited) dead.store(true);
   return !exited;
 }
 
 PeerAddresses::~PeerAddresses() {
+  for (int fd : pidfds) {
+    if (fd >= 0) ::close(fd);
+  }
   for (size_t r = 0; r < rails.size() && r < addr.size(); ++r) {
     if (rails[r]->is_shm()) continue;  // kept in Rail::kept (see there)
     std::lock_guard lock(rails[r]->mu);
@@ -229,7 +244,14 @@ Result<std::shared_ptr<const PeerAddresses>> insert_peer(
   if (!address.empty()) return malformed("address (trailing bytes)");
   auto peer = std::make_shared<PeerAddresses>();
   peer->rails = rails;
-  for (std::string_view name : names) peer->pids.push_back(shm_pid(name));
+  for (std::string_view name : names) {
+    pid_t pid = shm_pid(name);
+    peer->pids.push_back(pid);
+    // A pid reused after the peer died would be watched wrongly: open only while it is alive.
+    int fd = pid > 0 && !process_exited(pid) ? static_cast<int>(syscall(SYS_pidfd_open, pid, 0))
+                                             : -1;
+    peer->pidfds.push_back(fd);
+  }
   for (const auto& rail : rails) {
     std::lock_guard lock(rail->mu);
     auto& row = peer->addr.emplace_back();

@@ -72,6 +72,10 @@ struct PeerAddresses {
   // while holding it makes every later write to it spin forever. Writers check the process is
   // alive first (see alive()), which leaves only a window of microseconds.
   std::vector<pid_t> pids;
+  // A pidfd per entry of `pids` (-1 where none): readable once the process has exited, so the
+  // check on every write is one poll() instead of reading /proc (which cost a small answer as
+  // much as the answer itself).
+  std::vector<int> pidfds;
   mutable std::atomic<bool> dead{false};  // sticky once seen
   // False once the peer's process on `their_rail` has exited (or is a zombie).
   bool alive(size_t their_rail) const;
@@ -114,6 +118,7 @@ class FabricPeer final : public Peer {
       : addresses_(std::move(addresses)) {}
   // INVALID_ARGUMENT for a malformed descriptor.
   Result<std::shared_ptr<RemoteRegion>> attach(std::string_view descriptor) override;
+  const std::shared_ptr<const PeerAddresses>& addresses() const { return addresses_; }
 
  private:
   std::shared_ptr<const PeerAddresses> addresses_;

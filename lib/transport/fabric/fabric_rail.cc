@@ -7,6 +7,7 @@
 #include <rdma/fi_cm.h>
 #include <rdma/fi_errno.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "common/logging.h"
@@ -41,9 +42,12 @@ struct InfoList {
   }
 };
 
-Status get_infos(const std::string& prov, const TransportOptions& o, InfoList& out) {
+// Writes, and messages for the request channel (FI_MSG; FI_MULTI_RECV when `multi_recv`).
+Status get_infos(const std::string& prov, const TransportOptions& o, bool multi_recv,
+                 InfoList& out) {
   fi_info* hints = fi_allocinfo();
-  hints->caps = FI_RMA | FI_WRITE | FI_REMOTE_WRITE;
+  hints->caps = FI_RMA | FI_WRITE | FI_REMOTE_WRITE | FI_MSG | FI_SEND | FI_RECV;
+  if (multi_recv) hints->caps |= FI_MULTI_RECV;
   hints->ep_attr->type = FI_EP_RDM;
   hints->mode = FI_CONTEXT | FI_CONTEXT2;
   // What this code can honour; the provider answers with the bits it needs.
@@ -77,7 +81,8 @@ Result<std::shared_ptr<Rail>> open_rail(const fi_info* info) {
   if ((rc = fi_fabric(r->info->fabric_attr, &r->fabric, nullptr))) return fi_error("fi_fabric", rc);
   if ((rc = fi_domain(r->fabric, r->info, &r->domain, nullptr))) return fi_error("fi_domain", rc);
   fi_cq_attr cq_attr{};
-  cq_attr.format = FI_CQ_FORMAT_CONTEXT;
+  // DATA: a write_with_data into us raises an entry whose data names the request it answers.
+  cq_attr.format = FI_CQ_FORMAT_DATA;
   cq_attr.size = 4096;
   // A file descriptor lets the progress thread sleep in poll() until the provider has work,
   // instead of spinning (tcp;ofi_rxm has one; shm does not, and then the thread polls).
@@ -114,7 +119,17 @@ Result<std::shared_ptr<Rail>> open_rail(const fi_info* info) {
 Result<std::vector<std::shared_ptr<Rail>>> open_provider(const std::string& prov,
                                                          const TransportOptions& o) {
   InfoList infos;
-  KVRDMA_RETURN_IF_ERROR(get_infos(prov, o, infos));
+  // Multi-receive buffers where the provider offers them (tcp;ofi_rxm, shm), else single ones.
+  // KVRDMA_FABRIC_NO_MULTI_RECV (any value) forces single ones, so tests cover that path here.
+  const bool multi = std::getenv("KVRDMA_FABRIC_NO_MULTI_RECV") == nullptr;
+  if (!multi || !get_infos(prov, o, true, infos).is_ok()) {
+    KVRDMA_RETURN_IF_ERROR(get_infos(prov, o, false, infos));
+    // A provider may offer secondary caps unasked: without the hint, single buffers it is.
+    for (fi_info* i = infos.head; i; i = i->next) {
+      i->caps &= ~FI_MULTI_RECV;
+      if (i->rx_attr) i->rx_attr->caps &= ~FI_MULTI_RECV;
+    }
+  }
   // Distinct domains (NICs) in the order fi_getinfo ranks them.
   std::vector<const fi_info*> domains;
   for (const fi_info* i = infos.head; i; i = i->next) {

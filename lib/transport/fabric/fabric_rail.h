@@ -57,6 +57,9 @@ struct Rail {
   bool virt_addr() const { return (mr_mode() & FI_MR_VIRT_ADDR) != 0; }
   const char* provider() const { return info->fabric_attr->prov_name; }
   bool is_shm() const { return std::string_view(provider()) == "shm"; }
+  bool multi_recv() const { return (info->caps & FI_MULTI_RECV) != 0; }
+  size_t inject_size() const { return info->tx_attr->inject_size; }
+  size_t cq_data_size() const { return info->domain_attr->cq_data_size; }
 };
 
 // "<call> failed: <fi_strerror> (<rc>)", INTERNAL.

@@ -1,4 +1,5 @@
-// FabricTransport: Transport over libfabric RDM endpoints with RMA writes.
+// FabricTransport: Transport over libfabric RDM endpoints with RMA writes, and Messages (sends,
+// posted receives, writes with remote CQ data) on rail 0's endpoint for the request channel.
 //
 // One rail (fabric/domain/endpoint/AV/CQ) per --num-domains, shared by every peer (too many
 // endpoints per process fail with -FI_ENOMEM). A write is cut into pieces of at most kMaxPiece
@@ -21,6 +22,7 @@
 #include "transport/fabric/fabric_transport.h"
 
 #include <fmt/format.h>
+#include <rdma/fi_endpoint.h>
 #include <rdma/fi_errno.h>
 #include <rdma/fi_rma.h>
 
@@ -30,450 +32,311 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
-#include <list>
-#include <mutex>
-#include <thread>
-#include <unordered_map>
-#include <vector>
 
 #include "memory/memory_pool.h"
-#include "transport/fabric/fabric_memory.h"
-#include "transport/fabric/fabric_rail.h"
+#include "transport/fabric/fabric_transport_impl.h"
 
 namespace kvrdma::transport {
-namespace {
+namespace fabric {
 
-using fabric::FabricLocalRegion;
-using fabric::FabricRemoteRegion;
-using fabric::Rail;
-
-constexpr uint64_t kMaxPiece = 8ull << 20;
-
-// One user write, possibly split in pieces.
-struct Operation {
-  Completion done;
-  std::shared_ptr<RemoteRegion> dst;  // kept alive until the write completes
-  Transport::Clock::time_point deadline;
-  size_t pending = 0;  // pieces not completed yet
-  bool finished = false;
-  Status first_error;
-};
-
-// One piece: everything needed to (re)post it, and the context libfabric hands back.
-struct Piece {
-  fi_context2 ctx;  // the CQ entry's op_context points here
-  std::shared_ptr<Operation> op;
-  size_t rail = 0;        // ours
-  size_t their_rail = 0;  // the peer's
-  iovec iov{};
-  void* desc = nullptr;
-  fi_rma_iov rma{};
-  fi_addr_t addr = FI_ADDR_UNSPEC;
-};
-
-class FabricTransport final : public Transport {
- public:
-  explicit FabricTransport(std::vector<std::shared_ptr<Rail>> rails)
-      : rails_(std::move(rails)), address_(fabric::encode_address(rails_)) {
-    bool fds = std::all_of(rails_.begin(), rails_.end(), [](auto& r) { return r->wait_fd >= 0; });
-    if (fds) wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    progress_ = std::thread([this] {
-      pthread_setname_np(pthread_self(), kProgressThreadName);  // for top -H, perf, tests
-      progress_loop();
-    });
+void FabricTransport::write_impl(Kind kind, uint64_t data, const LocalRegion& src,
+                                 size_t src_offset, std::shared_ptr<RemoteRegion> dst,
+                                 size_t dst_offset, size_t len, Clock::time_point deadline,
+                                 Completion done) {
+  auto* local = dynamic_cast<const FabricLocalRegion*>(&src);
+  auto* remote = dynamic_cast<const FabricRemoteRegion*>(dst.get());
+  if (local == nullptr || remote == nullptr) {
+    done(Status(Code::kInvalidArgument, "regions do not belong to the libfabric transport"));
+    return;
   }
-
-  ~FabricTransport() override {
-    stop_ = true;
-    wake();
-    progress_.join();
-    if (wake_fd_ >= 0) close(wake_fd_);
-    std::vector<std::shared_ptr<Operation>> left;
-    {
-      std::lock_guard lock(ops_mu_);
-      auto collect = [&](const std::shared_ptr<Operation>& op) {
-        if (!op->finished) left.push_back(op);
-        op->finished = true;
-      };
-      for (auto& [p, piece] : posted_) collect(piece->op);
-      for (auto& piece : backlog_) collect(piece->op);
-    }
-    for (auto& op : left) {
-      op->done(Status(Code::kUnavailable, "transport shut down before the write completed"));
-    }
-    // Regions may keep the rails open after us; posted pieces live until their endpoint closes.
-    for (auto& [p, piece] : posted_) {
-      Rail& rail = *rails_[piece->rail];
-      std::lock_guard lock(rail.mu);
-      rail.retired.push_back(std::shared_ptr<Piece>(std::move(piece)));
-    }
-    posted_.clear();
+  if (src_offset > src.size() || len > src.size() - src_offset) {
+    done(Status(Code::kInvalidArgument,
+                fmt::format("source range [{}, +{}) is outside the {}-byte local region",
+                            src_offset, len, src.size())));
+    return;
   }
-
-  std::string kind() const override { return fmt::format("fabric/{}", rails_[0]->provider()); }
-  std::string description() const override {
-    const fi_info* i = rails_[0]->info;
-    std::string s = fmt::format("libfabric {}, fabric {}, domain {}", i->fabric_attr->prov_name,
-                                i->fabric_attr->name, i->domain_attr->name);
-    if (rails_.size() > 1) s += fmt::format(", {} rails", rails_.size());
-    return s;
+  if (dst_offset > remote->size() || len > remote->size() - dst_offset) {
+    done(Status(Code::kInvalidArgument,
+                fmt::format("destination range [{}, +{}) is outside the {}-byte remote region",
+                            dst_offset, len, remote->size())));
+    return;
   }
-  std::string address() const override { return address_; }
-
-  Result<std::unique_ptr<LocalRegion>> allocate(size_t len) override {
-    if (len == 0) return Status(Code::kInvalidArgument, "cannot register 0 bytes");
-    if (len > SIZE_MAX - memory::kPageSize) {
-      return Status(Code::kResourceExhausted, fmt::format("cannot register {} bytes", len));
-    }
-    size_t size = (len + memory::kPageSize - 1) / memory::kPageSize * memory::kPageSize;
-    auto r = FabricLocalRegion::create(rails_, size);
-    if (!r) {
-      return r.status().with_context(
-          "registering memory (raise the locked-memory limit: ulimit -l)");
-    }
-    return std::unique_ptr<LocalRegion>(std::move(*r));
+  uint64_t piece_max = std::min<uint64_t>(kMaxPiece, rails_[0]->info->ep_attr->max_msg_size);
+  if (kind == Kind::kWriteData && (len == 0 || len > piece_max)) {
+    done(Status(Code::kInvalidArgument,
+                fmt::format("a write with data takes 1..{} bytes, not {}", piece_max, len)));
+    return;
   }
-
-  Result<std::unique_ptr<LocalRegion>> register_memory(void* ptr, size_t len,
-                                                       MemoryKind kind) override {
-    if (ptr == nullptr || len == 0) {
-      return Status(Code::kInvalidArgument,
-                    fmt::format("cannot register {} bytes at {}: give a non-null pointer and a "
-                                "non-zero length", len, fmt::ptr(ptr)));
-    }
-    if (kind != MemoryKind::kHost) {
-      return Status(Code::kInvalidArgument,
-                    fmt::format("memory kind {} is not supported; only host memory (0) is",
-                                static_cast<int>(kind)));
-    }
-    auto r = FabricLocalRegion::wrap(rails_, ptr, len);
-    if (!r) {
-      return r.status().with_context(fmt::format(
-          "registering {} bytes of caller memory (if the locked-memory limit is too low, raise "
-          "it: ulimit -l)", len));
-    }
-    return std::unique_ptr<LocalRegion>(std::move(*r));
+  if (len == 0) {
+    done(Status());
+    return;
   }
-
-  Result<std::shared_ptr<Peer>> connect(std::string_view peer_address) override {
-    auto peer = fabric::insert_peer(rails_, peer_address);
-    if (!peer) return peer.status();
-    return std::shared_ptr<Peer>(std::make_shared<fabric::FabricPeer>(std::move(*peer)));
+  if (kind == Kind::kWriteData && len <= rails_[0]->inject_size() &&
+      inject_write_data(*local, src_offset, *remote, dst_offset, len, data, done)) {
+    return;
   }
+  auto op = std::make_shared<Operation>();
+  op->done = std::move(done);
+  op->dst = dst;
+  op->deadline = deadline;
+  op->pending = (len + piece_max - 1) / piece_max;
 
-  void write(const LocalRegion& src, size_t src_offset, std::shared_ptr<RemoteRegion> dst,
-             size_t dst_offset, size_t len, Clock::time_point deadline, Completion done) override {
-    auto* local = dynamic_cast<const FabricLocalRegion*>(&src);
-    auto* remote = dynamic_cast<const FabricRemoteRegion*>(dst.get());
-    if (local == nullptr || remote == nullptr) {
-      done(Status(Code::kInvalidArgument, "regions do not belong to the libfabric transport"));
-      return;
+  std::vector<std::shared_ptr<Operation>> finished;
+  {
+    std::lock_guard lock(ops_mu_);
+    ++unfinished_;
+    uint64_t k = 0;
+    for (uint64_t pos = 0; pos < len; pos += piece_max, ++k) {
+      auto piece = std::make_unique<Piece>();
+      piece->op = op;
+      piece->kind = kind;
+      piece->data = data;
+      // A write with data goes rail 0 to rail 0, where the target reads its answers.
+      piece->rail = kind == Kind::kWriteData ? 0 : (next_rail_++) % rails_.size();
+      size_t theirs = remote->their_rail(k);
+      piece->their_rail = theirs;
+      uint64_t n = std::min<uint64_t>(piece_max, len - pos);
+      piece->iov = iovec{local->data() + src_offset + pos, n};
+      piece->desc = local->desc(piece->rail);
+      piece->rma = fi_rma_iov{remote->remote_address(dst_offset + pos), n, remote->key(theirs)};
+      piece->addr = remote->addr(piece->rail, theirs);
+      // Behind a backlog, wait in line so pieces post in order of arrival.
+      if (!backlog_.empty() || !post(piece, finished)) backlog_.push_back(std::move(piece));
     }
-    if (src_offset > src.size() || len > src.size() - src_offset) {
-      done(Status(Code::kInvalidArgument,
-                  fmt::format("source range [{}, +{}) is outside the {}-byte local region",
-                              src_offset, len, src.size())));
-      return;
-    }
-    if (dst_offset > remote->size() || len > remote->size() - dst_offset) {
-      done(Status(Code::kInvalidArgument,
-                  fmt::format("destination range [{}, +{}) is outside the {}-byte remote region",
-                              dst_offset, len, remote->size())));
-      return;
-    }
-    if (len == 0) {
-      done(Status());
-      return;
-    }
-    auto op = std::make_shared<Operation>();
-    op->done = std::move(done);
-    op->dst = dst;
-    op->deadline = deadline;
-    uint64_t piece_max = std::min<uint64_t>(kMaxPiece, rails_[0]->info->ep_attr->max_msg_size);
-    op->pending = (len + piece_max - 1) / piece_max;
-
-    std::vector<std::shared_ptr<Operation>> finished;
-    {
-      std::lock_guard lock(ops_mu_);
-      ++unfinished_;
-      uint64_t k = 0;
-      for (uint64_t pos = 0; pos < len; pos += piece_max, ++k) {
-        auto piece = std::make_unique<Piece>();
-        piece->op = op;
-        piece->rail = (next_rail_++) % rails_.size();
-        size_t theirs = remote->their_rail(k);
-        piece->their_rail = theirs;
-        uint64_t n = std::min<uint64_t>(piece_max, len - pos);
-        piece->iov = iovec{local->data() + src_offset + pos, n};
-        piece->desc = local->desc(piece->rail);
-        piece->rma = fi_rma_iov{remote->remote_address(dst_offset + pos), n, remote->key(theirs)};
-        piece->addr = remote->addr(piece->rail, theirs);
-        // Behind a backlog, wait in line so pieces post in order of arrival.
-        if (!backlog_.empty() || !post(piece, finished)) backlog_.push_back(std::move(piece));
-      }
-    }
-    wake();
-    deliver(finished);
   }
+  wake();
+  deliver(finished);
+}
 
-  WriteExpectation expect_writes() override {
-    // With descriptors the progress thread wakes for incoming data by itself.
-    if (signal_->expected.fetch_add(1) == 0 && wake_fd_ < 0) wake();
-    // The result shares the signal, not the transport, so it may outlive the transport.
-    std::shared_ptr<ProgressSignal> signal = signal_;
-    return WriteExpectation(signal.get(), [signal](void*) { signal->expected.fetch_sub(1); });
-  }
-
- private:
-  // Posts `piece` on its rail. True when it is consumed: posted (now in posted_), or failed (its
-  // operation records the error). False on -FI_EAGAIN: the caller keeps it for later.
-  // Caller holds ops_mu_.
-  bool post(std::unique_ptr<Piece>& piece, std::vector<std::shared_ptr<Operation>>& finished) {
-    const auto& remote = static_cast<const FabricRemoteRegion&>(*piece->op->dst);
-    if (!remote.peer_alive(piece->their_rail)) {
-      piece_done(*piece, Status(Code::kUnavailable, "the peer process has exited"), finished);
-      piece.reset();
-      return true;
-    }
-    fi_msg_rma msg{};
-    msg.msg_iov = &piece->iov;
-    msg.desc = &piece->desc;
-    msg.iov_count = 1;
-    msg.addr = piece->addr;
-    msg.rma_iov = &piece->rma;
-    msg.rma_iov_count = 1;
-    msg.context = &piece->ctx;
-    ssize_t rc;
-    {
-      Rail& rail = *rails_[piece->rail];
-      std::lock_guard lock(rail.mu);
-      rc = fi_writemsg(rail.ep, &msg, FI_COMPLETION | FI_DELIVERY_COMPLETE);
-    }
-    if (rc == -FI_EAGAIN) return false;
-    if (rc != 0) {
-      piece_done(*piece, fabric::fi_error("fi_writemsg", static_cast<int>(rc)), finished);
-      piece.reset();
-      return true;
-    }
-    Piece* raw = piece.release();
-    posted_.emplace(raw, std::unique_ptr<Piece>(raw));
+bool FabricTransport::post(std::unique_ptr<Piece>& piece,
+                           std::vector<std::shared_ptr<Operation>>& finished) {
+  bool alive = piece->kind == Kind::kSend
+                   ? piece->peer->alive(0)
+                   : static_cast<const FabricRemoteRegion&>(*piece->op->dst)
+                         .peer_alive(piece->their_rail);
+  if (!alive) {
+    piece_done(*piece, Status(Code::kUnavailable, "the peer process has exited"), finished);
+    piece.reset();
     return true;
   }
-
-  // Records one piece's outcome; an operation whose last piece this was is appended to
-  // `finished`. Caller holds ops_mu_.
-  void piece_done(Piece& piece, const Status& s, std::vector<std::shared_ptr<Operation>>& finished) {
-    Operation& op = *piece.op;
-    if (!s.is_ok() && op.first_error.is_ok()) op.first_error = s;
-    if (--op.pending == 0 && !op.finished) finish(piece.op, finished);
+  ssize_t rc = post_on_rail(*piece);
+  if (rc == -FI_EAGAIN) return false;
+  if (rc != 0) {
+    const char* call = piece->kind == Kind::kSend ? "fi_sendmsg" : "fi_writemsg";
+    piece_done(*piece, fabric::fi_error(call, static_cast<int>(rc)), finished);
+    piece.reset();
+    return true;
   }
+  Piece* raw = piece.release();
+  posted_.emplace(raw, std::unique_ptr<Piece>(raw));
+  return true;
+}
 
-  void finish(const std::shared_ptr<Operation>& op,
-              std::vector<std::shared_ptr<Operation>>& finished) {
-    op->finished = true;
-    --unfinished_;
-    finished.push_back(op);
+ssize_t FabricTransport::post_on_rail(Piece& piece) {
+  Rail& rail = *rails_[piece.rail];
+  if (piece.kind == Kind::kSend) {
+    fi_msg msg{};
+    msg.msg_iov = &piece.iov;
+    msg.desc = &piece.desc;
+    msg.iov_count = 1;
+    msg.addr = piece.addr;
+    msg.context = &piece.ctx;
+    std::lock_guard lock(rail.mu);
+    return fi_sendmsg(rail.ep, &msg, FI_COMPLETION);
   }
+  fi_msg_rma msg{};
+  msg.msg_iov = &piece.iov;
+  msg.desc = &piece.desc;
+  msg.iov_count = 1;
+  msg.addr = piece.addr;
+  msg.rma_iov = &piece.rma;
+  msg.rma_iov_count = 1;
+  msg.context = &piece.ctx;
+  msg.data = piece.data;
+  uint64_t flags = piece.kind == Kind::kWrite ? FI_COMPLETION | FI_DELIVERY_COMPLETE
+                                              : FI_COMPLETION | FI_REMOTE_CQ_DATA;
+  std::lock_guard lock(rail.mu);
+  return fi_writemsg(rail.ep, &msg, flags);
+}
 
-  // Reads `rail`'s CQ. Returns how many entries were read. Caller holds ops_mu_.
-  int read_cq(size_t rail, std::vector<std::shared_ptr<Operation>>& finished) {
-    Rail& r = *rails_[rail];
-    fi_cq_entry entries[32];
-    fi_cq_err_entry err{};
-    char text[256] = {};
-    const char* prov_text = nullptr;
-    ssize_t n;
-    {
-      std::lock_guard lock(r.mu);
-      n = fi_cq_read(r.cq, entries, 32);
-      if (n == -FI_EAVAIL) {
-        if (fi_cq_readerr(r.cq, &err, 0) != 1) return 0;
-        prov_text = fi_cq_strerror(r.cq, err.prov_errno, err.err_data, text, sizeof text);
-      }
-    }
-    auto complete = [&](void* context, const Status& s) {
-      auto it = posted_.find(static_cast<Piece*>(context));
-      if (it == posted_.end()) return;
-      std::unique_ptr<Piece> piece = std::move(it->second);
-      posted_.erase(it);
-      piece_done(*piece, s, finished);
-    };
-    if (n > 0) {
-      for (ssize_t i = 0; i < n; ++i) complete(entries[i].op_context, Status());
-      return static_cast<int>(n);
-    }
+void FabricTransport::piece_done(Piece& piece, const Status& s,
+                                 std::vector<std::shared_ptr<Operation>>& finished) {
+  Operation& op = *piece.op;
+  if (!s.is_ok() && op.first_error.is_ok()) op.first_error = s;
+  if (--op.pending == 0 && !op.finished) finish(piece.op, finished);
+}
+
+int FabricTransport::read_cq(size_t rail, std::vector<std::shared_ptr<Operation>>& finished) {
+  Rail& r = *rails_[rail];
+  fi_cq_data_entry entries[32];
+  fi_cq_err_entry err{};
+  char text[256] = {};
+  const char* prov_text = nullptr;
+  ssize_t n;
+  {
+    std::lock_guard lock(r.mu);
+    n = fi_cq_read(r.cq, entries, 32);
     if (n == -FI_EAVAIL) {
-      complete(err.op_context,
-               Status(Code::kUnavailable, fmt::format("RMA write failed: {} ({})",
-                                                      fi_strerror(err.err),
-                                                      prov_text ? prov_text : "")));
-      return 1;
+      if (fi_cq_readerr(r.cq, &err, 0) != 1) return 0;
+      prov_text = fi_cq_strerror(r.cq, err.prov_errno, err.err_data, text, sizeof text);
     }
-    return 0;
   }
-
-  // Posts what the backlog holds, in order, as far as the queues take it. Pieces of operations
-  // already finished (expired) are dropped. Caller holds ops_mu_.
-  void post_backlog(std::vector<std::shared_ptr<Operation>>& finished) {
-    for (auto it = backlog_.begin(); it != backlog_.end();) {
-      if ((*it)->op->finished || post(*it, finished)) {
-        it = backlog_.erase(it);
-      } else {
-        ++it;  // this rail's queue is full; other rails may still take theirs
+  auto complete = [&](void* context, const Status& s) {
+    auto it = posted_.find(static_cast<Piece*>(context));
+    if (it == posted_.end()) return;
+    std::unique_ptr<Piece> piece = std::move(it->second);
+    posted_.erase(it);
+    piece_done(*piece, s, finished);
+  };
+  if (n > 0) {
+    for (ssize_t i = 0; i < n; ++i) {
+      const fi_cq_data_entry& e = entries[i];
+      if ((e.flags & FI_REMOTE_WRITE) && (e.flags & FI_REMOTE_CQ_DATA)) {
+        data_.push_back(e.data);  // a write_with_data into us: no context of ours
+      } else if (ring_ && ring_->owns(e.op_context)) {
+        // One of our receive buffers, whatever else the flags say: shm 1.17 hands a
+        // multi-receive buffer back in an entry without FI_RECV (taken for a write's, the
+        // buffer was never reposted and requests stalled once all were used; measured).
+        received_.push_back(Received{e.op_context, static_cast<const std::byte*>(e.buf),
+                                     (e.flags & FI_RECV) ? e.len : 0,
+                                     ring_->returns_buffer(e.flags)});
+      } else if (e.op_context != nullptr) {
+        complete(e.op_context, Status());
       }
     }
+    return static_cast<int>(n);
   }
-
-  // Finishes operations past their deadline with DEADLINE_EXCEEDED. Their posted pieces stay
-  // tracked until the CQ returns them (the provider still owns their contexts). Caller holds
-  // ops_mu_.
-  void expire(std::vector<std::shared_ptr<Operation>>& finished) {
-    auto now = Clock::now();
-    auto check = [&](const std::shared_ptr<Operation>& op) {
-      if (!op->finished && op->deadline < now) {
-        op->first_error = Status(Code::kDeadlineExceeded,
-                                 "RMA write not complete at the target by the deadline");
-        finish(op, finished);
-      }
-    };
-    for (auto& [p, piece] : posted_) check(piece->op);
-    for (auto& piece : backlog_) check(piece->op);
-  }
-
-  static void deliver(std::vector<std::shared_ptr<Operation>>& finished) {
-    for (auto& op : finished) {
-      Status s = op->first_error;
-      op->dst.reset();
-      op->done(s);
+  if (n == -FI_EAVAIL && ring_ && ring_->owns(err.op_context)) {
+    // A message longer than the buffers (truncated) or a cancelled receive: dropped.
+    ++dropped_messages_;
+    if (ring_->returns_buffer(err.flags)) {
+      received_.push_back(Received{err.op_context, nullptr, 0, true});
     }
-    finished.clear();
+    return 1;
   }
+  if (n == -FI_EAVAIL && err.op_context == nullptr) return 1;  // not ours to complete
+  if (n == -FI_EAVAIL) {
+    complete(err.op_context,
+             Status(Code::kUnavailable, fmt::format("RMA write failed: {} ({})",
+                                                    fi_strerror(err.err),
+                                                    prov_text ? prov_text : "")));
+    return 1;
+  }
+  return 0;
+}
 
-  // Manual progress: writes we issue, and writes into our memory, complete only while we read
-  // our CQs. While anything needs it — our own writes unfinished, a live expectation
-  // (expect_writes), or a completion just seen — the thread polls, yielding the core between
-  // polls. When the provider gives its CQs file descriptors (tcp;ofi_rxm) and none of our own
-  // writes is in flight, it instead sleeps in poll() on them after a short spin (incoming data,
-  // a completion or wake() ends the sleep): a client waiting for a GET's value leaves the cores
-  // to the threads doing the work. Between polls it sleeps at most kLazyPoll while anything is
-  // in flight or expected (deadlines are checked that often), and at most kIdlePoll when nothing
-  // is: write() wakes it, expect_writes() too where the CQs have no descriptor (with one, the
-  // incoming data does), so the longer sleep only delays provider work nobody announced (a late
-  // write into a buffer whose GET gave up: up to 100 ms more over shm, measured). Idle, the
-  // thread wakes ~10 times a second instead of ~800 (measured: an idle kv-server over tcp or shm
-  // went from 5.4% of a core and ~800 context switches a second to 0.2% and ~17; every kvrdma
-  // client pays the same).
-  void progress_loop() {
-    constexpr int kQuietPolls = 256;  // polls without work before going lazy
-    constexpr int kSpinPolls = 32;    // with descriptors: polls without work before sleeping
-    constexpr auto kLazyPoll = std::chrono::milliseconds(1);
-    constexpr auto kIdlePoll = std::chrono::milliseconds(100);
-    int quiet = 0;
-    uint64_t tick = 0;
-    std::vector<std::shared_ptr<Operation>> finished;
-    while (!stop_) {
-      int got = 0;
+void FabricTransport::post_backlog(std::vector<std::shared_ptr<Operation>>& finished) {
+  for (auto it = backlog_.begin(); it != backlog_.end();) {
+    if ((*it)->op->finished || post(*it, finished)) {
+      it = backlog_.erase(it);
+    } else {
+      ++it;  // this rail's queue is full; other rails may still take theirs
+    }
+  }
+}
+
+void FabricTransport::expire(std::vector<std::shared_ptr<Operation>>& finished) {
+  auto now = Clock::now();
+  auto check = [&](const std::shared_ptr<Operation>& op) {
+    if (!op->finished && op->deadline < now) {
+      op->first_error = Status(Code::kDeadlineExceeded,
+                               "RMA write not complete at the target by the deadline");
+      finish(op, finished);
+    }
+  };
+  for (auto& [p, piece] : posted_) check(piece->op);
+  for (auto& piece : backlog_) check(piece->op);
+}
+
+void FabricTransport::progress_loop() {
+  constexpr int kQuietPolls = 256;  // polls without work before going lazy
+  constexpr int kSpinPolls = 32;    // with descriptors: polls without work before sleeping
+  constexpr auto kLazyPoll = std::chrono::milliseconds(1);
+  constexpr auto kIdlePoll = std::chrono::milliseconds(100);
+  int quiet = 0;
+  uint64_t tick = 0;
+  auto last_work = Clock::now();
+  std::vector<std::shared_ptr<Operation>> finished;
+  while (!stop_) {
+    int got = 0;
+    {
+      std::lock_guard poll(poll_mu_);
       {
         std::lock_guard lock(ops_mu_);
         for (size_t r = 0; r < rails_.size(); ++r) got += read_cq(r, finished);
         if (!backlog_.empty()) post_backlog(finished);
         if (++tick % 64 == 0 || quiet >= kSpinPolls) expire(finished);
       }
-      deliver(finished);
-      if (got > 0) {
-        quiet = 0;
-        continue;
-      }
-      // Our own writes in flight need progress to *send* (the descriptor only says data
-      // arrived), so only a thread with none sleeps on the descriptors.
-      if (wake_fd_ >= 0 && unfinished_.load() == 0) {
-        // Expecting writes, spin longer first: a value streaming in needs progress often.
-        const bool waiting = busy();
-        if (++quiet >= (waiting ? kQuietPolls : kSpinPolls)) {
-          sleep_on_fds(waiting ? kLazyPoll : kIdlePoll);
-        } else {
-          std::this_thread::yield();
-        }
-        continue;
-      }
-      if (busy()) {
-        quiet = 0;
+      deliver_incoming();
+      if (listening_.load()) ring_->retry();
+    }
+    deliver(finished);
+    if (got > 0) {
+      quiet = 0;
+      last_work = Clock::now();
+      continue;
+    }
+    // Our own writes in flight need progress to *send* (the descriptor only says data
+    // arrived), so only a thread with none sleeps on the descriptors.
+    if (wake_fd_ >= 0 && unfinished_.load() == 0) {
+      // Expecting writes, spin longer first: a value streaming in needs progress often.
+      const bool waiting = busy();
+      if (++quiet >= (waiting ? kQuietPolls : kSpinPolls)) {
+        sleep_on_fds(waiting ? kLazyPoll : kIdlePoll);
+      } else {
         std::this_thread::yield();
-        continue;
       }
-      if (++quiet < kQuietPolls) {
-        std::this_thread::yield();
-        continue;
-      }
-      std::unique_lock lock(signal_->mu);
-      signal_->cv.wait_for(lock, kIdlePoll, [&] { return stop_.load() || busy(); });
+      continue;
     }
+    if (busy()) {
+      quiet = 0;
+      std::this_thread::yield();
+      continue;
+    }
+    if (++quiet < kQuietPolls) {
+      std::this_thread::yield();
+      continue;
+    }
+    // A listener with no descriptor to sleep on (shm) sees a request only when it polls: it
+    // sleeps an eighth of the time it has been idle (1 ms at least, kIdlePoll at most), so a
+    // request after a short pause waits little and a long-idle server wakes ~10 times a
+    // second.
+    auto limit = kIdlePoll;
+    if (listening_.load()) {
+      // Work found by callers' progress() counts too: they poll while the thread sleeps.
+      last_work = std::max(last_work, Clock::time_point(Clock::duration(last_work_ns_.load())));
+      auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last_work);
+      limit = std::clamp(idle / 8, kLazyPoll, kIdlePoll);
+    }
+    std::unique_lock lock(signal_->mu);
+    signal_->cv.wait_for(lock, limit, [&] { return stop_.load() || busy(); });
   }
+}
 
-  // Sleeps until a CQ's descriptor or wake() signals, or `limit` passes (deadlines are checked
-  // at least that often). fi_trywait first: it refuses (and we poll again) when the provider has
-  // work pending that a sleep would not see.
-  void sleep_on_fds(std::chrono::milliseconds limit) {
-    std::vector<pollfd> fds;
-    fds.reserve(rails_.size() + 1);
-    for (auto& rail : rails_) {
-      std::lock_guard lock(rail->mu);
-      fid* cq = &rail->cq->fid;
-      if (fi_trywait(rail->fabric, &cq, 1) != FI_SUCCESS) return;
-      fds.push_back(pollfd{rail->wait_fd, POLLIN, 0});
-    }
-    fds.push_back(pollfd{wake_fd_, POLLIN, 0});
-    if (stop_) return;
-    if (poll(fds.data(), fds.size(), static_cast<int>(limit.count())) > 0 &&
-        (fds.back().revents & POLLIN)) {
-      uint64_t n;
-      (void)!::read(wake_fd_, &n, sizeof n);  // clears the eventfd
-    }
+void FabricTransport::sleep_on_fds(std::chrono::milliseconds limit) {
+  std::vector<pollfd> fds;
+  fds.reserve(rails_.size() + 1);
+  for (auto& rail : rails_) {
+    std::lock_guard lock(rail->mu);
+    fid* cq = &rail->cq->fid;
+    if (fi_trywait(rail->fabric, &cq, 1) != FI_SUCCESS) return;
+    fds.push_back(pollfd{rail->wait_fd, POLLIN, 0});
   }
-
-  bool busy() const { return unfinished_.load() > 0 || signal_->expected.load() > 0; }
-
-  // Wakes the progress thread out of a lazy wait. Taking the mutex after the state changed means
-  // the thread either saw the change before waiting or is waiting and gets the notification.
-  void wake() {
-    { std::lock_guard lock(signal_->mu); }
-    signal_->cv.notify_one();
-    if (wake_fd_ >= 0) {
-      uint64_t one = 1;
-      (void)!::write(wake_fd_, &one, sizeof one);
-    }
+  fds.push_back(pollfd{wake_fd_, POLLIN, 0});
+  if (stop_) return;
+  if (poll(fds.data(), fds.size(), static_cast<int>(limit.count())) > 0 &&
+      (fds.back().revents & POLLIN)) {
+    uint64_t n;
+    (void)!::read(wake_fd_, &n, sizeof n);  // clears the eventfd
   }
+}
 
-  // What expect_writes() shares with its results; they may outlive the transport.
-  struct ProgressSignal {
-    std::atomic<int> expected{0};
-    std::mutex mu;
-    std::condition_variable cv;
-  };
-
-  const std::vector<std::shared_ptr<Rail>> rails_;
-  const std::string address_;
-  std::shared_ptr<ProgressSignal> signal_ = std::make_shared<ProgressSignal>();
-
-  std::mutex ops_mu_;
-  std::unordered_map<Piece*, std::unique_ptr<Piece>> posted_;  // guarded by ops_mu_
-  std::list<std::unique_ptr<Piece>> backlog_;                  // guarded by ops_mu_
-  uint64_t next_rail_ = 0;                                     // guarded by ops_mu_
-  std::atomic<size_t> unfinished_{0};  // operations not finished; written under ops_mu_
-
-  std::atomic<bool> stop_{false};
-  int wake_fd_ = -1;  // eventfd that ends sleep_on_fds(); -1 when the rails have no descriptors
-  std::thread progress_;  // last: starts after, and is joined before, everything above goes
-};
-
-}  // namespace
+}  // namespace fabric
 
 Result<std::unique_ptr<Transport>> make_fabric_transport(const TransportOptions& options) {
   auto rails = fabric::open_rails(options);
   if (!rails) return rails.status();
-  return std::unique_ptr<Transport>(std::make_unique<FabricTransport>(std::move(*rails)));
+  return std::unique_ptr<Transport>(std::make_unique<fabric::FabricTransport>(std::move(*rails)));
 }
 
 }  // namespace kvrdma::transport
