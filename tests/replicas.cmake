@@ -1,2 +1,6 @@
 # Replicas (docs/cluster.md "Replicas"): placement and the controller's replica rules.
 kvrdma_add_test(replica_placement_test SOURCES replica_placement_test.cc LIBS kvrdma_cluster)
+# End to end: a real etcd and 3-4 kv-server processes with --replicas, nodes killed and stopped.
+kvrdma_add_test(replica_test SOURCES integration/replica_test.cc
+                LIBS kvrdma_harness kvrdma_etcd_harness kvrdma_core)
+add_dependencies(replica_test kv-server kv-client)

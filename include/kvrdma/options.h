@@ -60,7 +60,10 @@ struct ServerOptions {
   std::string etcd_endpoints;                    // comma-separated, e.g. http://127.0.0.1:2379
   std::string advertise_addr;                    // host:port clients dial; empty: the bound address
   uint64_t node_lease_ms = 5000;                 // a node silent this long is declared dead
+  uint64_t replicas = 1;                         // copies per slot of a new cluster (1..5)
 };
+
+enum class ReadFrom { kPrimary, kAny, kNearest };
 
 struct ClientOptions {
   std::string server_addr = "http://[::1]:50051";
@@ -74,6 +77,8 @@ struct ClientOptions {
   // request at a time per stream, up to this many streams per client; more concurrent ones, or
   // all when 0, use one unary call each.
   uint64_t get_streams = 16;
+  // Cluster mode with replicas: where a GET goes (docs/cluster.md "Replicas").
+  ReadFrom read_from = ReadFrom::kPrimary;
 };
 
 // Which programs a setting applies to.

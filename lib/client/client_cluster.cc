@@ -29,6 +29,12 @@ Result<ClusterInfo> Client::Impl::cluster() {
   for (uint32_t next : map->next_owner) {
     if (next != cluster::kNoNode) ++info.moving_slots;
   }
+  info.replicas = map->replicas;
+  for (uint32_t slot = 0; slot < map->owner.size() && map->seats() > 0; ++slot) {
+    for (uint32_t i = 0; i < map->seats(); ++i) {
+      info.replicas_missing += !map->replica_ready_of(slot, i);
+    }
+  }
   std::vector<std::pair<uint32_t, std::string>> nodes;
   for (const auto& n : map->nodes) nodes.emplace_back(n.id, n.address);
   if (!cluster_ && nodes.empty()) {

@@ -69,6 +69,11 @@ const SettingInfo kSettings[] = {
     {"node-lease-ms", "int", "5000", "cluster mode: a node whose etcd lease is not renewed for "
      "this long is declared dead and its slots reassigned (etcd counts whole seconds)",
      kServerSetting},
+    {"replicas", "int", "1", "cluster mode: copies of each slot in a new cluster, the primary "
+     "included (1-5); a PUT is acknowledged once every live copy holds it", kServerSetting},
+    {"read-from", "enum", "primary", "cluster mode with replicas: where a GET goes: primary, any "
+     "(the primary or a filled replica, at random), nearest (a copy on this host first)",
+     kClientSetting},
 };
 
 Status bad_value(std::string_view name, std::string_view value, std::string_view expected) {
@@ -240,6 +245,7 @@ Status apply_setting(ServerOptions& o, std::string_view name, std::string_view v
       {"max-inflight", &o.max_inflight, 1, 1'000'000, 1},
       {"max-message-mb", &o.max_message_bytes, 0, 2047, 1ull << 20},
       {"node-lease-ms", &o.node_lease_ms, 1000, 600'000, 1},
+      {"replicas", &o.replicas, 1, 5, 1},
   };
   for (const auto& f : fields) {
     if (name != f.name) continue;
@@ -277,6 +283,13 @@ Status apply_setting(ClientOptions& o, std::string_view name, std::string_view v
     auto v = uint_in(name, value, 1, 86'400'000);
     if (!v) return v.status();
     o.timeout_ms = *v;
+    return Status();
+  }
+  if (name == "read-from") {
+    if (value == "primary") o.read_from = ReadFrom::kPrimary;
+    else if (value == "any") o.read_from = ReadFrom::kAny;
+    else if (value == "nearest") o.read_from = ReadFrom::kNearest;
+    else return bad_value(name, value, "primary, any or nearest");
     return Status();
   }
   if (name == "get-streams") {

@@ -17,6 +17,7 @@
 #include "common/units.h"
 #include "rpc/security.h"
 #include "server/cluster_node.h"
+#include "server/replication.h"
 #include "server/service.h"
 #include "transport/mock_transport.h"
 
@@ -140,6 +141,7 @@ Status Server::Impl::start(const ServerOptions& options,
   core.store = std::make_unique<store::Store>(*core.pool, SteadyClock::instance(), so);
   core.sessions = std::make_unique<server::SessionTable>(std::chrono::milliseconds(options.lease_ms));
   core.cluster = std::make_unique<server::ClusterView>(options.node_id, !options.cluster.empty());
+  if (!options.cluster.empty()) core.replication = std::make_shared<server::Replication>(core);
   // Set before serving and never reassigned (handlers call it concurrently); the agent behind it
   // lives until after gRPC has stopped.
   core.forward_delete = [this](std::string_view key, const v1::WrongOwner& to,

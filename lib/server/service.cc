@@ -8,6 +8,7 @@
 #include "rpc/security.h"
 #include "rpc/stats_wire.h"
 #include "rpc/status_map.h"
+#include "server/replication.h"
 
 namespace kvrdma::server {
 namespace {
@@ -183,7 +184,7 @@ std::optional<Status> KvService::serve_get(const v1::GetRequest& req, v1::GetRep
   const bool in_cluster = core_.cluster->enabled();
   if (in_cluster) {
     KVRDMA_RETURN_IF_ERROR(fenced());
-    KVRDMA_RETURN_IF_ERROR(admit(session->get(), req.key(), SlotOp::kRead).status());
+    KVRDMA_RETURN_IF_ERROR(admit_read(session->get(), req.key(), req.min_version()));
   }
   ++core_.counters.gets;
   auto ref = core_.store->get(req.key());
@@ -231,11 +232,14 @@ std::optional<Status> KvService::serve_get(const v1::GetRequest& req, v1::GetRep
 }
 
 grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
-                                         const v1::PutRequest* req, v1::PutReply*) {
+                                         const v1::PutRequest* req, v1::PutReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   BumpOnReturn changed(core_.changes);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());
+  if (req->replica_version() != 0 && core_.replication) {  // a primary's push (replication.h)
+    return finish(ctx, core_.replication->apply_put(**session, *req));
+  }
   // Cluster mode: held from the check until the value is stored, so no write lands in a slot
   // after its hand-off (the mover takes the gate exclusively to hand off).
   std::shared_lock<std::shared_mutex> gate;
@@ -245,7 +249,14 @@ grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
     auto v = admit(session->get(), req->key(), SlotOp::kWrite);
     if (!v) return finish(ctx, v.status());
   }
-  Status s = core_.store->put(req->key(), req->value(), milliseconds(req->ttl_ms()));
+  auto store = [&] {
+    return core_.store->put(req->key(), req->value(), milliseconds(req->ttl_ms()));
+  };
+  if (core_.replication && core_.replication->replicates(req->key())) {
+    return replicated(ctx, req->key(), false, store, [reply](uint64_t v) { reply->set_version(v); },
+                      req->value().size(), &core_.counters.bytes_inline_received);
+  }
+  Status s = store();
   if (s.is_ok()) {
     ++((*session)->peer_node != 0 ? core_.counters.keys_moved_in : core_.counters.puts);
     core_.counters.bytes_inline_received += req->value().size();
@@ -270,8 +281,10 @@ grpc::ServerUnaryReactor* KvService::PutBegin(grpc::CallbackServerContext* ctx,
   if (core_.cluster->enabled()) {
     // No gate here: nothing is stored yet. PutCommit checks the slot again, under the gate.
     if (Status f = fenced(); !f.is_ok()) return finish(ctx, f);
-    auto v = admit(session->get(), req->key(), SlotOp::kWrite);
-    if (!v) return finish(ctx, v.status());
+    Status v = req->replica_version() != 0 && core_.replication
+                   ? core_.replication->admit_push(**session, req->key())
+                   : admit(session->get(), req->key(), SlotOp::kWrite).status();
+    if (!v.is_ok()) return finish(ctx, v);
     slot = cluster::slot_of(req->key());
   }
   {
@@ -297,6 +310,7 @@ grpc::ServerUnaryReactor* KvService::PutBegin(grpc::CallbackServerContext* ctx,
   r.allocation = std::move(*a);
   r.incoming = core_.transport->expect_writes();
   r.slot = slot;
+  r.replica_version = req->replica_version();
   Session& s = **session;
   std::lock_guard lock(s.mu);
   uint64_t id = s.next_reservation++;
@@ -325,13 +339,16 @@ Result<Reservation> take_reservation(Session& session, uint64_t id) {
 
 grpc::ServerUnaryReactor* KvService::PutCommit(grpc::CallbackServerContext* ctx,
                                                const v1::PutCommitRequest* req,
-                                               v1::PutCommitReply*) {
+                                               v1::PutCommitReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   BumpOnReturn changed(core_.changes);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());
   auto r = take_reservation(**session, req->reservation_id());
   if (!r) return finish(ctx, r.status());
+  if (r->replica_version != 0 && core_.replication) {  // a primary's push (replication.h)
+    return finish(ctx, core_.replication->apply_commit(**session, std::move(*r)));
+  }
   // Cluster mode: the slot may have been handed off (or the map changed) since PutBegin. A
   // refusal frees the reservation (`r` goes with this call); the gate is held until the value
   // is committed, so a hand-off cannot slip in between the check and the commit.
@@ -344,6 +361,11 @@ grpc::ServerUnaryReactor* KvService::PutCommit(grpc::CallbackServerContext* ctx,
     if (v.kind == SlotVerdict::kRefuse) return finish(ctx, v.refusal());
   }
   uint64_t len = r->length;
+  if (core_.replication && core_.replication->replicates(r->key)) {
+    auto store = [&] { return core_.store->commit(r->key, std::move(r->allocation), len, r->ttl); };
+    return replicated(ctx, r->key, false, store, [reply](uint64_t v) { reply->set_version(v); }, len,
+                      &core_.counters.bytes_put_committed);
+  }
   Status s = core_.store->commit(r->key, std::move(r->allocation), len, r->ttl);
   if (s.is_ok()) {
     ++(from_peer ? core_.counters.keys_moved_in : core_.counters.puts);
@@ -371,6 +393,16 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
   if (!session) return finish(ctx, session.status());
   Status ok = core_.store->check(req->key(), 0);
   if (!ok.is_ok()) return finish(ctx, ok);
+  if (req->replica_version() != 0 && core_.replication) {  // a primary's push (replication.h)
+    bool there = false;
+    Status applied = core_.replication->apply_delete(**session, *req, &there);
+    reply->set_existed(there);
+    return finish(ctx, applied);
+  }
+  if (core_.cluster->enabled() && core_.replication &&
+      core_.replication->replicates(req->key())) {
+    return replicated_delete(ctx, *session, *req, reply);
+  }
   bool existed = false;
   std::optional<SlotVerdict> moving_out;  // cluster mode: the slot moves to the next owner
   if (!core_.cluster->enabled()) {
