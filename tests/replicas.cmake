@@ -4,3 +4,5 @@ kvrdma_add_test(replica_placement_test SOURCES replica_placement_test.cc LIBS kv
 kvrdma_add_test(replica_test SOURCES integration/replica_test.cc
                 LIBS kvrdma_harness kvrdma_etcd_harness kvrdma_core)
 add_dependencies(replica_test kv-server kv-client)
+# The server's replica bookkeeping: VersionTable and ClusterView's replica verdicts.
+kvrdma_add_test(replica_server_test SOURCES replica_server_test.cc LIBS kvrdma_core)
