@@ -106,7 +106,7 @@ void put_figures(const std::string& addrs, uint32_t r, size_t size, int ops) {
   std::vector<double> lat;
   for (int i = 0; i < ops; ++i) {
     const auto t = Steady::now();
-    if (!c->put("lat" + std::to_string(i), value).is_ok()) continue;
+    if (!c->put(fmt::format("lat{}", i), value).is_ok()) continue;
     lat.push_back(ms_since(t) * 1000);
   }
   std::sort(lat.begin(), lat.end());
@@ -165,7 +165,7 @@ void failover(const std::string& name) {
   if (!c || !wait_replicated(*c, 3)) return fmt::print("failover: cluster did not settle\n");
   const std::string value(64 << 10, 'f');
   constexpr int kKeys = 3000;  // ~200 MiB over the cluster, two copies each
-  for (int i = 0; i < kKeys; ++i) (void)c->put("fo" + std::to_string(i), value);
+  for (int i = 0; i < kKeys; ++i) (void)c->put(fmt::format("fo{}", i), value);
   auto& victim = *nodes.servers[1];
   const auto lease = ServerAccess::cluster_node(victim)->lease();
   uint64_t pushed0 = 0;
@@ -210,7 +210,7 @@ int main() {
   const auto start = Steady::now();
   for (uint32_t r : {1u, 2u, 3u}) {
     Nodes nodes;
-    if (!nodes.start(3, r, "bench-put-" + std::to_string(r))) return 1;
+    if (!nodes.start(3, r, fmt::format("bench-put-{}", r))) return 1;
     auto c = connect(nodes.addresses, kvrdma::ReadFrom::kPrimary);
     if (!c || !wait_replicated(*c, 3)) return 1;
     put_figures(nodes.addresses, r, 64, 2000);

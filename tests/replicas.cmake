@@ -6,3 +6,7 @@ kvrdma_add_test(replica_test SOURCES integration/replica_test.cc
 add_dependencies(replica_test kv-server kv-client)
 # The server's replica bookkeeping: VersionTable and ClusterView's replica verdicts.
 kvrdma_add_test(replica_server_test SOURCES replica_server_test.cc LIBS kvrdma_core)
+# The kill cases again over libfabric tcp: values go node to node by transport write.
+catch_discover_tests(replica_test TEST_PREFIX "tcp/" TEST_SPEC "[replicas-kill]"
+  EXTRA_ARGS --name replica_test-tcp
+  PROPERTIES TIMEOUT 300 ENVIRONMENT KVRDMA_TEST_PROVIDER=tcp)

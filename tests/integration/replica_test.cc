@@ -3,6 +3,7 @@
 // acknowledged, while nodes are SIGKILLed or SIGSTOPped. The helpers follow cluster_test.cc's
 // (versioned values, a Cluster of processes), with the replica count and readiness added.
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 #include <signal.h>
 
 #include <atomic>
@@ -48,8 +49,7 @@ int64_t version_of(const std::string& key, std::string_view value, size_t size) 
 class Cluster {
  public:
   explicit Cluster(uint32_t replicas)
-      : replicas_(replicas), name_("r" + std::to_string(::getpid()) + "-" +
-                                   std::to_string(counter_++)) {
+      : replicas_(replicas), name_(fmt::format("r{}-{}", ::getpid(), counter_++)) {
     auto e = EtcdProcess::start();
     if (!e.is_ok()) FAIL("etcd did not start: " << e.status().to_string());
     etcd_ = std::move(*e);
@@ -242,7 +242,7 @@ void require_no_problems(const Load& load) {
 }  // namespace
 
 TEST_CASE("replicas: R=2, a node SIGKILLed under load from three clients loses no acknowledged "
-          "value and serves none stale or torn", "[replicas]") {
+          "value and serves none stale or torn", "[replicas][replicas-kill]") {
   REQUIRE(etcd_available());
   Cluster cl(2);
   for (uint32_t id : {1u, 2u, 3u}) cl.start(id);
@@ -265,7 +265,7 @@ TEST_CASE("replicas: R=2, a node SIGKILLed under load from three clients loses n
 }
 
 TEST_CASE("replicas: a replica SIGKILLed while 1 MiB values are being replicated",
-          "[replicas]") {
+          "[replicas][replicas-kill]") {
   REQUIRE(etcd_available());
   Cluster cl(3);
   for (uint32_t id : {1u, 2u, 3u}) cl.start(id);
@@ -301,6 +301,42 @@ TEST_CASE("replicas: two nodes killed one after the other, with time to re-repli
   verify_all(cl, load);
 }
 
+TEST_CASE("replicas: put_many, DELETE and TTL reach the replicas: after a kill nothing deleted or "
+          "expired comes back", "[replicas]") {
+  REQUIRE(etcd_available());
+  Cluster cl(2);
+  for (uint32_t id : {1u, 2u, 3u}) cl.start(id);
+  auto c = cl.client(ReadFrom::kAny);
+  wait_replicated(*c, {1, 2, 3});
+  std::vector<std::string> keys, values;
+  for (int i = 0; i < 300; ++i) {
+    keys.push_back(fmt::format("m{}", i));
+    values.push_back(versioned(keys.back(), 1, 300 + i));
+  }
+  std::vector<KeyValue> items;
+  for (size_t i = 0; i < keys.size(); ++i) items.push_back({keys[i], values[i]});
+  for (const Status& s : c->put_many(items)) REQUIRE(s.is_ok());
+  for (size_t i = 0; i < keys.size(); i += 3) REQUIRE(c->erase(keys[i]).is_ok());
+  for (size_t i = 1; i < keys.size(); i += 3) {
+    REQUIRE(c->put(keys[i], versioned(keys[i], 2, 300 + i), 1500).is_ok());  // 1.5 s TTL
+  }
+  const auto ttl_set = Steady::now();
+  cl.kill(2);
+  wait_replicated(*c, {1, 3});
+  while (Steady::now() < ttl_set + 1600ms) std::this_thread::sleep_for(50ms);
+  auto fresh = cl.client(ReadFrom::kAny);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    INFO("key " << keys[i]);
+    auto got = fresh->get(keys[i]);
+    if (i % 3 == 2) {
+      REQUIRE(got.is_ok());
+      REQUIRE(got->str() == values[i]);
+    } else {
+      REQUIRE(got.status().code() == Code::kNotFound);  // deleted, or expired
+    }
+  }
+}
+
 TEST_CASE("replicas: a node stopped past its lease stops serving when resumed and never takes a "
           "write for a slot it lost", "[replicas]") {
   REQUIRE(etcd_available());
@@ -313,7 +349,7 @@ TEST_CASE("replicas: a node stopped past its lease stops serving when resumed an
   auto stale = cl.client(ReadFrom::kPrimary, node2 + "," + cl.node(1).address());
   std::vector<std::string> keys;
   for (int i = 0; keys.size() < 20 && i < 100000; ++i) {
-    std::string k = "p" + std::to_string(i);
+    std::string k = fmt::format("p{}", i);
     auto where = stale->locate(k);
     if (!where.is_ok()) {
       REQUIRE(stale->put(k, "x").is_ok());
