@@ -38,15 +38,15 @@ Replication::Replication(ServerCore& core) : core_(core), self_(core.cluster->se
 Replication::~Replication() { stop(); }
 
 void Replication::stop() {
-  std::deque<std::unique_ptr<Job>> left;
+  std::deque<Task> left;
   {
     std::lock_guard lock(mu_);
     if (stop_ && workers_.empty()) return;
     stop_ = true;
-    left.swap(jobs_);
+    left.swap(tasks_);
   }
   cv_.notify_all();
-  for (auto& j : left) j->done(Status(Code::kUnavailable, "the node is stopping"), 0);
+  for (Task& t : left) finish(t, Status(Code::kUnavailable, "the node is stopping"));
   for (auto& t : workers_) {
     if (t.joinable()) t.join();
   }
@@ -58,11 +58,15 @@ void Replication::stop() {
 
 bool Replication::replicates(std::string_view key) const {
   auto m = core_.cluster->map();
-  return m->replicas > 1 && m->owner_of(cluster::slot_of(key)) == self_;
+  const uint32_t slot = cluster::slot_of(key);
+  return m->replicas > 1 && (m->owner_of(slot) == self_ || m->next_owner_of(slot) == self_);
 }
 
-uint64_t Replication::next_version(uint64_t current) {
-  const uint64_t epoch = core_.cluster->map()->epoch;
+uint64_t Replication::next_version(uint64_t current, std::string_view key) {
+  auto m = core_.cluster->map();
+  // A slot's next owner writes after its owner's hand-off, in the same epoch: its versions sit
+  // one epoch up, so they order after every version the owner issued.
+  const uint64_t epoch = m->epoch + (m->next_owner_of(cluster::slot_of(key)) == self_ ? 1 : 0);
   const uint64_t mine = (epoch << kCounterBits) |
                         ((counter_.fetch_add(1) + 1) & ((uint64_t{1} << kCounterBits) - 1));
   return std::max(mine, current + 1);
@@ -70,71 +74,82 @@ uint64_t Replication::next_version(uint64_t current) {
 
 void Replication::write(std::string_view key, bool erase, const std::function<Status()>& apply,
                         Steady::time_point deadline, Done done) {
-  auto job = std::make_unique<Job>();
+  auto w = std::make_shared<Write>();
   Status applied;
   versions_.with_key(key, [&](uint64_t current) -> uint64_t {
     applied = apply();
     if (!applied.is_ok()) return 0;
-    job->version = next_version(current);
+    w->version = next_version(current, key);
     if (!erase) {
       // Under the key's order nothing else changed it: this is the value just stored.
       auto ref = core_.store->get(key);
-      if (ref) job->ref = std::move(*ref);
+      if (ref) w->ref = std::move(*ref);
     }
-    return job->version;
+    return w->version;
   });
   if (!applied.is_ok()) return done(applied, 0);
-  job->key = std::string(key);
-  job->slot = cluster::slot_of(key);
-  job->erase = erase;
-  job->deadline = deadline;
-  job->done = std::move(done);
+  w->key = std::string(key);
+  w->slot = cluster::slot_of(key);
+  w->erase = erase;
+  w->deadline = deadline;
+  w->done = std::move(done);
+  std::vector<uint32_t> replicas;
   auto m = core_.cluster->map();
-  bool any = false;
-  for (uint32_t i = 0; i < m->seats(); ++i) any |= m->replica_of(job->slot, i) != kNoNode;
-  if (!any) return job->done(Status(), job->version);
+  for (uint32_t i = 0; i < m->seats(); ++i) {
+    if (uint32_t r = m->replica_of(w->slot, i); r != kNoNode) replicas.push_back(r);
+  }
+  // A value gone right after it was stored (evicted or expired) has nothing to copy; a later
+  // write of the key reaches the replicas as usual.
+  const bool gone = !erase && w->ref.data() == nullptr;
+  if (replicas.empty() || gone) {
+    w->ref = store::ValueRef();
+    return w->done(Status(), w->version);
+  }
+  w->left = static_cast<int>(replicas.size());
   {
     std::lock_guard lock(mu_);
     if (!stop_) {
-      jobs_.push_back(std::move(job));
-      job = nullptr;
+      for (uint32_t r : replicas) tasks_.push_back(Task{w, r});
+      replicas.clear();
     }
   }
-  if (job) return job->done(Status(Code::kUnavailable, "the node is stopping"), job->version);
-  cv_.notify_one();
+  for (uint32_t r : replicas) {  // stopping: never queued
+    Task t{w, r};
+    finish(t, Status(Code::kUnavailable, "the node is stopping"));
+  }
+  cv_.notify_all();
+}
+
+void Replication::finish(Task& task, Status s) {
+  Write& w = *task.write;
+  if (!s.is_ok()) {
+    std::lock_guard lock(w.mu);
+    if (w.outcome.is_ok()) w.outcome = std::move(s);
+  }
+  if (w.left.fetch_sub(1) != 1) return;
+  w.ref = store::ValueRef();  // unpin before the client hears back
+  Status outcome;
+  {
+    std::lock_guard lock(w.mu);
+    outcome = w.outcome;
+  }
+  w.done(outcome, w.version);
 }
 
 void Replication::worker() {
   for (;;) {
-    std::unique_ptr<Job> job;
+    Task task;
     {
       std::unique_lock lock(mu_);
-      cv_.wait(lock, [this] { return stop_ || !jobs_.empty(); });
+      cv_.wait(lock, [this] { return stop_ || !tasks_.empty(); });
       if (stop_) return;
-      job = std::move(jobs_.front());
-      jobs_.pop_front();
+      task = std::move(tasks_.front());
+      tasks_.pop_front();
     }
-    run(*job);
+    Write& w = *task.write;
+    finish(task, push_to(task.replica, w.slot, w.key, w.erase ? nullptr : &w.ref, w.version,
+                         w.deadline));
   }
-}
-
-void Replication::run(Job& job) {
-  auto m = core_.cluster->map();
-  Status outcome;
-  // Each replica in turn; a value pinned in `job.ref` stays so until the last has it.
-  for (uint32_t i = 0; i < m->seats() && outcome.is_ok(); ++i) {
-    const uint32_t r = m->replica_of(job.slot, i);
-    if (r == kNoNode) continue;
-    const store::ValueRef* ref = job.erase ? nullptr : &job.ref;
-    if (!job.erase && job.ref.size() == 0 && job.ref.data() == nullptr) {
-      // The value was gone (evicted or expired) right after it was stored: nothing to copy,
-      // and a later write of the key reaches the replicas as usual.
-      break;
-    }
-    outcome = push_to(r, job.slot, job.key, ref, job.version, job.deadline);
-  }
-  job.ref = store::ValueRef();  // unpin before the client hears back
-  job.done(outcome, job.version);
 }
 
 Status Replication::push_to(uint32_t node, uint32_t slot, std::string_view key,
@@ -143,7 +158,8 @@ Status Replication::push_to(uint32_t node, uint32_t slot, std::string_view key,
   Status last;
   for (int attempt = 0; attempt < 10000; ++attempt) {
     auto m = core_.cluster->map();
-    if (m->owner_of(slot) != self_ || !core_.cluster->serving()) {
+    if ((m->owner_of(slot) != self_ && m->next_owner_of(slot) != self_) ||
+        !core_.cluster->serving()) {
       return Status(Code::kUnavailable,
                     fmt::format("node {} no longer owns slot {} (map epoch {}); the write was not "
                                 "acknowledged by every replica: retry it at the new owner",
@@ -214,7 +230,7 @@ Status Replication::admit_push(const Session& from, std::string_view key) const 
   }
   const uint32_t sender = from.peer_node - 1, slot = cluster::slot_of(key);
   auto m = core_.cluster->map();
-  if (m->owner_of(slot) != sender) {
+  if (m->owner_of(slot) != sender && m->next_owner_of(slot) != sender) {
     return refusal(*m, slot, fmt::format("node {} is not its owner", sender));
   }
   if (m->replica_seat(slot, self_) < 0 && m->next_owner_of(slot) != self_) {

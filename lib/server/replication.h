@@ -52,8 +52,9 @@ class Replication {
   VersionTable& versions() { return versions_; }
 
   // --- primary ---
-  // True when this node replicates writes of `key`: the map has replicas > 1 and this node owns
-  // the key's slot.
+  // True when this node replicates client writes of `key`: the map has replicas > 1 and this
+  // node owns the key's slot or imports it (a move's writes after the hand-off). Values a move
+  // copies in are not pushed again: the replicas have them from the owner.
   bool replicates(std::string_view key) const;
   // Runs `apply` (the store change; a put must leave the new value stored) under the key's
   // order and, when it succeeded, issues the write's version and pushes it (`erase`: a delete)
@@ -66,7 +67,7 @@ class Replication {
 
   // --- replica ---
   // Whether a pushed write for `key` from session `from` may be applied here: OK when `from` is
-  // a node session of the slot's owner and this node is a replica (or next owner) of it by its
+  // a node session of the slot's owner (or next owner) and this node is a replica (or next owner) of it by its
   // map; otherwise FAILED_PRECONDITION with the typed wrong-owner detail (the pusher retries
   // while its map is newer than ours, and gives up when ours shows it lost the slot: fencing).
   Status admit_push(const Session& from, std::string_view key) const;
@@ -96,7 +97,8 @@ class Replication {
   void add_bytes_pushed(uint64_t n) { bytes_pushed_.fetch_add(n, std::memory_order_relaxed); }
 
  private:
-  struct Job {
+  // One replicated write, shared by its pushes (one per replica, run in parallel).
+  struct Write {
     std::string key;
     uint32_t slot = 0;
     bool erase = false;
@@ -104,10 +106,18 @@ class Replication {
     uint64_t version = 0;
     Steady::time_point deadline;
     Done done;
+    std::atomic<int> left{0};  // pushes not finished
+    std::mutex mu;
+    Status outcome;  // guarded by mu: the first failure
+  };
+  struct Task {
+    std::shared_ptr<Write> write;
+    uint32_t replica = cluster::kNoNode;
   };
   void worker();
-  void run(Job& job);
-  uint64_t next_version(uint64_t current);
+  // Records one push's outcome; the last one unpins the value and reports the write.
+  static void finish(Task& task, Status s);
+  uint64_t next_version(uint64_t current, std::string_view key);
   Status refusal(const cluster::SlotMap& m, uint32_t slot, std::string_view why) const;
 
   ServerCore& core_;
@@ -119,7 +129,7 @@ class Replication {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;                          // guarded by mu_
-  std::deque<std::unique_ptr<Job>> jobs_;      // guarded by mu_
+  std::deque<Task> tasks_;                     // guarded by mu_
   std::vector<std::thread> workers_;
 
   std::mutex sessions_mu_;

@@ -252,7 +252,8 @@ grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
   auto store = [&] {
     return core_.store->put(req->key(), req->value(), milliseconds(req->ttl_ms()));
   };
-  if (core_.replication && core_.replication->replicates(req->key())) {
+  if (core_.replication && (*session)->peer_node == 0 &&
+      core_.replication->replicates(req->key())) {
     return replicated(ctx, req->key(), false, store, [reply](uint64_t v) { reply->set_version(v); },
                       req->value().size(), &core_.counters.bytes_inline_received);
   }
@@ -361,7 +362,7 @@ grpc::ServerUnaryReactor* KvService::PutCommit(grpc::CallbackServerContext* ctx,
     if (v.kind == SlotVerdict::kRefuse) return finish(ctx, v.refusal());
   }
   uint64_t len = r->length;
-  if (core_.replication && core_.replication->replicates(r->key)) {
+  if (core_.replication && !from_peer && core_.replication->replicates(r->key)) {
     auto store = [&] { return core_.store->commit(r->key, std::move(r->allocation), len, r->ttl); };
     return replicated(ctx, r->key, false, store, [reply](uint64_t v) { reply->set_version(v); }, len,
                       &core_.counters.bytes_put_committed);
@@ -399,7 +400,7 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
     reply->set_existed(there);
     return finish(ctx, applied);
   }
-  if (core_.cluster->enabled() && core_.replication &&
+  if (core_.cluster->enabled() && core_.replication && (*session)->peer_node == 0 &&
       core_.replication->replicates(req->key())) {
     return replicated_delete(ctx, *session, *req, reply);
   }

@@ -301,6 +301,26 @@ TEST_CASE("replicas: two nodes killed one after the other, with time to re-repli
   verify_all(cl, load);
 }
 
+TEST_CASE("replicas: a node joins under load: slots move with their replicas, nothing lost or "
+          "stale, and then the new node's death loses nothing either", "[replicas]") {
+  REQUIRE(etcd_available());
+  Cluster cl(2);
+  for (uint32_t id : {1u, 2u, 3u}) cl.start(id);
+  auto c = cl.client();
+  wait_replicated(*c, {1, 2, 3});
+  Load load(cl, 3, 300, 100, 100 << 10);
+  load.wait_puts(900);
+  cl.start(4);  // slots move to it while the load writes and reads them
+  wait_replicated(*c, {1, 2, 3, 4});
+  load.wait_puts(600);
+  cl.kill(4);  // what it took over, and was written to it, lives on at the replicas
+  wait_replicated(*c, {1, 2, 3});
+  load.wait_puts(300);
+  load.stop();
+  require_no_problems(load);
+  verify_all(cl, load);
+}
+
 TEST_CASE("replicas: put_many, DELETE and TTL reach the replicas: after a kill nothing deleted or "
           "expired comes back", "[replicas]") {
   REQUIRE(etcd_available());
