@@ -25,11 +25,14 @@ constexpr int kCounterBits = 40;
 
 }  // namespace
 
-Replication::Replication(ServerCore& core) : core_(core), self_(core.cluster->self()) {
-  const log::Logger* logger = &log::current();
+Replication::Replication(ServerCore& core)
+    : core_(core), self_(core.cluster->self()), logger_(&log::current()) {}
+
+void Replication::start_workers() {
+  if (!workers_.empty()) return;
   for (int i = 0; i < kWorkers; ++i) {
-    workers_.emplace_back([this, logger] {
-      log::Scope s(logger);
+    workers_.emplace_back([this] {
+      log::Scope s(logger_);
       worker();
     });
   }
@@ -39,18 +42,18 @@ Replication::~Replication() { stop(); }
 
 void Replication::stop() {
   std::deque<Task> left;
+  std::vector<std::thread> workers;
   {
     std::lock_guard lock(mu_);
-    if (stop_ && workers_.empty()) return;
     stop_ = true;
     left.swap(tasks_);
+    workers.swap(workers_);
   }
   cv_.notify_all();
   for (Task& t : left) finish(t, Status(Code::kUnavailable, "the node is stopping"));
-  for (auto& t : workers_) {
+  for (auto& t : workers) {
     if (t.joinable()) t.join();
   }
-  workers_.clear();
   std::map<uint32_t, std::shared_ptr<PeerSession>> closing;  // Goodbyes outside the lock
   std::lock_guard lock(sessions_mu_);
   closing.swap(sessions_);
@@ -109,6 +112,7 @@ void Replication::write(std::string_view key, bool erase, const std::function<St
   {
     std::lock_guard lock(mu_);
     if (!stop_) {
+      start_workers();  // on the first replicated write: a cluster of R = 1 runs none
       for (uint32_t r : replicas) tasks_.push_back(Task{w, r});
       replicas.clear();
     }

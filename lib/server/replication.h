@@ -40,7 +40,8 @@ class Replication {
   // The outcome of a replicated write and the version it was given (0 when not applied).
   using Done = std::function<void(Status, uint64_t version)>;
 
-  // `core` must outlive this; core.cluster must be set. Starts the push workers.
+  // `core` must outlive this; core.cluster must be set. The push workers start with the first
+  // write that has replicas to reach.
   explicit Replication(ServerCore& core);
   ~Replication();  // stop()
   Replication(const Replication&) = delete;
@@ -115,6 +116,7 @@ class Replication {
     uint32_t replica = cluster::kNoNode;
   };
   void worker();
+  void start_workers();  // with mu_ held
   // Records one push's outcome; the last one unpins the value and reports the write.
   static void finish(Task& task, Status s);
   uint64_t next_version(uint64_t current, std::string_view key);
@@ -130,7 +132,8 @@ class Replication {
   std::condition_variable cv_;
   bool stop_ = false;                          // guarded by mu_
   std::deque<Task> tasks_;                     // guarded by mu_
-  std::vector<std::thread> workers_;
+  std::vector<std::thread> workers_;           // guarded by mu_; started on first use
+  const log::Logger* logger_;                  // the server's, for the workers
 
   std::mutex sessions_mu_;
   std::map<uint32_t, std::shared_ptr<PeerSession>> sessions_;  // guarded by sessions_mu_
