@@ -134,7 +134,10 @@ void put_figures(const std::string& addrs, uint32_t r, size_t size, int ops) {
              kThreads, done / secs, done * double(size) / secs / 1e9);
 }
 
-void hot_key(const std::string& addrs, uint32_t r, kvrdma::ReadFrom from) {
+void hot_key(Nodes& nodes, uint32_t r, kvrdma::ReadFrom from) {
+  const std::string& addrs = nodes.addresses;
+  std::vector<uint64_t> before;
+  for (auto& s : nodes.servers) before.push_back(s->stats().gets);
   constexpr int kClients = 16;
   {
     auto c = connect(addrs, from);
@@ -153,9 +156,13 @@ void hot_key(const std::string& addrs, uint32_t r, kvrdma::ReadFrom from) {
     });
   }
   for (auto& t : ts) t.join();
-  fmt::print("hot-key GET (4 KiB) R={} read_from={}: {} clients {:9.0f} ops/s\n", r,
-             from == kvrdma::ReadFrom::kAny ? "any" : "primary", kClients,
-             done / (ms_since(t0) / 1000));
+  std::string spread;
+  for (size_t i = 0; i < nodes.servers.size(); ++i) {
+    spread += fmt::format(" node{}={}", i + 1, nodes.servers[i]->stats().gets - before[i]);
+  }
+  fmt::print("hot-key GET (4 KiB) R={} read_from={}: {} clients {:9.0f} ops/s; GETs served:{}\n",
+             r, from == kvrdma::ReadFrom::kAny ? "any" : "primary", kClients,
+             done / (ms_since(t0) / 1000), spread);
 }
 
 void failover(const std::string& name) {
@@ -215,8 +222,8 @@ int main() {
     if (!c || !wait_replicated(*c, 3)) return 1;
     put_figures(nodes.addresses, r, 64, 2000);
     put_figures(nodes.addresses, r, 1 << 20, 100);
-    if (r == 1) hot_key(nodes.addresses, r, kvrdma::ReadFrom::kPrimary);
-    if (r == 3) hot_key(nodes.addresses, r, kvrdma::ReadFrom::kAny);
+    if (r == 1) hot_key(nodes, r, kvrdma::ReadFrom::kPrimary);
+    if (r == 3) hot_key(nodes, r, kvrdma::ReadFrom::kAny);
   }
   failover("bench-failover");
   fmt::print("total {:.1f} s\n", ms_since(start) / 1000);
