@@ -10,3 +10,5 @@ kvrdma_add_test(replica_server_test SOURCES replica_server_test.cc LIBS kvrdma_c
 catch_discover_tests(replica_test TEST_PREFIX "tcp/" TEST_SPEC "[replicas-kill]"
   EXTRA_ARGS --name replica_test-tcp
   PROPERTIES TIMEOUT 300 ENVIRONMENT KVRDMA_TEST_PROVIDER=tcp)
+# Replicas through the cluster agent, in-process nodes over one MemoryMetaStore.
+kvrdma_add_test(replica_node_test SOURCES replica_node_test.cc LIBS kvrdma_core)

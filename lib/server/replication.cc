@@ -243,11 +243,18 @@ Status Replication::admit_push(const Session& from, std::string_view key) const 
   return Status();
 }
 
+bool Replication::moves_forward(std::string_view key, uint64_t current, uint64_t version) {
+  if (version != current) return version > current;
+  // The same write again (a fill after a live push, or a copy that left this node: moved out,
+  // evicted) restores the value when it is gone; a delete's tombstone has a version no PUT shares.
+  return !core_.store->get(key).is_ok();
+}
+
 Status Replication::apply_put(const Session& from, const v1::PutRequest& req) {
   KVRDMA_RETURN_IF_ERROR(admit_push(from, req.key()));
   Status out;
   versions_.with_key(req.key(), [&](uint64_t current) -> uint64_t {
-    if (current >= req.replica_version()) return 0;  // a newer write is here already
+    if (!moves_forward(req.key(), current, req.replica_version())) return 0;
     out = core_.store->put(req.key(), req.value(), milliseconds(req.ttl_ms()));
     return out.is_ok() ? req.replica_version() : 0;
   });
@@ -260,7 +267,7 @@ Status Replication::apply_commit(const Session& from, Reservation r) {
   Status out;
   const uint64_t len = r.length;
   versions_.with_key(r.key, [&](uint64_t current) -> uint64_t {
-    if (current >= r.replica_version) return 0;  // the reservation is freed with `r`
+    if (!moves_forward(r.key, current, r.replica_version)) return 0;  // `r` frees it
     out = core_.store->commit(r.key, std::move(r.allocation), len, r.ttl);
     return out.is_ok() ? r.replica_version : 0;
   });

@@ -120,6 +120,8 @@ class Replication {
   // Records one push's outcome; the last one unpins the value and reports the write.
   static void finish(Task& task, Status s);
   uint64_t next_version(uint64_t current, std::string_view key);
+  // Whether a pushed PUT at `version` applies over the key's `current` version (under its order).
+  bool moves_forward(std::string_view key, uint64_t current, uint64_t version);
   Status refusal(const cluster::SlotMap& m, uint32_t slot, std::string_view why) const;
 
   ServerCore& core_;
