@@ -17,6 +17,7 @@
 #include "kvrdma/client.h"
 #include "kvrdma/server.h"
 #include "server/cluster_node.h"
+#include "store/store.h"
 
 namespace kvrdma::server {
 namespace {
@@ -132,6 +133,17 @@ TEST_CASE("replica node: the map fills its replicas, a dead node's slots are pro
   keys = 0;
   for (auto& [id, s] : n.live) keys += s->stats().keys;
   CHECK(keys == 800u);  // re-replicated: two copies again, on the two survivors
+  // Each key at its owner and at its replica, by the map every node serves by.
+  auto m = n.map(1);
+  for (int i = 0; i < 400; ++i) {
+    const std::string k = fmt::format("k{}", i);
+    const uint32_t slot = cluster::slot_of(k), owner = m->owner_of(slot);
+    const uint32_t replica = m->replica_of(slot, 0);
+    INFO("key " << k << " slot " << slot << " owner " << owner << " replica " << replica);
+    REQUIRE(ServerAccess::core(*n.live.at(owner)).store->get(k).is_ok());
+    REQUIRE(replica != kNoNode);
+    REQUIRE(ServerAccess::core(*n.live.at(replica)).store->get(k).is_ok());
+  }
   auto c2 = connect(n.addresses());
   for (int i = 0; i < 400; ++i) {
     INFO("key k" << i);

@@ -34,6 +34,12 @@ uint64_t VersionTable::version_of(std::string_view key) const {
   return it == s.versions.end() ? 0 : it->second;
 }
 
+void VersionTable::forget(std::string_view key) {
+  Shard& s = shard(key);
+  std::lock_guard lock(s.mu);
+  s.versions.erase(std::string(key));
+}
+
 void VersionTable::forget_where(const std::function<bool(std::string_view)>& pred,
                                 const std::vector<bool>* slots) {
   for (Shard& s : shards_) {

@@ -34,6 +34,8 @@ class VersionTable {
   uint64_t slot_version(uint32_t slot) const {
     return slot_max_[slot].load(std::memory_order_acquire);
   }
+  // Forgets one key (its value left this node: moved out to a slot's new owner).
+  void forget(std::string_view key);
   // Forgets the keys `pred` holds for (and, when `slots` is given, resets those slots' maxima).
   void forget_where(const std::function<bool(std::string_view)>& pred,
                     const std::vector<bool>* slots = nullptr);
