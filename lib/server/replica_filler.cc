@@ -3,7 +3,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #include "common/logging.h"
 
@@ -18,6 +22,7 @@ namespace {
 constexpr auto kCallTime = std::chrono::seconds(5);
 constexpr auto kRetryAfter = std::chrono::milliseconds(200);
 constexpr auto kIdleWake = std::chrono::seconds(1);
+constexpr size_t kFillStreams = 4;
 
 }  // namespace
 
@@ -138,27 +143,54 @@ Status ReplicaFiller::fill(const cluster::SlotMap& m, uint32_t node,
   const auto started = Steady::now();
   Replication& rep = *core_.replication;
   auto keys = core_.store->keys_where([&](std::string_view k) { return slots[cluster::slot_of(k)]; });
-  uint64_t copied = 0, bytes = 0;
-  for (const std::string& key : keys) {
-    if (stopping() || !core_.cluster->serving()) {
-      return Status(Code::kUnavailable, "the node is stopping or lost its lease");
+  std::atomic<uint64_t> copied{0}, bytes{0};
+  std::atomic<size_t> next{0};
+  std::mutex failed_mu;
+  Status failed;  // guarded by failed_mu: the first failure ends every stream
+  auto fail = [&](Status s) {
+    std::lock_guard lock(failed_mu);
+    if (failed.is_ok()) failed = std::move(s);
+  };
+  auto has_failed = [&] {
+    std::lock_guard lock(failed_mu);
+    return !failed.is_ok();
+  };
+  // Several keys in flight at once: one at a time left each push's round trip idle.
+  auto stream = [&] {
+    for (size_t i = next++; i < keys.size() && !has_failed(); i = next++) {
+      if (stopping() || !core_.cluster->serving()) {
+        return fail(Status(Code::kUnavailable, "the node is stopping or lost its lease"));
+      }
+      const std::string& key = keys[i];
+      auto ref = core_.store->get(key);
+      if (!ref) continue;  // deleted or expired since listed: a delete is pushed live
+      // A key with no version here (moved in, or stored before the map had replicas) goes at
+      // the lowest one: any live write pushed meanwhile is newer and wins at the replica.
+      const uint64_t version = std::max<uint64_t>(rep.versions().version_of(key), 1);
+      Status s = rep.push_to(node, cluster::slot_of(key), key, &*ref, version,
+                             Steady::now() + kCallTime);
+      if (!s.is_ok()) return fail(std::move(s));
+      ++copied;
+      bytes += ref->size();
     }
-    auto ref = core_.store->get(key);
-    if (!ref) continue;  // deleted or expired since listed: a delete is pushed live
-    // A key with no version here (moved in, or stored before the map had replicas) goes at the
-    // lowest one: any live write pushed meanwhile is newer and wins at the replica.
-    const uint64_t version = std::max<uint64_t>(rep.versions().version_of(key), 1);
-    Status s = rep.push_to(node, cluster::slot_of(key), key, &*ref, version,
-                           Steady::now() + kCallTime);
-    if (!s.is_ok()) return s;
-    ++copied;
-    bytes += ref->size();
+  };
+  std::vector<std::thread> streams;
+  const log::Logger* logger = &log::current();
+  for (size_t t = 1; t < kFillStreams && t < keys.size(); ++t) {
+    streams.emplace_back([&, logger] {
+      log::Scope scope(logger);
+      stream();
+    });
   }
+  stream();
+  for (auto& t : streams) t.join();
+  if (has_failed()) return failed;
   keys_ += copied;
   bytes_ += bytes;
   const double secs = std::chrono::duration<double>(Steady::now() - started).count();
   KVRDMA_LOG_INFO("filled replica node {} with {} keys ({} bytes, {:.3f} GB/s) of map epoch {}",
-                  node, copied, bytes, secs > 0 ? bytes / secs / 1e9 : 0.0, m.epoch);
+                  node, copied.load(), bytes.load(), secs > 0 ? bytes / secs / 1e9 : 0.0,
+                  m.epoch);
   return Status();
 }
 
