@@ -92,7 +92,13 @@ ReplicaFiller::Outcome ReplicaFiller::round(const cluster::SlotMap& m) {
   bool unready = false;
   {
     std::lock_guard lock(mu_);
-    // Pairs the map no longer has are forgotten: a replica that comes back starts empty.
+    // A fill counts only for the map it ran under: between two maps a replica may have left
+    // the slot and come back empty (it drops what it held when it joins), and this node need
+    // not have seen the map in between. filled/<id> = epoch then vouches for fills done in it.
+    if (m.epoch != filled_epoch_) {
+      filled_.clear();
+      filled_epoch_ = m.epoch;
+    }
     std::set<uint64_t> present;
     for (uint32_t s = 0; s < kSlots; ++s) {
       if (m.owner_of(s) != self_) continue;
@@ -131,6 +137,7 @@ ReplicaFiller::Outcome ReplicaFiller::round(const cluster::SlotMap& m) {
       return Outcome::kRetry;
     }
     std::lock_guard lock(mu_);
+    if (core_.cluster->map()->epoch != m.epoch) return Outcome::kProgress;  // fill again
     for (uint32_t slot = 0; slot < kSlots; ++slot) {
       if (slots[slot]) filled_.insert(pair(slot, node));
     }

@@ -3,8 +3,8 @@
 // its version and remaining TTL (large values by transport write from this node's pool into the
 // replica's), while clients keep reading and writing here; live writes reach the replica through
 // Replication meanwhile, and versions keep the two from undoing each other. Once every
-// unfilled replica of this node's slots is filled, `write_filled(epoch)` tells the controller,
-// which marks them ready in the next map.
+// unfilled replica of this node's slots is filled within one map epoch, `write_filled(epoch)`
+// tells the controller, which marks them ready in the next map (only if none came between).
 //
 // Thread-safety: notify() and stop() may be called from any thread; the filling runs on the
 // filler's own thread. mu_ guards the wake-ups, stop and the filled pairs.
@@ -61,7 +61,8 @@ class ReplicaFiller {
   bool stop_ = false;               // guarded by mu_
   uint64_t wakes_ = 0;              // guarded by mu_
   uint64_t filled_written_ = 0;     // guarded by mu_: the epoch last written
-  std::set<uint64_t> filled_;       // guarded by mu_: (slot, replica) pairs filled
+  std::set<uint64_t> filled_;       // guarded by mu_: (slot, replica) pairs filled in
+  uint64_t filled_epoch_ = 0;       // guarded by mu_: ... this map epoch
   std::thread thread_;
 };
 
