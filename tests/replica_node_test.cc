@@ -153,4 +153,36 @@ TEST_CASE("replica node: the map fills its replicas, a dead node's slots are pro
   }
 }
 
+TEST_CASE("replica node: two deaths one after the other, each re-replicated before the next",
+          "[replicas]") {
+  Nodes n;
+  for (uint32_t id : {1u, 2u, 3u, 4u}) n.start(id, 2);
+  REQUIRE(wait_until([&] { return n.replicated(2); }));
+  auto c = connect(n.addresses());
+  auto check_all = [&](int upto) {
+    auto m = n.map(n.live.begin()->first);
+    for (int i = 0; i < upto; ++i) {
+      const std::string k = fmt::format("k{}", i);
+      const uint32_t slot = cluster::slot_of(k), owner = m->owner_of(slot);
+      const uint32_t replica = m->replica_of(slot, 0);
+      INFO("key " << k << " slot " << slot << " owner " << owner << " replica " << replica
+                  << " epoch " << m->epoch);
+      REQUIRE(ServerAccess::core(*n.live.at(owner)).store->get(k).is_ok());
+      REQUIRE(replica != kNoNode);
+      REQUIRE(ServerAccess::core(*n.live.at(replica)).store->get(k).is_ok());
+    }
+  };
+  for (int i = 0; i < 300; ++i) REQUIRE(c->put(fmt::format("k{}", i), value_of(i)).is_ok());
+  check_all(300);
+  n.kill(1);
+  REQUIRE(wait_until([&] { return n.replicated(2); }));
+  check_all(300);
+  auto c2 = connect(n.addresses());
+  for (int i = 300; i < 500; ++i) REQUIRE(c2->put(fmt::format("k{}", i), value_of(i)).is_ok());
+  check_all(500);
+  n.kill(3);
+  REQUIRE(wait_until([&] { return n.replicated(2); }));
+  check_all(500);
+}
+
 }  // namespace kvrdma::server

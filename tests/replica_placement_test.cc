@@ -112,6 +112,26 @@ TEST_CASE("filled/<owner> at the current epoch makes its replicas ready", "[repl
   }
 }
 
+TEST_CASE("filled/<id> does not vouch for slots that just came to <id> by a move",
+          "[replica-placement]") {
+  SlotMap m;
+  m.epoch = 9;
+  m.nodes = nodes({0, 1, 2});
+  m.replicas = 2;
+  m.owner.assign(kSlots, 0);
+  m.next_owner.assign(kSlots, kNoNode);
+  m.next_owner[3] = 1;  // slot 3 moves 0 -> 1; node 0 fills its replica, node 2
+  m.replica.assign(kSlots, 2);
+  m.replica_ready.assign(kSlots, 1);
+  m.replica_ready[3] = 0;
+  // Node 0 handed off; node 1 wrote filled/1 for its own slots (it has none yet).
+  auto after = next_map(m, nodes({0, 1, 2}), {{0, 9}}, 0, {{1, 9}}, 2);
+  REQUIRE(after);
+  REQUIRE(after->owner[3] == 1u);
+  CHECK(after->replica_of(3, 0) == 2u);
+  CHECK_FALSE(after->replica_ready_of(3, 0));  // node 1 must fill it first
+}
+
 TEST_CASE("a dead owner's slots go to a ready replica in one epoch, and R is made up",
           "[replica-placement]") {
   auto members = nodes({0, 1, 2, 3});

@@ -279,9 +279,12 @@ std::optional<SlotMap> next_map(const SlotMap& current, std::span<const NodeInfo
       }
     }
   }
-  // Rule 5: the owner filled every replica of its slots in the current epoch.
+  // Rule 5: the owner filled every replica of its slots in the current epoch. Only a slot that
+  // keeps its owner: one that just came to a node by a move or a promotion was not that node's
+  // to fill in the current epoch, whatever it wrote.
   if (seats > 0 && !next.replica.empty()) {
     for (uint32_t s = 0; s < kSlots; ++s) {
+      if (current.owner_of(s) != next.owner[s]) continue;
       auto it = filled.find(next.owner[s]);
       if (it == filled.end() || it->second != current.epoch) continue;
       for (uint32_t i = 0; i < seats; ++i) {
