@@ -74,7 +74,10 @@ struct ServerOptions {
   // Request channel: the channel thread polls this long after its last request before it
   // sleeps on the doorbell, microseconds.
   uint64_t poll_us = 50;
+  uint64_t replicas = 1;                         // copies per slot of a new cluster (1..5)
 };
+
+enum class ReadFrom { kPrimary, kAny, kNearest };
 
 struct ClientOptions {
   std::string server_addr = "http://[::1]:50051";
@@ -89,6 +92,8 @@ struct ClientOptions {
   // request at a time per stream, up to this many streams per client; more concurrent ones, or
   // all when 0, use one unary call each.
   uint64_t get_streams = 16;
+  // Cluster mode with replicas: where a GET goes (docs/cluster.md "Replicas").
+  ReadFrom read_from = ReadFrom::kPrimary;
 };
 
 // Which programs a setting applies to.

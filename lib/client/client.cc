@@ -82,6 +82,7 @@ Status Client::Impl::connect(const ClientOptions& o) {
   auto map = map_of(home_->cluster_map(d));
   if (!map) return map.status();
   cluster_ = map->epoch > 0 || !map->cluster.empty();
+  if (cluster_) acked_ = std::vector<std::atomic<uint64_t>>(cluster::kSlots);
   auto buffer = new_buffer();
   if (!buffer) return buffer.status();
   buffer_ = std::move(*buffer);

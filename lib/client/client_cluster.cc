@@ -29,6 +29,16 @@ Result<ClusterInfo> Client::Impl::cluster() {
   for (uint32_t next : map->next_owner) {
     if (next != cluster::kNoNode) ++info.moving_slots;
   }
+  info.replicas = map->replicas;
+  // A slot can have at most one replica per other active node.
+  uint32_t active = 0;
+  for (const auto& n : map->nodes) active += n.state == "active";
+  const uint32_t possible = std::min<uint32_t>(map->seats(), active > 0 ? active - 1 : 0);
+  for (uint32_t slot = 0; slot < map->owner.size() && possible > 0; ++slot) {
+    uint32_t ready = 0;
+    for (uint32_t i = 0; i < map->seats(); ++i) ready += map->replica_ready_of(slot, i);
+    if (ready < possible) info.replicas_missing += possible - ready;
+  }
   std::vector<std::pair<uint32_t, std::string>> nodes;
   for (const auto& n : map->nodes) nodes.emplace_back(n.id, n.address);
   if (!cluster_ && nodes.empty()) {

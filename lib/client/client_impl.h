@@ -130,9 +130,15 @@ class Client::Impl final : public client::BufferSource {
   // Where to retry once a call for `slot` failed at node `at_id` with `failed` (routed at `epoch`).
   Retry after_failure(const Status& failed, uint32_t slot, uint32_t at_id, uint64_t epoch);
   // Runs `op(session, epoch)` at the owner of `key`'s slot, once more after a refusal (above).
+  // `read`: a GET, which may go to a filled replica by options_.read_from (docs/cluster.md
+  // "Replicas"); a write records the version it was acknowledged with (note_acked).
   template <class Op>
-  auto routed(std::string_view key, Op op)
+  auto routed(std::string_view key, Op op, bool read = false)
       -> decltype(op(std::declval<client::NodeSession&>(), uint64_t{}));
+  // The node a GET of `slot` goes to: the owner, or by read_from one of its filled replicas.
+  uint32_t read_node(const cluster::SlotMap& map, uint32_t slot) const;
+  // Raises acked_[slot] to the version the last write on this thread was acknowledged with.
+  void note_acked(uint32_t slot);
   // get_many / put_many in cluster mode: per owner in parallel, refused items retried once.
   template <class Item, class R, class Run>
   std::vector<R> run_grouped(std::span<const Item> items, std::span<const uint32_t> slots,
@@ -152,6 +158,10 @@ class Client::Impl final : public client::BufferSource {
   // kRefreshQuiet of it take its answer instead of asking every node again.
   Steady::time_point fruitless_refresh_;  // guarded by refresh_mu_
   static constexpr std::chrono::milliseconds kRefreshQuiet{100};
+
+  // Per slot, the highest version this client's writes were acknowledged with (read your
+  // writes at replicas); kSlots entries in cluster mode, set up by connect, else empty.
+  std::vector<std::atomic<uint64_t>> acked_;
 
   mutable std::shared_mutex sessions_mu_;
   // Sessions by node id (cluster mode), and every session or probe channel by address.

@@ -5,10 +5,13 @@
 
 #include <future>
 #include <numeric>
+#include <random>
 #include <set>
 #include <system_error>
 
+#include "client/call_versions.h"
 #include "client/client_impl.h"
+#include "cluster/placement.h"
 #include "common/logging.h"
 #include "rpc/status_map.h"
 
@@ -187,28 +190,76 @@ Client::Impl::Retry Client::Impl::after_failure(const Status& failed, uint32_t s
   return Retry{std::move(*s), map->epoch, Status()};
 }
 
+uint32_t Client::Impl::read_node(const cluster::SlotMap& map, uint32_t slot) const {
+  const uint32_t owner = map.owner_of(slot);
+  if (options_.read_from == ReadFrom::kPrimary || !map.has_replicas() || owner == cluster::kNoNode) {
+    return owner;
+  }
+  std::vector<uint32_t> copies{owner};
+  for (uint32_t i = 0; i < map.seats(); ++i) {
+    const uint32_t r = map.replica_of(slot, i);
+    if (r != cluster::kNoNode && map.replica_ready_of(slot, i) && map.node(r) != nullptr) {
+      copies.push_back(r);
+    }
+  }
+  if (options_.read_from == ReadFrom::kNearest) {
+    std::vector<uint32_t> near;
+    for (uint32_t id : copies) {
+      const cluster::NodeInfo* n = map.node(id);
+      if (n != nullptr && client::is_local_host(cluster::host_of(n->address))) near.push_back(id);
+    }
+    if (!near.empty()) copies.swap(near);
+  }
+  thread_local std::minstd_rand pick(std::random_device{}());
+  return copies[pick() % copies.size()];
+}
+
+void Client::Impl::note_acked(uint32_t slot) {
+  const uint64_t v = std::exchange(client::call_versions().acked, 0);
+  if (v == 0 || acked_.empty()) return;
+  std::atomic<uint64_t>& max = acked_[slot];
+  uint64_t seen = max.load(std::memory_order_relaxed);
+  while (seen < v && !max.compare_exchange_weak(seen, v, std::memory_order_acq_rel)) {
+  }
+}
+
 template <class Op>
-auto Client::Impl::routed(std::string_view key, Op op)
+auto Client::Impl::routed(std::string_view key, Op op, bool read)
     -> decltype(op(std::declval<NodeSession&>(), uint64_t{})) {
   const uint32_t slot = cluster::slot_of(key);
   auto map = current_map();
-  auto s = owner_session(*map, slot);
+  // A GET may go to a filled replica (read_from); it carries what this client saw acknowledged
+  // in the slot, so a replica that lags redirects it to the primary.
+  client::call_versions().min_version = read && !acked_.empty() ? acked_[slot].load() : 0;
+  client::call_versions().acked = 0;
+  uint32_t asked = read ? read_node(*map, slot) : map->owner_of(slot);
+  auto pick = [&]() -> Result<std::shared_ptr<NodeSession>> {
+    const cluster::NodeInfo* node = asked == cluster::kNoNode ? nullptr : map->node(asked);
+    if (node == nullptr) return no_owner(slot, map->epoch);
+    return session_for(asked, node->address);
+  };
+  auto s = pick();
   if (!s) {
     map = refresh_map({}, map->epoch + 1);
-    s = owner_session(*map, slot);
+    asked = read ? read_node(*map, slot) : map->owner_of(slot);
+    s = pick();
     if (!s) return s.status();
   }
   auto r = op(**s, map->epoch);
   Status failed = status_of(r);
-  if (failed.is_ok()) return r;
+  if (failed.is_ok()) {
+    if (!read) note_acked(slot);
+    return r;
+  }
   // The node routed to by the map (its Hello may not have answered: a dead node).
-  Retry retry = after_failure(failed, slot, map->owner_of(slot), map->epoch);
+  Retry retry = after_failure(failed, slot, asked, map->epoch);
   if (!retry.session) {
     if (!retry.fail.is_ok()) return retry.fail;
     return r;
   }
   auto again = op(*retry.session, retry.epoch);
   if (Status st = status_of(again); rpc::wrong_owner_of(st)) return refused_twice(st);
+  if (!read && status_of(again).is_ok()) note_acked(slot);
   return again;
 }
 
@@ -316,7 +367,8 @@ Result<ValueView> Client::Impl::get(std::string_view key) {
     if (!r) renew_buffer_if_retired();
     return r;
   }
-  auto r = routed(key, [key](NodeSession& s, uint64_t epoch) { return s.get(key, epoch); });
+  auto r = routed(
+      key, [key](NodeSession& s, uint64_t epoch) { return s.get(key, epoch); }, true);
   if (!r) renew_buffer_if_retired();
   return r;
 }

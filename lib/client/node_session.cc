@@ -6,6 +6,7 @@
 #include <cstring>
 #include <utility>
 
+#include "client/call_versions.h"
 #include "common/logging.h"
 #include "kvrdma/version.h"
 #include "memory/memory_pool.h"
@@ -298,6 +299,7 @@ Status NodeSession::del(std::string_view key, uint64_t epoch) {
     grpc::ClientContext ctx;
     set_deadline(ctx, d);
     grpc::Status s = stub_->Delete(&ctx, req, &reply);
+    if (s.ok()) call_versions().acked = reply.version();
     return s.ok() ? Status() : call_failed(s, "Delete");
   });
 }

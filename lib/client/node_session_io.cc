@@ -7,6 +7,7 @@
 
 #include "client/node_session.h"
 #include "client/staged_write.h"
+#include "client/call_versions.h"
 #include "memory/memory_pool.h"
 #include "rpc/status_map.h"
 
@@ -43,6 +44,7 @@ Result<ValueView> NodeSession::get_once(const SessionState& st, std::string_view
   req.set_session_id(st.hello.session_id());
   req.set_key(std::string(key));
   req.set_map_epoch(epoch);
+  req.set_min_version(call_versions().min_version);
   for (int attempt = 0; attempt < 4; ++attempt) {
     req.set_dest_offset(extent.valid() ? extent.offset() : 0);
     req.set_dest_capacity(extent.valid() ? extent.capacity() : 0);
@@ -104,6 +106,7 @@ Status NodeSession::put_once(const SessionState& st, std::string_view key, std::
   grpc::ClientContext ctx;
   set_deadline(ctx, d);
   grpc::Status s = stub_->Put(&ctx, req, &reply);
+  if (s.ok()) call_versions().acked = reply.version();
   return s.ok() ? Status() : call_failed(s, "Put");
 }
 
@@ -147,6 +150,7 @@ Status NodeSession::put_large(const SessionState& st, std::string_view key,
     commit.set_reservation_id(reserved.reservation_id());
     v1::PutCommitReply reply;
     grpc::Status s = stub_->PutCommit(&ctx, commit, &reply);
+    if (s.ok()) call_versions().acked = reply.version();
     if (s.ok()) return Status();
     result = call_failed(s, "PutCommit");
   }

@@ -1,5 +1,7 @@
 #include "client/router.h"
 
+#include <unistd.h>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -87,6 +89,14 @@ Result<cluster::SlotMap> newest_map(std::span<const std::string> addresses, uint
   }
   if (!have) return last.with_context("asking the nodes for the cluster map");
   return best;
+}
+
+bool is_local_host(std::string_view host) {
+  if (host == "localhost" || host == "[::1]" || host == "::1" || host.starts_with("127.")) {
+    return true;
+  }
+  char name[256] = {};
+  return gethostname(name, sizeof(name) - 1) == 0 && host == name;
 }
 
 }  // namespace kvrdma::client

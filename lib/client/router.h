@@ -57,4 +57,8 @@ using MapFetch = std::function<Result<cluster::SlotMap>(const std::string& addre
 Result<cluster::SlotMap> newest_map(std::span<const std::string> addresses, uint64_t want_epoch,
                                     const MapFetch& fetch);
 
+// True when `host` (an address without its port) names this machine: a loopback address,
+// "localhost", or this host's name. For read_from = nearest.
+bool is_local_host(std::string_view host);
+
 }  // namespace kvrdma::client

@@ -104,9 +104,99 @@ std::vector<uint32_t> balanced_owners(const std::vector<uint32_t>& current,
   return result;
 }
 
+std::string host_of(std::string_view address) {
+  if (auto scheme = address.find("://"); scheme != std::string_view::npos) {
+    address.remove_prefix(scheme + 3);
+  }
+  size_t colon = address.rfind(':');
+  if (colon == std::string_view::npos || address.find(']', colon) != std::string_view::npos) {
+    return std::string(address);
+  }
+  return std::string(address.substr(0, colon));
+}
+
+void assign_replicas(SlotMap& map) {
+  const uint32_t seats = map.seats();
+  if (seats == 0 || map.owner.size() != kSlots) {
+    map.replica.clear();
+    map.replica_ready.clear();
+    return;
+  }
+  if (map.replica.size() != size_t(kSlots) * seats) {
+    map.replica.assign(size_t(kSlots) * seats, kNoNode);
+    map.replica_ready.assign(size_t(kSlots) * seats, 0);
+  }
+  std::vector<uint32_t> active;
+  std::map<uint32_t, std::string> host;
+  for (const NodeInfo& n : map.nodes) {
+    host[n.id] = host_of(n.address);
+    if (n.state == "active") active.push_back(n.id);
+  }
+  auto is_active = [&](uint32_t id) {
+    return std::binary_search(active.begin(), active.end(), id);
+  };
+  std::map<uint32_t, uint32_t> load;  // replicas held, over every slot
+  for (uint32_t id : active) load[id] = 0;
+  // Pass 1: what stays.
+  for (uint32_t s = 0; s < kSlots; ++s) {
+    uint32_t* seat = &map.replica[size_t(s) * seats];
+    uint8_t* ready = &map.replica_ready[size_t(s) * seats];
+    const uint32_t owner = map.owner[s], next = map.next_owner_of(s);
+    for (uint32_t i = 0; i < seats; ++i) {
+      const uint32_t r = seat[i];
+      const bool duplicate = std::find(seat, seat + i, r) != seat + i;
+      if (r == kNoNode || owner == kNoNode || r == owner || r == next || !is_active(r) ||
+          duplicate) {
+        seat[i] = kNoNode;
+        ready[i] = 0;
+      } else {
+        ++load[r];
+      }
+    }
+  }
+  // Pass 2: empty seats of owned slots.
+  for (uint32_t s = 0; s < kSlots; ++s) {
+    const uint32_t owner = map.owner[s];
+    if (owner == kNoNode) continue;
+    uint32_t* seat = &map.replica[size_t(s) * seats];
+    uint8_t* ready = &map.replica_ready[size_t(s) * seats];
+    for (uint32_t i = 0; i < seats; ++i) {
+      if (seat[i] != kNoNode) continue;
+      const uint32_t next = map.next_owner_of(s);
+      std::vector<std::string> used{host[owner]};
+      for (uint32_t j = 0; j < seats; ++j) {
+        if (seat[j] != kNoNode) used.push_back(host[seat[j]]);
+      }
+      uint32_t best = kNoNode;
+      bool best_new_host = false;
+      for (uint32_t id : active) {
+        if (id == owner || id == next || std::find(seat, seat + seats, id) != seat + seats) {
+          continue;
+        }
+        const bool new_host = std::find(used.begin(), used.end(), host[id]) == used.end();
+        if (best == kNoNode || (new_host && !best_new_host) ||
+            (new_host == best_new_host && load[id] < load[best])) {
+          best = id;
+          best_new_host = new_host;
+        }
+      }
+      if (best == kNoNode) break;  // fewer live nodes than copies
+      seat[i] = best;
+      ready[i] = 0;
+      ++load[best];
+    }
+  }
+  if (std::all_of(map.replica.begin(), map.replica.end(),
+                  [](uint32_t r) { return r == kNoNode; })) {
+    map.replica.clear();
+    map.replica_ready.clear();
+  }
+}
+
 std::optional<SlotMap> next_map(const SlotMap& current, std::span<const NodeInfo> registered,
                                 const std::map<uint32_t, uint64_t>& handed_off,
-                                uint32_t controller_id) {
+                                uint32_t controller_id,
+                                const std::map<uint32_t, uint64_t>& filled, uint32_t replicas) {
   SlotMap next;
   next.cluster = current.cluster;
   next.epoch = current.epoch + 1;
@@ -118,13 +208,40 @@ std::optional<SlotMap> next_map(const SlotMap& current, std::span<const NodeInfo
   next.next_owner = current.next_owner.size() == kSlots ? current.next_owner
                                                         : std::vector<uint32_t>(kSlots, kNoNode);
   auto is_registered = [&](uint32_t id) { return id != kNoNode && next.node(id) != nullptr; };
+  next.replicas = current.epoch == 0 ? std::clamp<uint32_t>(replicas, 1, kMaxReplicas)
+                                     : current.replicas;
+  const uint32_t seats = next.seats();
+  if (current.has_replicas() && current.seats() == seats) {
+    next.replica = current.replica;
+    next.replica_ready = current.replica_ready;
+  } else if (seats > 0) {
+    next.replica.assign(size_t(kSlots) * seats, kNoNode);
+    next.replica_ready.assign(size_t(kSlots) * seats, 0);
+  }
+  // Rule 1': the replica to promote for a slot whose owner died: a filled one first (it holds
+  // every acknowledged write), else none here (the next owner), else an unfilled one.
+  auto promote = [&](uint32_t s, bool want_ready) -> uint32_t {
+    for (uint32_t i = 0; i < seats; ++i) {
+      const size_t at = size_t(s) * seats + i;
+      const uint32_t r = next.replica[at];
+      if (is_registered(r) && (next.replica_ready[at] != 0) == want_ready) {
+        next.replica[at] = kNoNode;
+        next.replica_ready[at] = 0;
+        return r;
+      }
+    }
+    return kNoNode;
+  };
 
   for (uint32_t s = 0; s < kSlots; ++s) {
     uint32_t& owner = next.owner[s];
     uint32_t& dest = next.next_owner[s];
     // Rule 1: the owner's lease is gone; its values are lost (a cache), the slot is not.
     if (owner != kNoNode && !is_registered(owner)) {
-      owner = is_registered(dest) ? dest : kNoNode;
+      uint32_t heir = seats > 0 ? promote(s, true) : kNoNode;
+      if (heir == kNoNode && is_registered(dest)) heir = dest;
+      if (heir == kNoNode && seats > 0) heir = promote(s, false);
+      owner = heir;
       dest = kNoNode;
     }
     // Rule 2: the destination is gone; the source keeps the slot.
@@ -162,12 +279,29 @@ std::optional<SlotMap> next_map(const SlotMap& current, std::span<const NodeInfo
       }
     }
   }
+  // Rule 5: the owner filled every replica of its slots in the current epoch. Only a slot that
+  // keeps its owner: one that just came to a node by a move or a promotion was not that node's
+  // to fill in the current epoch, whatever it wrote.
+  if (seats > 0 && !next.replica.empty()) {
+    for (uint32_t s = 0; s < kSlots; ++s) {
+      if (current.owner_of(s) != next.owner[s]) continue;
+      auto it = filled.find(next.owner[s]);
+      if (it == filled.end() || it->second != current.epoch) continue;
+      for (uint32_t i = 0; i < seats; ++i) {
+        const size_t at = size_t(s) * seats + i;
+        if (next.replica[at] != kNoNode) next.replica_ready[at] = 1;
+      }
+    }
+  }
+  // Rule 6.
+  assign_replicas(next);
   drop_if_idle(next.next_owner);
 
   std::vector<uint32_t> old_next = current.next_owner;
   drop_if_idle(old_next);
   if (next.owner == owners_or_unassigned(current.owner) && next.next_owner == old_next &&
-      next.nodes == current.nodes) {
+      next.nodes == current.nodes && next.replicas == current.replicas &&
+      next.replica == current.replica && next.replica_ready == current.replica_ready) {
     return std::nullopt;
   }
   return next;

@@ -6,6 +6,8 @@
 #include <map>
 #include <optional>
 #include <span>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "cluster/slot_map.h"
@@ -33,9 +35,27 @@ std::vector<uint32_t> balanced_owners(const std::vector<uint32_t>& current,
 //     its target owner at once (also while other slots move: a dead node's keys must be served
 //     again within its lease); when no slot is moving any more, a slot whose owner is registered
 //     but is not the target gets next_owner = target (a move, values go over).
-// nullopt when owners, next owners and the node list come out unchanged.
+//  Replicas (docs/cluster.md "Replicas"; `replicas` is used for the first map only, later maps
+//  keep current.replicas):
+//  1'. Before rule 1 applies, a dead owner's slot goes to its first ready registered replica,
+//      else to its next owner, else to its first registered (not yet filled) replica.
+//  5. The replicas of slots whose owner wrote filled/<id> = current epoch become ready.
+//  6. assign_replicas tops every slot up to replicas - 1 copies.
+// nullopt when owners, next owners, replicas and the node list come out unchanged.
 std::optional<SlotMap> next_map(const SlotMap& current, std::span<const NodeInfo> registered,
                                 const std::map<uint32_t, uint64_t>& handed_off,
-                                uint32_t controller_id);
+                                uint32_t controller_id,
+                                const std::map<uint32_t, uint64_t>& filled = {},
+                                uint32_t replicas = 1);
+
+// The host part of a node address ("10.0.0.5:50051" -> "10.0.0.5", "[::1]:1" -> "[::1]").
+std::string host_of(std::string_view address);
+
+// Replica placement over `map` (its owners, next owners, nodes and `replicas` already set):
+// drops replicas on nodes that are not active members, on the slot's owner or next owner, and
+// duplicates; then fills each empty seat of an owned slot with the active node holding the
+// fewest replicas so far, preferring one whose host no copy of the slot is on yet, lowest id on
+// ties. New replicas are not ready. Existing ones stay (fewest copies move).
+void assign_replicas(SlotMap& map);
 
 }  // namespace kvrdma::cluster

@@ -62,6 +62,20 @@ size_t SlotMap::slots_of(uint32_t node_id) const {
   return static_cast<size_t>(std::count(owner.begin(), owner.end(), node_id));
 }
 
+int SlotMap::replica_seat(uint32_t slot, uint32_t node) const {
+  if (replica.empty() || node == kNoNode) return -1;
+  for (uint32_t i = 0; i < seats(); ++i) {
+    if (replica[size_t(slot) * seats() + i] == node) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+bool SlotMap::serves_reads(uint32_t slot, uint32_t node) const {
+  if (owner_of(slot) == node) return true;
+  int seat = replica_seat(slot, node);
+  return seat >= 0 && replica_ready_of(slot, static_cast<uint32_t>(seat));
+}
+
 void to_proto(const SlotMap& map, v1::ClusterMap* out) {
   out->Clear();
   out->set_cluster(map.cluster);
@@ -79,6 +93,12 @@ void to_proto(const SlotMap& map, v1::ClusterMap* out) {
   if (map.moving()) {
     out->mutable_next_owner()->Reserve(static_cast<int>(map.next_owner.size()));
     for (uint32_t o : map.next_owner) out->add_next_owner(wire_id(o));
+  }
+  out->set_replicas(map.replicas);
+  if (map.has_replicas()) {
+    out->mutable_replica()->Reserve(static_cast<int>(map.replica.size()));
+    for (uint32_t r : map.replica) out->add_replica(wire_id(r));
+    out->set_replica_ready(std::string(map.replica_ready.begin(), map.replica_ready.end()));
   }
 }
 
@@ -116,6 +136,23 @@ Result<SlotMap> from_proto(const v1::ClusterMap& in) {
   };
   KVRDMA_RETURN_IF_ERROR(slots(in.owner(), m.owner, "owner"));
   KVRDMA_RETURN_IF_ERROR(slots(in.next_owner(), m.next_owner, "next_owner"));
+  m.replicas = std::max<uint32_t>(in.replicas(), 1);
+  if (m.replicas > kMaxReplicas) {
+    return Status(Code::kInvalidArgument, fmt::format("cluster map epoch {}: {} replicas, at most "
+                                                      "{}", in.epoch(), m.replicas, kMaxReplicas));
+  }
+  if (in.replica_size() > 0) {
+    const size_t want = size_t(kSlots) * m.seats();
+    if (static_cast<size_t>(in.replica_size()) != want || in.replica_ready().size() != want) {
+      return Status(Code::kInvalidArgument,
+                    fmt::format("cluster map epoch {}: {} replica entries and {} ready flags, "
+                                "not {} ({} replicas per slot)", in.epoch(), in.replica_size(),
+                                in.replica_ready().size(), want, m.seats()));
+    }
+    m.replica.reserve(want);
+    for (uint32_t w : in.replica()) m.replica.push_back(local_id(w));
+    m.replica_ready.assign(in.replica_ready().begin(), in.replica_ready().end());
+  }
   if (m.epoch != 0 && m.owner.empty()) {
     return Status(Code::kInvalidArgument,
                   fmt::format("cluster map epoch {} has no slot owners", in.epoch()));

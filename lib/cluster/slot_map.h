@@ -15,6 +15,7 @@ namespace kvrdma::cluster {
 
 inline constexpr uint32_t kSlots = 16384;
 inline constexpr uint32_t kNoNode = UINT32_MAX;
+inline constexpr uint32_t kMaxReplicas = 5;  // copies per slot, the owner included
 
 // CRC16 (XMODEM polynomial 0x1021) of the key mod kSlots. When the key holds a non-empty
 // "{tag}" (the first '{' and the next '}' after it), only the tag is hashed, so keys that share
@@ -36,6 +37,12 @@ struct SlotMap {
   std::vector<NodeInfo> nodes;   // sorted by id, ids unique
   std::vector<uint32_t> owner;   // kSlots entries (kNoNode: unassigned), or empty when epoch 0
   std::vector<uint32_t> next_owner;  // kSlots entries (kNoNode: not moving), or empty
+  // Replicas (docs/cluster.md, "Replicas"): copies per slot including the owner; 1: none.
+  uint32_t replicas = 1;
+  // (replicas - 1) entries per slot, slot-major (kNoNode: none), or empty when replicas is 1 or
+  // no slot has one; `replica_ready` has the same shape: the replica is filled and serves reads.
+  std::vector<uint32_t> replica;
+  std::vector<uint8_t> replica_ready;
 
   const NodeInfo* node(uint32_t id) const;  // nullptr when the map does not name it
   uint32_t owner_of(uint32_t slot) const { return owner.empty() ? kNoNode : owner[slot]; }
@@ -44,6 +51,20 @@ struct SlotMap {
   }
   bool moving() const;                      // some slot has a next owner
   size_t slots_of(uint32_t node_id) const;  // slots owned
+  // Replica seats per slot (replicas - 1).
+  uint32_t seats() const { return replicas > 1 ? replicas - 1 : 0; }
+  bool has_replicas() const { return !replica.empty(); }
+  // The replica in seat `i` of `slot` (kNoNode when empty), and whether it is filled.
+  uint32_t replica_of(uint32_t slot, uint32_t i) const {
+    return replica.empty() ? kNoNode : replica[size_t(slot) * seats() + i];
+  }
+  bool replica_ready_of(uint32_t slot, uint32_t i) const {
+    return !replica_ready.empty() && replica_ready[size_t(slot) * seats() + i] != 0;
+  }
+  // The seat `node` holds in `slot`, or -1 when it is not a replica of it.
+  int replica_seat(uint32_t slot, uint32_t node) const;
+  // `node` is a filled replica of `slot` (so it may serve reads of it).
+  bool serves_reads(uint32_t slot, uint32_t node) const;
 };
 
 void to_proto(const SlotMap& map, v1::ClusterMap* out);

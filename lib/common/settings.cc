@@ -20,7 +20,7 @@ namespace {
 
 // A pointer to the option member a setting reads and writes.
 using FieldRef = std::variant<std::string*, bool*, uint64_t*, uint32_t*, LogLevel*, LogFormat*,
-                              Eviction*>;
+                              Eviction*, ReadFrom*>;
 using ServerField = FieldRef (*)(ServerOptions&);
 using ClientField = FieldRef (*)(ClientOptions&);
 // Extra rule for a string setting's value; OK when it is acceptable.
@@ -207,6 +207,12 @@ const Row kRows[] = {
     {"node-lease-ms", "int", KVRDMA_SERVER(node_lease_ms), 1000, 600'000, 1, nullptr,
      "cluster mode: a node whose etcd lease is not renewed for this long is declared dead and its "
      "slots reassigned (etcd counts whole seconds)"},
+    {"replicas", "int", KVRDMA_SERVER(replicas), 1, 5, 1, nullptr,
+     "cluster mode: copies of each slot in a new cluster, the primary included (1-5); a PUT is "
+     "acknowledged once every live copy holds it"},
+    {"read-from", "enum", KVRDMA_CLIENT(read_from), 0, 0, 1, nullptr,
+     "cluster mode with replicas: where a GET goes: primary, any (the primary or a filled "
+     "replica, at random), nearest (a copy on this host first)"},
     {"metrics-addr", "string", KVRDMA_SERVER(metrics_addr), 0, 0, 1, check_metrics_addr,
      "host:port serving Prometheus metrics at /metrics (port 0 picks a free one; "
      "docs/metrics.md); empty: no metrics endpoint"},
@@ -240,6 +246,9 @@ std::string text_of(const Row& r, const FieldRef& field) {
       return *v == LogFormat::kJson ? "json" : "text";
     }
     std::string operator()(Eviction* v) const { return *v == Eviction::kLru ? "lru" : "none"; }
+    std::string operator()(ReadFrom* v) const {
+      return *v == ReadFrom::kAny ? "any" : *v == ReadFrom::kNearest ? "nearest" : "primary";
+    }
   };
   return std::visit(Visit{r}, field);
 }
@@ -280,6 +289,11 @@ Status set(const Row& r, const FieldRef& field, std::string_view value) {
   } else if (auto* f = std::get_if<LogFormat*>(&field)) {
     if (value != "text" && value != "json") return bad_value(r.name, value, "text or json");
     **f = value == "json" ? LogFormat::kJson : LogFormat::kText;
+  } else if (auto* rf = std::get_if<ReadFrom*>(&field)) {
+    if (value == "primary") **rf = ReadFrom::kPrimary;
+    else if (value == "any") **rf = ReadFrom::kAny;
+    else if (value == "nearest") **rf = ReadFrom::kNearest;
+    else return bad_value(r.name, value, "primary, any or nearest");
   } else if (auto* e = std::get_if<Eviction*>(&field)) {
     if (value != "lru" && value != "none") return bad_value(r.name, value, "lru or none");
     **e = value == "lru" ? Eviction::kLru : Eviction::kNone;

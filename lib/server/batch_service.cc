@@ -194,6 +194,9 @@ grpc::ServerUnaryReactor* KvService::PutMany(grpc::CallbackServerContext* ctx,
   std::shared_lock<std::shared_mutex> gate;
   if (in_cluster) {
     if (Status f = fenced(); !f.is_ok()) return finish(ctx, f);
+    if (core_.replication && core_.cluster->map()->replicas > 1) {
+      return replicated_put_many(ctx, **session, *req, reply);  // replica_service.cc
+    }
     gate = std::shared_lock(core_.cluster->write_gate());
   }
   const bool from_peer = (*session)->peer_node != 0;

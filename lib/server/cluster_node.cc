@@ -64,6 +64,10 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::start(ServerCore& core,
   ClusterNode* n = node.get();
   node->mover_ = std::make_unique<SlotMover>(
       core, node->self_, [n](uint64_t epoch) { return n->write_handoff(epoch); });
+  if (core.replication) {
+    node->filler_ = std::make_unique<ReplicaFiller>(
+        core, node->self_, [n](uint64_t epoch) { return n->write_filled(epoch); });
+  }
   // Both log at the server's level (start runs under its log::Scope).
   const log::Logger* logger = &log::current();
   node->agent_ = std::thread([n, logger] { log::Scope s(logger); n->agent_loop(); });
@@ -98,6 +102,7 @@ Status ClusterNode::register_node(milliseconds patience) {
     auto created = meta_->create(key(fmt::format("nodes/{}", self_)), registration(state), *lease,
                                  &existing);
     if (created && *created) {
+      core_.cluster->set_lease_until(Steady::now() + lease_ttl_);
       std::lock_guard lock(mu_);
       lease_ = *lease;
       return Status();
@@ -179,7 +184,7 @@ void ClusterNode::agent_loop() {
 
 bool ClusterNode::on_state(const cluster::MetaRange& range) {
   std::vector<cluster::NodeInfo> registered;
-  std::map<uint32_t, uint64_t> handed_off;
+  std::map<uint32_t, uint64_t> handed_off, filled;
   const cluster::MetaEntry* map_entry = nullptr;
   const cluster::MetaEntry* controller = nullptr;
   for (const cluster::MetaEntry& e : range.entries) {
@@ -196,6 +201,10 @@ bool ClusterNode::on_state(const cluster::MetaRange& range) {
       uint32_t id = 0;
       uint64_t epoch = 0;
       if (parse_number(rel.substr(8), id) && parse_number(e.value, epoch)) handed_off[id] = epoch;
+    } else if (rel.starts_with("filled/")) {
+      uint32_t id = 0;
+      uint64_t epoch = 0;
+      if (parse_number(rel.substr(7), id) && parse_number(e.value, epoch)) filled[id] = epoch;
     }
   }
   auto current = std::make_shared<cluster::SlotMap>();
@@ -243,7 +252,14 @@ bool ClusterNode::on_state(const cluster::MetaRange& range) {
   if (Steady::now() < in_charge_since + takeover_grace() && owner_missing(*current, registered)) {
     return true;  // the agent looks again after a slice
   }
-  auto next = cluster::next_map(*current, registered, handed_off, self_);
+  const uint32_t replicas = static_cast<uint32_t>(core_.options.replicas);
+  if (current->epoch > 0 && current->replicas != replicas && !replicas_warned_) {
+    replicas_warned_ = true;
+    KVRDMA_LOG_WARN("cluster '{}' keeps {} copies per slot (its map says so); this node's "
+                    "--replicas {} applies only to a new cluster",
+                    core_.options.cluster, current->replicas, replicas);
+  }
+  auto next = cluster::next_map(*current, registered, handed_off, self_, filled, replicas);
   if (!next) return false;
   next->cluster = core_.options.cluster;
   v1::ClusterMap wire;
@@ -263,14 +279,17 @@ bool ClusterNode::on_state(const cluster::MetaRange& range) {
 
 void ClusterNode::install(std::shared_ptr<const cluster::SlotMap> map) {
   const std::shared_ptr<const cluster::SlotMap> before = core_.cluster->map();
+  if (map->epoch <= before->epoch) return;
+  drop_stale_slots(*before, *map, true);
   if (!core_.cluster->set_map(map)) return;
-  drop_stale_slots(*before, *map);
+  drop_stale_slots(*before, *map, false);
   MapCounts c = counts_for(*map, self_);
   KVRDMA_LOG_INFO("map epoch {} installed: node {} owns {} slots ({} moving out, {} moving in) "
                   "of {} nodes",
                   map->epoch, self_, c.owned, c.moving_out, c.moving_in, map->nodes.size());
   core_.changes.bump();
   if (mover_) mover_->notify();
+  if (filler_) filler_->notify();
   cv_.notify_all();  // leave() waits for maps
 }
 
@@ -287,7 +306,8 @@ bool ClusterNode::owner_missing(const cluster::SlotMap& map,
   return false;
 }
 
-void ClusterNode::drop_stale_slots(const cluster::SlotMap& before, const cluster::SlotMap& after) {
+void ClusterNode::drop_stale_slots(const cluster::SlotMap& before, const cluster::SlotMap& after,
+                                   bool joining) {
   // Keys this node must not keep: those of slots it no longer serves at all (they went away
   // without a move: its lease had expired), and those of slots that come to it without a move
   // (their owner died, or they were unassigned): such a slot starts empty here, and whatever
@@ -295,12 +315,21 @@ void ClusterNode::drop_stale_slots(const cluster::SlotMap& before, const cluster
   if (before.epoch == 0) return;
   std::vector<bool> drop(kSlots, false);
   bool any = false;
+  // With replicas, a replica holds a slot too: one that is promoted keeps its values, and one
+  // that joins a slot starts empty (the primary fills it).
   for (uint32_t s = 0; s < kSlots; ++s) {
-    const bool had = before.owner_of(s) == self_ || before.next_owner_of(s) == self_;
-    const bool has = after.owner_of(s) == self_ || after.next_owner_of(s) == self_;
-    if ((had && !has) || (!had && after.owner_of(s) == self_)) drop[s] = any = true;
+    const bool had = before.owner_of(s) == self_ || before.next_owner_of(s) == self_ ||
+                     before.replica_seat(s, self_) >= 0;
+    const bool has = after.owner_of(s) == self_ || after.next_owner_of(s) == self_ ||
+                     after.replica_seat(s, self_) >= 0;
+    const bool joins = !had && (after.owner_of(s) == self_ || after.replica_seat(s, self_) >= 0);
+    if (joining ? joins : (had && !has)) drop[s] = any = true;
   }
   if (!any) return;
+  if (core_.replication) {
+    core_.replication->versions().forget_where(
+        [&](std::string_view key) { return drop[cluster::slot_of(key)]; }, &drop);
+  }
   size_t dropped = 0;
   for (const std::string& k :
        core_.store->keys_where([&](std::string_view key) { return drop[cluster::slot_of(key)]; })) {
@@ -332,7 +361,9 @@ void ClusterNode::keepalive_loop() {
       if (!try_register_again()) wait = retry;
       continue;
     }
+    const Steady::time_point sent = Steady::now();
     Status s = meta_->keep_alive(lease);
+    if (s.is_ok()) core_.cluster->set_lease_until(sent + lease_ttl_);
     if (s.code() == Code::kNotFound) {
       if (!resume_after_expiry()) fence();
       continue;
@@ -393,7 +424,9 @@ void ClusterNode::fence() {
     for (const std::string& k : core_.store->keys_where([](std::string_view) { return true; })) {
       dropped += core_.store->erase(k);
     }
+    if (core_.replication) core_.replication->versions().clear();
   }
+  if (filler_) filler_->reset();
   core_.changes.bump();
   mover_->notify();
   KVRDMA_LOG_ERROR("node {} lost its lease in cluster '{}' (declared dead): stopped serving and "
@@ -426,6 +459,7 @@ bool ClusterNode::try_register_again() {
     fenced_ = false;
   }
   mover_->reset_handoff();
+  if (filler_) filler_->reset();
   core_.cluster->set_serving(true);
   KVRDMA_LOG_INFO("node {} registered again in cluster '{}' as a new node", self_,
                   core_.options.cluster);
@@ -442,6 +476,19 @@ Status ClusterNode::write_handoff(uint64_t epoch) {
   KVRDMA_RETURN_IF_ERROR(
       meta_->put(key(fmt::format("handoff/{}", self_)), std::to_string(epoch), lease));
   KVRDMA_LOG_INFO("node {} finished moving out the slots of map epoch {}", self_, epoch);
+  return Status();
+}
+
+Status ClusterNode::write_filled(uint64_t epoch) {
+  cluster::LeaseId lease = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (fenced_ || stop_) return Status(Code::kUnavailable, "node fenced or stopping");
+    lease = lease_;
+  }
+  KVRDMA_RETURN_IF_ERROR(
+      meta_->put(key(fmt::format("filled/{}", self_)), std::to_string(epoch), lease));
+  KVRDMA_LOG_INFO("node {} filled the replicas of its slots in map epoch {}", self_, epoch);
   return Status();
 }
 
@@ -508,7 +555,9 @@ void ClusterNode::stop() {
   }
   cv_.notify_all();
   if (owns_meta_) meta_->cancel_waits();
+  if (filler_) filler_->stop();
   if (mover_) mover_->stop();
+  if (core_.replication) core_.replication->stop();
   if (agent_.joinable()) agent_.join();
   if (keepalive_.joinable()) keepalive_.join();
   if (!left && lease != 0) (void)meta_->revoke(lease);  // the cluster sees us gone at once

@@ -22,6 +22,7 @@
 #include "cluster/slot_map.h"
 #include "kvrdma/server.h"
 #include "server/service.h"
+#include "server/replica_filler.h"
 #include "server/slot_mover.h"
 
 namespace kvrdma::server {
@@ -86,13 +87,19 @@ class ClusterNode {
   static bool owner_missing(const cluster::SlotMap& map,
                             const std::vector<cluster::NodeInfo>& registered);
   // Drops keys of slots `after` takes from this node, or gives it without a move.
-  void drop_stale_slots(const cluster::SlotMap& before, const cluster::SlotMap& after);
+  // `joining`: only the slots this node starts holding (owner, next owner or replica), dropped
+  // before `after` is installed so no write accepted under it is lost; otherwise only those it
+  // stops holding, after. Version records of the dropped keys go too.
+  void drop_stale_slots(const cluster::SlotMap& before, const cluster::SlotMap& after,
+                        bool joining);
   // How long a new controller waits for missing nodes to register again before reassigning
   // their slots: well over the keepalive retry period, well under a lease.
   std::chrono::milliseconds takeover_grace() const {
     return std::min(std::chrono::milliseconds(1000), lease_ttl_ / 2);
   }
   Status write_handoff(uint64_t epoch);
+  // filled/<id> = epoch: every replica of this node's slots in map `epoch` is filled.
+  Status write_filled(uint64_t epoch);
   // Waits up to `d` or until stop(); true when stopping.
   bool pause(std::chrono::milliseconds d);
 
@@ -103,6 +110,7 @@ class ClusterNode {
   const std::string prefix_;  // "/kvrdma/<cluster>/"
   const std::chrono::milliseconds lease_ttl_;
   std::unique_ptr<SlotMover> mover_;
+  std::unique_ptr<ReplicaFiller> filler_;  // after mover_: stopped first
 
   mutable std::mutex mu_;
   std::condition_variable cv_;  // stop, map installed
@@ -115,6 +123,7 @@ class ClusterNode {
   bool left_ = false;                     // guarded by mu_: leave() revoked the lease
   std::string state_ = "active";          // guarded by mu_
   bool etcd_down_logged_ = false;         // guarded by mu_
+  bool replicas_warned_ = false;          // agent thread only
   int reregister_failures_ = 0;           // keepalive thread only
   std::thread agent_;
   std::thread keepalive_;

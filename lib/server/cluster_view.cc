@@ -69,7 +69,15 @@ void ClusterView::set_serving(bool serving) {
 
 bool ClusterView::serving() const {
   std::lock_guard lock(mu_);
-  return serving_;
+  if (!serving_) return false;
+  // With replicas another node takes this one's slots once its lease expires: stop at once by
+  // our own clock rather than when the keepalive finds out.
+  return !map_ || map_->replicas <= 1 || std::chrono::steady_clock::now() < lease_until_;
+}
+
+void ClusterView::set_lease_until(std::chrono::steady_clock::time_point until) {
+  std::lock_guard lock(mu_);
+  lease_until_ = until;
 }
 
 v1::WrongOwner ClusterView::detail_for(const cluster::SlotMap& m, uint32_t slot, uint32_t node,
@@ -109,6 +117,13 @@ SlotVerdict ClusterView::check(uint32_t slot, SlotOp op, bool from_peer) const {
     return v;
   }
   (void)from_peer;
+  if (op == SlotOp::kRead && m->serves_reads(slot, self_)) {
+    // A filled replica (docs/cluster.md "Replicas"): serves what it holds; a miss is a `moved`
+    // redirect to the primary, which may hold a value this replica has not (evicted here).
+    v.detail = detail_for(*m, slot, owner, true);
+    v.kind = SlotVerdict::kServeMovingOut;
+    return v;
+  }
   v.kind = SlotVerdict::kRefuse;
   v.detail = detail_for(*m, slot, owner, false);
   return v;

@@ -10,6 +10,7 @@
 // hand-off.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -67,7 +68,11 @@ class ClusterView {
   // While false (the node lost its lease: it was declared dead), data requests are refused
   // with UNAVAILABLE by the service. Starts true.
   void set_serving(bool serving);
+  // Also false, in a map with replicas, once the lease may have expired by this node's clock
+  // (set_lease_until): another node may own its slots by now (fencing, docs/cluster.md).
   bool serving() const;
+  // The node's etcd lease is known alive until `until` (a keepalive answered). Starts unbounded.
+  void set_lease_until(std::chrono::steady_clock::time_point until);
 
   std::shared_mutex& write_gate() const { return write_gate_; }
 
@@ -81,6 +86,8 @@ class ClusterView {
   std::shared_ptr<const cluster::SlotMap> map_;  // guarded by mu_
   std::vector<bool> handed_off_;                 // guarded by mu_; kSlots entries or empty
   bool serving_ = true;                          // guarded by mu_
+  std::chrono::steady_clock::time_point lease_until_ =
+      std::chrono::steady_clock::time_point::max();  // guarded by mu_
   mutable std::shared_mutex write_gate_;
 };
 

@@ -126,15 +126,16 @@ Status PeerSession::with_retries(std::string_view what, Steady::time_point deadl
 
 Status PeerSession::put(std::string_view key, const store::ValueRef& ref,
                         std::optional<std::chrono::milliseconds> ttl, uint64_t epoch,
-                        Steady::time_point deadline) {
+                        Steady::time_point deadline, uint64_t replica_version) {
   const uint64_t ttl_ms = ttl ? static_cast<uint64_t>(std::max<int64_t>(ttl->count(), 1)) : 0;
   return with_retries("moving a value", deadline, [&](const State& st) {
-    return put_once(st, key, ref, ttl_ms, epoch, deadline);
+    return put_once(st, key, ref, ttl_ms, epoch, deadline, replica_version);
   });
 }
 
 Status PeerSession::put_once(const State& st, std::string_view key, const store::ValueRef& ref,
-                             uint64_t ttl_ms, uint64_t epoch, Steady::time_point deadline) {
+                             uint64_t ttl_ms, uint64_t epoch, Steady::time_point deadline,
+                             uint64_t replica_version) {
   const uint64_t session = st.hello.session_id();
   if (ref.size() <= st.hello.inline_threshold()) {
     v1::PutRequest req;
@@ -143,6 +144,7 @@ Status PeerSession::put_once(const State& st, std::string_view key, const store:
     req.set_value(reinterpret_cast<const char*>(ref.data()), ref.size());
     req.set_ttl_ms(ttl_ms);
     req.set_map_epoch(epoch);
+    req.set_replica_version(replica_version);
     v1::PutReply reply;
     grpc::ClientContext ctx;
     prepare(ctx, deadline);
@@ -155,6 +157,7 @@ Status PeerSession::put_once(const State& st, std::string_view key, const store:
   begin.set_value_len(ref.size());
   begin.set_ttl_ms(ttl_ms);
   begin.set_map_epoch(epoch);
+  begin.set_replica_version(replica_version);
   v1::PutBeginReply reserved;
   {
     grpc::ClientContext ctx;
@@ -185,12 +188,14 @@ Status PeerSession::put_once(const State& st, std::string_view key, const store:
   return s.ok() ? Status() : rpc::from_grpc(s, "PutCommit");
 }
 
-Status PeerSession::erase(std::string_view key, uint64_t epoch, Steady::time_point deadline) {
+Status PeerSession::erase(std::string_view key, uint64_t epoch, Steady::time_point deadline,
+                          uint64_t replica_version) {
   return with_retries("deleting a moved key", deadline, [&](const State& st) {
     v1::DeleteRequest req;
     req.set_session_id(st.hello.session_id());
     req.set_key(std::string(key));
     req.set_map_epoch(epoch);
+    req.set_replica_version(replica_version);
     v1::DeleteReply reply;
     grpc::ClientContext ctx;
     prepare(ctx, deadline);

@@ -41,12 +41,14 @@ class PeerSession {
   PeerSession& operator=(const PeerSession&) = delete;
 
   // Stores at the peer the value `ref` pins (a value of this node's store, so in its pool)
-  // under `key` with `ttl` (nullopt: none), as routed by map `epoch`.
+  // under `key` with `ttl` (nullopt: none), as routed by map `epoch`. `replica_version` (not 0):
+  // a write pushed to a replica (docs/cluster.md "Replicas") at that version.
   Status put(std::string_view key, const store::ValueRef& ref,
              std::optional<std::chrono::milliseconds> ttl, uint64_t epoch,
-             Steady::time_point deadline);
+             Steady::time_point deadline, uint64_t replica_version = 0);
   // Deletes `key` at the peer; OK whether or not it was there.
-  Status erase(std::string_view key, uint64_t epoch, Steady::time_point deadline);
+  Status erase(std::string_view key, uint64_t epoch, Steady::time_point deadline,
+               uint64_t replica_version = 0);
 
   const cluster::NodeInfo& peer() const { return peer_; }
 
@@ -64,7 +66,8 @@ class PeerSession {
   Status with_retries(std::string_view what, Steady::time_point deadline,
                       const std::function<Status(const State&)>& call);
   Status put_once(const State& st, std::string_view key, const store::ValueRef& ref,
-                  uint64_t ttl_ms, uint64_t epoch, Steady::time_point deadline);
+                  uint64_t ttl_ms, uint64_t epoch, Steady::time_point deadline,
+                  uint64_t replica_version);
   void prepare(grpc::ClientContext& ctx, Steady::time_point deadline) const;
 
   ServerCore& core_;

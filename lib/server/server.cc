@@ -19,6 +19,7 @@
 #include "server/cluster_node.h"
 #include "server/metrics_http.h"
 #include "server/channel_service.h"
+#include "server/replication.h"
 #include "server/service.h"
 #include "transport/mock_transport.h"
 
@@ -153,6 +154,7 @@ Status Server::Impl::start(const ServerOptions& options,
   core.store = std::make_unique<store::Store>(*core.pool, SteadyClock::instance(), so);
   core.sessions = std::make_unique<server::SessionTable>(std::chrono::milliseconds(options.lease_ms));
   core.cluster = std::make_unique<server::ClusterView>(options.node_id, !options.cluster.empty());
+  if (!options.cluster.empty()) core.replication = std::make_shared<server::Replication>(core);
   // Set before serving and never reassigned (handlers call it concurrently); the agent behind it
   // lives until after gRPC has stopped.
   core.forward_delete = [this](std::string_view key, const v1::WrongOwner& to,

@@ -8,6 +8,7 @@
 #include "rpc/security.h"
 #include "rpc/stats_wire.h"
 #include "rpc/status_map.h"
+#include "server/replication.h"
 
 namespace kvrdma::server {
 namespace {
@@ -146,9 +147,14 @@ grpc::ServerUnaryReactor* KvService::Hello(grpc::CallbackServerContext* ctx,
   if (!req->channel_offer().empty()) {
     // A refused offer is not an error: the session works over gRPC alone.
     std::string accept;
-    Status opened = core_.open_channel
-                        ? core_.open_channel(s, req->channel_offer(), &accept)
-                        : Status(Code::kFailedPrecondition, "this server runs with --channel false");
+    Status opened =
+        !core_.open_channel
+            ? Status(Code::kFailedPrecondition, "this server runs with --channel false")
+        : core_.replication && (core_.cluster->map()->replicas > 1 || core_.options.replicas > 1)
+            // The channel's writes are not replicated (replicated writes finish asynchronously,
+            // after every replica acknowledged): in a replicated cluster they all go over gRPC.
+            ? Status(Code::kFailedPrecondition, "this cluster keeps replicas; writes use gRPC")
+            : core_.open_channel(s, req->channel_offer(), &accept);
     if (opened.is_ok()) {
       reply->set_channel_accept(std::move(accept));
     } else {
@@ -199,7 +205,7 @@ std::optional<Status> KvService::serve_get(const v1::GetRequest& req, v1::GetRep
   const bool in_cluster = core_.cluster->enabled();
   if (in_cluster) {
     KVRDMA_RETURN_IF_ERROR(fenced());
-    KVRDMA_RETURN_IF_ERROR(admit(session->get(), req.key(), SlotOp::kRead).status());
+    KVRDMA_RETURN_IF_ERROR(admit_read(session->get(), req.key(), req.min_version()));
   }
   ++core_.counters.gets;
   auto ref = core_.store->get(req.key());
@@ -250,9 +256,37 @@ std::optional<Status> KvService::serve_get(const v1::GetRequest& req, v1::GetRep
 }
 
 grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
-                                         const v1::PutRequest* req, v1::PutReply*) {
+                                         const v1::PutRequest* req, v1::PutReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  if (core_.replication) {
+    auto session = core_.sessions->find(req->session_id());
+    if (!session) return finish(ctx, session.status());
+    if (req->replica_version() != 0) {  // a primary's push (replication.h)
+      BumpOnReturn changed(core_.changes);
+      return finish(ctx, core_.replication->apply_put(**session, *req));
+    }
+    if ((*session)->peer_node == 0 && core_.replication->replicates(req->key())) {
+      return replicated_put(ctx, *session, req, reply);
+    }
+  }
   return finish(ctx, serve_put(*req));
+}
+
+grpc::ServerUnaryReactor* KvService::replicated_put(grpc::CallbackServerContext* ctx,
+                                                    const std::shared_ptr<Session>& session,
+                                                    const v1::PutRequest* req,
+                                                    v1::PutReply* reply) {
+  BumpOnReturn changed(core_.changes);
+  if (Status f = fenced(); !f.is_ok()) return finish(ctx, f);
+  // Held from the check until the value is stored (see serve_put).
+  std::shared_lock<std::shared_mutex> gate(core_.cluster->write_gate());
+  auto v = admit(session.get(), req->key(), SlotOp::kWrite);
+  if (!v) return finish(ctx, v.status());
+  auto store = [&] {
+    return core_.store->put(req->key(), req->value(), milliseconds(req->ttl_ms()));
+  };
+  return replicated(ctx, req->key(), false, store, [reply](uint64_t v) { reply->set_version(v); },
+                    req->value().size(), &core_.counters.bytes_inline_received);
 }
 
 Status KvService::serve_put(const v1::PutRequest& request) {
@@ -261,6 +295,13 @@ Status KvService::serve_put(const v1::PutRequest& request) {
   BumpOnReturn changed(core_.changes);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return session.status();
+  if (core_.replication && (*session)->peer_node == 0 &&
+      core_.replication->replicates(req->key())) {
+    // Only the request channel gets here with such a key (Put takes it first); Hello refuses
+    // the channel in a replicated cluster, so this is a client that ignored that.
+    return Status(Code::kFailedPrecondition,
+                  "this key's slot is replicated: send its PUT over gRPC, not the request channel");
+  }
   // Cluster mode: held from the check until the value is stored, so no write lands in a slot
   // after its hand-off (the mover takes the gate exclusively to hand off).
   std::shared_lock<std::shared_mutex> gate;
@@ -295,8 +336,10 @@ grpc::ServerUnaryReactor* KvService::PutBegin(grpc::CallbackServerContext* ctx,
   if (core_.cluster->enabled()) {
     // No gate here: nothing is stored yet. PutCommit checks the slot again, under the gate.
     if (Status f = fenced(); !f.is_ok()) return finish(ctx, f);
-    auto v = admit(session->get(), req->key(), SlotOp::kWrite);
-    if (!v) return finish(ctx, v.status());
+    Status v = req->replica_version() != 0 && core_.replication
+                   ? core_.replication->admit_push(**session, req->key())
+                   : admit(session->get(), req->key(), SlotOp::kWrite).status();
+    if (!v.is_ok()) return finish(ctx, v);
     slot = cluster::slot_of(req->key());
   }
   {
@@ -323,6 +366,7 @@ grpc::ServerUnaryReactor* KvService::PutBegin(grpc::CallbackServerContext* ctx,
   r.allocation = std::move(*a);
   r.incoming = core_.transport->expect_writes();
   r.slot = slot;
+  r.replica_version = req->replica_version();
   Session& s = **session;
   std::lock_guard lock(s.mu);
   uint64_t id = s.next_reservation++;
@@ -351,13 +395,16 @@ Result<Reservation> take_reservation(Session& session, uint64_t id) {
 
 grpc::ServerUnaryReactor* KvService::PutCommit(grpc::CallbackServerContext* ctx,
                                                const v1::PutCommitRequest* req,
-                                               v1::PutCommitReply*) {
+                                               v1::PutCommitReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   BumpOnReturn changed(core_.changes);
   auto session = core_.sessions->find(req->session_id());
   if (!session) return finish(ctx, session.status());
   auto r = take_reservation(**session, req->reservation_id());
   if (!r) return finish(ctx, r.status());
+  if (r->replica_version != 0 && core_.replication) {  // a primary's push (replication.h)
+    return finish(ctx, core_.replication->apply_commit(**session, std::move(*r)));
+  }
   // Cluster mode: the slot may have been handed off (or the map changed) since PutBegin. A
   // refusal frees the reservation (`r` goes with this call); the gate is held until the value
   // is committed, so a hand-off cannot slip in between the check and the commit.
@@ -370,6 +417,11 @@ grpc::ServerUnaryReactor* KvService::PutCommit(grpc::CallbackServerContext* ctx,
     if (v.kind == SlotVerdict::kRefuse) return finish(ctx, v.refusal());
   }
   uint64_t len = r->length;
+  if (core_.replication && !from_peer && core_.replication->replicates(r->key)) {
+    auto store = [&] { return core_.store->commit(r->key, std::move(r->allocation), len, r->ttl); };
+    return replicated(ctx, r->key, false, store, [reply](uint64_t v) { reply->set_version(v); }, len,
+                      &core_.counters.bytes_put_committed);
+  }
   Status s = core_.store->commit(r->key, std::move(r->allocation), len, r->ttl);
   core_.metrics.observe_since(Op::kPutTwoPhase, r->begun);
   if (s.is_ok()) {
@@ -393,6 +445,24 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
                                             const v1::DeleteRequest* req,
                                             v1::DeleteReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  if (core_.replication) {
+    auto session = core_.sessions->find(req->session_id());
+    if (!session) return finish(ctx, session.status());
+    Status ok = core_.store->check(req->key(), 0);
+    if (!ok.is_ok()) return finish(ctx, ok);
+    if (req->replica_version() != 0) {  // a primary's push (replication.h)
+      BumpOnReturn changed(core_.changes);
+      bool there = false;
+      Status applied = core_.replication->apply_delete(**session, *req, &there);
+      reply->set_existed(there);
+      return finish(ctx, applied);
+    }
+    if (core_.cluster->enabled() && (*session)->peer_node == 0 &&
+        core_.replication->replicates(req->key())) {
+      BumpOnReturn changed(core_.changes);
+      return replicated_delete(ctx, *session, *req, reply);
+    }
+  }
   return finish(ctx, serve_delete(*req, reply, write_deadline(ctx)));
 }
 
@@ -404,6 +474,12 @@ Status KvService::serve_delete(const v1::DeleteRequest& req, v1::DeleteReply* re
   if (!session) return session.status();
   Status ok = core_.store->check(req.key(), 0);
   if (!ok.is_ok()) return ok;
+  if (core_.replication && (*session)->peer_node == 0 &&
+      core_.replication->replicates(req.key())) {  // see serve_put
+    return Status(Code::kFailedPrecondition,
+                  "this key's slot is replicated: send its DELETE over gRPC, not the request "
+                  "channel");
+  }
   bool existed = false;
   std::optional<SlotVerdict> moving_out;  // cluster mode: the slot moves to the next owner
   if (!core_.cluster->enabled()) {

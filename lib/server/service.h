@@ -24,6 +24,8 @@
 
 namespace kvrdma::server {
 
+class Replication;  // replication.h
+
 struct Counters {
   std::atomic<uint64_t> gets{0}, get_hits{0}, get_misses{0}, puts{0}, deletes{0};
   std::atomic<uint64_t> bytes_inline_sent{0}, bytes_transport_written{0};
@@ -62,6 +64,9 @@ struct ServerCore {
   std::function<Status(std::shared_ptr<Session> session, std::string_view offer,
                        std::string* accept)>
       open_channel;
+  // Cluster mode: the write path of replicated slots (docs/cluster.md "Replicas"); set before
+  // serving, null outside cluster mode. Shared only so this header needs no complete type.
+  std::shared_ptr<Replication> replication;
   // The address clients dial (advertise address, else the bound one); set once listening.
   std::string public_address;
 
@@ -177,6 +182,29 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
   // Locate): the refusal (FAILED_PRECONDITION with the typed wrong-owner detail) when this node
   // must not serve it, else the verdict (kServe or kServeMovingOut).
   Result<SlotVerdict> admit(const Session* session, std::string_view key, SlotOp op) const;
+  // admit() for a GET: also lets a replica serve when it holds `min_version` of the slot
+  // (docs/cluster.md "Replicas"), else redirects to the primary.
+  Status admit_read(const Session* session, std::string_view key, uint64_t min_version) const;
+  // Replicated slots (replica_service.cc): applies a client's write here through
+  // core_.replication (`store` changes the store) and finishes the call once every replica
+  // holds it; `version` receives the write's version, `counter` the bytes.
+  grpc::ServerUnaryReactor* replicated(grpc::CallbackServerContext* ctx, std::string_view key,
+                                       bool erase, const std::function<Status()>& store,
+                                       std::function<void(uint64_t)> version, uint64_t bytes,
+                                       std::atomic<uint64_t>* counter);
+  // Put of a key in a replicated slot from a client: fenced, admitted, then replicated().
+  grpc::ServerUnaryReactor* replicated_put(grpc::CallbackServerContext* ctx,
+                                           const std::shared_ptr<Session>& session,
+                                           const v1::PutRequest* req, v1::PutReply* reply);
+  // PutMany with replicas: each item as a replicated write; the reply once all are answered.
+  grpc::ServerUnaryReactor* replicated_put_many(grpc::CallbackServerContext* ctx,
+                                                const Session& session,
+                                                const v1::PutManyRequest& req,
+                                                v1::PutManyReply* reply);
+  grpc::ServerUnaryReactor* replicated_delete(grpc::CallbackServerContext* ctx,
+                                              std::shared_ptr<Session> session,
+                                              const v1::DeleteRequest& req,
+                                              v1::DeleteReply* reply);
   // A GET miss in cluster mode: asks the view again (the map may have changed during the
   // lookup), so a key in a slot this node no longer serves, or one moving out, gets a redirect
   // instead of `miss`.

@@ -30,6 +30,7 @@ struct Reservation {
   SteadyTime begun;  // PutBegin: the two-phase PUT histogram times from here
   transport::WriteExpectation incoming;  // the client writes the value into our pool until commit
   uint32_t slot = 0;  // cluster mode: the key's slot, checked again at commit
+  uint64_t replica_version = 0;  // replicas: a write a primary pushes here (0: a client's PUT)
 };
 
 struct Session {

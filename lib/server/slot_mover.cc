@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "common/logging.h"
+#include "server/replication.h"
 
 namespace kvrdma::server {
 
@@ -197,6 +198,9 @@ Result<SlotMover::PassResult> SlotMover::pass(PeerSession& to, const std::vector
     Status s = to.put(key, *ref, core_.store->ttl_left(*ref), epoch, Steady::now() + kPeerCallTime);
     if (!s.is_ok()) return s;
     if (core_.store->erase_if_same(key, *ref)) {
+      // Its version goes too: the new owner knows none for it, and if this node becomes one of
+      // its replicas, the fill (at the lowest version) must bring the value back.
+      if (core_.replication) core_.replication->versions().forget(key);
       ++out.moved;
       core_.counters.keys_moved_out.fetch_add(1, std::memory_order_relaxed);
       continue;

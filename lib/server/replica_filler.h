@@ -1,0 +1,69 @@
+// ReplicaFiller: fills the replicas the map adds to this node's slots (docs/cluster.md
+// "Replicas", re-replication): for each replica not yet ready, copies every key of the slot with
+// its version and remaining TTL (large values by transport write from this node's pool into the
+// replica's), while clients keep reading and writing here; live writes reach the replica through
+// Replication meanwhile, and versions keep the two from undoing each other. Once every
+// unfilled replica of this node's slots is filled within one map epoch, `write_filled(epoch)`
+// tells the controller, which marks them ready in the next map (only if none came between).
+//
+// Thread-safety: notify() and stop() may be called from any thread; the filling runs on the
+// filler's own thread. mu_ guards the wake-ups, stop and the filled pairs.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "cluster/slot_map.h"
+#include "server/replication.h"
+#include "server/service.h"
+
+namespace kvrdma::server {
+
+class ReplicaFiller {
+ public:
+  // `core.replication` must be set and outlive the filler.
+  ReplicaFiller(ServerCore& core, uint32_t self, std::function<Status(uint64_t)> write_filled);
+  ~ReplicaFiller();  // stop()
+  ReplicaFiller(const ReplicaFiller&) = delete;
+  ReplicaFiller& operator=(const ReplicaFiller&) = delete;
+
+  // A map was installed (or the node was fenced / registered again): look again.
+  void notify();
+  // Forgets what was filled and written (after the node was fenced or registered again).
+  void reset();
+  void stop();
+
+  // Keys and bytes copied by fills so far.
+  uint64_t keys_filled() const { return keys_.load(std::memory_order_relaxed); }
+  uint64_t bytes_filled() const { return bytes_.load(std::memory_order_relaxed); }
+
+ private:
+  enum class Outcome { kIdle, kProgress, kRetry };
+  void loop();
+  Outcome round(const cluster::SlotMap& m);
+  // Copies every key of `slots` to replica `node`; OK when all went over.
+  Status fill(const cluster::SlotMap& m, uint32_t node, const std::vector<bool>& slots);
+  bool stopping() const;
+  static uint64_t pair(uint32_t slot, uint32_t node) { return (uint64_t{slot} << 32) | node; }
+
+  ServerCore& core_;
+  const uint32_t self_;
+  const std::function<Status(uint64_t)> write_filled_;
+  std::atomic<uint64_t> keys_{0}, bytes_{0};
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;               // guarded by mu_
+  uint64_t wakes_ = 0;              // guarded by mu_
+  uint64_t filled_written_ = 0;     // guarded by mu_: the epoch last written
+  std::set<uint64_t> filled_;       // guarded by mu_: (slot, replica) pairs filled in
+  uint64_t filled_epoch_ = 0;       // guarded by mu_: ... this map epoch
+  std::thread thread_;
+};
+
+}  // namespace kvrdma::server

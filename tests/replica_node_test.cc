@@ -1,0 +1,188 @@
+// Replicas through the cluster agent in one process (lib/server/cluster_node.*, replication.*,
+// replica_filler.*): kv-server nodes on loopback ports over the mock transport sharing one
+// MemoryMetaStore in place of etcd. A node's death is its lease ended by the store
+// (expire_lease) and the node stopped, as when a process is killed. Waits poll a condition with
+// a bounded deadline.
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "cluster/meta_store.h"
+#include "cluster/slot_map.h"
+#include "kvrdma/client.h"
+#include "kvrdma/server.h"
+#include "server/cluster_node.h"
+#include "store/store.h"
+
+namespace kvrdma::server {
+namespace {
+
+using namespace std::chrono_literals;
+using cluster::kNoNode;
+using cluster::kSlots;
+
+template <typename Pred>
+bool wait_until(Pred pred, std::chrono::milliseconds limit = 20s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (int i = 0; i < 1'000'000; ++i) {
+    if (pred()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return false;
+}
+
+struct Nodes {
+  std::shared_ptr<cluster::MemoryMetaStore> meta = cluster::MemoryMetaStore::create();
+  std::map<uint32_t, std::unique_ptr<Server>> live;
+
+  Server& start(uint32_t id, uint32_t replicas) {
+    ServerOptions o;
+    o.listen_addr = "127.0.0.1:0";
+    o.memory_bytes = 32 << 20;
+    o.node_id = id;
+    o.log_level = LogLevel::kWarn;
+    o.inline_threshold = 1024;  // values above it go node to node by transport write
+    o.cluster = "replicas";
+    o.node_lease_ms = 2000;
+    o.replicas = replicas;
+    auto s = ServerAccess::start(o, meta);
+    INFO(s.status().to_string());
+    REQUIRE(s.is_ok());
+    return *(live[id] = std::move(*s));
+  }
+  // Dies: its lease ends in the store and it stops answering.
+  void kill(uint32_t id) {
+    meta->expire_lease(ServerAccess::cluster_node(*live.at(id))->lease());
+    live.at(id)->shutdown();
+    live.erase(id);
+  }
+  std::shared_ptr<const cluster::SlotMap> map(uint32_t id) {
+    return ServerAccess::core(*live.at(id)).cluster->map();
+  }
+  // Every live node serves by one map in which every slot has a live owner and `copies` - 1
+  // filled replicas on live nodes.
+  bool replicated(uint32_t copies) {
+    auto m = map(live.begin()->first);
+    for (auto& [id, s] : live) {
+      if (map(id)->epoch != m->epoch) return false;
+    }
+    if (m->owner.empty() || m->moving()) return false;
+    for (uint32_t s = 0; s < kSlots; ++s) {
+      if (live.count(m->owner_of(s)) == 0) return false;
+      uint32_t ready = 0;
+      for (uint32_t i = 0; i < m->seats(); ++i) {
+        ready += m->replica_ready_of(s, i) && live.count(m->replica_of(s, i)) > 0;
+      }
+      if (ready + 1 < copies) return false;
+    }
+    return true;
+  }
+  std::string addresses() const {
+    std::string out;
+    for (const auto& [id, s] : live) out += (out.empty() ? "" : ",") + s->address();
+    return out;
+  }
+};
+
+std::unique_ptr<Client> connect(const std::string& addrs) {
+  ClientOptions o;
+  o.server_addr = addrs;
+  o.buffer_bytes = 16 << 20;
+  o.read_from = ReadFrom::kAny;
+  auto c = Client::connect(o);
+  REQUIRE(c.is_ok());
+  return std::move(*c);
+}
+
+std::string value_of(int i) { return fmt::format("{:0>{}}", i, 100 + (i % 5) * 1000); }
+
+}  // namespace
+
+TEST_CASE("replica node: the map fills its replicas, a dead node's slots are promoted in one "
+          "epoch and re-replicated, no value lost", "[replicas]") {
+  Nodes n;
+  for (uint32_t id : {1u, 2u, 3u}) n.start(id, 2);
+  REQUIRE(wait_until([&] { return n.replicated(2); }));
+  auto c = connect(n.addresses());
+  for (int i = 0; i < 400; ++i) REQUIRE(c->put(fmt::format("k{}", i), value_of(i)).is_ok());
+  // Every copy holds every key of its slots: two copies of 400 keys over the three nodes.
+  uint64_t keys = 0;
+  for (auto& [id, s] : n.live) keys += s->stats().keys;
+  CHECK(keys == 800u);
+
+  const uint64_t before = n.map(1)->epoch;
+  n.kill(2);
+  REQUIRE(wait_until([&] {
+    auto m = n.map(1);
+    for (uint32_t s = 0; s < kSlots; ++s) {
+      if (m->owner_of(s) == 2 || m->owner_of(s) == kNoNode) return false;
+    }
+    return true;
+  }));
+  // Node 2's slots changed owner in one map: the first map after its death has none of them.
+  auto first = n.map(1);
+  CHECK(first->epoch > before);
+  CHECK(first->slots_of(2) == 0u);
+  REQUIRE(wait_until([&] { return n.replicated(2); }));
+  keys = 0;
+  for (auto& [id, s] : n.live) keys += s->stats().keys;
+  CHECK(keys == 800u);  // re-replicated: two copies again, on the two survivors
+  // Each key at its owner and at its replica, by the map every node serves by.
+  auto m = n.map(1);
+  for (int i = 0; i < 400; ++i) {
+    const std::string k = fmt::format("k{}", i);
+    const uint32_t slot = cluster::slot_of(k), owner = m->owner_of(slot);
+    const uint32_t replica = m->replica_of(slot, 0);
+    INFO("key " << k << " slot " << slot << " owner " << owner << " replica " << replica);
+    REQUIRE(ServerAccess::core(*n.live.at(owner)).store->get(k).is_ok());
+    REQUIRE(replica != kNoNode);
+    REQUIRE(ServerAccess::core(*n.live.at(replica)).store->get(k).is_ok());
+  }
+  auto c2 = connect(n.addresses());
+  for (int i = 0; i < 400; ++i) {
+    INFO("key k" << i);
+    auto got = c2->get(fmt::format("k{}", i));
+    REQUIRE(got.is_ok());
+    REQUIRE(got->str() == value_of(i));
+  }
+}
+
+TEST_CASE("replica node: two deaths one after the other, each re-replicated before the next",
+          "[replicas]") {
+  Nodes n;
+  for (uint32_t id : {1u, 2u, 3u, 4u}) n.start(id, 2);
+  REQUIRE(wait_until([&] { return n.replicated(2); }));
+  auto c = connect(n.addresses());
+  auto check_all = [&](int upto) {
+    auto m = n.map(n.live.begin()->first);
+    for (int i = 0; i < upto; ++i) {
+      const std::string k = fmt::format("k{}", i);
+      const uint32_t slot = cluster::slot_of(k), owner = m->owner_of(slot);
+      const uint32_t replica = m->replica_of(slot, 0);
+      INFO("key " << k << " slot " << slot << " owner " << owner << " replica " << replica
+                  << " epoch " << m->epoch);
+      REQUIRE(ServerAccess::core(*n.live.at(owner)).store->get(k).is_ok());
+      REQUIRE(replica != kNoNode);
+      REQUIRE(ServerAccess::core(*n.live.at(replica)).store->get(k).is_ok());
+    }
+  };
+  for (int i = 0; i < 300; ++i) REQUIRE(c->put(fmt::format("k{}", i), value_of(i)).is_ok());
+  check_all(300);
+  n.kill(1);
+  REQUIRE(wait_until([&] { return n.replicated(2); }));
+  check_all(300);
+  auto c2 = connect(n.addresses());
+  for (int i = 300; i < 500; ++i) REQUIRE(c2->put(fmt::format("k{}", i), value_of(i)).is_ok());
+  check_all(500);
+  n.kill(3);
+  REQUIRE(wait_until([&] { return n.replicated(2); }));
+  check_all(500);
+}
+
+}  // namespace kvrdma::server
