@@ -78,7 +78,11 @@ TEST_CASE("client: a server given no inline threshold announces its transport's 
                             : provider == "tcp" ? 256 << 10
                                                 : 32 << 10;
   CHECK(c->inline_threshold() == expected);
-  // At the threshold a value rides inline; one byte more goes by transport write, both exact.
+  // At the threshold a value rides inline over gRPC; one byte more goes by transport write, both
+  // exact. A request channel's answer carries inline bytes only up to its slot (8 KiB), so there
+  // the value at the threshold comes by transport write too (the channel is not offered over
+  // libfabric shm).
+  const bool via_channel = !test_channel_off() && provider != "shm";
   const std::string at = pattern(expected, 31), above = pattern(expected + 1, 32);
   REQUIRE(c->put("at", at).is_ok());
   REQUIRE(c->put("above", above).is_ok());
@@ -93,13 +97,14 @@ TEST_CASE("client: a server given no inline threshold announces its transport's 
     CHECK(v->str() == above);
     auto w = c->get("at");
     REQUIRE(w.is_ok());
-    CHECK_FALSE(w->in_receive_buffer());
+    CHECK(w->in_receive_buffer() == via_channel);
     CHECK(w->str() == at);
   }
   auto after = c->stats();
   REQUIRE(after.is_ok());
-  CHECK(after->bytes_transport_written - before->bytes_transport_written == above.size());
-  CHECK(after->bytes_inline_sent - before->bytes_inline_sent == at.size());
+  CHECK(after->bytes_transport_written - before->bytes_transport_written ==
+        above.size() + (via_channel ? at.size() : 0));
+  CHECK(after->bytes_inline_sent - before->bytes_inline_sent == (via_channel ? 0 : at.size()));
 }
 
 TEST_CASE("client: del deletes, and erase, its deprecated old name, still does", "[client]") {

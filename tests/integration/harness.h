@@ -16,6 +16,8 @@ namespace kvrdma::testing {
 // The libfabric provider the suite runs over, from KVRDMA_TEST_PROVIDER (tcp, shm); empty for the
 // mock. ctest runs the integration suite once per transport this way.
 std::string test_provider();
+// True when KVRDMA_TEST_CHANNEL=off runs the suite with the request channel off (gRPC only).
+bool test_channel_off();
 // Flags selecting that transport, for kv-server and kv-client ({} for the mock).
 std::vector<std::string> transport_flags();
 // The same choice for the C++ API.
