@@ -34,7 +34,7 @@ struct Options {
   uint64_t keys = 2'000'000;
   std::vector<uint32_t> nodes = {16, 64, 100, 300, 1000};
   bool nodes_given = false;  // control-plane mode defaults to 100 nodes instead
-  int changes = 8;  // joins and leaves averaged per cluster size
+  int changes = 8;           // joins and leaves averaged per cluster size
   bool json = false;
   cluster_sim::ControlPlaneOptions control;
 };
@@ -139,8 +139,10 @@ std::optional<Options> parse(int argc, char** argv) {
     if (!o.nodes_given) o.nodes = {100};
     for (uint32_t n : o.nodes) {
       if (n > 1000 || n <= static_cast<uint32_t>(o.control.kills)) {
-        fmt::print(stderr, "--nodes {} with --kills {}: control-plane mode runs at most 1000 "
-                           "nodes and needs more nodes than kills\n", n, o.control.kills);
+        fmt::print(stderr,
+                   "--nodes {} with --kills {}: control-plane mode runs at most 1000 "
+                   "nodes and needs more nodes than kills\n",
+                   n, o.control.kills);
         return std::nullopt;
       }
     }
@@ -153,13 +155,13 @@ std::optional<Options> parse(int argc, char** argv) {
 // One cluster size's figures.
 struct Row {
   uint32_t nodes = 0;
-  double largest_over_mean = 0;   // keys on the fullest node / keys per node
-  double join_slots = 0;          // fraction of slots moved per join (mean)
-  double join_keys = 0;           // fraction of keys moved per join (mean)
-  double join_ideal = 0;          // the newcomer's fair share 1/(size after the join), mean
+  double largest_over_mean = 0;  // keys on the fullest node / keys per node
+  double join_slots = 0;         // fraction of slots moved per join (mean)
+  double join_keys = 0;          // fraction of keys moved per join (mean)
+  double join_ideal = 0;         // the newcomer's fair share 1/(size after the join), mean
   double leave_slots = 0;
   double leave_keys = 0;
-  double place_us = 0;            // one balanced_owners call, mean
+  double place_us = 0;  // one balanced_owners call, mean
 };
 
 // Slots and keys whose owner differs between two placements, as fractions of all.
@@ -197,7 +199,8 @@ Row simulate(uint32_t n, const Options& o, const std::vector<uint64_t>& keys_in_
   std::vector<uint64_t> per_node(n, 0);
   for (uint32_t s = 0; s < kSlots; ++s) per_node[base[s]] += keys_in_slot[s];
   const double mean = static_cast<double>(o.keys) / n;
-  row.largest_over_mean = static_cast<double>(*std::max_element(per_node.begin(), per_node.end())) / mean;
+  row.largest_over_mean =
+      static_cast<double>(*std::max_element(per_node.begin(), per_node.end())) / mean;
 
   // Successive joins: N -> N+1 -> ... (each measured against the map before it).
   auto current = base;
@@ -233,30 +236,33 @@ int run_placement(const Options& o) {
     ++keys_in_slot[kvrdma::cluster::slot_of(key)];
   }
   if (!o.json) {
-    fmt::print("{} keys over {} slots; joins: N -> N+1 -> ... -> N+{} (ideal: the newcomer's "
-               "share 1/size, mean); leaves: {} different nodes from N (ideal 1/N)\n",
-               o.keys, kSlots, o.changes, o.changes);
-    fmt::print("| nodes | largest node keys / mean | slots moved per join | keys moved per join "
-               "| ideal per join | slots moved per leave | keys moved per leave | ideal per leave "
-               "| balanced_owners us |\n");
+    fmt::print(
+        "{} keys over {} slots; joins: N -> N+1 -> ... -> N+{} (ideal: the newcomer's "
+        "share 1/size, mean); leaves: {} different nodes from N (ideal 1/N)\n",
+        o.keys, kSlots, o.changes, o.changes);
+    fmt::print(
+        "| nodes | largest node keys / mean | slots moved per join | keys moved per join "
+        "| ideal per join | slots moved per leave | keys moved per leave | ideal per leave "
+        "| balanced_owners us |\n");
     fmt::print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   }
   for (uint32_t n : o.nodes) {
     Row r = simulate(n, o, keys_in_slot);
     const double ideal_join = r.join_ideal, ideal_leave = 1.0 / n;
     if (o.json) {
-      fmt::print("{{\"mode\":\"placement\",\"keys\":{},\"nodes\":{},\"largest_over_mean\":{:.4f},"
-                 "\"join_slots\":{:.5f},\"join_keys\":{:.5f},\"ideal_join\":{:.5f},"
-                 "\"leave_slots\":{:.5f},\"leave_keys\":{:.5f},\"ideal_leave\":{:.5f},"
-                 "\"balanced_owners_us\":{:.1f}}}\n",
-                 o.keys, n, r.largest_over_mean, r.join_slots, r.join_keys, ideal_join,
-                 r.leave_slots, r.leave_keys, ideal_leave, r.place_us);
+      fmt::print(
+          "{{\"mode\":\"placement\",\"keys\":{},\"nodes\":{},\"largest_over_mean\":{:.4f},"
+          "\"join_slots\":{:.5f},\"join_keys\":{:.5f},\"ideal_join\":{:.5f},"
+          "\"leave_slots\":{:.5f},\"leave_keys\":{:.5f},\"ideal_leave\":{:.5f},"
+          "\"balanced_owners_us\":{:.1f}}}\n",
+          o.keys, n, r.largest_over_mean, r.join_slots, r.join_keys, ideal_join, r.leave_slots,
+          r.leave_keys, ideal_leave, r.place_us);
     } else {
-      fmt::print("| {} | {:.3f} | {:.3f}% | {:.3f}% | {:.3f}% | {:.3f}% | {:.3f}% | {:.3f}% "
-                 "| {:.0f} |\n",
-                 n, r.largest_over_mean, 100 * r.join_slots, 100 * r.join_keys,
-                 100 * ideal_join, 100 * r.leave_slots, 100 * r.leave_keys, 100 * ideal_leave,
-                 r.place_us);
+      fmt::print(
+          "| {} | {:.3f} | {:.3f}% | {:.3f}% | {:.3f}% | {:.3f}% | {:.3f}% | {:.3f}% "
+          "| {:.0f} |\n",
+          n, r.largest_over_mean, 100 * r.join_slots, 100 * r.join_keys, 100 * ideal_join,
+          100 * r.leave_slots, 100 * r.leave_keys, 100 * ideal_leave, r.place_us);
     }
   }
   return 0;
@@ -268,10 +274,8 @@ int main(int argc, char** argv) {
   auto options = parse(argc, argv);
   if (!options) return 2;
   switch (options->mode) {
-    case Mode::kPlacement:
-      return run_placement(*options);
-    case Mode::kControlPlane:
-      return cluster_sim::run_control_plane(options->control);
+    case Mode::kPlacement: return run_placement(*options);
+    case Mode::kControlPlane: return cluster_sim::run_control_plane(options->control);
   }
   return 2;
 }

@@ -72,16 +72,16 @@ struct KillResult {
 struct RunResult {
   uint32_t nodes = 0;
   double etcd_start_ms = -1;
-  double start_all_ms = 0;   // N sequential Server starts (each registers in etcd)
-  double settle_ms = -1;     // first start -> one balanced map on every node
+  double start_all_ms = 0;  // N sequential Server starts (each registers in etcd)
+  double settle_ms = -1;    // first start -> one balanced map on every node
   uint64_t settle_epoch = 0;
   double window_s = 0;
-  OpCounts window_ops{};     // etcd requests of all nodes in the window, by kind
+  OpCounts window_ops{};                      // etcd requests of all nodes in the window, by kind
   double per_node_min = 0, per_node_max = 0;  // requests/s of one node
   double bench_cpu = -1, etcd_cpu = -1;       // % of one core over the window
   uint64_t rss_mib = 0, threads = 0;          // the bench process at steady state
   uint64_t prefix_bytes = 0;  // keys + values under /kvrdma/<cluster>/: what one range reads
-  bool quiet_window = true;  // no map published during the window
+  bool quiet_window = true;   // no map published during the window
   std::vector<KillResult> kills;
   double shutdown_ms = 0;
   std::string error;  // what broke; empty when the run finished
@@ -123,7 +123,8 @@ pid_t etcd_child() {
     std::string state;
     long ppid = 0;
     rest >> state >> ppid;
-    if (ppid == getpid() && line.substr(open + 1, close - open - 1) == "etcd") return std::stoi(pid);
+    if (ppid == getpid() && line.substr(open + 1, close - open - 1) == "etcd")
+      return std::stoi(pid);
   }
   return -1;
 }
@@ -211,9 +212,10 @@ void measure(std::vector<Node>& nodes, const std::vector<std::string>& endpoints
   const auto settle_deadline = started + 60s + n * 500ms;
   while (!settled(nodes) && Steady::now() < settle_deadline) std::this_thread::sleep_for(5ms);
   if (!settled(nodes)) {
-    r.error = fmt::format("{} nodes did not settle on one balanced map within {:.0f} s of the "
-                          "last start (map epoch {})",
-                          n, ms_since(started, settle_deadline) / 1000, nodes[0].map()->epoch);
+    r.error = fmt::format(
+        "{} nodes did not settle on one balanced map within {:.0f} s of the "
+        "last start (map epoch {})",
+        n, ms_since(started, settle_deadline) / 1000, nodes[0].map()->epoch);
     return;
   }
   r.settle_ms = ms_since(t0, Steady::now());
@@ -323,9 +325,11 @@ void measure(std::vector<Node>& nodes, const std::vector<std::string>& endpoints
       return;
     }
     kr.epochs = (live[0] == victim ? live[1] : live[0])->map()->epoch - epoch_before;
-    fmt::print(stderr, "[{} nodes] killed node {}{}: map without it after {:.0f} ms, settled "
-               "after {:.0f} ms\n", n, kr.victim, kr.was_controller ? " (controller)" : "",
-               kr.new_map_ms, kr.settled_ms);
+    fmt::print(stderr,
+               "[{} nodes] killed node {}{}: map without it after {:.0f} ms, settled "
+               "after {:.0f} ms\n",
+               n, kr.victim, kr.was_controller ? " (controller)" : "", kr.new_map_ms,
+               kr.settled_ms);
     r.kills.push_back(kr);
   }
 }
@@ -391,14 +395,19 @@ std::string json_escaped(std::string_view s) {
   return out;
 }
 
-std::string fixed(double v, int digits) { return v < 0 ? "n/a" : fmt::format("{:.{}f}", v, digits); }
+std::string fixed(double v, int digits) {
+  return v < 0 ? "n/a" : fmt::format("{:.{}f}", v, digits);
+}
 
 void print_table(const std::vector<RunResult>& runs, const ControlPlaneOptions& o) {
-  fmt::print("control plane: nodes in one process, mock transport, 1 MiB pools, node lease {} "
-             "ms, steady window {} ms\n\n", o.lease_ms, o.window_ms);
-  fmt::print("| nodes | start all s | settled s | map epoch | etcd req/s | per node req/s (min-max) "
-             "| keepalive / range / watch per s | other req | range reply KiB | bench CPU % | etcd CPU % "
-             "| RSS MiB | threads |\n");
+  fmt::print(
+      "control plane: nodes in one process, mock transport, 1 MiB pools, node lease {} "
+      "ms, steady window {} ms\n\n",
+      o.lease_ms, o.window_ms);
+  fmt::print(
+      "| nodes | start all s | settled s | map epoch | etcd req/s | per node req/s (min-max) "
+      "| keepalive / range / watch per s | other req | range reply KiB | bench CPU % | etcd CPU % "
+      "| RSS MiB | threads |\n");
   fmt::print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const RunResult& r : runs) {
     if (r.window_s <= 0) continue;
@@ -406,18 +415,19 @@ void print_table(const std::vector<RunResult>& runs, const ControlPlaneOptions& 
     auto rate = [&](Op op) { return w[static_cast<size_t>(op)] / r.window_s; };
     const uint64_t other = r.window_total() - w[static_cast<size_t>(Op::kKeepAlive)] -
                            w[static_cast<size_t>(Op::kRange)] - w[static_cast<size_t>(Op::kWatch)];
-    fmt::print("| {} | {:.1f} | {:.1f} | {} | {:.0f}{} | {:.2f} ({:.2f}-{:.2f}) | {:.0f} / {:.0f} / "
-               "{:.0f} | {} | {:.0f} | {} | {} | {} | {} |\n",
-               r.nodes, r.start_all_ms / 1000, r.settle_ms / 1000, r.settle_epoch,
-               r.window_total() / r.window_s, r.quiet_window ? "" : " (maps changed)",
-               r.window_total() / r.window_s / r.nodes, r.per_node_min, r.per_node_max,
-               rate(Op::kKeepAlive), rate(Op::kRange), rate(Op::kWatch), other,
-               r.prefix_bytes / 1024.0, fixed(r.bench_cpu, 0), fixed(r.etcd_cpu, 0), r.rss_mib,
-               r.threads);
+    fmt::print(
+        "| {} | {:.1f} | {:.1f} | {} | {:.0f}{} | {:.2f} ({:.2f}-{:.2f}) | {:.0f} / {:.0f} / "
+        "{:.0f} | {} | {:.0f} | {} | {} | {} | {} |\n",
+        r.nodes, r.start_all_ms / 1000, r.settle_ms / 1000, r.settle_epoch,
+        r.window_total() / r.window_s, r.quiet_window ? "" : " (maps changed)",
+        r.window_total() / r.window_s / r.nodes, r.per_node_min, r.per_node_max,
+        rate(Op::kKeepAlive), rate(Op::kRange), rate(Op::kWatch), other, r.prefix_bytes / 1024.0,
+        fixed(r.bench_cpu, 0), fixed(r.etcd_cpu, 0), r.rss_mib, r.threads);
   }
-  fmt::print("\n| nodes | kill | node | was controller | its last keepalive before the kill ms "
-             "| registration gone ms | first map without it ms | new controller ms | settled ms "
-             "| maps |\n");
+  fmt::print(
+      "\n| nodes | kill | node | was controller | its last keepalive before the kill ms "
+      "| registration gone ms | first map without it ms | new controller ms | settled ms "
+      "| maps |\n");
   fmt::print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const RunResult& r : runs) {
     for (size_t k = 0; k < r.kills.size(); ++k) {
@@ -431,8 +441,8 @@ void print_table(const std::vector<RunResult>& runs, const ControlPlaneOptions& 
   }
   for (const RunResult& r : runs) {
     fmt::print("\n{} nodes: etcd started in {} ms; shutdown took {:.0f} ms{}{}\n", r.nodes,
-               fixed(r.etcd_start_ms, 0), r.shutdown_ms, r.error.empty() ? "" : "; FAILED: ",
-               r.error);
+               fixed(r.etcd_start_ms, 0), r.shutdown_ms,
+               r.error.empty() ? "" : "; FAILED: ", r.error);
   }
 }
 
@@ -442,31 +452,33 @@ void print_json(const RunResult& r, const ControlPlaneOptions& o) {
     ops += fmt::format("{}\"{}\":{}", k ? "," : "", op_name(static_cast<Op>(k)), r.window_ops[k]);
   }
   for (const KillResult& x : r.kills) {
-    kills += fmt::format("{}{{\"node\":{},\"controller\":{},\"since_keepalive_ms\":{:.1f},"
-                         "\"lease_gone_ms\":{:.1f},\"new_map_ms\":{:.1f},"
-                         "\"new_controller_ms\":{:.1f},\"settled_ms\":{:.1f},\"maps\":{}}}",
-                         kills.empty() ? "" : ",", x.victim, x.was_controller,
-                         x.since_keepalive_ms, x.lease_gone_ms, x.new_map_ms,
-                         x.new_controller_ms, x.settled_ms, x.epochs);
+    kills += fmt::format(
+        "{}{{\"node\":{},\"controller\":{},\"since_keepalive_ms\":{:.1f},"
+        "\"lease_gone_ms\":{:.1f},\"new_map_ms\":{:.1f},"
+        "\"new_controller_ms\":{:.1f},\"settled_ms\":{:.1f},\"maps\":{}}}",
+        kills.empty() ? "" : ",", x.victim, x.was_controller, x.since_keepalive_ms, x.lease_gone_ms,
+        x.new_map_ms, x.new_controller_ms, x.settled_ms, x.epochs);
   }
-  fmt::print("{{\"mode\":\"control-plane\",\"nodes\":{},\"lease_ms\":{},\"etcd_start_ms\":{:.1f},"
-             "\"start_all_ms\":{:.1f},\"settle_ms\":{:.1f},\"settle_epoch\":{},\"window_s\":{:.3f},"
-             "\"window_requests\":{{{}}},\"requests_per_s\":{:.1f},\"per_node_min\":{:.2f},"
-             "\"per_node_max\":{:.2f},\"quiet_window\":{},\"bench_cpu_pct\":{:.1f},"
-             "\"etcd_cpu_pct\":{:.1f},\"rss_mib\":{},\"threads\":{},\"prefix_bytes\":{},\"kills\":[{}],"
-             "\"shutdown_ms\":{:.1f},\"error\":\"{}\"}}\n",
-             r.nodes, o.lease_ms, r.etcd_start_ms, r.start_all_ms, r.settle_ms, r.settle_epoch,
-             r.window_s, ops, r.window_s > 0 ? r.window_total() / r.window_s : 0.0,
-             r.per_node_min, r.per_node_max, r.quiet_window, r.bench_cpu, r.etcd_cpu, r.rss_mib,
-             r.threads, r.prefix_bytes, kills, r.shutdown_ms, json_escaped(r.error));
+  fmt::print(
+      "{{\"mode\":\"control-plane\",\"nodes\":{},\"lease_ms\":{},\"etcd_start_ms\":{:.1f},"
+      "\"start_all_ms\":{:.1f},\"settle_ms\":{:.1f},\"settle_epoch\":{},\"window_s\":{:.3f},"
+      "\"window_requests\":{{{}}},\"requests_per_s\":{:.1f},\"per_node_min\":{:.2f},"
+      "\"per_node_max\":{:.2f},\"quiet_window\":{},\"bench_cpu_pct\":{:.1f},"
+      "\"etcd_cpu_pct\":{:.1f},\"rss_mib\":{},\"threads\":{},\"prefix_bytes\":{},\"kills\":[{}],"
+      "\"shutdown_ms\":{:.1f},\"error\":\"{}\"}}\n",
+      r.nodes, o.lease_ms, r.etcd_start_ms, r.start_all_ms, r.settle_ms, r.settle_epoch, r.window_s,
+      ops, r.window_s > 0 ? r.window_total() / r.window_s : 0.0, r.per_node_min, r.per_node_max,
+      r.quiet_window, r.bench_cpu, r.etcd_cpu, r.rss_mib, r.threads, r.prefix_bytes, kills,
+      r.shutdown_ms, json_escaped(r.error));
 }
 
 }  // namespace
 
 int run_control_plane(const ControlPlaneOptions& o) {
   if (o.etcd_endpoints.empty() && !kvrdma::testing::etcd_available()) {
-    fmt::print(stderr, "control-plane mode needs etcd: install etcd-server (scripts/install-deps) "
-                       "or pass --etcd-endpoints\n");
+    fmt::print(stderr,
+               "control-plane mode needs etcd: install etcd-server (scripts/install-deps) "
+               "or pass --etcd-endpoints\n");
     return 2;
   }
   std::vector<RunResult> runs;

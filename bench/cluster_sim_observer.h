@@ -28,7 +28,7 @@ class Observer {
 
   // Connects to etcd and starts watching every key under `prefix` ("/kvrdma/<cluster>/nodes/").
   static kvrdma::Result<std::unique_ptr<Observer>> start(const std::vector<std::string>& endpoints,
-                                                        const std::string& prefix) {
+                                                         const std::string& prefix) {
     auto etcd = kvrdma::cluster::connect_etcd(endpoints, std::chrono::seconds(3));
     if (!etcd) return etcd.status();
     std::unique_ptr<Observer> o(new Observer(std::move(*etcd), prefix));
@@ -96,8 +96,8 @@ class Observer {
   const std::string prefix_;
   std::thread thread_;
   std::mutex mu_;
-  std::condition_variable cv_;  // a registration gone
-  bool stop_ = false;           // guarded by mu_
+  std::condition_variable cv_;                   // a registration gone
+  bool stop_ = false;                            // guarded by mu_
   std::map<uint32_t, Steady::time_point> gone_;  // guarded by mu_
 };
 

@@ -60,7 +60,8 @@ class CountingStore final : public kvrdma::cluster::MetaStore {
   kvrdma::Status keep_alive(kvrdma::cluster::LeaseId lease) override {
     if (!count(Op::kKeepAlive)) return dead();
     kvrdma::Status s = inner_->keep_alive(lease);
-    if (s.is_ok()) last_keepalive_.store(std::chrono::steady_clock::now().time_since_epoch().count());
+    if (s.is_ok())
+      last_keepalive_.store(std::chrono::steady_clock::now().time_since_epoch().count());
     return s;
   }
   kvrdma::Status revoke(kvrdma::cluster::LeaseId lease) override {

@@ -162,8 +162,8 @@ int main(int argc, char** argv) {
           auto got = (*link)->poll(slot, gen[d]);
           if (!s.is_ok() || got.size() != a.response) ++errors[w];
           latencies[w].push_back(static_cast<uint32_t>(
-              std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - sent[d])
-                  .count() / 100));
+              std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - sent[d]).count() /
+              100));
           post(d);
         }
         (*link)->ring();
@@ -191,9 +191,10 @@ int main(int argc, char** argv) {
   }
   std::sort(all.begin(), all.end());
   auto pct = [&](double p) { return all.empty() ? 0.0 : all[size_t(p * (all.size() - 1))] / 10.0; };
-  fmt::print("fabric link {} threads {} depth {} request {} B response {} B: {:.0f} round trips/s, "
-             "p50 {:.1f} us, p99 {:.1f} us, errors {}\n",
-             a.provider, a.threads, a.depth, a.request, a.response, all.size() / elapsed, pct(0.5),
-             pct(0.99), errs);
+  fmt::print(
+      "fabric link {} threads {} depth {} request {} B response {} B: {:.0f} round trips/s, "
+      "p50 {:.1f} us, p99 {:.1f} us, errors {}\n",
+      a.provider, a.threads, a.depth, a.request, a.response, all.size() / elapsed, pct(0.5),
+      pct(0.99), errs);
   return errs == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
 }

@@ -93,8 +93,8 @@ Args parse(int argc, char** argv) {
 }
 
 [[noreturn]] void die(const char* call, long rc) {
-  std::fprintf(stderr, "fi_write_bw: %s failed: %s (%ld)\n", call, fi_strerror(static_cast<int>(-rc)),
-               rc);
+  std::fprintf(stderr, "fi_write_bw: %s failed: %s (%ld)\n", call,
+               fi_strerror(static_cast<int>(-rc)), rc);
   std::exit(3);
 }
 
@@ -110,7 +110,8 @@ struct Endpoint {
   std::byte* buf = nullptr;
   size_t len = 0;
 
-  Endpoint(const std::string& provider, size_t buffer_len, bool wait_obj = false) : len(buffer_len) {
+  Endpoint(const std::string& provider, size_t buffer_len, bool wait_obj = false)
+      : len(buffer_len) {
     fi_info* hints = fi_allocinfo();
     hints->caps = FI_RMA | FI_WRITE | FI_REMOTE_WRITE;
     hints->ep_attr->type = FI_EP_RDM;
@@ -220,7 +221,9 @@ int run_target(Shared& sh, const Args& a, size_t len, int ready_fd) {
     }
   }
   sh.state.store(3);
-  if (a.target_sleeps) std::fprintf(stderr, "target: %llu fi_cq_sread returns\n", static_cast<unsigned long long>(wakeups));
+  if (a.target_sleeps)
+    std::fprintf(stderr, "target: %llu fi_cq_sread returns\n",
+                 static_cast<unsigned long long>(wakeups));
   return 0;
 }
 
@@ -255,8 +258,7 @@ bool post(Endpoint& e, fi_addr_t peer, const Shared& sh, size_t offset, size_t s
 
 // Keeps `window` writes in flight for a.seconds; then, once all have completed, one last write
 // of the pattern (so it is the last to land) and waits for it.
-Figure measure(Endpoint& e, fi_addr_t peer, Shared& sh, size_t size, bool delivery,
-               const Args& a) {
+Figure measure(Endpoint& e, fi_addr_t peer, Shared& sh, size_t size, bool delivery, const Args& a) {
   const uint64_t slots = std::max<uint64_t>(2, e.len / size);
   const uint64_t flags = FI_COMPLETION | (delivery ? FI_DELIVERY_COMPLETE : FI_TRANSMIT_COMPLETE);
   // A context belongs to one write until its completion returns it (completions may come out of
@@ -307,7 +309,8 @@ int main(int argc, char** argv) {
   Args a = parse(argc, argv);
   size_t max_size = 0;
   for (size_t s : a.sizes) max_size = std::max(max_size, s);
-  void* mem = mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  void* mem =
+      mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return 3;
   auto* sh = new (mem) Shared();
   int ready[2];
@@ -333,8 +336,8 @@ int main(int argc, char** argv) {
     if (fi_av_insert(e.av, sh->addr, 1, &peer, 0, nullptr) != 1) die("fi_av_insert", -FI_EINVAL);
     if (!a.json) {
       std::printf("provider %s (%s), window %d, span %zu MiB, %.1f s per figure\n",
-                  e.info->fabric_attr->prov_name, e.info->domain_attr->name, a.window,
-                  e.len >> 20, a.seconds);
+                  e.info->fabric_attr->prov_name, e.info->domain_attr->name, a.window, e.len >> 20,
+                  a.seconds);
       std::printf("%-10s %-9s %10s %10s %10s %10s\n", "size", "complete", "MB/s", "GB/s",
                   "us/write", "writes");
     }
@@ -349,10 +352,11 @@ int main(int argc, char** argv) {
         double bps = static_cast<double>(f.writes) * static_cast<double>(f.size) / f.seconds;
         double us = f.seconds * 1e6 / static_cast<double>(f.writes ? f.writes : 1);
         if (a.json) {
-          std::printf("{\"provider\":\"%s\",\"size\":%zu,\"completion\":\"%s\",\"window\":%d,\"span\":%zu,"
-                      "\"gbps\":%.3f,\"mbps\":%.1f,\"us_per_write\":%.2f,\"writes\":%llu}\n",
-                      a.provider.c_str(), f.size, f.completion, a.window, e.len, bps / 1e9, bps / 1e6, us,
-                      static_cast<unsigned long long>(f.writes));
+          std::printf(
+              "{\"provider\":\"%s\",\"size\":%zu,\"completion\":\"%s\",\"window\":%d,\"span\":%zu,"
+              "\"gbps\":%.3f,\"mbps\":%.1f,\"us_per_write\":%.2f,\"writes\":%llu}\n",
+              a.provider.c_str(), f.size, f.completion, a.window, e.len, bps / 1e9, bps / 1e6, us,
+              static_cast<unsigned long long>(f.writes));
         } else {
           std::printf("%-10zu %-9s %10.1f %10.3f %10.2f %10llu\n", f.size, f.completion, bps / 1e6,
                       bps / 1e9, us, static_cast<unsigned long long>(f.writes));
@@ -368,7 +372,8 @@ int main(int argc, char** argv) {
   int status = 0;
   waitpid(pid, &status, 0);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || sh->state.load() != 3) {
-    std::fprintf(stderr, "fi_write_bw: the target did not find the last write's bytes (status %d)\n",
+    std::fprintf(stderr,
+                 "fi_write_bw: the target did not find the last write's bytes (status %d)\n",
                  status);
     rc_out = 1;
   }

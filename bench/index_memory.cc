@@ -2,8 +2,8 @@
 // (or --keys N). Stores N keys of --value-bytes each (16 by default) into a Store over a pool
 // whose region is mapped up front, then reports two measures:
 //   heap:  malloc'd bytes in use after minus before (mallinfo2(): uordblks + hblkhd, i.e. small
-//          chunks plus blocks malloc mmap()s on its own, like a big bucket array), per key. This is the
-//          index proper (hash nodes, keys, entries, LRU links) plus the pool's own bookkeeping;
+//          chunks plus blocks malloc mmap()s on its own, like a big bucket array), per key. This is
+//          the index proper (hash nodes, keys, entries, LRU links) plus the pool's own bookkeeping;
 //          the pool region is not malloc'd, so value bytes are not in it.
 //   rss:   resident set growth (from /proc/self/statm) minus the pool bytes handed out for the
 //          values (PoolUsage::used, i.e. value bytes rounded to the pool's size classes), per key.
@@ -56,8 +56,8 @@ int main(int argc, char** argv) {
     }
   }
   const uint64_t pool_bytes = keys * std::max<uint64_t>(value_bytes * 2, 64) + (64ull << 20);
-  void* region = mmap(nullptr, pool_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS |
-                      MAP_NORESERVE, -1, 0);
+  void* region = mmap(nullptr, pool_bytes, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (region == MAP_FAILED) {
     fmt::print(stderr, "index_memory: cannot map {} bytes for the pool\n", pool_bytes);
     return 1;
@@ -93,10 +93,10 @@ int main(int argc, char** argv) {
   munmap(region, pool_bytes);
   const double heap_per_key = double(heap1 - heap0) / keys;
   const double rss_per_key = (double(rss1) - double(rss0) - double(pool_used)) / keys;
-  fmt::print("{{\"keys\":{},\"value_bytes\":{},\"key_bytes\":{},\"heap_bytes_per_key\":{:.1f},"
-             "\"rss_bytes_per_key_beyond_pool\":{:.1f},\"pool_bytes_per_key\":{:.1f},"
-             "\"insert_seconds\":{:.3f}}}\n",
-             keys, value_bytes, key_bytes, heap_per_key, rss_per_key, double(pool_used) / keys,
-             secs);
+  fmt::print(
+      "{{\"keys\":{},\"value_bytes\":{},\"key_bytes\":{},\"heap_bytes_per_key\":{:.1f},"
+      "\"rss_bytes_per_key_beyond_pool\":{:.1f},\"pool_bytes_per_key\":{:.1f},"
+      "\"insert_seconds\":{:.3f}}}\n",
+      keys, value_bytes, key_bytes, heap_per_key, rss_per_key, double(pool_used) / keys, secs);
   return 0;
 }

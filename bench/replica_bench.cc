@@ -36,7 +36,8 @@ double ms_since(Steady::time_point t) {
 }
 
 struct Nodes {
-  std::shared_ptr<kvrdma::cluster::MemoryMetaStore> meta = kvrdma::cluster::MemoryMetaStore::create();
+  std::shared_ptr<kvrdma::cluster::MemoryMetaStore> meta =
+      kvrdma::cluster::MemoryMetaStore::create();
   std::vector<std::unique_ptr<kvrdma::Server>> servers;
   std::string addresses;
 
@@ -128,10 +129,11 @@ void put_figures(const std::string& addrs, uint32_t r, size_t size, int ops) {
   }
   for (auto& t : ts) t.join();
   const double secs = ms_since(t0) / 1000;
-  fmt::print("PUT R={} {:>7}: p50 {:8.1f} us  p99 {:8.1f} us  | {} clients: {:9.0f} ops/s {:7.3f} "
-             "GB/s\n",
-             r, size >= (1 << 20) ? "1 MiB" : fmt::format("{} B", size), pct(0.5), pct(0.99),
-             kThreads, done / secs, done * double(size) / secs / 1e9);
+  fmt::print(
+      "PUT R={} {:>7}: p50 {:8.1f} us  p99 {:8.1f} us  | {} clients: {:9.0f} ops/s {:7.3f} "
+      "GB/s\n",
+      r, size >= (1 << 20) ? "1 MiB" : fmt::format("{} B", size), pct(0.5), pct(0.99), kThreads,
+      done / secs, done * double(size) / secs / 1e9);
 }
 
 void hot_key(Nodes& nodes, uint32_t r, kvrdma::ReadFrom from) {
@@ -160,8 +162,8 @@ void hot_key(Nodes& nodes, uint32_t r, kvrdma::ReadFrom from) {
   for (size_t i = 0; i < nodes.servers.size(); ++i) {
     spread += fmt::format(" node{}={}", i + 1, nodes.servers[i]->stats().gets - before[i]);
   }
-  fmt::print("hot-key GET (4 KiB) R={} read_from={}: {} clients {:9.0f} ops/s; GETs served:{}\n",
-             r, from == kvrdma::ReadFrom::kAny ? "any" : "primary", kClients,
+  fmt::print("hot-key GET (4 KiB) R={} read_from={}: {} clients {:9.0f} ops/s; GETs served:{}\n", r,
+             from == kvrdma::ReadFrom::kAny ? "any" : "primary", kClients,
              done / (ms_since(t0) / 1000), spread);
 }
 
@@ -204,11 +206,12 @@ void failover(const std::string& name) {
     if (s) pushed1 += ServerAccess::core(*s).replication->bytes_pushed();
   }
   const double bytes = double(pushed1 - pushed0);
-  fmt::print("failover R=2, 3 nodes, {} x 64 KiB: every slot primaried again {:.0f} ms after the "
-             "lease ended; replicas filled again after {:.0f} ms{}; {:.1f} MiB re-replicated, "
-             "{:.2f} GB/s over the fill\n",
-             kKeys, primaried, refilled, filled ? "" : " (NOT settled)", bytes / (1 << 20),
-             bytes / (std::max(refilled - primaried, 1.0) / 1000) / 1e9);
+  fmt::print(
+      "failover R=2, 3 nodes, {} x 64 KiB: every slot primaried again {:.0f} ms after the "
+      "lease ended; replicas filled again after {:.0f} ms{}; {:.1f} MiB re-replicated, "
+      "{:.2f} GB/s over the fill\n",
+      kKeys, primaried, refilled, filled ? "" : " (NOT settled)", bytes / (1 << 20),
+      bytes / (std::max(refilled - primaried, 1.0) / 1000) / 1e9);
 }
 
 }  // namespace

@@ -50,8 +50,10 @@ Args parse(int argc, char** argv) {
         p = c == std::string::npos ? v.size() : c + 1;
       }
     } else {
-      std::fprintf(stderr, "usage: %s [--provider mock|tcp|shm] [--sizes N,N] [--seconds S] "
-                   "[--window W] [--json]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--provider mock|tcp|shm] [--sizes N,N] [--seconds S] "
+                   "[--window W] [--json]\n",
+                   argv[0]);
       std::exit(2);
     }
   }
@@ -153,10 +155,11 @@ int main(int argc, char** argv) {
     double bps = static_cast<double>(completed - failed) * size / secs;
     double us = secs * 1e6 / static_cast<double>(completed ? completed : 1);
     if (args.json) {
-      std::printf("%s{\"provider\":\"%s\",\"size\":%zu,\"mb_per_sec\":%.1f,\"gb_per_sec\":%.3f,"
-                  "\"us_per_write\":%.2f,\"writes\":%llu,\"errors\":%llu}", first ? "" : ",",
-                  args.provider.c_str(), size, bps / 1e6, bps / 1e9, us,
-                  static_cast<unsigned long long>(completed), static_cast<unsigned long long>(failed));
+      std::printf(
+          "%s{\"provider\":\"%s\",\"size\":%zu,\"mb_per_sec\":%.1f,\"gb_per_sec\":%.3f,"
+          "\"us_per_write\":%.2f,\"writes\":%llu,\"errors\":%llu}",
+          first ? "" : ",", args.provider.c_str(), size, bps / 1e6, bps / 1e9, us,
+          static_cast<unsigned long long>(completed), static_cast<unsigned long long>(failed));
     } else {
       std::printf("%-10zu %12.1f %10.3f %10.2f %12llu%s\n", size, bps / 1e6, bps / 1e9, us,
                   static_cast<unsigned long long>(completed), failed ? "  (errors!)" : "");

@@ -69,7 +69,6 @@ inline kvrdma::Status null_argument(const char* what) {
 
 inline bool key_ok(const void* key, size_t keylen) { return key != nullptr || keylen == 0; }
 
-
 // The first failure of a batch, as the call's result; every item's code into codes[].
 inline kvrdma::Status batch_outcome(const std::vector<kvrdma::Status>& items, int* codes) {
   kvrdma::Status first;
@@ -84,13 +83,15 @@ inline kvrdma::Status batch_outcome(const std::vector<kvrdma::Status>& items, in
 
 // Checks the arrays of a batch; on failure every code (when codes is given) is the failure's.
 inline kvrdma::Status batch_arguments(kvrdma_client* client, size_t n, const void* const* keys,
-                               const size_t* keylens, const void* out, int* codes) {
+                                      const size_t* keylens, const void* out, int* codes) {
   kvrdma::Status s;
   if (client == nullptr) s = null_argument("client");
   else if (n > 0 && (keys == nullptr || keylens == nullptr)) s = null_argument("keys or keylens");
-  else if (n > 0 && (out == nullptr || codes == nullptr)) s = null_argument("output array or codes");
+  else if (n > 0 && (out == nullptr || codes == nullptr))
+    s = null_argument("output array or codes");
   for (size_t i = 0; s.is_ok() && i < n; ++i) {
-    if (!key_ok(keys[i], keylens[i])) s = null_argument(("keys[" + std::to_string(i) + "]").c_str());
+    if (!key_ok(keys[i], keylens[i]))
+      s = null_argument(("keys[" + std::to_string(i) + "]").c_str());
   }
   if (!s.is_ok() && codes != nullptr) std::fill(codes, codes + n, static_cast<int>(s.code()));
   return s;

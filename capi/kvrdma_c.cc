@@ -12,12 +12,12 @@
 #include <utility>
 #include <vector>
 
+#include "capi_internal.h"
 #include "kvrdma/client.h"
 #include "kvrdma/options.h"
 #include "kvrdma/server.h"
 #include "kvrdma/stats.h"
 #include "kvrdma/version.h"
-#include "capi_internal.h"
 
 // The C codes are kvrdma::Code cast to int; pin the numbering so neither side drifts.
 static_assert(KVRDMA_NOT_FOUND == static_cast<int>(kvrdma::Code::kNotFound));
@@ -49,7 +49,6 @@ kvrdma::Status build(const kvrdma_config* config, Options& options, unsigned rol
   }
   return kvrdma::Status();
 }
-
 
 // "name=value" lines, one per figure of the stats table: a text form whose set of names may grow
 // without breaking the ABI (a struct could not).
@@ -211,9 +210,9 @@ int kvrdma_get_into(kvrdma_client* client, const void* key, size_t keylen, void*
     if (buf == nullptr && cap != 0) return null_argument("buf");
     // Zero copy when buf lies in memory this client registered or allocated.
     uint64_t len = 0;  // also the size needed when buf is too small
-    auto n = client->client->get_into({static_cast<const char*>(key), keylen},
-                                      std::span<std::byte>(static_cast<std::byte*>(buf), cap),
-                                      &len);
+    auto n =
+        client->client->get_into({static_cast<const char*>(key), keylen},
+                                 std::span<std::byte>(static_cast<std::byte*>(buf), cap), &len);
     *vallen = len;
     return n.status();
   });
@@ -243,10 +242,8 @@ void kvrdma_view_release(kvrdma_view* view) {
   }
 }
 
-
-int kvrdma_get_many(kvrdma_client* client, size_t n, const void* const* keys,
-                    const size_t* keylens, kvrdma_view** views, int* codes, char* errbuf,
-                    size_t errlen) {
+int kvrdma_get_many(kvrdma_client* client, size_t n, const void* const* keys, const size_t* keylens,
+                    kvrdma_view** views, int* codes, char* errbuf, size_t errlen) {
   return guard(errbuf, errlen, [&]() -> kvrdma::Status {
     if (views != nullptr) std::fill(views, views + n, nullptr);
     KVRDMA_RETURN_IF_ERROR(batch_arguments(client, n, keys, keylens, views, codes));
@@ -264,9 +261,9 @@ int kvrdma_get_many(kvrdma_client* client, size_t n, const void* const* keys,
   });
 }
 
-int kvrdma_put_many(kvrdma_client* client, size_t n, const void* const* keys,
-                    const size_t* keylens, const void* const* vals, const size_t* vallens,
-                    uint64_t ttl_ms, int* codes, char* errbuf, size_t errlen) {
+int kvrdma_put_many(kvrdma_client* client, size_t n, const void* const* keys, const size_t* keylens,
+                    const void* const* vals, const size_t* vallens, uint64_t ttl_ms, int* codes,
+                    char* errbuf, size_t errlen) {
   return guard(errbuf, errlen, [&]() -> kvrdma::Status {
     KVRDMA_RETURN_IF_ERROR(batch_arguments(client, n, keys, keylens, codes, codes));
     kvrdma::Status bad;
@@ -351,8 +348,8 @@ int kvrdma_server_metrics(const kvrdma_server* server, char** text, size_t* len,
   });
 }
 
-int kvrdma_get_submit(kvrdma_client* client, const void* key, size_t keylen,
-                      kvrdma_pending** out, char* errbuf, size_t errlen) {
+int kvrdma_get_submit(kvrdma_client* client, const void* key, size_t keylen, kvrdma_pending** out,
+                      char* errbuf, size_t errlen) {
   return guard(errbuf, errlen, [&]() -> kvrdma::Status {
     if (client == nullptr) return null_argument("client");
     if (!key_ok(key, keylen)) return null_argument("key");

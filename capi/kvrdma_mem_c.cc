@@ -80,8 +80,8 @@ int kvrdma_get_into_mem(kvrdma_client* c, const void* key, size_t keylen, kvrdma
   });
 }
 
-int kvrdma_put_from(kvrdma_client* c, const void* key, size_t keylen, kvrdma_mem* m,
-                    size_t offset, size_t len, uint64_t ttl_ms, char* errbuf, size_t errlen) {
+int kvrdma_put_from(kvrdma_client* c, const void* key, size_t keylen, kvrdma_mem* m, size_t offset,
+                    size_t len, uint64_t ttl_ms, char* errbuf, size_t errlen) {
   return guard(errbuf, errlen, [&]() -> kvrdma::Status {
     if (c == nullptr) return null_argument("client");
     if (!key_ok(key, keylen)) return null_argument("key");
@@ -91,10 +91,9 @@ int kvrdma_put_from(kvrdma_client* c, const void* key, size_t keylen, kvrdma_mem
   });
 }
 
-int kvrdma_get_many_into(kvrdma_client* c, size_t n, const void* const* keys,
-                         const size_t* keylens, kvrdma_mem* const* mems, const size_t* offsets,
-                         const size_t* capacities, size_t* vallens, int* codes, char* errbuf,
-                         size_t errlen) {
+int kvrdma_get_many_into(kvrdma_client* c, size_t n, const void* const* keys, const size_t* keylens,
+                         kvrdma_mem* const* mems, const size_t* offsets, const size_t* capacities,
+                         size_t* vallens, int* codes, char* errbuf, size_t errlen) {
   return guard(errbuf, errlen, [&]() -> kvrdma::Status {
     if (vallens != nullptr) std::fill(vallens, vallens + n, size_t{0});
     KVRDMA_RETURN_IF_ERROR(batch_arguments(c, n, keys, keylens, vallens, codes));
@@ -113,7 +112,10 @@ int kvrdma_get_many_into(kvrdma_client* c, size_t n, const void* const* keys,
     std::vector<kvrdma::GetIntoItem> items(n);
     for (size_t i = 0; i < n; ++i) {
       items[i] = kvrdma::GetIntoItem{{static_cast<const char*>(keys[i]), keylens[i]},
-                                     &mems[i]->handle, offsets[i], capacities[i], &lens[i]};
+                                     &mems[i]->handle,
+                                     offsets[i],
+                                     capacities[i],
+                                     &lens[i]};
     }
     auto got = c->client->get_many_into(items);
     std::vector<kvrdma::Status> statuses;
@@ -126,10 +128,9 @@ int kvrdma_get_many_into(kvrdma_client* c, size_t n, const void* const* keys,
   });
 }
 
-int kvrdma_put_many_from(kvrdma_client* c, size_t n, const void* const* keys,
-                         const size_t* keylens, kvrdma_mem* const* mems, const size_t* offsets,
-                         const size_t* lens, uint64_t ttl_ms, int* codes, char* errbuf,
-                         size_t errlen) {
+int kvrdma_put_many_from(kvrdma_client* c, size_t n, const void* const* keys, const size_t* keylens,
+                         kvrdma_mem* const* mems, const size_t* offsets, const size_t* lens,
+                         uint64_t ttl_ms, int* codes, char* errbuf, size_t errlen) {
   return guard(errbuf, errlen, [&]() -> kvrdma::Status {
     KVRDMA_RETURN_IF_ERROR(batch_arguments(c, n, keys, keylens, codes, codes));
     kvrdma::Status bad;
@@ -146,7 +147,9 @@ int kvrdma_put_many_from(kvrdma_client* c, size_t n, const void* const* keys,
     std::vector<kvrdma::PutFromItem> items(n);
     for (size_t i = 0; i < n; ++i) {
       items[i] = kvrdma::PutFromItem{{static_cast<const char*>(keys[i]), keylens[i]},
-                                     &mems[i]->handle, offsets[i], lens[i]};
+                                     &mems[i]->handle,
+                                     offsets[i],
+                                     lens[i]};
     }
     return batch_outcome(c->client->put_many_from(items, ttl_ms), codes);
   });

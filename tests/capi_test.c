@@ -11,14 +11,14 @@
 
 static int passed, failed;
 
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (cond) {                                                         \
-      ++passed;                                                         \
-    } else {                                                            \
-      ++failed;                                                         \
+#define CHECK(cond)                                                            \
+  do {                                                                         \
+    if (cond) {                                                                \
+      ++passed;                                                                \
+    } else {                                                                   \
+      ++failed;                                                                \
       fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                   \
+    }                                                                          \
   } while (0)
 
 static double now_seconds(void) {
@@ -68,7 +68,8 @@ static void *work(void *arg) {
     {
       char *out = malloc(sizeof val);
       if (out == NULL ||
-          kvrdma_get_into(w->client, key, strlen(key), out, sizeof val, &got, NULL, 0) != KVRDMA_OK ||
+          kvrdma_get_into(w->client, key, strlen(key), out, sizeof val, &got, NULL, 0) !=
+              KVRDMA_OK ||
           got != n || memcmp(out, val, n) != 0)
         ++w->bad;
       free(out);
@@ -168,7 +169,8 @@ int main(void) {
   CHECK(kvrdma_put(client, "", 0, "v", 1, 0, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
   CHECK(kvrdma_put(NULL, "k", 1, "v", 1, 0, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
   CHECK(kvrdma_put(client, NULL, 1, "v", 1, 0, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
-  CHECK(kvrdma_get(client, key, sizeof key, NULL, &len, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
+  CHECK(kvrdma_get(client, key, sizeof key, NULL, &len, err, sizeof err) ==
+        KVRDMA_INVALID_ARGUMENT);
   CHECK(kvrdma_get_into(client, key, sizeof key, tiny, sizeof tiny, NULL, err, sizeof err) ==
         KVRDMA_INVALID_ARGUMENT);
   CHECK(kvrdma_get_view(client, key, sizeof key, NULL, err, sizeof err) == KVRDMA_INVALID_ARGUMENT);
@@ -192,7 +194,8 @@ int main(void) {
     CHECK(copy != NULL);
     if (copy != NULL) {
       len = 0;
-      CHECK(kvrdma_get_into(client, "big", 3, copy, sizeof big, &len, err, sizeof err) == KVRDMA_OK);
+      CHECK(kvrdma_get_into(client, "big", 3, copy, sizeof big, &len, err, sizeof err) ==
+            KVRDMA_OK);
       CHECK(len == sizeof big && memcmp(copy, big, sizeof big) == 0);
       free(copy);
     }
@@ -376,18 +379,30 @@ int main(void) {
     CHECK(len == sizeof big && memcmp(data + 400000, big, sizeof big) == 0);
     /* batches: a small and a large value, one missing key */
     CHECK(kvrdma_client_allocate(client, 4096, &released, err, sizeof err) == KVRDMA_OK);
-    keys[0] = "s"; keys[1] = "l"; keys[2] = "absent";
-    keylens[0] = 1; keylens[1] = 1; keylens[2] = 6;
-    mems[0] = mem; mems[1] = mem; mems[2] = released;
-    offsets[0] = 600000; offsets[1] = 600100; offsets[2] = 0;
-    sizes[0] = 50; sizes[1] = sizeof big; sizes[2] = 10;
+    keys[0] = "s";
+    keys[1] = "l";
+    keys[2] = "absent";
+    keylens[0] = 1;
+    keylens[1] = 1;
+    keylens[2] = 6;
+    mems[0] = mem;
+    mems[1] = mem;
+    mems[2] = released;
+    offsets[0] = 600000;
+    offsets[1] = 600100;
+    offsets[2] = 0;
+    sizes[0] = 50;
+    sizes[1] = sizeof big;
+    sizes[2] = 10;
     memcpy(data + 600000, big + 7, 50);
     memcpy(data + 600100, big, sizeof big);
     CHECK(kvrdma_put_many_from(client, 2, keys, keylens, mems, offsets, sizes, 0, codes, err,
                                sizeof err) == KVRDMA_OK);
     CHECK(codes[0] == KVRDMA_OK && codes[1] == KVRDMA_OK);
-    offsets[0] = 800000; offsets[1] = 800100;
-    sizes[0] = 64; sizes[2] = 4096;
+    offsets[0] = 800000;
+    offsets[1] = 800100;
+    sizes[0] = 64;
+    sizes[2] = 4096;
     CHECK(kvrdma_get_many_into(client, 3, keys, keylens, mems, offsets, sizes, lens, codes, err,
                                sizeof err) == KVRDMA_NOT_FOUND);
     CHECK(strstr(err, "item 2") != NULL);

@@ -76,8 +76,7 @@ TEST_CASE("channel codec: every request op round-trips", "[channel]") {
   CHECK(again == wire);
 }
 
-TEST_CASE("channel codec: a response round-trips with results, message and detail",
-          "[channel]") {
+TEST_CASE("channel codec: a response round-trips with results, message and detail", "[channel]") {
   ch::Response r;
   r.op = ch::Op::kGetMany;
   r.slot = 3;
@@ -119,8 +118,7 @@ TEST_CASE("channel codec: encoding more than a slot is refused", "[channel]") {
   CHECK(s.message().find("exceeds the slot size") != std::string::npos);
 }
 
-TEST_CASE("channel codec: hostile requests are refused, never read past the input",
-          "[channel]") {
+TEST_CASE("channel codec: hostile requests are refused, never read past the input", "[channel]") {
   ch::Request r;
   r.op = ch::Op::kPut;
   r.slot = 1;
@@ -185,8 +183,8 @@ TEST_CASE("channel codec: hostile responses are refused", "[channel]") {
     return !ch::decode_response(bytes_of(w), kSlot).is_ok();
   };
   CHECK(refused(good.substr(0, 10)));
-  CHECK(refused(patch32(good, 16, 77)));          // unknown code
-  CHECK(refused(patch32(good, 24, 0x7fffffff)));  // item count
+  CHECK(refused(patch32(good, 16, 77)));                            // unknown code
+  CHECK(refused(patch32(good, 24, 0x7fffffff)));                    // item count
   CHECK(refused(patch32(good, ch::kResponseHeaderBytes + 16, 4)));  // inline runs past
   CHECK(refused(patch32(good, ch::kResponseHeaderBytes + 8, 4)));   // inline != value_len
   CHECK(refused(good + "x"));

@@ -81,8 +81,9 @@ struct RawSession {
     REQUIRE(link->wait(slot, r.generation, ch::Clock::now() + std::chrono::seconds(10)).is_ok());
     auto b = link->poll(slot, r.generation);
     keep->assign(reinterpret_cast<const char*>(b.data()), b.size());
-    auto d = ch::decode_response(
-        std::span(reinterpret_cast<const std::byte*>(keep->data()), keep->size()), kSlot);
+    auto d = ch::decode_response(std::span(reinterpret_cast<const std::byte*>(keep->data()),
+                                           keep->size()),
+                                 kSlot);
     REQUIRE(d.is_ok());
     CHECK(d->generation == r.generation);
     return *d;
@@ -227,8 +228,10 @@ TEST_CASE("channel service: PUT, GET, GET_MANY and DELETE over a raw link, byte 
       rq.generation = rq.generation ? rq.generation : g;
       std::string w;
       REQUIRE(ch::encode(rq, kSlot, &w).is_ok());
-      REQUIRE(s.link->post(post_slot, g, std::span(reinterpret_cast<const std::byte*>(w.data()),
-                                                   w.size())).is_ok());
+      REQUIRE(s.link
+                  ->post(post_slot, g,
+                         std::span(reinterpret_cast<const std::byte*>(w.data()), w.size()))
+                  .is_ok());
       s.link->ring();
       REQUIRE(s.link->wait(post_slot, g, ch::Clock::now() + std::chrono::seconds(10)).is_ok());
       auto d = ch::decode_response(s.link->poll(post_slot, g), kSlot);
@@ -252,8 +255,9 @@ TEST_CASE("channel service: PUT, GET, GET_MANY and DELETE over a raw link, byte 
   SECTION("undecodable bytes get INVALID_ARGUMENT in their slot") {
     const std::string junk(200, '\x55');
     const uint64_t g = ++s.gen;
-    REQUIRE(s.link->post(7, g, std::span(reinterpret_cast<const std::byte*>(junk.data()),
-                                         junk.size())).is_ok());
+    REQUIRE(
+        s.link->post(7, g, std::span(reinterpret_cast<const std::byte*>(junk.data()), junk.size()))
+            .is_ok());
     s.link->ring();
     REQUIRE(s.link->wait(7, g, ch::Clock::now() + std::chrono::seconds(10)).is_ok());
     auto b = s.link->poll(7, g);
@@ -263,8 +267,7 @@ TEST_CASE("channel service: PUT, GET, GET_MANY and DELETE over a raw link, byte 
   }
 }
 
-TEST_CASE("channel service: a stale completion is never taken for a newer request",
-          "[channel]") {
+TEST_CASE("channel service: a stale completion is never taken for a newer request", "[channel]") {
   auto server = start_server();
   RawSession s = open_raw(*server);
   std::string keep;
@@ -284,8 +287,9 @@ TEST_CASE("channel service: a stale completion is never taken for a newer reques
   REQUIRE(ch::encode(get, kSlot, &w).is_ok());
   CHECK(s.link->poll(0, get.generation).empty());
   CHECK_FALSE(s.link->poll(0, get.generation - 1).empty());
-  REQUIRE(s.link->post(0, get.generation,
-                       std::span(reinterpret_cast<const std::byte*>(w.data()), w.size()))
+  REQUIRE(s.link
+              ->post(0, get.generation,
+                     std::span(reinterpret_cast<const std::byte*>(w.data()), w.size()))
               .is_ok());
   s.link->ring();
   REQUIRE(s.link->wait(0, get.generation, ch::Clock::now() + std::chrono::seconds(10)).is_ok());
@@ -341,8 +345,9 @@ TEST_CASE("channel service: a client that never reads its completions costs othe
       get.slot = slot;
       get.generation = ++lazy.gen;
       REQUIRE(ch::encode(get, kSlot, &w).is_ok());
-      REQUIRE(lazy.link->post(slot, get.generation,
-                              std::span(reinterpret_cast<const std::byte*>(w.data()), w.size()))
+      REQUIRE(lazy.link
+                  ->post(slot, get.generation,
+                         std::span(reinterpret_cast<const std::byte*>(w.data()), w.size()))
                   .is_ok());
     }
     lazy.link->ring();
@@ -364,7 +369,7 @@ TEST_CASE("channel service: an idle server and client with the channel open use 
   auto after = thread_activity(kvrdma::server::ChannelService::kThreadName);
   INFO("channel thread in 1 s idle: " << after.first - before.first << " wake-ups, "
                                       << after.second - before.second << " ticks");
-  CHECK(after.first - before.first <= 5);   // its 1 s housekeeping timer, not a poll
+  CHECK(after.first - before.first <= 5);    // its 1 s housekeeping timer, not a poll
   CHECK(after.second - before.second <= 2);  // clock ticks (10 ms each)
 }
 

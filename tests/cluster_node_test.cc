@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "cluster/meta_store.h"
-#include "etcd_process.h"
 #include "cluster/slot_map.h"
+#include "etcd_process.h"
 #include "kvrdma/client.h"
 #include "kvrdma/server.h"
 #include "server/cluster_node.h"
@@ -227,7 +227,8 @@ TEST_CASE("a node whose lease expired is fenced; its slots go to the others", "[
 
   c.meta->expire_lease(old_lease);
   // Fenced until the cluster has forgotten it (at least one keepalive period): poll finely.
-  REQUIRE(wait_until([&] { return c.agent(victim).fenced() && !c.core(victim).cluster->serving(); }, 10s));
+  REQUIRE(wait_until([&] { return c.agent(victim).fenced() && !c.core(victim).cluster->serving(); },
+                     10s));
   CHECK(c.core(victim).store->stats().keys == 0);  // what it held is dropped, not served stale
   // It registers again as a new node, and the cluster rebalances over all three.
   REQUIRE(wait_until([&] {

@@ -1,8 +1,8 @@
 // KvService in cluster mode (docs/cluster.md "Serving by the map"): a real ServerCore + KvService
 // on a loopback gRPC port (the fuzz harness's InProcessService), maps installed by hand, and
 // real RPCs through the generated stub. Refusals are checked by their typed detail.
-#include <catch2/catch.hpp>
 #include <grpcpp/grpcpp.h>
+#include <catch2/catch.hpp>
 
 #include <chrono>
 #include <cstring>
@@ -30,13 +30,15 @@ const std::string kOwned = "owned", kOther = "other", kMoving = "moving", kImpor
 constexpr const char* kAddr2 = "10.0.0.2:5005";
 
 std::shared_ptr<const kvrdma::cluster::SlotMap> test_map(uint64_t epoch, const std::string& self) {
-  REQUIRE(std::set<uint32_t>{slot_of(kOwned), slot_of(kOther), slot_of(kMoving),
-                             slot_of(kImporting)}.size() == 4);  // one slot per role
+  REQUIRE(
+      std::set<uint32_t>{slot_of(kOwned), slot_of(kOther), slot_of(kMoving), slot_of(kImporting)}
+          .size() == 4);  // one slot per role
   auto m = std::make_shared<kvrdma::cluster::SlotMap>();
   m->cluster = "test";
   m->epoch = epoch;
   m->controller = 1;
-  m->nodes = {{1, self, "active", "mock"}, {2, kAddr2, "active", "mock"},
+  m->nodes = {{1, self, "active", "mock"},
+              {2, kAddr2, "active", "mock"},
               {3, "10.0.0.3:5005", "active", "mock"}};
   m->owner.assign(kSlots, 1);
   m->next_owner.assign(kSlots, kNoNode);
@@ -201,17 +203,18 @@ TEST_CASE("cluster service: the owner serves, a non-owner refuses naming the own
   CHECK(n.core().store->stats().keys == 0);
   CHECK(n.core().sessions->reservations() == 0);
   // A newer map moves the key here: served at once.
-  REQUIRE(n.core().cluster->set_map(
-      [&] {
-        auto m = std::make_shared<kvrdma::cluster::SlotMap>(*test_map(6, n.address()));
-        m->owner[slot_of(kOther)] = 1;
-        return m;
-      }()));
+  REQUIRE(n.core().cluster->set_map([&] {
+    auto m = std::make_shared<kvrdma::cluster::SlotMap>(*test_map(6, n.address()));
+    m->owner[slot_of(kOther)] = 1;
+    return m;
+  }()));
   CHECK(put(n, s, kOther, "mine now").is_ok());
 }
 
-TEST_CASE("cluster service: a slot moving out serves what it has, redirects misses, forwards "
-          "deletes", "[cluster_service]") {
+TEST_CASE(
+    "cluster service: a slot moving out serves what it has, redirects misses, forwards "
+    "deletes",
+    "[cluster_service]") {
   Node n(true);
   n.install(5);
   uint64_t s = n.session();

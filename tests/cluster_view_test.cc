@@ -173,8 +173,7 @@ TEST_CASE("cluster view: hand-off marks last while the move does, and end with i
   SECTION("a newer map with the same move keeps the mark") {
     REQUIRE(view.set_map(make_map(6)));
     CHECK(view.handed_off(kMovingOut));
-    check_detail(view.check(kMovingOut, SlotOp::kWrite), kMovingOut, 2, "10.0.0.2:5005", 6,
-                 true);
+    check_detail(view.check(kMovingOut, SlotOp::kWrite), kMovingOut, 2, "10.0.0.2:5005", 6, true);
   }
   SECTION("the move finished: the mark goes, the new owner is named, not a redirect") {
     REQUIRE(view.set_map(with_slot(*make_map(5), 6, kMovingOut, 2, kNoNode)));

@@ -67,8 +67,9 @@ for c in r['checks']:
 }
 
 // The mock, then libfabric tcp.
-const std::vector<std::vector<std::string>> kTransports = {
-    {}, {"--mock", "false", "--provider", "tcp"}};
+const std::vector<std::vector<std::string>> kTransports = {{},
+                                                           {"--mock", "false", "--provider",
+                                                            "tcp"}};
 
 const std::vector<std::string> kSmallServer = {"--listen-addr", "127.0.0.1:0", "--memory-mb", "64"};
 
@@ -106,8 +107,10 @@ TEST_CASE("doctor: kv-client doctor reaches a server and opens a session over th
   for (const std::vector<std::string>& transport : kTransports) {
     INFO((transport.empty() ? "mock" : "tcp"));
     ServerProcess server(with(transport, {"--memory-mb", "64"}));
-    RunResult r = run(client_binary(), with(with({"--server-addr", server.address(), "--buffer-mb",
-                                                  "8", "doctor"}, transport), {}));
+    RunResult r =
+        run(client_binary(),
+            with(with({"--server-addr", server.address(), "--buffer-mb", "8", "doctor"}, transport),
+                 {}));
     INFO(r.out << r.err);
     CHECK(r.exit_code == 0);
     std::vector<std::string> lines = report_lines(r.out);
@@ -115,8 +118,11 @@ TEST_CASE("doctor: kv-client doctor reaches a server and opens a session over th
     CHECK(line_of(lines, "hello").rfind("ok   hello: session ", 0) == 0);
     CHECK(line_of(lines, "loopback-write").rfind("ok", 0) == 0);
 
-    RunResult j = run(client_binary(), with(with({"--server-addr", server.address(), "--buffer-mb",
-                                                  "8", "doctor", "--json"}, transport), {}));
+    RunResult j =
+        run(client_binary(),
+            with(with({"--server-addr", server.address(), "--buffer-mb", "8", "doctor", "--json"},
+                      transport),
+                 {}));
     RunResult parsed = parse_json_report(j.out);
     INFO(j.out << parsed.err);
     REQUIRE(parsed.exit_code == 0);
@@ -127,8 +133,8 @@ TEST_CASE("doctor: kv-client doctor reaches a server and opens a session over th
 
 TEST_CASE("doctor: what would break says fail (exit 3) or warn, each with its fix", "[doctor]") {
   SECTION("a pool larger than the host's memory fails") {
-    RunResult r = run(server_binary(), {"doctor", "--listen-addr", "127.0.0.1:0", "--memory-mb",
-                                        "1048576"});
+    RunResult r =
+        run(server_binary(), {"doctor", "--listen-addr", "127.0.0.1:0", "--memory-mb", "1048576"});
     CHECK(r.exit_code == 3);
     const std::string line = line_of(report_lines(r.out), "memory");
     CHECK(line.rfind("fail memory: the pool of 1.0 TiB exceeds this host's memory", 0) == 0);
@@ -146,8 +152,8 @@ TEST_CASE("doctor: what would break says fail (exit 3) or warn, each with its fi
   }
   SECTION("a busy gRPC port fails, naming it") {
     ServerProcess running({"--memory-mb", "16"});
-    RunResult r = run(server_binary(), {"doctor", "--listen-addr", running.address(),
-                                        "--memory-mb", "16"});
+    RunResult r =
+        run(server_binary(), {"doctor", "--listen-addr", running.address(), "--memory-mb", "16"});
     CHECK(r.exit_code == 3);
     const std::string port = running.address().substr(running.address().rfind(':') + 1);
     const std::string line = line_of(report_lines(r.out), "listen-port");
@@ -191,8 +197,9 @@ TEST_CASE("doctor: the checks decide by the values they are given", "[doctor]") 
   CHECK(check_memlock(gib, "pool", "memory-mb", 2 * gib, true).verdict == Verdict::kOk);
   Check pinned = check_memlock(gib, "pool", "memory-mb", 8 << 20, true);
   CHECK(pinned.verdict == Verdict::kFail);
-  CHECK(pinned.detail == "locked-memory limit 8.0 MiB is below the pool of 1.0 GiB: verbs and "
-                         "efa pin every registered page, so registration fails");
+  CHECK(pinned.detail ==
+        "locked-memory limit 8.0 MiB is below the pool of 1.0 GiB: verbs and "
+        "efa pin every registered page, so registration fails");
   CHECK(pinned.fix.find("; or lower --memory-mb") != std::string::npos);
   CHECK(check_memlock(gib, "pool", "memory-mb", 8 << 20, false).verdict == Verdict::kWarn);
 

@@ -126,10 +126,26 @@ bool EtcdProcess::launch(std::string* why) {
     *why = "cannot open " + log;
     return false;
   }
-  pid_ = spawn({etcd_binary(), "--name", "t", "--data-dir", dir, "--listen-client-urls", c,
-                "--advertise-client-urls", c, "--listen-peer-urls", pr,
-                "--initial-advertise-peer-urls", pr, "--initial-cluster", "t=" + pr,
-                "--initial-cluster-state", "new", "--unsafe-no-fsync", "--log-level", "error"},
+  pid_ = spawn({etcd_binary(),
+                "--name",
+                "t",
+                "--data-dir",
+                dir,
+                "--listen-client-urls",
+                c,
+                "--advertise-client-urls",
+                c,
+                "--listen-peer-urls",
+                pr,
+                "--initial-advertise-peer-urls",
+                pr,
+                "--initial-cluster",
+                "t=" + pr,
+                "--initial-cluster-state",
+                "new",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "error"},
                out);
   close(out);
   if (pid_ < 0) {

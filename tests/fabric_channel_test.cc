@@ -193,10 +193,11 @@ TEST_CASE("fabric messages: sends and writes with data arrive byte-exact", "[fab
       std::mutex mu;
       std::vector<Bytes> received;
       REQUIRE(server->messages()
-                  ->listen(70000, [&](std::span<const std::byte> m) {
-                    std::lock_guard lock(mu);
-                    received.emplace_back(m.begin(), m.end());
-                  })
+                  ->listen(70000,
+                           [&](std::span<const std::byte> m) {
+                             std::lock_guard lock(mu);
+                             received.emplace_back(m.begin(), m.end());
+                           })
                   .is_ok());
       CHECK(server->messages()->listen(100, [](auto) {}).code() == Code::kFailedPrecondition);
       std::vector<uint64_t> data;
@@ -261,8 +262,8 @@ TEST_CASE("fabric messages: sends and writes with data arrive byte-exact", "[fab
       }
       // Out of range and empty writes are refused, nothing written.
       Status refused;
-      server->messages()->write_with_data(**answers, 0, *remote, (1 << 20) - 10, 11, 1,
-                                          deadline(), [&](Status s) { refused = s; });
+      server->messages()->write_with_data(**answers, 0, *remote, (1 << 20) - 10, 11, 1, deadline(),
+                                          [&](Status s) { refused = s; });
       CHECK(refused.code() == Code::kInvalidArgument);
       server->messages()->write_with_data(**answers, 0, *remote, 0, 0, 1, deadline(),
                                           [&](Status s) { refused = s; });
@@ -402,8 +403,8 @@ TEST_CASE("fabric link: malformed messages are dropped without harm", "[fabric_c
       forged.push_back(make(fabric_wire::kMagic, id, secret, 0xffffffff, 10));
       forged.push_back(make(fabric_wire::kMagic, id, secret, 0, 8193));
       forged.push_back(Bytes(7, std::byte{1}));
-      forged.push_back(Bytes(sizeof(fabric_wire::MessageHeader) + kMaxFabricSlotBytes + 100,
-                             std::byte{2}));
+      forged.push_back(
+          Bytes(sizeof(fabric_wire::MessageHeader) + kMaxFabricSlotBytes + 100, std::byte{2}));
       for (const Bytes& f : forged) {
         std::memcpy((*raw)->data(), f.data(), f.size());
         CHECK(send_and_wait(*p->client, **raw_peer, **raw, 0, f.size()).is_ok());

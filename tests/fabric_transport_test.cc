@@ -158,9 +158,12 @@ TEST_CASE("fabric: out-of-range writes and bad descriptors are refused", "[fabri
       REQUIRE(peer.is_ok());
       auto remote = (*peer)->attach((*dst)->descriptor());
       REQUIRE(remote.is_ok());
-      CHECK(write_and_wait(*t, **src, 0, *remote, 8000, 200, deadline()).code() == Code::kInvalidArgument);
-      CHECK(write_and_wait(*t, **src, 8000, *remote, 0, 200, deadline()).code() == Code::kInvalidArgument);
-      CHECK(write_and_wait(*t, **src, 0, *remote, SIZE_MAX, 2, deadline()).code() == Code::kInvalidArgument);
+      CHECK(write_and_wait(*t, **src, 0, *remote, 8000, 200, deadline()).code() ==
+            Code::kInvalidArgument);
+      CHECK(write_and_wait(*t, **src, 8000, *remote, 0, 200, deadline()).code() ==
+            Code::kInvalidArgument);
+      CHECK(write_and_wait(*t, **src, 0, *remote, SIZE_MAX, 2, deadline()).code() ==
+            Code::kInvalidArgument);
       for (int i = 0; i < 8192; ++i) REQUIRE((*dst)->data()[i] == std::byte{0x5a});
       CHECK((*peer)->attach("kvrdma-mock-v1 /kvrdma-1-0123456789abcdef 4096").status().code() ==
             Code::kInvalidArgument);
@@ -248,8 +251,8 @@ TEST_CASE("fabric: descriptors and addresses are parsed strictly", "[fabric]") {
       // An address cut short (fi_av_insert would read past its end), padded, or with a rail
       // count that does not match its bytes.
       const std::string addr = t->address();
-      for (const std::string& bad : {addr.substr(0, addr.size() - 1), addr + "x",
-                                     addr.substr(0, 5), std::string("kvf1") + '\0'}) {
+      for (const std::string& bad : {addr.substr(0, addr.size() - 1), addr + "x", addr.substr(0, 5),
+                                     std::string("kvf1") + '\0'}) {
         INFO("address of " << bad.size() << " bytes");
         CHECK(t->connect(bad).status().code() == Code::kInvalidArgument);
       }

@@ -77,11 +77,12 @@ TEST_CASE("log format: a JSON line holds time, level, labels, session and the me
           "[logging][ops]") {
   // 2026-12-07T02:10:00.123Z
   const auto when = at_ms(1796609400123);
-  const std::string message = "quote \" backslash \\ newline \n tab \t bell \x07 caf\xc3\xa9 "
-                              "bad \xff\xfe end";
-  const std::string line = log::format_line(LogLevel::kWarn, LogFormat::kJson,
-                                            log::Labels{.node = 7, .client = {}}, 0x1f, message,
-                                            when);
+  const std::string message =
+      "quote \" backslash \\ newline \n tab \t bell \x07 caf\xc3\xa9 "
+      "bad \xff\xfe end";
+  const std::string line =
+      log::format_line(LogLevel::kWarn, LogFormat::kJson, log::Labels{.node = 7, .client = {}},
+                       0x1f, message, when);
   CHECK(line.back() == '\n');
   CHECK(line.find('\n') == line.size() - 1);  // one line per event, whatever the message holds
   RunResult r = parse_json_lines(line);
@@ -101,12 +102,11 @@ TEST_CASE("log format: a JSON line holds time, level, labels, session and the me
 TEST_CASE("log format: labels appear only where they apply; the text format is unchanged",
           "[logging][ops]") {
   const auto when = at_ms(1796609400005);
-  const std::string client = log::format_line(
-      LogLevel::kError, LogFormat::kJson, log::Labels{.node = {}, .client = 42}, {}, "x", when);
+  const std::string client = log::format_line(LogLevel::kError, LogFormat::kJson,
+                                              log::Labels{.node = {}, .client = 42}, {}, "x", when);
   CHECK(client == R"({"time":"2026-12-07T02:10:00.005Z","level":"error","client":42,"message":"x"})"
                   "\n");
-  const std::string bare =
-      log::format_line(LogLevel::kInfo, LogFormat::kJson, {}, {}, "", when);
+  const std::string bare = log::format_line(LogLevel::kInfo, LogFormat::kJson, {}, {}, "", when);
   CHECK(bare == R"({"time":"2026-12-07T02:10:00.005Z","level":"info","message":""})"
                 "\n");
   const std::string text = log::format_line(LogLevel::kInfo, LogFormat::kText,
@@ -171,8 +171,8 @@ TEST_CASE("log format: kv-server --log-format json writes only JSON lines to std
           "[logging][ops]") {
   std::string err;
   {
-    ServerProcess server({"--log-format", "json", "--log-level", "debug", "--node-id", "4",
-                          "--memory-mb", "16"});
+    ServerProcess server(
+        {"--log-format", "json", "--log-level", "debug", "--node-id", "4", "--memory-mb", "16"});
     RunResult put = run_client(server.address(), {"--buffer-mb", "4", "put", "k", "v"});
     REQUIRE(put.exit_code == 0);
     REQUIRE(server.stop() == 0);
@@ -201,8 +201,8 @@ TEST_CASE("log format: json_escape keeps valid UTF-8 and replaces every invalid 
           "[logging][ops]") {
   CHECK(log::json_escape("plain") == "plain");
   CHECK(log::json_escape("\xf0\x9f\x98\x80 \xe2\x82\xac") == "\xf0\x9f\x98\x80 \xe2\x82\xac");
-  CHECK(log::json_escape("\xc0\x80") == "\\ufffd\\ufffd");          // overlong NUL
-  CHECK(log::json_escape("\xed\xa0\x80") == "\\ufffd\\ufffd\\ufffd");  // a surrogate
+  CHECK(log::json_escape("\xc0\x80") == "\\ufffd\\ufffd");                        // overlong NUL
+  CHECK(log::json_escape("\xed\xa0\x80") == "\\ufffd\\ufffd\\ufffd");             // a surrogate
   CHECK(log::json_escape("\xf4\x90\x80\x80") == "\\ufffd\\ufffd\\ufffd\\ufffd");  // > U+10FFFF
   CHECK(log::json_escape("cut \xe2\x82") == "cut \\ufffd\\ufffd");  // truncated at the end
   CHECK(log::json_escape(std::string("nul \0 del \x7f", 11)) == "nul \\u0000 del \\u007f");

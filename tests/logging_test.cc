@@ -107,8 +107,8 @@ TEST_CASE("logging: a Client at error does not silence an embedded Server at inf
   REQUIRE(client);
   CHECK(log::level() == process_level);
 
-  CHECK(captured.wait_for("1 client sessions expired (no call for 20 ms)",
-                          std::chrono::seconds(10)));
+  CHECK(
+      captured.wait_for("1 client sessions expired (no call for 20 ms)", std::chrono::seconds(10)));
   client.value().reset();
   // The client's own warnings (its keepalive found the session gone) stay below its level.
   CHECK_FALSE(captured.any_contains("keepalive at"));

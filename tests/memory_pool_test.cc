@@ -17,7 +17,8 @@ using kvrdma::memory::MemoryPool;
 namespace {
 
 struct Region {
-  explicit Region(size_t n) : size(n), data(static_cast<std::byte*>(std::aligned_alloc(kPageSize, n))) {}
+  explicit Region(size_t n)
+      : size(n), data(static_cast<std::byte*>(std::aligned_alloc(kPageSize, n))) {}
   ~Region() { std::free(data); }
   size_t size;
   std::byte* data;
@@ -94,7 +95,8 @@ TEST_CASE("allocate_until waits for a release and fails for impossible sizes", "
 
   auto all = pool.allocate(1 << 20);
   REQUIRE(all.is_ok());
-  auto waiter = std::async(std::launch::async, [&] { return pool.allocate_until(512 << 10, deadline); });
+  auto waiter =
+      std::async(std::launch::async, [&] { return pool.allocate_until(512 << 10, deadline); });
   // The waiter cannot succeed until the extent is released.
   CHECK(waiter.wait_for(std::chrono::milliseconds(50)) == std::future_status::timeout);
   all->reset();
@@ -103,7 +105,8 @@ TEST_CASE("allocate_until waits for a release and fails for impossible sizes", "
   REQUIRE(got.is_ok());
   CHECK(got->capacity() >= 512 << 10);
 
-  auto expired = pool.allocate_until(1 << 20, std::chrono::steady_clock::now() + std::chrono::milliseconds(20));
+  auto expired = pool.allocate_until(1 << 20, std::chrono::steady_clock::now() +
+                                                  std::chrono::milliseconds(20));
   CHECK(expired.status().code() == Code::kDeadlineExceeded);
 }
 
@@ -139,9 +142,9 @@ TEST_CASE("random allocations never overlap", "[pool]") {
 TEST_CASE("size classes are powers of two from 64 B, 2 KiB..4 KiB takes a page", "[pool]") {
   Region r(1 << 20);
   MemoryPool pool(r.data, r.size);
-  const std::pair<uint64_t, uint64_t> cases[] = {{1, 64},       {64, 64},     {65, 128},
-                                                 {200, 256},    {512, 512},   {513, 1024},
-                                                 {2048, 2048},  {2049, 4096}, {4095, 4096}};
+  const std::pair<uint64_t, uint64_t> cases[] = {{1, 64},      {64, 64},     {65, 128},
+                                                 {200, 256},   {512, 512},   {513, 1024},
+                                                 {2048, 2048}, {2049, 4096}, {4095, 4096}};
   for (auto [len, cap] : cases) {
     auto a = pool.allocate(len);
     REQUIRE(a.is_ok());

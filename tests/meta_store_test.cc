@@ -47,10 +47,10 @@ struct EtcdBackend {
   std::unique_ptr<MetaStore> client;
 };
 
-#define SKIP_WITHOUT(backend)                                          \
-  if (!(backend).ready()) {                                            \
+#define SKIP_WITHOUT(backend)                                         \
+  if (!(backend).ready()) {                                           \
     WARN("etcd is not installed (/usr/bin/etcd): etcd case skipped"); \
-    return;                                                            \
+    return;                                                           \
   }
 
 // The entries under prefix as key=value lines, for byte-exact comparisons.
@@ -197,8 +197,8 @@ TEMPLATE_TEST_CASE("meta store: wait for change", "[meta_store]", MemoryBackend,
   int64_t rev = revision(s);
 
   SECTION("a change by another thread wakes it with that revision") {
-    auto waiter = std::async(std::launch::async,
-                             [&] { return s.wait_for_change("/w/", rev, 10000ms); });
+    auto waiter =
+        std::async(std::launch::async, [&] { return s.wait_for_change("/w/", rev, 10000ms); });
     REQUIRE(s.put("/w/k", "v", 0).is_ok());
     REQUIRE(waiter.wait_for(10s) == std::future_status::ready);
     auto got = waiter.get();
@@ -223,8 +223,8 @@ TEMPLATE_TEST_CASE("meta store: wait for change", "[meta_store]", MemoryBackend,
     CHECK(Steady::now() - start < 5s);
   }
   SECTION("cancel_waits wakes a waiter, and later waits return at once") {
-    auto waiter = std::async(std::launch::async,
-                             [&] { return s.wait_for_change("/w/", rev, 30000ms); });
+    auto waiter =
+        std::async(std::launch::async, [&] { return s.wait_for_change("/w/", rev, 30000ms); });
     // The waiter may not have started yet; cancel_waits covers future waits too.
     s.cancel_waits();
     REQUIRE(waiter.wait_for(10s) == std::future_status::ready);
@@ -340,8 +340,8 @@ TEST_CASE("etcd: a wait from a compacted revision returns the current one", "[me
   REQUIRE(now == old + 5);
   // Compact past `old` with etcd's own RPC: the history a watch from old + 1 needs is gone.
   std::string target = (*etcd)->endpoint().substr(std::string("http://").size());
-  auto kv = etcdserverpb::KV::NewStub(
-      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  auto kv =
+      etcdserverpb::KV::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + 5s);
   etcdserverpb::CompactionRequest req;

@@ -1,6 +1,6 @@
 // The metrics renderer and histograms (lib/server/metrics.{h,cc}), without a server.
-#include <catch2/catch.hpp>
 #include <fmt/format.h>
+#include <catch2/catch.hpp>
 
 #include <map>
 #include <sstream>
@@ -44,8 +44,8 @@ TEST_CASE("metrics: bucket_of puts an observation in the first bucket whose boun
           "[metrics]") {
   CHECK(bucket_of(0) == 0);
   CHECK(bucket_of(1) == 0);
-  CHECK(bucket_of(1000) == 0);      // exactly 1 us: le="1e-06"
-  CHECK(bucket_of(1001) == 1);      // just above: le="2e-06"
+  CHECK(bucket_of(1000) == 0);  // exactly 1 us: le="1e-06"
+  CHECK(bucket_of(1001) == 1);  // just above: le="2e-06"
   CHECK(bucket_of(2000) == 1);
   CHECK(bucket_of(2001) == 2);
   CHECK(bucket_of(4000) == 2);
@@ -58,8 +58,7 @@ TEST_CASE("metrics: bucket_of puts an observation in the first bucket whose boun
   CHECK(bucket_bound_seconds(10) == 1024e-6);
 }
 
-TEST_CASE("metrics: label values and help texts are escaped as the text format asks",
-          "[metrics]") {
+TEST_CASE("metrics: label values and help texts are escaped as the text format asks", "[metrics]") {
   CHECK(escape_label_value("plain") == "plain");
   CHECK(escape_label_value("a\"b\\c\nd") == "a\\\"b\\\\c\\nd");
   CHECK(escape_help("say \"hi\"\\\n") == "say \"hi\"\\\\\\n");
@@ -78,11 +77,11 @@ TEST_CASE("metrics: label values and help texts are escaped as the text format a
 
 TEST_CASE("metrics: histogram buckets are cumulative and +Inf equals the count", "[metrics]") {
   Metrics m;
-  m.observe(Op::kGetInline, microseconds(1));     // bucket 0
-  m.observe(Op::kGetInline, microseconds(3));     // bucket 2
-  m.observe(Op::kGetInline, microseconds(3));     // bucket 2
+  m.observe(Op::kGetInline, microseconds(1));            // bucket 0
+  m.observe(Op::kGetInline, microseconds(3));            // bucket 2
+  m.observe(Op::kGetInline, microseconds(3));            // bucket 2
   m.observe(Op::kGetInline, std::chrono::seconds(100));  // +Inf
-  m.observe(Op::kTransportWrite, nanoseconds(1500));  // bucket 1
+  m.observe(Op::kTransportWrite, nanoseconds(1500));     // bucket 1
   HistogramSnapshot h = m.snapshot(Op::kGetInline);
   CHECK(h.count == 4);
   CHECK(h.buckets[0] == 1);
@@ -220,8 +219,9 @@ TEST_CASE("metrics: Server::metrics_text, metrics_address, and a metrics port in
     REQUIRE_FALSE(second.is_ok());
     CHECK(second.status().code() == Code::kUnavailable);
     CHECK(second.status().message() ==
-          "cannot serve metrics on " + addr + ": the port is in use or '127.0.0.1' is not an "
-          "address of this host; pick another metrics_addr (--metrics-addr)");
+          "cannot serve metrics on " + addr +
+              ": the port is in use or '127.0.0.1' is not an "
+              "address of this host; pick another metrics_addr (--metrics-addr)");
     (*first)->shutdown();
     CHECK((*first)->metrics_text().find("kvrdma_request_duration_seconds_count") !=
           std::string::npos);

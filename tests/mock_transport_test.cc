@@ -53,8 +53,12 @@ struct Pipe {
   int fd[2] = {-1, -1};
   Pipe() { REQUIRE(pipe2(fd, O_CLOEXEC) == 0); }
   ~Pipe() { close_read(), close_write(); }
-  void close_read() { if (fd[0] >= 0) close(std::exchange(fd[0], -1)); }
-  void close_write() { if (fd[1] >= 0) close(std::exchange(fd[1], -1)); }
+  void close_read() {
+    if (fd[0] >= 0) close(std::exchange(fd[0], -1));
+  }
+  void close_write() {
+    if (fd[1] >= 0) close(std::exchange(fd[1], -1));
+  }
 };
 
 bool send_line(int fd, const std::string& line) {
@@ -196,11 +200,12 @@ TEST_CASE("mock: attach maps only the mock's own objects", "[mock]") {
   auto attach_code = [&](const std::string& name, const std::string& len = "4096") {
     return peer->attach(std::string(kTag) + " " + name + " " + len).status().code();
   };
-  for (const char* name : {"/etc/passwd", "../x", "/kvrdma-1-zz", "/kvrdma-1-zzzzzzzzzzzzzzzz",
-                           "/kvrdma-1-0123456789ABCDEF", "kvrdma-1-0123456789abcdef",
-                           "/dev/shm/kvrdma-1-0123456789abcdef", "/kvrdma-12345678901-0123456789abcdef",
-                           "/kvrdma--0123456789abcdef", "/kvrdma-1-0123456789abcdef0",
-                           "/kvrdma-1-../../etc/pass", "//kvrdma-1-0123456789abcdef"}) {
+  for (const char* name :
+       {"/etc/passwd", "../x", "/kvrdma-1-zz", "/kvrdma-1-zzzzzzzzzzzzzzzz",
+        "/kvrdma-1-0123456789ABCDEF", "kvrdma-1-0123456789abcdef",
+        "/dev/shm/kvrdma-1-0123456789abcdef", "/kvrdma-12345678901-0123456789abcdef",
+        "/kvrdma--0123456789abcdef", "/kvrdma-1-0123456789abcdef0", "/kvrdma-1-../../etc/pass",
+        "//kvrdma-1-0123456789abcdef"}) {
     INFO(name);
     CHECK(attach_code(name) == Code::kPermissionDenied);
     CHECK_FALSE(fs::exists(std::string("/dev/shm/") + name));  // never created either
@@ -224,8 +229,9 @@ TEST_CASE("mock: attach maps only the mock's own objects", "[mock]") {
     CHECK(attach_code(name, len) == Code::kInvalidArgument);
   }
   const std::string good = (*r)->descriptor();
-  for (const std::string& d : {good + "\n", " " + good, good + " ", "kvrdma-mock-v2" + good.substr(kTag.size()),
-                               std::string(kTag) + "  " + name + " 4096", good + std::string(1, '\0')}) {
+  for (const std::string& d :
+       {good + "\n", " " + good, good + " ", "kvrdma-mock-v2" + good.substr(kTag.size()),
+        std::string(kTag) + "  " + name + " 4096", good + std::string(1, '\0')}) {
     INFO("descriptor '" << d << "'");
     CHECK(peer->attach(d).status().code() == Code::kInvalidArgument);
   }

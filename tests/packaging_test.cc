@@ -39,8 +39,10 @@ TEST_CASE("packaging: kv-server.conf is the settings table's example, byte for b
   if (actual != expected) {
     const std::string fresh = std::string(KVRDMA_BINARY_DIR) + "/kv-server.conf.expected";
     std::ofstream(fresh) << expected;
-    FAIL("packaging/kv-server.conf differs from the settings table; if the table is right, "
-         "copy " << fresh << " over it");
+    FAIL(
+        "packaging/kv-server.conf differs from the settings table; if the table is right, "
+        "copy "
+        << fresh << " over it");
   }
 }
 
@@ -85,8 +87,8 @@ TEST_CASE("packaging: every setting line of the example parses, once each, to th
 TEST_CASE("packaging: the systemd unit runs kv-server with its config, memlock and restarts",
           "[ops]") {
   const std::string unit = read_whole_file(KVRDMA_UNIT_PATH);
-  for (const char* line : {"LimitMEMLOCK=infinity\n", "Restart=on-failure\n",
-                           "EnvironmentFile=-", "/kv-server --config ", "/kv-server.conf\n"}) {
+  for (const char* line : {"LimitMEMLOCK=infinity\n", "Restart=on-failure\n", "EnvironmentFile=-",
+                           "/kv-server --config ", "/kv-server.conf\n"}) {
     INFO(line);
     CHECK(unit.find(line) != std::string::npos);
   }
@@ -101,8 +103,8 @@ TEST_CASE("packaging: the systemd unit runs kv-server with its config, memlock a
   const size_t exec = unit.find("ExecStart=");
   const size_t program_end = unit.find(' ', exec);
   REQUIRE(program_end != std::string::npos);
-  const std::string local = unit.substr(0, exec) + "ExecStart=" + server_binary() +
-                            unit.substr(program_end);
+  const std::string local =
+      unit.substr(0, exec) + "ExecStart=" + server_binary() + unit.substr(program_end);
   std::ofstream(dir + "/kv-server.service") << local;
   RunResult r = run("/usr/bin/systemd-analyze", {"verify", dir + "/kv-server.service"});
   (void)run("/bin/rm", {"-rf", dir});

@@ -195,9 +195,7 @@ TEST_CASE("next_map: the first map assigns every slot at once", "[placement]") {
     CHECK_FALSE(next_map(*m, registered, {}, 4));
     CHECK_FALSE(next_map(*m, registered, {{2, 1}, {4, 1}}, 2));
   }
-  SECTION("no nodes registered: no map") {
-    CHECK_FALSE(next_map(empty, {}, {}, 0));
-  }
+  SECTION("no nodes registered: no map") { CHECK_FALSE(next_map(empty, {}, {}, 0)); }
 }
 
 TEST_CASE("next_map: a join starts moves, a handoff finishes them", "[placement]") {

@@ -3,8 +3,8 @@
 // MemoryMetaStore in place of etcd. A node's death is its lease ended by the store
 // (expire_lease) and the node stopped, as when a process is killed. Waits poll a condition with
 // a bounded deadline.
-#include <catch2/catch.hpp>
 #include <fmt/format.h>
+#include <catch2/catch.hpp>
 
 #include <chrono>
 #include <map>
@@ -104,8 +104,10 @@ std::string value_of(int i) { return fmt::format("{:0>{}}", i, 100 + (i % 5) * 1
 
 }  // namespace
 
-TEST_CASE("replica node: the map fills its replicas, a dead node's slots are promoted in one "
-          "epoch and re-replicated, no value lost", "[replicas]") {
+TEST_CASE(
+    "replica node: the map fills its replicas, a dead node's slots are promoted in one "
+    "epoch and re-replicated, no value lost",
+    "[replicas]") {
   Nodes n;
   for (uint32_t id : {1u, 2u, 3u}) n.start(id, 2);
   REQUIRE(wait_until([&] { return n.replicated(2); }));

@@ -136,8 +136,8 @@ TEST_CASE("a dead owner's slots go to a ready replica in one epoch, and R is mad
           "[replica-placement]") {
   auto members = nodes({0, 1, 2, 3});
   SlotMap m = first_map(members, 2);
-  auto ready = next_map(m, members, {}, 0, {{0, m.epoch}, {1, m.epoch}, {2, m.epoch},
-                                             {3, m.epoch}}, 2);
+  auto ready =
+      next_map(m, members, {}, 0, {{0, m.epoch}, {1, m.epoch}, {2, m.epoch}, {3, m.epoch}}, 2);
   REQUIRE(ready);
   std::map<uint32_t, uint32_t> heir;  // slot of node 2 -> its replica
   for (uint32_t s = 0; s < kSlots; ++s) {
@@ -186,9 +186,9 @@ TEST_CASE("a ready replica is promoted before the next owner", "[replica-placeme
   m.replica_ready[8] = 0;
   auto after = next_map(m, nodes({1, 2}), {}, 1, {}, 2);
   REQUIRE(after);
-  CHECK(after->owner[7] == 2u);          // ready replica wins over the move's destination
+  CHECK(after->owner[7] == 2u);  // ready replica wins over the move's destination
   CHECK(after->next_owner_of(7) == kNoNode);
-  CHECK(after->owner[8] == 1u);          // an unfilled replica is better than nothing
+  CHECK(after->owner[8] == 1u);  // an unfilled replica is better than nothing
   CHECK(after->owner[9] == 2u);
   for (uint32_t s = 0; s < kSlots; ++s) REQUIRE(after->replica_of(s, 0) != after->owner[s]);
 }

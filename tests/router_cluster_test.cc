@@ -278,15 +278,15 @@ class FakeNode final : public v1::KvCache::Service {
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
   std::mutex mu_;
-  SlotMap view_;                                                  // guarded by mu_
+  SlotMap view_;                                                    // guarded by mu_
   std::map<uint32_t, std::pair<uint32_t, std::string>> redirects_;  // guarded by mu_
-  std::vector<uint32_t> imports_;                                 // guarded by mu_
+  std::vector<uint32_t> imports_;                                   // guarded by mu_
   std::optional<std::pair<uint32_t, std::string>> refuse_commit_;   // guarded by mu_
-  uint64_t reservations_ = 0;                                     // guarded by mu_
-  std::map<uint64_t, std::pair<std::string, uint64_t>> pending_;  // guarded by mu_
-  std::map<std::string, std::string> values_;                     // guarded by mu_
-  uint64_t data_calls_ = 0;                                       // guarded by mu_
-  uint64_t max_epoch_seen_ = 0;                                   // guarded by mu_
+  uint64_t reservations_ = 0;                                       // guarded by mu_
+  std::map<uint64_t, std::pair<std::string, uint64_t>> pending_;    // guarded by mu_
+  std::map<std::string, std::string> values_;                       // guarded by mu_
+  uint64_t data_calls_ = 0;                                         // guarded by mu_
+  uint64_t max_epoch_seen_ = 0;                                     // guarded by mu_
 };
 
 // Three nodes (ids 1..3); the map gives node i the slots s with s % 3 == i - 1.
@@ -523,8 +523,9 @@ TEST_CASE("router cluster: a moved redirect is followed once and the map kept") 
   CHECK(fc.node(next).max_epoch_seen() == 1);  // asked with the map it kept
 }
 
-TEST_CASE("router cluster: a node that refuses but still owns the slot by the newest map is "
-          "UNAVAILABLE: the cluster is changing") {
+TEST_CASE(
+    "router cluster: a node that refuses but still owns the slot by the newest map is "
+    "UNAVAILABLE: the cluster is changing") {
   FakeCluster fc;
   auto c = fc.connect(fc.addresses());
   const std::string key = "contested";
@@ -536,8 +537,9 @@ TEST_CASE("router cluster: a node that refuses but still owns the slot by the ne
   CHECK(s.message().find("cluster is changing") != std::string::npos);
 }
 
-TEST_CASE("router cluster: with the first listed node down the client uses the next, and a "
-          "dead owner's slots are found at their new owner") {
+TEST_CASE(
+    "router cluster: with the first listed node down the client uses the next, and a "
+    "dead owner's slots are found at their new owner") {
   FakeCluster fc;
   fc.node(1).stop();
   auto c = fc.connect(fc.addresses());
@@ -570,8 +572,9 @@ TEST_CASE("router cluster: with the first listed node down the client uses the n
   CHECK(info->nodes[1].slots + info->nodes[2].slots == kSlots);
 }
 
-TEST_CASE("router cluster: a two-phase PUT whose commit is refused is redone whole at the new "
-          "owner") {
+TEST_CASE(
+    "router cluster: a two-phase PUT whose commit is refused is redone whole at the new "
+    "owner") {
   FakeCluster fc;
   auto c = fc.connect(fc.addresses());
   const std::string key = "big-one";

@@ -89,8 +89,8 @@ TEST_CASE("router: a batch is grouped by owner in input order and merged back, d
     scatter(g, part, results);
   }
   const std::string none = "node" + std::to_string(kNoNode);
-  CHECK(results == std::vector<std::string>{"node1#0", "node2#1", "node1#2", none + "#3",
-                                            "node1#4", none + "#5", "node2#6"});
+  CHECK(results == std::vector<std::string>{"node1#0", "node2#1", "node1#2", none + "#3", "node1#4",
+                                            none + "#5", "node2#6"});
 
   // A subset keeps its order too.
   const std::vector<size_t> some = {6, 4, 1};
@@ -104,14 +104,14 @@ TEST_CASE("router: a batch is grouped by owner in input order and merged back, d
 
 TEST_CASE("router: refused items split into redirects by named owner and stale ones to regroup") {
   std::vector<Status> st = {
-      Status(),                                   // 0 served
-      refused(4, "10.0.0.4:5004", true),          // 1 moved to node 4
-      refused(2, "10.0.0.2:5002", false),         // 2 stale map
-      Status(Code::kNotFound, "absent"),          // 3 a plain answer
-      refused(4, "10.0.0.4:5004", true),          // 4 moved to node 4 again
-      Status(Code::kUnavailable, "node down"),    // 5 the node did not answer
-      refused(5, "10.0.0.5:5005", true),          // 6 moved to node 5
-      Status(Code::kFailedPrecondition, "other"), // 7 not a routing matter
+      Status(),                                    // 0 served
+      refused(4, "10.0.0.4:5004", true),           // 1 moved to node 4
+      refused(2, "10.0.0.2:5002", false),          // 2 stale map
+      Status(Code::kNotFound, "absent"),           // 3 a plain answer
+      refused(4, "10.0.0.4:5004", true),           // 4 moved to node 4 again
+      Status(Code::kUnavailable, "node down"),     // 5 the node did not answer
+      refused(5, "10.0.0.5:5005", true),           // 6 moved to node 5
+      Status(Code::kFailedPrecondition, "other"),  // 7 not a routing matter
   };
   Refused r = refused_items(st);
   REQUIRE(r.moved.size() == 2);
@@ -140,10 +140,8 @@ TEST_CASE("router: refused items split into redirects by named owner and stale o
 
 TEST_CASE("router: a map refresh keeps the highest epoch and stops once it has the one wanted") {
   std::map<std::string, Result<SlotMap>> answers = {
-      {"a", two_nodes(3)},
-      {"b", Status(Code::kUnavailable, "b is down")},
-      {"c", two_nodes(7)},
-      {"d", two_nodes(5)},
+      {"a", two_nodes(3)}, {"b", Status(Code::kUnavailable, "b is down")},
+      {"c", two_nodes(7)}, {"d", two_nodes(5)},
       {"e", two_nodes(9)},
   };
   std::vector<std::string> asked;

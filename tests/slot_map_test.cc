@@ -102,8 +102,8 @@ TEST_CASE("SlotMap survives its wire form unchanged", "[slot_map]") {
     SlotMap m = sample_map();
     v1::ClusterMap wire;
     to_proto(m, &wire);
-    CHECK(wire.owner(0) == 1u);      // node 0 travels as 1
-    CHECK(wire.owner(100) == 0u);    // unassigned travels as 0
+    CHECK(wire.owner(0) == 1u);    // node 0 travels as 1
+    CHECK(wire.owner(100) == 0u);  // unassigned travels as 0
     CHECK(wire.controller() == 3u);
     auto back = from_proto(wire);
     REQUIRE(back.is_ok());

@@ -80,17 +80,14 @@ TEST_CASE("stats cross the wire (StatsReply) unchanged, every figure in its own 
     REQUIRE(f != nullptr);
     std::string on_wire;
     switch (f->cpp_type()) {
-      case FieldDescriptor::CPPTYPE_STRING:
-        on_wire = refl->GetString(reply, f);
-        break;
+      case FieldDescriptor::CPPTYPE_STRING: on_wire = refl->GetString(reply, f); break;
       case FieldDescriptor::CPPTYPE_UINT32:
         on_wire = std::to_string(refl->GetUInt32(reply, f));
         break;
       case FieldDescriptor::CPPTYPE_UINT64:
         on_wire = std::to_string(refl->GetUInt64(reply, f));
         break;
-      default:
-        FAIL("StatsReply field of an unexpected type");
+      default: FAIL("StatsReply field of an unexpected type");
     }
     CHECK(on_wire == value_of(field, sent));
   }

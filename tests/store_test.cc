@@ -124,7 +124,8 @@ TEST_CASE("a TTL is never cut short by the clock's sub-millisecond phase", "[sto
 
 TEST_CASE("eviction takes the least recently used unpinned entry", "[store]") {
   Fixture f(256 << 10);  // room for four 64 KiB values
-  for (const char* k : {"a", "b", "c", "d"}) REQUIRE(f.store.put(k, value_of(65536, *k), 0ms).is_ok());
+  for (const char* k : {"a", "b", "c", "d"})
+    REQUIRE(f.store.put(k, value_of(65536, *k), 0ms).is_ok());
   CHECK(f.read("a") == value_of(65536, 'a'));  // a is now most recent; b is the LRU
   REQUIRE(f.store.put("e", value_of(65536, 'e'), 0ms).is_ok());
   CHECK(f.read("b") == "<NOT_FOUND>");
@@ -176,7 +177,8 @@ TEST_CASE("concurrent readers always see a whole value", "[store]") {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 2000; ++i) {
         if (t == 0) {
-          (void)f.store.put("k", value_of(8192 + (i % 7) * 100, static_cast<char>('a' + i % 26)), 0ms);
+          (void)f.store.put("k", value_of(8192 + (i % 7) * 100, static_cast<char>('a' + i % 26)),
+                            0ms);
           continue;
         }
         auto r = f.store.get("k");
@@ -277,7 +279,8 @@ TEST_CASE("expiry: sweep reclaims every expired value, overwrite resets the TTL"
   CHECK(f.pool.usage().allocations == 1);
 }
 
-TEST_CASE("reserve then commit publishes, an uncommitted reservation returns its memory", "[store]") {
+TEST_CASE("reserve then commit publishes, an uncommitted reservation returns its memory",
+          "[store]") {
   Fixture f;
   {
     auto a = f.store.reserve(10000);
@@ -332,7 +335,8 @@ TEST_CASE("concurrent writers and readers on several keys see whole values", "[s
   CHECK(f.store.stats().keys <= kKeys);
 }
 
-TEST_CASE("the index grows past its first buckets and keeps every key, LRU order and TTL", "[store]") {
+TEST_CASE("the index grows past its first buckets and keeps every key, LRU order and TTL",
+          "[store]") {
   Fixture f(8 << 20);
   constexpr int kKeys = 5000;  // several doublings of the bucket array
   for (int i = 0; i < kKeys; ++i) {

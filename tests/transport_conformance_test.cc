@@ -30,8 +30,8 @@ void for_each_transport(Body&& body) {
     DYNAMIC_SECTION(c.name) {
       auto pair = make_transport_pair(c.options);
       if (!pair) {
-        WARN("skipping the " << c.name << " transport: make_transport failed: "
-                             << pair.status().message());
+        WARN("skipping the " << c.name
+                             << " transport: make_transport failed: " << pair.status().message());
         continue;
       }
       INFO(c.name << ": " << pair->server->description() << ", address of "
@@ -100,15 +100,17 @@ TEST_CASE("transport: writes land byte-exact, 1 B to 64 MiB, in both directions"
     fill_pattern(src->data(), kSize, 1);
     auto remote = attach(*p.client_to_server, *dst);
     CHECK(remote->size() == dst->size());
-    struct Shape { size_t len, src_offset, dst_offset; };
-    for (Shape s : {Shape{1, 0, 0}, Shape{1, 5, kSize - 1}, Shape{7, 3, 11},
-                    Shape{kPage, 0, kPage}, Shape{kPage + 1, 1, 3 * kPage - 1},
-                    Shape{(64 << 10) + 13, 999, 77}, Shape{(1 << 20) + 1, kPage, 12345},
+    struct Shape {
+      size_t len, src_offset, dst_offset;
+    };
+    for (Shape s : {Shape{1, 0, 0}, Shape{1, 5, kSize - 1}, Shape{7, 3, 11}, Shape{kPage, 0, kPage},
+                    Shape{kPage + 1, 1, 3 * kPage - 1}, Shape{(64 << 10) + 13, 999, 77},
+                    Shape{(1 << 20) + 1, kPage, 12345},
                     Shape{(16 << 20) + 3, 1, kSize - (16 << 20) - 3}, Shape{kSize, 0, 0}}) {
       INFO("len " << s.len << " from " << s.src_offset << " to " << s.dst_offset);
       std::memset(dst->data(), 0xee, kSize);
-      REQUIRE(write_and_wait(*p.client, *src, s.src_offset, remote, s.dst_offset, s.len,
-                             deadline()).message() == "");
+      REQUIRE(write_and_wait(*p.client, *src, s.src_offset, remote, s.dst_offset, s.len, deadline())
+                  .message() == "");
       CHECK(std::memcmp(dst->data() + s.dst_offset, src->data() + s.src_offset, s.len) == 0);
       // Nothing outside the range moved.
       CHECK(first_not(dst->data(), s.dst_offset, std::byte{0xee}) == s.dst_offset);
@@ -142,20 +144,22 @@ TEST_CASE("transport: out-of-range writes fail with INVALID_ARGUMENT and write n
     std::memset(dst->data(), 0x5a, n);
     fill_pattern(src->data(), src->size(), 3);
     auto remote = attach(*p.client_to_server, *dst);
-    struct Shape { size_t src_offset, dst_offset, len; const char* what; };
-    for (Shape s : {Shape{0, n - 10, 20, "dst tail overruns"}, Shape{n - 10, 0, 20, "src tail overruns"},
-                    Shape{0, n + 1, 0, "dst offset past the end"},
-                    Shape{n + 1, 0, 0, "src offset past the end"},
-                    Shape{0, 0, n + 1, "len larger than both"},
-                    Shape{0, UINT64_MAX, 2, "dst offset wraps"},
-                    Shape{UINT64_MAX, 0, 2, "src offset wraps"},
-                    Shape{0, 1, UINT64_MAX, "len wraps"},
-                    Shape{UINT64_MAX, UINT64_MAX, UINT64_MAX, "everything maximal"},
-                    Shape{0, kPage, UINT64_MAX - kPage + 1, "dst offset + len == 2^64"}}) {
-      INFO(s.what << ": src_offset " << s.src_offset << ", dst_offset " << s.dst_offset
-                  << ", len " << s.len);
-      Status st = write_and_wait(*p.client, *src, s.src_offset, remote, s.dst_offset, s.len,
-                                 deadline());
+    struct Shape {
+      size_t src_offset, dst_offset, len;
+      const char* what;
+    };
+    for (Shape s :
+         {Shape{0, n - 10, 20, "dst tail overruns"}, Shape{n - 10, 0, 20, "src tail overruns"},
+          Shape{0, n + 1, 0, "dst offset past the end"},
+          Shape{n + 1, 0, 0, "src offset past the end"}, Shape{0, 0, n + 1, "len larger than both"},
+          Shape{0, UINT64_MAX, 2, "dst offset wraps"}, Shape{UINT64_MAX, 0, 2, "src offset wraps"},
+          Shape{0, 1, UINT64_MAX, "len wraps"},
+          Shape{UINT64_MAX, UINT64_MAX, UINT64_MAX, "everything maximal"},
+          Shape{0, kPage, UINT64_MAX - kPage + 1, "dst offset + len == 2^64"}}) {
+      INFO(s.what << ": src_offset " << s.src_offset << ", dst_offset " << s.dst_offset << ", len "
+                  << s.len);
+      Status st =
+          write_and_wait(*p.client, *src, s.src_offset, remote, s.dst_offset, s.len, deadline());
       CHECK(st.code() == Code::kInvalidArgument);
       CHECK_FALSE(st.message().empty());
       REQUIRE(first_not(dst->data(), n, std::byte{0x5a}) == n);
@@ -254,9 +258,8 @@ TEST_CASE("transport: concurrent writes from several threads into disjoint range
     }
     for (auto& th : threads) th.join();
     std::unique_lock lock(done->mu);
-    bool all = done->cv.wait_until(lock, deadline(), [&] {
-      return done->completed == kThreads * kWritesPerThread;
-    });
+    bool all = done->cv.wait_until(lock, deadline(),
+                                   [&] { return done->completed == kThreads * kWritesPerThread; });
     REQUIRE(all);
     CHECK(done->failed == 0);
     CHECK(done->first_error == "");

@@ -12,8 +12,10 @@ using kvrdma::MemoryKind;
 using namespace kvrdma::transport;
 using namespace kvrdma::transport::testing;
 
-TEST_CASE("transport: register_memory is a write source and target on libfabric, the mock "
-          "refuses it", "[transport]") {
+TEST_CASE(
+    "transport: register_memory is a write source and target on libfabric, the mock "
+    "refuses it",
+    "[transport]") {
   for (const TransportCase& c : transport_cases()) {
     DYNAMIC_SECTION(c.name) {
       auto pair = make_transport_pair(c.options);

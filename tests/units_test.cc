@@ -21,13 +21,11 @@ TEST_CASE("parse_bytes accepts every suffix form in any case", "[units]") {
     uint64_t bytes;
   };
   for (const Case& c : {Case{"0", 0}, Case{"0K", 0}, Case{"0.0M", 0}, Case{"1", 1},
-                        Case{"512B", 512}, Case{"512b", 512}, Case{"1k", 1024},
-                        Case{"1KB", 1024}, Case{"1kib", 1024}, Case{"1KiB", 1024},
-                        Case{"3M", 3ull << 20}, Case{"3MB", 3ull << 20},
-                        Case{"3MiB", 3ull << 20}, Case{"2g", 2ull << 30},
-                        Case{"2GB", 2ull << 30}, Case{"1T", 1ull << 40},
-                        Case{"1TiB", 1ull << 40}, Case{"64 MiB", 64ull << 20},
-                        Case{"007K", 7ull << 10}}) {
+                        Case{"512B", 512}, Case{"512b", 512}, Case{"1k", 1024}, Case{"1KB", 1024},
+                        Case{"1kib", 1024}, Case{"1KiB", 1024}, Case{"3M", 3ull << 20},
+                        Case{"3MB", 3ull << 20}, Case{"3MiB", 3ull << 20}, Case{"2g", 2ull << 30},
+                        Case{"2GB", 2ull << 30}, Case{"1T", 1ull << 40}, Case{"1TiB", 1ull << 40},
+                        Case{"64 MiB", 64ull << 20}, Case{"007K", 7ull << 10}}) {
     INFO(c.text);
     auto r = kvrdma::parse_bytes(c.text);
     REQUIRE(r.is_ok());
@@ -66,9 +64,9 @@ TEST_CASE("parse_bytes reaches 2^64-1 and no further", "[units]") {
 }
 
 TEST_CASE("parse_bytes rejects junk with an error naming the text", "[units]") {
-  for (const char* bad : {"", "K", "12Q", "-1", "+1", " 1", "1 ", "1  K", "1.", ".5M", "1.5",
-                          "1.5B", "1.2.3M", "1e3", "0x10", "1KK", "1iB", "1Kib ", "1 KB B",
-                          "1,5M", "abc"}) {
+  for (const char* bad :
+       {"",     "K",      "12Q", "-1",   "+1",  " 1",  "1 ",    "1  K",   "1.",   ".5M", "1.5",
+        "1.5B", "1.2.3M", "1e3", "0x10", "1KK", "1iB", "1Kib ", "1 KB B", "1,5M", "abc"}) {
     INFO("'" << bad << "'");
     auto r = kvrdma::parse_bytes(bad);
     REQUIRE_FALSE(r.is_ok());
@@ -100,8 +98,8 @@ TEST_CASE("format_bytes picks a readable unit", "[units]") {
 }
 
 TEST_CASE("format_bytes output parses back", "[units]") {
-  for (uint64_t b : {uint64_t{0}, uint64_t{1000}, uint64_t{1536}, uint64_t{3} << 29,
-                     uint64_t{64} << 20}) {
+  for (uint64_t b :
+       {uint64_t{0}, uint64_t{1000}, uint64_t{1536}, uint64_t{3} << 29, uint64_t{64} << 20}) {
     INFO(b);
     auto r = kvrdma::parse_bytes(kvrdma::format_bytes(b));
     REQUIRE(r.is_ok());

@@ -138,7 +138,8 @@ Status apply_all(const SettingFlags& flags, Options& options, unsigned role) {
   auto token = flags.options.find("auth-token");
   const char* env = std::getenv("KVRDMA_AUTH_TOKEN");
   if (env != nullptr && token != flags.options.end() && token->second->count() == 0) {
-    KVRDMA_RETURN_IF_ERROR(apply_setting(options, "auth-token", env).with_context("KVRDMA_AUTH_TOKEN"));
+    KVRDMA_RETURN_IF_ERROR(
+        apply_setting(options, "auth-token", env).with_context("KVRDMA_AUTH_TOKEN"));
   }
   return Status();
 }

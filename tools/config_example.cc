@@ -63,8 +63,8 @@ std::string config_example(unsigned role) {
     const std::string value = default_value(s, role);
     out += "\n";
     out += comment(s.description);
-    out += value.empty() ? fmt::format("#{} =\n", s.name)
-                         : fmt::format("#{} = {}\n", s.name, value);
+    out +=
+        value.empty() ? fmt::format("#{} =\n", s.name) : fmt::format("#{} = {}\n", s.name, value);
   }
   return out;
 }

@@ -111,8 +111,8 @@ std::vector<Check> transport_checks(const TransportOptions& t, std::string* kind
       "the transport opened but cannot move bytes on this host: try another --provider, check "
       "the memlock line, or run with --mock true";
   auto src = tr.allocate(kLoopbackBytes);
-  auto dst = src ? tr.allocate(kLoopbackBytes) : Result<std::unique_ptr<transport::LocalRegion>>(
-                                                     src.status());
+  auto dst = src ? tr.allocate(kLoopbackBytes)
+                 : Result<std::unique_ptr<transport::LocalRegion>>(src.status());
   if (!dst) {
     out.push_back(fail(name, "allocating registered memory: " + dst.status().message(), fix));
     return out;
@@ -142,8 +142,9 @@ std::vector<Check> transport_checks(const TransportOptions& t, std::string* kind
   if (!s.is_ok()) {
     out.push_back(fail(name, "write_and_wait: " + s.to_string(), fix));
   } else if (std::memcmp(in, (*dst)->data(), kLoopbackBytes) != 0) {
-    out.push_back(fail(name, fmt::format("the write completed but the {} read back differ",
-                                         format_bytes(kLoopbackBytes)),
+    out.push_back(fail(name,
+                       fmt::format("the write completed but the {} read back differ",
+                                   format_bytes(kLoopbackBytes)),
                        "a transport bug: report it with this output; meanwhile use --mock true "
                        "or another --provider"));
   } else {
@@ -257,9 +258,9 @@ std::vector<Check> etcd_checks(const ServerOptions& o) {
     pos = comma + 1;
     if (entry.find_first_not_of(" \t") == std::string::npos) continue;
     auto target = split_target(entry);
-    const std::string why = target ? tcp_reach(target->first, target->second,
-                                               std::chrono::seconds(3))
-                                   : "not host:port";
+    const std::string why = target
+                                ? tcp_reach(target->first, target->second, std::chrono::seconds(3))
+                                : "not host:port";
     if (why.empty()) {
       out.push_back(ok("etcd", fmt::format("{}: accepts TCP connections", entry)));
     } else {
@@ -268,8 +269,8 @@ std::vector<Check> etcd_checks(const ServerOptions& o) {
     }
   }
   if (out.empty()) {
-    out.push_back(fail("etcd", fmt::format("cluster mode (--cluster {}) and no etcd endpoint",
-                                           o.cluster),
+    out.push_back(fail("etcd",
+                       fmt::format("cluster mode (--cluster {}) and no etcd endpoint", o.cluster),
                        "give --etcd-endpoints, e.g. http://127.0.0.1:2379"));
   }
   return out;

@@ -21,7 +21,7 @@ enum class Verdict { kOk, kWarn, kFail };
 
 // One check's outcome. `fix` is empty exactly when `verdict` is kOk.
 struct Check {
-  std::string name;    // short, stable: "memlock", "loopback-write", ...
+  std::string name;  // short, stable: "memlock", "loopback-write", ...
   Verdict verdict = Verdict::kOk;
   std::string detail;  // what was found, with the values involved
   std::string fix;     // what to do about it
@@ -44,11 +44,11 @@ const char* verdict_name(Verdict verdict);
 // The pieces, exposed for tests. `what` names the memory ("pool", "receive buffer") and
 // `setting` the option that sizes it ("memory-mb", "buffer-mb").
 // `limit`: RLIMIT_MEMLOCK's soft limit; `pins`: the transport pins registered pages (verbs, efa).
-Check check_memlock(uint64_t bytes, std::string_view what, std::string_view setting,
-                    rlim_t limit, bool pins);
+Check check_memlock(uint64_t bytes, std::string_view what, std::string_view setting, rlim_t limit,
+                    bool pins);
 // `total` / `available`: the host's memory (MemTotal / MemAvailable), bytes.
-Check check_memory(uint64_t bytes, std::string_view what, std::string_view setting,
-                   uint64_t total, uint64_t available);
+Check check_memory(uint64_t bytes, std::string_view what, std::string_view setting, uint64_t total,
+                   uint64_t available);
 // `free_bytes`: what /dev/shm can still hold; only the mock keeps its memory there.
 Check check_shm_space(uint64_t bytes, std::string_view what, std::string_view setting,
                       uint64_t free_bytes);

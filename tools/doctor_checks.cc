@@ -31,12 +31,15 @@ Check fail(std::string name, std::string detail, std::string fix) {
 }
 
 std::string mr_mode_text(uint64_t mode) {
-  static constexpr std::pair<uint64_t, const char*> kBits[] = {
-      {FI_MR_LOCAL, "LOCAL"},         {FI_MR_RAW, "RAW"},
-      {FI_MR_VIRT_ADDR, "VIRT_ADDR"}, {FI_MR_ALLOCATED, "ALLOCATED"},
-      {FI_MR_PROV_KEY, "PROV_KEY"},   {FI_MR_MMU_NOTIFY, "MMU_NOTIFY"},
-      {FI_MR_RMA_EVENT, "RMA_EVENT"}, {FI_MR_ENDPOINT, "ENDPOINT"},
-      {FI_MR_HMEM, "HMEM"}};
+  static constexpr std::pair<uint64_t, const char*> kBits[] = {{FI_MR_LOCAL, "LOCAL"},
+                                                               {FI_MR_RAW, "RAW"},
+                                                               {FI_MR_VIRT_ADDR, "VIRT_ADDR"},
+                                                               {FI_MR_ALLOCATED, "ALLOCATED"},
+                                                               {FI_MR_PROV_KEY, "PROV_KEY"},
+                                                               {FI_MR_MMU_NOTIFY, "MMU_NOTIFY"},
+                                                               {FI_MR_RMA_EVENT, "RMA_EVENT"},
+                                                               {FI_MR_ENDPOINT, "ENDPOINT"},
+                                                               {FI_MR_HMEM, "HMEM"}};
   std::string out;
   for (const auto& [bit, name] : kBits) {
     if (mode & bit) out += (out.empty() ? "" : "|") + std::string(name);
@@ -61,7 +64,8 @@ File open_pem(const std::string& path, const std::string& setting, Check* check)
   if (!f) {
     *check = fail(setting, fmt::format("cannot read {}: {}", path, std::strerror(errno)),
                   fmt::format("check --{} and that the user running the program may read the file "
-                              "(ls -l {})", setting, path));
+                              "(ls -l {})",
+                              setting, path));
   }
   return f;
 }
@@ -96,17 +100,16 @@ std::unique_ptr<X509, X509Free> load_cert(const std::string& path, const std::st
 
 }  // namespace
 
-Check check_memlock(uint64_t bytes, std::string_view what, std::string_view setting,
-                    rlim_t limit, bool pins) {
+Check check_memlock(uint64_t bytes, std::string_view what, std::string_view setting, rlim_t limit,
+                    bool pins) {
   const std::string name = "memlock";
   if (limit == RLIM_INFINITY) return ok(name, "locked-memory limit unlimited");
   if (limit >= bytes) {
     return ok(name, fmt::format("locked-memory limit {} covers the {} of {}", format_bytes(limit),
                                 what, format_bytes(bytes)));
   }
-  const std::string found =
-      fmt::format("locked-memory limit {} is below the {} of {}", format_bytes(limit), what,
-                  format_bytes(bytes));
+  const std::string found = fmt::format("locked-memory limit {} is below the {} of {}",
+                                        format_bytes(limit), what, format_bytes(bytes));
   const std::string how =
       "`ulimit -l unlimited` in the shell that starts the program, LimitMEMLOCK=infinity in its "
       "systemd unit (packaging/kv-server.service has it), or `<user> - memlock unlimited` in "
@@ -119,18 +122,19 @@ Check check_memlock(uint64_t bytes, std::string_view what, std::string_view sett
               "before moving to verbs or efa, raise it: " + how);
 }
 
-Check check_memory(uint64_t bytes, std::string_view what, std::string_view setting,
-                   uint64_t total, uint64_t available) {
+Check check_memory(uint64_t bytes, std::string_view what, std::string_view setting, uint64_t total,
+                   uint64_t available) {
   const std::string name = "memory";
   if (total != 0 && bytes > total) {
-    return fail(name, fmt::format("the {} of {} exceeds this host's memory ({})", what,
-                                  format_bytes(bytes), format_bytes(total)),
+    return fail(name,
+                fmt::format("the {} of {} exceeds this host's memory ({})", what,
+                            format_bytes(bytes), format_bytes(total)),
                 fmt::format("lower --{} below {}", setting, format_bytes(total)));
   }
   if (available != 0 && bytes > available) {
-    return warn(name, fmt::format("the {} of {} exceeds the memory available now ({} of {})",
-                                  what, format_bytes(bytes), format_bytes(available),
-                                  format_bytes(total)),
+    return warn(name,
+                fmt::format("the {} of {} exceeds the memory available now ({} of {})", what,
+                            format_bytes(bytes), format_bytes(available), format_bytes(total)),
                 fmt::format("free memory, or lower --{}: a full {} would push the host into swap "
                             "or the OOM killer",
                             setting, what));
@@ -143,9 +147,10 @@ Check check_shm_space(uint64_t bytes, std::string_view what, std::string_view se
                       uint64_t free_bytes) {
   const std::string name = "dev-shm";
   if (bytes > free_bytes) {
-    return fail(name, fmt::format("the mock keeps the {} ({}) in /dev/shm, which has {} free: "
-                                  "the process dies (SIGBUS) when it fills",
-                                  what, format_bytes(bytes), format_bytes(free_bytes)),
+    return fail(name,
+                fmt::format("the mock keeps the {} ({}) in /dev/shm, which has {} free: "
+                            "the process dies (SIGBUS) when it fills",
+                            what, format_bytes(bytes), format_bytes(free_bytes)),
                 fmt::format("grow /dev/shm (mount -o remount,size=<N>G /dev/shm; docker run "
                             "--shm-size) or lower --{}",
                             setting));
@@ -164,8 +169,8 @@ Check check_providers(const TransportOptions& options) {
   hints->domain_attr->mr_mode =
       FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
   fi_info* list = nullptr;
-  int rc = fi_getinfo(FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION), nullptr, nullptr, 0, hints,
-                      &list);
+  int rc =
+      fi_getinfo(FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION), nullptr, nullptr, 0, hints, &list);
   fi_freeinfo(hints);
   std::set<std::string> seen;
   std::string found;
@@ -175,9 +180,9 @@ Check check_providers(const TransportOptions& options) {
     if (!seen.insert(prov).second) continue;
     const bool writes = (i->caps & FI_RMA) && (i->caps & FI_WRITE) && (i->caps & FI_REMOTE_WRITE);
     rma += writes;
-    found += fmt::format("{}{} ({}, mr_mode {})", found.empty() ? "" : ", ", prov,
-                         writes ? "RMA write" : "no RMA write",
-                         mr_mode_text(i->domain_attr->mr_mode));
+    found +=
+        fmt::format("{}{} ({}, mr_mode {})", found.empty() ? "" : ", ", prov,
+                    writes ? "RMA write" : "no RMA write", mr_mode_text(i->domain_attr->mr_mode));
   }
   if (list) fi_freeinfo(list);
   if (rma > 0) return ok(name, "RDM providers: " + found);
@@ -242,8 +247,9 @@ Check check_listen(const std::string& listen_addr) {
 std::vector<Check> check_tls(const SecurityOptions& s, bool server) {
   std::vector<Check> out;
   if (s.tls_cert.empty() && s.tls_key.empty() && s.tls_ca.empty()) {
-    out.push_back(ok("tls", "off: gRPC control messages travel in plaintext (values cross the "
-                            "transport unencrypted in any case: keep the fabric isolated)"));
+    out.push_back(ok("tls",
+                     "off: gRPC control messages travel in plaintext (values cross the "
+                     "transport unencrypted in any case: keep the fabric isolated)"));
     return out;
   }
   if (s.tls_cert.empty() != s.tls_key.empty()) {
@@ -251,8 +257,9 @@ std::vector<Check> check_tls(const SecurityOptions& s, bool server) {
                        "give both: the certificate and the private key it was issued for"));
   }
   if (server && s.tls_cert.empty() && !s.tls_ca.empty()) {
-    out.push_back(fail("tls", "--tls-ca without --tls-cert / --tls-key: the server cannot "
-                              "require client certificates without TLS of its own",
+    out.push_back(fail("tls",
+                       "--tls-ca without --tls-cert / --tls-key: the server cannot "
+                       "require client certificates without TLS of its own",
                        "give the server's --tls-cert and --tls-key too, or drop --tls-ca"));
   }
   std::unique_ptr<X509, X509Free> cert;
@@ -272,8 +279,8 @@ std::vector<Check> check_tls(const SecurityOptions& s, bool server) {
     std::unique_ptr<EVP_PKEY, KeyFree> key;
     if (f) {
       // No password callback: gRPC cannot read an encrypted key either.
-      key.reset(PEM_read_PrivateKey(f.get(), nullptr, [](char*, int, int, void*) { return 0; },
-                                    nullptr));
+      key.reset(PEM_read_PrivateKey(
+          f.get(), nullptr, [](char*, int, int, void*) { return 0; }, nullptr));
       if (!key) {
         c = fail("tls-key", fmt::format("{} holds no unencrypted PEM private key", s.tls_key),
                  "give --tls-key the key in PEM without a passphrase (openssl pkey -in KEY -out "

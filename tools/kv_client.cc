@@ -45,22 +45,25 @@ void add_subcommands(CLI::App& app, Args& a) {
   auto* stats = app.add_subcommand("stats", "print the server's counters");
   stats->add_flag("--json", a.json, "one JSON object instead of a table");
 
-  auto* locate = app.add_subcommand("locate", "print where KEY's value lives: owner node, "
-                                               "region, offset, length, map epoch, slot");
+  auto* locate = app.add_subcommand("locate",
+                                    "print where KEY's value lives: owner node, "
+                                    "region, offset, length, map epoch, slot");
   locate->add_option("key", a.key, "the key")->required();
   locate->add_flag("--json", a.json, "one JSON object instead of a table");
 
   auto* cluster = app.add_subcommand(
-      "cluster", "print the cluster map: epoch, controller, and per node its address, state, "
-                 "slots, keys, value bytes and pool use (unreachable nodes say so)");
+      "cluster",
+      "print the cluster map: epoch, controller, and per node its address, state, "
+      "slots, keys, value bytes and pool use (unreachable nodes say so)");
   cluster->add_flag("--json", a.json, "one JSON object instead of a table");
 
   app.add_subcommand("repl", "read commands from stdin (type help)");
 
   auto* doctor = app.add_subcommand(
-      "doctor", "check this host and the server with these settings: memlock, memory, /dev/shm, "
-                "libfabric providers, a loopback transport write, TLS, the server reachable and "
-                "Hello");
+      "doctor",
+      "check this host and the server with these settings: memlock, memory, /dev/shm, "
+      "libfabric providers, a loopback transport write, TLS, the server reachable and "
+      "Hello");
   doctor->add_flag("--json", a.json, "one JSON object instead of lines");
 
   auto* bench = app.add_subcommand("bench", "measure GET/PUT throughput and latency");
@@ -74,18 +77,22 @@ void add_subcommands(CLI::App& app, Args& a) {
   bench->add_option("--op", b.op, "get | put | mixed (90% get, 10% put)")
       ->capture_default_str()
       ->check(CLI::IsMember({"get", "put", "mixed"}));
-  bench->add_option("--keys", b.keys, "distinct keys (default: min(ops, 1000), fewer if the server's pool holds fewer)");
+  bench->add_option(
+      "--keys", b.keys,
+      "distinct keys (default: min(ops, 1000), fewer if the server's pool holds fewer)");
   bench->add_option("--duration", b.duration_s, "stop after SECONDS even before --ops")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  bench->add_option("--batch", b.batch,
-                    "keys per call: >1 sends get_many / put_many batches of N keys (one RPC each, "
-                    "latency is then per batch); mixed picks get or put per batch")
+  bench
+      ->add_option("--batch", b.batch,
+                   "keys per call: >1 sends get_many / put_many batches of N keys (one RPC each, "
+                   "latency is then per batch); mixed picks get or put per batch")
       ->check(CLI::Range(1u, 4096u))
       ->capture_default_str();
-  bench->add_option("--pipeline", b.pipeline,
-                    "requests in flight per thread: >1 keeps N get_async / put_async outstanding "
-                    "(over the request channel; latency is then per request, submit to answer)")
+  bench
+      ->add_option("--pipeline", b.pipeline,
+                   "requests in flight per thread: >1 keeps N get_async / put_async outstanding "
+                   "(over the request channel; latency is then per request, submit to answer)")
       ->check(CLI::Range(1u, 1024u));
   bench->add_flag("--json", b.json, "one JSON object instead of a table");
 }

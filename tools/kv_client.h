@@ -45,8 +45,8 @@ struct BenchConfig {
   uint64_t keys = 0;       // 0: min(ops, 1000), fewer when the server pool holds fewer
   double duration_s = 60;  // stop after this, even before `ops`
   bool json = false;
-  unsigned batch = 1;      // >1: each call is a get_many / put_many of this many keys
-  unsigned pipeline = 1;   // >1: requests in flight per thread (get_async / put_async)
+  unsigned batch = 1;     // >1: each call is a get_many / put_many of this many keys
+  unsigned pipeline = 1;  // >1: requests in flight per thread (get_async / put_async)
 };
 int run_bench(Client& client, const BenchConfig& config);
 

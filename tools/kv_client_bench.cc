@@ -20,10 +20,10 @@
 #include <deque>
 #include <mutex>
 #include <optional>
-#include <string>
-#include <utility>
-#include <thread>
 #include <span>
+#include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "cli_common.h"
@@ -145,16 +145,17 @@ void pipeline_worker(Client& client, Shared& sh, uint64_t keys, unsigned index,
     if (!r && !f.is_put && r.status().code() == Code::kNotFound) {
       sh.misses.fetch_add(1, std::memory_order_relaxed);
     } else if (!r) {
-      sh.record_error(r.status().with_context(fmt::format("{} {}", f.is_put ? "put" : "get", name)));
+      sh.record_error(
+          r.status().with_context(fmt::format("{} {}", f.is_put ? "put" : "get", name)));
     } else if (f.is_put) {
       sh.bytes.fetch_add(cfg.value_size, std::memory_order_relaxed);
     } else {
       sh.hits.fetch_add(1, std::memory_order_relaxed);
       sh.bytes.fetch_add(r->size(), std::memory_order_relaxed);
       if (f.op % kVerifyEvery == 0 && *r != sh.value_of(f.key)) {
-        sh.record_error(Status(Code::kInternal,
-                               fmt::format("get {}: {} bytes returned differ from the {} put",
-                                           name, r->size(), cfg.value_size)));
+        sh.record_error(
+            Status(Code::kInternal, fmt::format("get {}: {} bytes returned differ from the {} put",
+                                                name, r->size(), cfg.value_size)));
       }
     }
     sh.done_ops.fetch_add(1, std::memory_order_relaxed);
@@ -193,10 +194,8 @@ void worker(Client& client, Shared& sh, uint64_t keys, unsigned index, std::vect
     if (is_put) {
       const Status s = client.put(name, sh.value_of(key));
       lat.push_back(static_cast<uint64_t>((SteadyClock::now() - start).count()));
-      if (!s.is_ok())
-        sh.record_error(s.with_context(fmt::format("put {}", name)));
-      else
-        sh.bytes.fetch_add(cfg.value_size, std::memory_order_relaxed);
+      if (!s.is_ok()) sh.record_error(s.with_context(fmt::format("put {}", name)));
+      else sh.bytes.fetch_add(cfg.value_size, std::memory_order_relaxed);
     } else {
       auto v = client.get(name);
       lat.push_back(static_cast<uint64_t>((SteadyClock::now() - start).count()));
@@ -208,9 +207,9 @@ void worker(Client& client, Shared& sh, uint64_t keys, unsigned index, std::vect
         sh.hits.fetch_add(1, std::memory_order_relaxed);
         sh.bytes.fetch_add(v->size(), std::memory_order_relaxed);
         if (op % kVerifyEvery == 0 && v->str() != sh.value_of(key)) {
-          sh.record_error(Status(
-              Code::kInternal, fmt::format("get {}: {} bytes returned differ from the {} put", name,
-                                           v->size(), cfg.value_size)));
+          sh.record_error(Status(Code::kInternal,
+                                 fmt::format("get {}: {} bytes returned differ from the {} put",
+                                             name, v->size(), cfg.value_size)));
         }
       }
     }
@@ -367,10 +366,10 @@ int run_bench(Client& client, const BenchConfig& config) {
   // key vanished.
   const std::optional<uint64_t> removals_after = misses > 0 ? removals(client) : std::nullopt;
   if (misses > 0 && removals_before && removals_after && *removals_after == *removals_before) {
-    sh.record_error(Status(Code::kNotFound,
-                           fmt::format("{} GETs missed keys the bench had put, yet the server "
-                                       "evicted and expired nothing; a value was lost",
-                                       misses)));
+    sh.record_error(
+        Status(Code::kNotFound, fmt::format("{} GETs missed keys the bench had put, yet the server "
+                                            "evicted and expired nothing; a value was lost",
+                                            misses)));
   }
   const uint64_t errors = sh.errors.load();
 
@@ -388,7 +387,7 @@ int run_bench(Client& client, const BenchConfig& config) {
                format_bytes(config.value_size),
                config.value_size >= 1024 ? fmt::format(" ({} B)", config.value_size) : "",
                config.concurrency, keys, keys_why,
-               config.batch > 1 ? fmt::format(", batch {} (latency per call)", config.batch)
+               config.batch > 1      ? fmt::format(", batch {} (latency per call)", config.batch)
                : config.pipeline > 1 ? fmt::format(", pipeline {}", config.pipeline)
                                      : "");
     fmt::print("  ops          {}{}\n", ops, ops < config.ops ? " (stopped by --duration)" : "");

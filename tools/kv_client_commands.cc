@@ -70,9 +70,9 @@ int command_get(Client& client, std::string_view key, const std::string& output_
   if (!value) return report_error(prefix, value.status());
   if (output_path.empty() || output_path == "-") {
     if (!write_all(STDOUT_FILENO, value->data(), value->size())) {
-      return report_error(
-          prefix, Status(Code::kInternal, fmt::format("writing {} bytes to stdout failed: {}",
-                                                      value->size(), std::strerror(errno))));
+      return report_error(prefix, Status(Code::kInternal,
+                                         fmt::format("writing {} bytes to stdout failed: {}",
+                                                     value->size(), std::strerror(errno))));
     }
     return kExitOk;
   }
@@ -80,15 +80,15 @@ int command_get(Client& client, std::string_view key, const std::string& output_
   const bool ok = fd >= 0 && write_all(fd, value->data(), value->size());
   const int err = errno;
   if (fd >= 0 && ::close(fd) != 0 && ok) {
-    return report_error(
-        prefix, Status(Code::kInternal,
-                       fmt::format("closing '{}' failed: {}", output_path, std::strerror(errno))));
+    return report_error(prefix,
+                        Status(Code::kInternal, fmt::format("closing '{}' failed: {}", output_path,
+                                                            std::strerror(errno))));
   }
   if (!ok) {
-    return report_error(
-        prefix, Status(Code::kInternal, fmt::format("cannot write '{}': {}; check the path and "
-                                                    "its permissions",
-                                                    output_path, std::strerror(err))));
+    return report_error(prefix, Status(Code::kInternal,
+                                       fmt::format("cannot write '{}': {}; check the path and "
+                                                   "its permissions",
+                                                   output_path, std::strerror(err))));
   }
   return kExitOk;
 }
@@ -103,10 +103,10 @@ int command_put(Client& client, std::string_view key, std::string_view value,
     const int err = errno;
     if (fd >= 0 && !from_stdin) ::close(fd);
     if (!ok) {
-      return report_error(
-          prefix, Status(Code::kInvalidArgument,
-                         fmt::format("cannot read '{}': {}", from_stdin ? "stdin" : file_path,
-                                     std::strerror(err))));
+      return report_error(prefix, Status(Code::kInvalidArgument,
+                                         fmt::format("cannot read '{}': {}",
+                                                     from_stdin ? "stdin" : file_path,
+                                                     std::strerror(err))));
     }
     value = contents;
   }
@@ -157,19 +157,20 @@ std::string location_table(const ValueLocation& l) {
 }
 
 std::string location_json(const ValueLocation& l) {
-  return fmt::format("{{\"node_id\": {}, \"node_address\": \"{}\", \"region\": \"{}\", "
-                     "\"offset\": {}, \"length\": {}, \"epoch\": {}, \"slot\": {}}}",
-                     l.node_id, json_escape(l.node_address), json_escape(l.region_descriptor),
-                     l.offset, l.length, l.epoch, l.slot);
+  return fmt::format(
+      "{{\"node_id\": {}, \"node_address\": \"{}\", \"region\": \"{}\", "
+      "\"offset\": {}, \"length\": {}, \"epoch\": {}, \"slot\": {}}}",
+      l.node_id, json_escape(l.node_address), json_escape(l.region_descriptor), l.offset, l.length,
+      l.epoch, l.slot);
 }
 
 std::string cluster_table(const ClusterInfo& c) {
-  std::string out = fmt::format("cluster {}  epoch {}  controller {}  moving slots {}\n",
-                                c.cluster.empty() ? "-" : c.cluster, c.epoch,
-                                c.has_controller ? std::to_string(c.controller) : "-",
-                                c.moving_slots);
-  out += fmt::format("{:<6}{:<24}{:<9}{:>7}{:>12}{:>14}{:>24}\n", "id", "address", "state",
-                     "slots", "keys", "value_bytes", "pool used/total");
+  std::string out =
+      fmt::format("cluster {}  epoch {}  controller {}  moving slots {}\n",
+                  c.cluster.empty() ? "-" : c.cluster, c.epoch,
+                  c.has_controller ? std::to_string(c.controller) : "-", c.moving_slots);
+  out += fmt::format("{:<6}{:<24}{:<9}{:>7}{:>12}{:>14}{:>24}\n", "id", "address", "state", "slots",
+                     "keys", "value_bytes", "pool used/total");
   for (const ClusterNodeStatus& n : c.nodes) {
     if (!n.reachable) {
       out += fmt::format("{:<6}{:<24}{:<9}{:>7}  unreachable: {}\n", n.id, n.address, n.state,
@@ -184,21 +185,23 @@ std::string cluster_table(const ClusterInfo& c) {
 }
 
 std::string cluster_json(const ClusterInfo& c) {
-  std::string out = fmt::format("{{\"cluster\": \"{}\", \"epoch\": {}, \"controller\": {}, "
-                                "\"moving_slots\": {}, \"nodes\": [",
-                                json_escape(c.cluster), c.epoch,
-                                c.has_controller ? std::to_string(c.controller) : "null",
-                                c.moving_slots);
+  std::string out = fmt::format(
+      "{{\"cluster\": \"{}\", \"epoch\": {}, \"controller\": {}, "
+      "\"moving_slots\": {}, \"nodes\": [",
+      json_escape(c.cluster), c.epoch, c.has_controller ? std::to_string(c.controller) : "null",
+      c.moving_slots);
   for (size_t i = 0; i < c.nodes.size(); ++i) {
     const ClusterNodeStatus& n = c.nodes[i];
-    out += fmt::format("{}{{\"id\": {}, \"address\": \"{}\", \"state\": \"{}\", \"slots\": {}, "
-                       "\"reachable\": {}",
-                       i == 0 ? "" : ", ", n.id, json_escape(n.address), json_escape(n.state),
-                       n.slots, n.reachable ? "true" : "false");
+    out += fmt::format(
+        "{}{{\"id\": {}, \"address\": \"{}\", \"state\": \"{}\", \"slots\": {}, "
+        "\"reachable\": {}",
+        i == 0 ? "" : ", ", n.id, json_escape(n.address), json_escape(n.state), n.slots,
+        n.reachable ? "true" : "false");
     if (n.reachable) {
-      out += fmt::format(", \"keys\": {}, \"value_bytes\": {}, \"pool_used_bytes\": {}, "
-                         "\"pool_bytes\": {}}}",
-                         n.keys, n.value_bytes, n.pool_used_bytes, n.pool_bytes);
+      out += fmt::format(
+          ", \"keys\": {}, \"value_bytes\": {}, \"pool_used_bytes\": {}, "
+          "\"pool_bytes\": {}}}",
+          n.keys, n.value_bytes, n.pool_used_bytes, n.pool_bytes);
     } else {
       out += fmt::format(", \"error\": \"{}\"}}", json_escape(n.error));
     }

@@ -84,20 +84,15 @@ bool execute(Client& client, std::string_view line, const std::vector<std::strin
     const std::string_view key = next_word(rest);
     if (key.empty()) return usage("put <key> <value...>");
     const Status s = client.put(key, trim_left(rest));
-    if (s.is_ok())
-      print_line("OK");
-    else
-      report_error("put", s);
+    if (s.is_ok()) print_line("OK");
+    else report_error("put", s);
   } else if (cmd == "delete" || cmd == "del") {
     const std::string_view key = next_word(rest);
     if (key.empty()) return usage("delete <key>");
     const Status s = client.del(key);
-    if (s.is_ok())
-      print_line("OK");
-    else if (s.code() == Code::kNotFound)
-      print_line("(not found)");
-    else
-      report_error("delete", s);
+    if (s.is_ok()) print_line("OK");
+    else if (s.code() == Code::kNotFound) print_line("(not found)");
+    else report_error("delete", s);
   } else if (cmd == "stats") {
     command_stats(client, next_word(rest) == "--json", "stats");
   } else if (cmd == "locate") {

@@ -52,7 +52,8 @@ void say(kvrdma::LogLevel level, fmt::format_string<Args...> f, Args&&... args) 
 // Leaves the cluster on a thread while the main thread keeps waiting for a second signal, which
 // cuts the leave short (shutdown() ends it).
 void leave_cluster(kvrdma::Server& server, const sigset_t& stop_signals, int first) {
-  say(kvrdma::LogLevel::kInfo, "{} received, leaving the cluster (values move to the other "
+  say(kvrdma::LogLevel::kInfo,
+      "{} received, leaving the cluster (values move to the other "
       "nodes; up to {} s, send the signal again to stop at once)",
       signal_name(first), kLeaveTimeout.count());
   std::atomic<bool> done{false};
@@ -105,8 +106,9 @@ int run(int argc, char** argv) {
   add_setting_flags(app, kvrdma::kServerSetting, flags, kvrdma::log_level_name(options.log_level));
   bool doctor_json = false;
   auto* doctor = app.add_subcommand(
-      "doctor", "check this host for a server with these settings instead of serving: memlock, "
-                "memory, /dev/shm, libfabric providers, a loopback transport write, the port, TLS");
+      "doctor",
+      "check this host for a server with these settings instead of serving: memlock, "
+      "memory, /dev/shm, libfabric providers, a loopback transport write, the port, TLS");
   doctor->add_flag("--json", doctor_json, "one JSON object instead of lines");
 
   // "doctor" is the one word kv-server takes; a bare boolean flag before it must not eat it.
@@ -127,8 +129,8 @@ int run(int argc, char** argv) {
   kvrdma::log::process_logger().set_labels({.node = options.node_id, .client = {}});
   if (doctor->parsed()) {
     auto checks = doctor_server(options);
-    fmt::print("{}", doctor_json ? kvrdma::tools::doctor_json("kv-server", checks)
-                                 : doctor_text(checks));
+    fmt::print("{}",
+               doctor_json ? kvrdma::tools::doctor_json("kv-server", checks) : doctor_text(checks));
     return doctor_exit_code(checks);
   }
 

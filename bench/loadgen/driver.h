@@ -22,7 +22,8 @@ struct Expect {
   std::string_view value;  // the bytes that were stored
 };
 
-// Compares length and spot bytes (first, middle, last 8 bytes); INTERNAL naming the key on mismatch.
+// Compares length and spot bytes (first, middle, last 8 bytes); INTERNAL naming the key on
+// mismatch.
 Status verify(std::string_view key, const Expect& expect, const char* got, size_t got_len);
 
 class Driver {
@@ -63,9 +64,9 @@ class Driver {
 };
 
 struct DriverConfig {
-  std::string system;      // kvrdma | resp | memcached
-  std::string addr;        // host:port
-  bool mock = true;        // kvrdma: transport
+  std::string system;  // kvrdma | resp | memcached
+  std::string addr;    // host:port
+  bool mock = true;    // kvrdma: transport
   std::string provider = "auto";
   uint64_t buffer_bytes = 64ull << 20;  // kvrdma: client receive buffer
 };

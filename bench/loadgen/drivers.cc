@@ -131,8 +131,15 @@ class RespDriver final : public Driver {
 
   Status put(std::string_view key, std::string_view value) override {
     char kb[24], vb[24];
-    std::string_view pieces[] = {"*3\r\n$3\r\nSET\r\n$", decimal(key.size(), kb), "\r\n", key,
-                                 "\r\n$", decimal(value.size(), vb), "\r\n", value, "\r\n"};
+    std::string_view pieces[] = {"*3\r\n$3\r\nSET\r\n$",
+                                 decimal(key.size(), kb),
+                                 "\r\n",
+                                 key,
+                                 "\r\n$",
+                                 decimal(value.size(), vb),
+                                 "\r\n",
+                                 value,
+                                 "\r\n"};
     KVRDMA_RETURN_IF_ERROR(conn_.send(pieces));
     auto line = conn_.read_line();
     if (!line) return line.status();
@@ -154,8 +161,8 @@ class RespDriver final : public Driver {
     for (size_t i = 0; i < keys.size(); ++i) {
       auto r = std::to_chars(lens[i].data(), lens[i].data() + 24, keys[i].size());
       pieces.insert(pieces.end(), {"*2\r\n$3\r\nGET\r\n$",
-                                   std::string_view(lens[i].data(), r.ptr - lens[i].data()),
-                                   "\r\n", keys[i], "\r\n"});
+                                   std::string_view(lens[i].data(), r.ptr - lens[i].data()), "\r\n",
+                                   keys[i], "\r\n"});
     }
     KVRDMA_RETURN_IF_ERROR(conn_.send(pieces));
     for (size_t i = 0; i < keys.size(); ++i) {
@@ -184,8 +191,8 @@ class MemcachedDriver final : public Driver {
 
   Status put(std::string_view key, std::string_view value) override {
     char vb[24];
-    std::string_view pieces[] = {"set ", key, " 0 0 ", decimal(value.size(), vb), "\r\n", value,
-                                 "\r\n"};
+    std::string_view pieces[] = {"set ", key,   " 0 0 ", decimal(value.size(), vb),
+                                 "\r\n", value, "\r\n"};
     KVRDMA_RETURN_IF_ERROR(conn_.send(pieces));
     auto line = conn_.read_line();
     if (!line) return line.status();

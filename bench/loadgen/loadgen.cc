@@ -79,10 +79,14 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--addr") a.addr = v;
     else if (k == "--mock") a.mock = (v == "true" || v == "1");
     else if (k == "--provider") a.provider = v;
-    else if (k == "--sizes") { a.sizes.clear(); for (auto& s : split(v)) a.sizes.push_back(parse_size(s)); }
-    else if (k == "--ops") a.ops = split(v);
-    else if (k == "--inflight") { a.inflight.clear(); for (auto& s : split(v)) a.inflight.push_back(std::stoi(s)); }
-    else if (k == "--duration-ms") a.duration_ms = std::stoll(v);
+    else if (k == "--sizes") {
+      a.sizes.clear();
+      for (auto& s : split(v)) a.sizes.push_back(parse_size(s));
+    } else if (k == "--ops") a.ops = split(v);
+    else if (k == "--inflight") {
+      a.inflight.clear();
+      for (auto& s : split(v)) a.inflight.push_back(std::stoi(s));
+    } else if (k == "--duration-ms") a.duration_ms = std::stoll(v);
     else if (k == "--warmup-ms") a.warmup_ms = std::stoll(v);
     else if (k == "--max-ops") a.max_ops = std::stoll(v);
     else if (k == "--key-budget-mb") a.key_budget = std::stoull(v) << 20;
@@ -90,8 +94,7 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--probe") a.probe = v;
     else if (k == "--kvrdma-clients" && (v == "shared" || v == "per-worker")) {
       a.shared_client = v == "shared";
-    }
-    else return false;
+    } else return false;
   }
   if (a.label.empty()) a.label = a.system;
   return true;
@@ -120,8 +123,8 @@ Result<std::vector<std::unique_ptr<Driver>>> make_drivers(const Args& a, uint64_
   if (a.system == "kvrdma") return make_kvrdma_drivers(c, workers, a.shared_client);
   std::vector<std::unique_ptr<Driver>> drivers;
   for (int i = 0; i < workers; ++i) {
-    Result<std::unique_ptr<Driver>> d = Status(
-        Code::kInvalidArgument, fmt::format("unknown --system '{}'", a.system));
+    Result<std::unique_ptr<Driver>> d =
+        Status(Code::kInvalidArgument, fmt::format("unknown --system '{}'", a.system));
     if (a.system == "resp") d = make_resp_driver(c);
     if (a.system == "memcached") d = make_memcached_driver(c);
     if (!d) return d.status();
@@ -157,8 +160,8 @@ struct CaseResult {
 };
 
 // `op`: put, get (batched with --batch), put_from or get_into (caller memory, kvrdma only).
-CaseResult run_case(const Args& a, std::vector<std::unique_ptr<Driver>>& drivers,
-                    const Dataset& d, const std::string& op, int inflight) {
+CaseResult run_case(const Args& a, std::vector<std::unique_ptr<Driver>>& drivers, const Dataset& d,
+                    const std::string& op, int inflight) {
   const bool is_get = op == "get" || op == "get_into";
   CaseResult total;
   std::vector<CaseResult> per(inflight);
@@ -227,7 +230,8 @@ CaseResult run_case(const Args& a, std::vector<std::unique_ptr<Driver>>& drivers
         if (open && t1 >= window_start) {
           r.ops += n;
           r.lat_ns.push_back(static_cast<uint32_t>(std::min<int64_t>(
-              UINT32_MAX, std::chrono::duration_cast<std::chrono::nanoseconds>(last - t1).count())));
+              UINT32_MAX,
+              std::chrono::duration_cast<std::chrono::nanoseconds>(last - t1).count())));
         }
       }
       r.seconds = open ? std::chrono::duration<double>(last - window_start).count() : 0;
@@ -274,8 +278,7 @@ int run(const Args& a) {
       if (op != "put_from" && op != "get_into") continue;
       for (auto& drv : drivers) {  // not timed: the blocks are allocated and filled here
         if (auto s = drv->prepare_block(d.pattern, d.size); !s.is_ok()) {
-          fmt::print(stderr, "kvrdma-loadgen: {} {} size {}: {}\n", a.label, op, size,
-                     s.message());
+          fmt::print(stderr, "kvrdma-loadgen: {} {} size {}: {}\n", a.label, op, size, s.message());
           return 1;
         }
       }
@@ -285,14 +288,13 @@ int run(const Args& a) {
       for (const auto& op : a.ops) {
         CaseResult r = run_case(a, drivers, d, op, inflight);
         double ops_s = r.seconds > 0 ? r.ops / r.seconds : 0;
-        fmt::print("{{\"system\":\"{}\",\"op\":\"{}\",\"size\":{},\"inflight\":{},\"batch\":{},"
-                   "\"keys\":{},\"ops\":{},\"seconds\":{:.4f},\"ops_per_s\":{:.1f},\"gbps\":{:.4f},"
-                   "\"p50_us\":{:.1f},\"p99_us\":{:.1f},\"verified\":{},\"error\":\"{}\"}}\n",
-                   a.label, op, size, inflight, op == "get" ? a.batch : 1, d.keys.size(), r.ops,
-                   r.seconds, ops_s, ops_s * size / 1e9, percentile(r.lat_ns, 0.50),
-                   percentile(r.lat_ns, 0.99),
-                   r.error.empty() && (op == "get" || op == "get_into") ? "true" : "false",
-                   r.error);
+        fmt::print(
+            "{{\"system\":\"{}\",\"op\":\"{}\",\"size\":{},\"inflight\":{},\"batch\":{},"
+            "\"keys\":{},\"ops\":{},\"seconds\":{:.4f},\"ops_per_s\":{:.1f},\"gbps\":{:.4f},"
+            "\"p50_us\":{:.1f},\"p99_us\":{:.1f},\"verified\":{},\"error\":\"{}\"}}\n",
+            a.label, op, size, inflight, op == "get" ? a.batch : 1, d.keys.size(), r.ops, r.seconds,
+            ops_s, ops_s * size / 1e9, percentile(r.lat_ns, 0.50), percentile(r.lat_ns, 0.99),
+            r.error.empty() && (op == "get" || op == "get_into") ? "true" : "false", r.error);
         std::fflush(stdout);
         if (!r.error.empty()) ++failures;
       }

@@ -58,7 +58,8 @@ Status SocketConn::send(std::span<const std::string_view> pieces) {
   }
   size_t i = 0;
   while (i < iov.size()) {
-    ssize_t n = ::writev(fd_, iov.data() + i, static_cast<int>(std::min<size_t>(iov.size() - i, 1024)));
+    ssize_t n =
+        ::writev(fd_, iov.data() + i, static_cast<int>(std::min<size_t>(iov.size() - i, 1024)));
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status(Code::kUnavailable, fmt::format("send: {}", strerror(errno)));

@@ -8,7 +8,9 @@
 namespace {
 
 // The expensive thing the cache saves us from doing twice.
-std::string render_page(int id) { return "<html>page " + std::to_string(id) + "</html>" + std::string(100000, ' '); }
+std::string render_page(int id) {
+  return "<html>page " + std::to_string(id) + "</html>" + std::string(100000, ' ');
+}
 
 }  // namespace
 

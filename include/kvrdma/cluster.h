@@ -38,9 +38,9 @@ struct ClusterInfo {
   std::string cluster;  // empty outside cluster mode
   uint64_t epoch = 0;   // 0: not in cluster mode (one node, serving every key)
   bool has_controller = false;
-  uint32_t controller = 0;  // node id of the controller that wrote the map
+  uint32_t controller = 0;    // node id of the controller that wrote the map
   uint64_t moving_slots = 0;  // slots whose values are moving to a new owner (join or leave)
-  uint32_t replicas = 1;  // copies per slot, the primary included (docs/cluster.md "Replicas")
+  uint32_t replicas = 1;      // copies per slot, the primary included (docs/cluster.md "Replicas")
   // Replicas still missing or filling, over all slots: 0 once every slot has replicas - 1
   // filled replicas (or one on every other active node, when there are fewer).
   uint64_t replicas_missing = 0;

@@ -168,9 +168,9 @@ KVRDMA_C_EXPORT int kvrdma_get_into_mem(kvrdma_client *c, const void *key, size_
 /* Stores the len bytes at kvrdma_mem_data(m) + offset under key (ttl_ms 0: no expiry); large
  * values are written by the transport straight from that memory, which must not change until
  * the call returns. */
-KVRDMA_C_EXPORT int kvrdma_put_from(kvrdma_client *c, const void *key, size_t keylen,
-                                    kvrdma_mem *m, size_t offset, size_t len, uint64_t ttl_ms,
-                                    char *errbuf, size_t errlen);
+KVRDMA_C_EXPORT int kvrdma_put_from(kvrdma_client *c, const void *key, size_t keylen, kvrdma_mem *m,
+                                    size_t offset, size_t len, uint64_t ttl_ms, char *errbuf,
+                                    size_t errlen);
 /* Batches of the two above, with the batch conventions: item i goes to / comes from mems[i] at
  * offsets[i] (capacities[i] / lens[i] bytes); vallens[i] receives the length of value i (also
  * the size needed when too small; 0 when unknown). All transport writes of a call are in flight
@@ -178,22 +178,20 @@ KVRDMA_C_EXPORT int kvrdma_put_from(kvrdma_client *c, const void *key, size_t ke
 KVRDMA_C_EXPORT int kvrdma_get_many_into(kvrdma_client *c, size_t n, const void *const *keys,
                                          const size_t *keylens, kvrdma_mem *const *mems,
                                          const size_t *offsets, const size_t *capacities,
-                                         size_t *vallens, int *codes, char *errbuf,
-                                         size_t errlen);
+                                         size_t *vallens, int *codes, char *errbuf, size_t errlen);
 KVRDMA_C_EXPORT int kvrdma_put_many_from(kvrdma_client *c, size_t n, const void *const *keys,
                                          const size_t *keylens, kvrdma_mem *const *mems,
-                                         const size_t *offsets, const size_t *lens,
-                                         uint64_t ttl_ms, int *codes, char *errbuf,
-                                         size_t errlen);
+                                         const size_t *offsets, const size_t *lens, uint64_t ttl_ms,
+                                         int *codes, char *errbuf, size_t errlen);
 
 /* Removes a key; KVRDMA_NOT_FOUND when it was absent. */
 KVRDMA_C_EXPORT int kvrdma_delete(kvrdma_client *client, const void *key, size_t keylen,
                                   char *errbuf, size_t errlen);
 
 /* The server's counters as NUL-terminated text, one "name=value" line each (keys, puts, gets,
- * get_hits, get_misses, deletes, evictions, pool_used_bytes, transport, version, ...; names may be added,
- * never renamed). *text is freed with kvrdma_free; len may be NULL. kvrdma_client_stats asks the
- * server the client is connected to; kvrdma_server_stats reads an embedded server directly. */
+ * get_hits, get_misses, deletes, evictions, pool_used_bytes, transport, version, ...; names may be
+ * added, never renamed). *text is freed with kvrdma_free; len may be NULL. kvrdma_client_stats asks
+ * the server the client is connected to; kvrdma_server_stats reads an embedded server directly. */
 KVRDMA_C_EXPORT int kvrdma_client_stats(kvrdma_client *client, char **text, size_t *len,
                                         char *errbuf, size_t errlen);
 KVRDMA_C_EXPORT int kvrdma_server_stats(const kvrdma_server *server, char **text, size_t *len,
@@ -201,7 +199,8 @@ KVRDMA_C_EXPORT int kvrdma_server_stats(const kvrdma_server *server, char **text
 /* kvrdma_client_stats_after waits, without polling, until the server's "version" line moves past
  * `version` or max_wait_ms (at most 10000) passes, then answers as kvrdma_client_stats. "version"
  * moves when keys, sessions, reservations, pins or the pool change (read counters do not move
- * it); wait for a condition by passing back the version the previous answer carried (0 at first). */
+ * it); wait for a condition by passing back the version the previous answer carried (0 at first).
+ */
 KVRDMA_C_EXPORT int kvrdma_client_stats_after(kvrdma_client *client, uint64_t version,
                                               uint32_t max_wait_ms, char **text, size_t *len,
                                               char *errbuf, size_t errlen);

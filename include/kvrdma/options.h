@@ -21,10 +21,10 @@ enum class Eviction { kLru, kNone };
 
 // Which transport moves value bytes. Both ends must use the same one.
 struct TransportOptions {
-  bool mock = true;                // memcpy through shared memory (one host)
-  std::string provider = "auto";   // libfabric: auto|efa|verbs|shm|tcp (when mock is false)
-  std::string fabric_iface;        // network interface for tcp/verbs; empty: loopback/any
-  uint32_t num_domains = 1;        // stripe large transfers over this many domains
+  bool mock = true;               // memcpy through shared memory (one host)
+  std::string provider = "auto";  // libfabric: auto|efa|verbs|shm|tcp (when mock is false)
+  std::string fabric_iface;       // network interface for tcp/verbs; empty: loopback/any
+  uint32_t num_domains = 1;       // stripe large transfers over this many domains
   // Request channel (docs/design.md): small GET, get_many, PUT and DELETE ride the data plane.
   // The client offers one at Hello and the server accepts it only when both have this on.
   bool channel = true;
@@ -46,7 +46,7 @@ struct SecurityOptions {
 
 struct ServerOptions {
   std::string listen_addr = "localhost:50051";  // host:port; port 0 picks a free port
-  uint64_t memory_bytes = 1024ull << 20;         // pool size
+  uint64_t memory_bytes = 1024ull << 20;        // pool size
   uint32_t node_id = 0;
   LogLevel log_level = LogLevel::kInfo;
   LogFormat log_format = LogFormat::kText;
@@ -55,26 +55,26 @@ struct ServerOptions {
   // crossover (mock 32 KiB, shm 64 KiB, tcp 256 KiB; bench/README.md, "Inline threshold").
   uint64_t inline_threshold = 0;
   Eviction eviction = Eviction::kLru;
-  uint64_t max_value_bytes = 0;                  // 0: the pool size
+  uint64_t max_value_bytes = 0;  // 0: the pool size
   uint64_t max_key_bytes = 4096;
-  uint64_t lease_ms = 30000;                     // a silent session ends after this
-  uint64_t reservation_ttl_ms = 30000;           // an uncommitted PUT reservation is freed after this
-  uint64_t sweep_interval_ms = 1000;             // how often expired keys/sessions are reclaimed
-  uint64_t max_sessions = 1024;                  // Hello beyond this: RESOURCE_EXHAUSTED
-  uint64_t max_inflight = 256;                   // per session: GET transfers + open PUT reservations
-  uint64_t max_message_bytes = 0;                // gRPC message limit; 0: 2 x inline threshold + 4 MiB
+  uint64_t lease_ms = 30000;            // a silent session ends after this
+  uint64_t reservation_ttl_ms = 30000;  // an uncommitted PUT reservation is freed after this
+  uint64_t sweep_interval_ms = 1000;    // how often expired keys/sessions are reclaimed
+  uint64_t max_sessions = 1024;         // Hello beyond this: RESOURCE_EXHAUSTED
+  uint64_t max_inflight = 256;          // per session: GET transfers + open PUT reservations
+  uint64_t max_message_bytes = 0;       // gRPC message limit; 0: 2 x inline threshold + 4 MiB
   SecurityOptions security;
   // Cluster mode (docs/cluster.md): on when `cluster` is not empty.
-  std::string cluster;                           // cluster name: etcd keys under /kvrdma/<cluster>/
-  std::string etcd_endpoints;                    // comma-separated, e.g. http://127.0.0.1:2379
-  std::string advertise_addr;                    // host:port clients dial; empty: the bound address
-  uint64_t node_lease_ms = 5000;                 // a node silent this long is declared dead
+  std::string cluster;            // cluster name: etcd keys under /kvrdma/<cluster>/
+  std::string etcd_endpoints;     // comma-separated, e.g. http://127.0.0.1:2379
+  std::string advertise_addr;     // host:port clients dial; empty: the bound address
+  uint64_t node_lease_ms = 5000;  // a node silent this long is declared dead
   // host:port serving Prometheus text at /metrics (docs/metrics.md); empty: no endpoint.
   std::string metrics_addr;
   // Request channel: the channel thread polls this long after its last request before it
   // sleeps on the doorbell, microseconds.
   uint64_t poll_us = 50;
-  uint64_t replicas = 1;                         // copies per slot of a new cluster (1..5)
+  uint64_t replicas = 1;  // copies per slot of a new cluster (1..5)
 };
 
 enum class ReadFrom { kPrimary, kAny, kNearest };
@@ -82,11 +82,11 @@ enum class ReadFrom { kPrimary, kAny, kNearest };
 struct ClientOptions {
   std::string server_addr = "http://[::1]:50051";
   uint64_t client_id = 1;
-  uint64_t buffer_bytes = 64ull << 20;           // registered receive buffer
+  uint64_t buffer_bytes = 64ull << 20;  // registered receive buffer
   LogLevel log_level = LogLevel::kWarn;
   LogFormat log_format = LogFormat::kText;
   TransportOptions transport;
-  uint64_t timeout_ms = 5000;                    // deadline of each call
+  uint64_t timeout_ms = 5000;  // deadline of each call
   SecurityOptions security;
   // GETs and get_many batches ride long-lived gRPC streams (no call set-up per request), one
   // request at a time per stream, up to this many streams per client; more concurrent ones, or
@@ -100,14 +100,14 @@ struct ClientOptions {
 enum SettingRole : unsigned { kServerSetting = 1, kClientSetting = 2 };
 
 struct SettingInfo {
-  const char* name;          // CLI flag without "--", also the kvrdma_config_set name
-  const char* type;          // "string", "bool", "int", "bytes", "enum"
-  const char* default_value; // read from a default-constructed ServerOptions / ClientOptions
-  const char* description;   // one line, for --help and the README
-  unsigned roles;            // SettingRole bits
-  const char* member;        // the ServerOptions / ClientOptions member it sets, e.g. "lease_ms"
-  uint64_t min_value;        // "int" / "bytes": the accepted range, in the setting's unit
-  uint64_t max_value;        // (MiB for "-mb" settings); 0 for other types
+  const char* name;           // CLI flag without "--", also the kvrdma_config_set name
+  const char* type;           // "string", "bool", "int", "bytes", "enum"
+  const char* default_value;  // read from a default-constructed ServerOptions / ClientOptions
+  const char* description;    // one line, for --help and the README
+  unsigned roles;             // SettingRole bits
+  const char* member;         // the ServerOptions / ClientOptions member it sets, e.g. "lease_ms"
+  uint64_t min_value;         // "int" / "bytes": the accepted range, in the setting's unit
+  uint64_t max_value;         // (MiB for "-mb" settings); 0 for other types
 };
 
 // Every setting, in the order --help shows them. The option structs above hold the defaults; the

@@ -57,8 +57,8 @@ size_t encoded_size(const Request& r) {
 }
 
 size_t encoded_size(const Response& r) {
-  size_t n = kResponseHeaderBytes + r.results.size() * kResultBytes + r.message.size() +
-             r.detail.size();
+  size_t n =
+      kResponseHeaderBytes + r.results.size() * kResultBytes + r.message.size() + r.detail.size();
   for (const ResultRef& res : r.results) n += res.inline_bytes.size();
   return n;
 }
@@ -147,8 +147,7 @@ Status encode(const Response& r, size_t slot_bytes, std::string* out) {
   return Status::ok();
 }
 
-Result<Request> decode_request(std::span<const std::byte> b, size_t slot_bytes,
-                               size_t max_items) {
+Result<Request> decode_request(std::span<const std::byte> b, size_t slot_bytes, size_t max_items) {
   if (b.size() > slot_bytes) {
     return bad(fmt::format("request of {} bytes exceeds the slot size {}", b.size(), slot_bytes));
   }
@@ -187,8 +186,10 @@ Result<Request> decode_request(std::span<const std::byte> b, size_t slot_bytes,
     }
     // items <= max_items bounds the product; key_len is a u32.
     if (items * kItemBytes + key_len != body) {
-      return bad(fmt::format("GET_MANY of {} items and {} key bytes does not match the {}-byte "
-                             "body", items, key_len, body));
+      return bad(
+          fmt::format("GET_MANY of {} items and {} key bytes does not match the {}-byte "
+                      "body",
+                      items, key_len, body));
     }
     const std::byte* keys = q + items * kItemBytes;
     uint64_t used = 0;
@@ -213,8 +214,8 @@ Result<Request> decode_request(std::span<const std::byte> b, size_t slot_bytes,
     return bad(fmt::format("{} request with value length {}", op_name(r.op), value_len));
   }
   if (key_len + value_len != body) {
-    return bad(fmt::format("key of {} and value of {} bytes do not match the {}-byte body",
-                           key_len, value_len, body));
+    return bad(fmt::format("key of {} and value of {} bytes do not match the {}-byte body", key_len,
+                           value_len, body));
   }
   r.key = view(q, key_len);
   r.value = view(q + key_len, value_len);
@@ -223,8 +224,8 @@ Result<Request> decode_request(std::span<const std::byte> b, size_t slot_bytes,
 
 Result<Response> decode_response(std::span<const std::byte> b, size_t slot_bytes) {
   if (b.size() > slot_bytes || b.size() < kResponseHeaderBytes) {
-    return bad(fmt::format("response of {} bytes is outside {}..{}", b.size(),
-                           kResponseHeaderBytes, slot_bytes));
+    return bad(fmt::format("response of {} bytes is outside {}..{}", b.size(), kResponseHeaderBytes,
+                           slot_bytes));
   }
   const std::byte* p = b.data();
   if (get<uint16_t>(p) != kResponseMagic || get<uint8_t>(p + 2) != kVersion) {
@@ -245,7 +246,8 @@ Result<Response> decode_response(std::span<const std::byte> b, size_t slot_bytes
   const uint64_t det = get<uint16_t>(p + 22);
   const uint64_t items = get<uint32_t>(p + 24);
   uint64_t left = b.size() - kResponseHeaderBytes;
-  if (items > left / kResultBytes) return bad(fmt::format("response item count {} too large", items));
+  if (items > left / kResultBytes)
+    return bad(fmt::format("response item count {} too large", items));
   left -= items * kResultBytes;
   if (msg + det > left) return bad("response message and detail run past the slot");
   left -= msg + det;
@@ -268,8 +270,8 @@ Result<Response> decode_response(std::span<const std::byte> b, size_t slot_bytes
     r.results[i].value_len = get<uint64_t>(e + 8);
     r.results[i].inline_bytes = view(inl, n);
     if ((r.results[i].flags & kFlagInline) && n != r.results[i].value_len) {
-      return bad(fmt::format("result {} is inline with {} of {} bytes", i, n,
-                             r.results[i].value_len));
+      return bad(
+          fmt::format("result {} is inline with {} of {} bytes", i, n, r.results[i].value_len));
     }
     inl += n;
     left -= n;

@@ -70,7 +70,7 @@ struct Request {
   uint64_t dest_capacity = 0;
   uint64_t map_epoch = 0;
   uint64_t ttl_ms = 0;
-  uint32_t timeout_ms = 0;   // 0: the server's default
+  uint32_t timeout_ms = 0;     // 0: the server's default
   std::vector<ItemRef> items;  // GET_MANY
 };
 

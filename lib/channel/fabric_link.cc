@@ -31,9 +31,9 @@ constexpr auto kSendTimeout = std::chrono::seconds(5);
 
 // One slot as the client sees it.
 struct Slot {
-  std::atomic<uint64_t> posted{0};  // generation of the request in flight
-  std::atomic<uint64_t> done{0};    // generation whose completion arrived
-  std::atomic<uint64_t> failed{0};  // generation whose send failed
+  std::atomic<uint64_t> posted{0};        // generation of the request in flight
+  std::atomic<uint64_t> done{0};          // generation whose completion arrived
+  std::atomic<uint64_t> failed{0};        // generation whose send failed
   transport::WriteExpectation expecting;  // guarded by ClientState::mu
 };
 
@@ -49,9 +49,7 @@ struct ClientState {
   std::atomic<int> sleepers{0};
 
   size_t request_offset(uint32_t i) const { return i * (sizeof(MessageHeader) + slot_bytes); }
-  size_t completion_offset(uint32_t i) const {
-    return i * (sizeof(CompletionHeader) + slot_bytes);
-  }
+  size_t completion_offset(uint32_t i) const { return i * (sizeof(CompletionHeader) + slot_bytes); }
   CompletionHeader& completion_header(uint32_t i) const {
     return *reinterpret_cast<CompletionHeader*>(completions->data() + completion_offset(i));
   }
@@ -104,8 +102,11 @@ class FabricClientLink final : public ClientLink {
  public:
   FabricClientLink(transport::Transport& transport, std::shared_ptr<ClientState> state,
                    std::shared_ptr<ClientDispatch> dispatch, uint32_t index)
-      : transport_(transport), messages_(*transport.messages()), state_(std::move(state)),
-        dispatch_(std::move(dispatch)), index_(index) {}
+      : transport_(transport),
+        messages_(*transport.messages()),
+        state_(std::move(state)),
+        dispatch_(std::move(dispatch)),
+        index_(index) {}
 
   ~FabricClientLink() override {
     std::lock_guard lock(dispatch_->mu);
@@ -256,8 +257,8 @@ Result<std::unique_ptr<ClientLink>> make_fabric_client_link(transport::Transport
       slot_bytes > kMaxFabricSlotBytes || slot_bytes % 8 != 0) {
     return Status(Code::kInvalidArgument,
                   fmt::format("channel: {} slots of {} bytes is outside 1..{} slots of {}..{} "
-                              "bytes (a multiple of 8)", slots, slot_bytes, max_slots,
-                              kMinSlotBytes, kMaxFabricSlotBytes));
+                              "bytes (a multiple of 8)",
+                              slots, slot_bytes, max_slots, kMinSlotBytes, kMaxFabricSlotBytes));
   }
   auto st = std::make_shared<ClientState>();
   st->slots = slots;

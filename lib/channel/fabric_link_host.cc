@@ -14,8 +14,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "channel/fabric_link.h"
 #include "channel/codec.h"
+#include "channel/fabric_link.h"
 #include "channel/fabric_link_wire.h"
 #include "channel/mock_link.h"
 #include "common/logging.h"
@@ -46,16 +46,16 @@ struct Inbox {
     uint32_t length = 0;
     bool full = false;
   };
-  std::vector<Entry> entries;       // guarded by mu
-  std::atomic<uint32_t> count{0};   // full entries, read without the lock by take()
+  std::vector<Entry> entries;      // guarded by mu
+  std::atomic<uint32_t> count{0};  // full entries, read without the lock by take()
 };
 
 // What the host, its links and the transport's message handler share.
 struct Registry {
   std::mutex mu;
   std::unordered_map<uint32_t, std::shared_ptr<Inbox>> links;  // guarded by mu
-  uint32_t next_id = 1;                                          // guarded by mu
-  std::mt19937_64 rng{std::random_device{}()};                   // guarded by mu
+  uint32_t next_id = 1;                                        // guarded by mu
+  std::mt19937_64 rng{std::random_device{}()};                 // guarded by mu
   std::atomic<uint64_t> dropped{0};  // messages refused (malformed, unknown link, bad secret)
 
   std::atomic<bool> need_wakeup{false};
@@ -109,9 +109,14 @@ class FabricServerLink final : public ServerLink {
                    transport::Transport& transport, std::shared_ptr<transport::RemoteRegion> dst,
                    std::shared_ptr<transport::LocalRegion> answers, uint32_t client_index,
                    DataLayout layout)
-      : registry_(std::move(registry)), inbox_(std::move(inbox)), transport_(transport),
-        dst_(std::move(dst)), answers_(std::move(answers)), client_index_(client_index),
-        layout_(layout), copy_(inbox_->slot_bytes) {}
+      : registry_(std::move(registry)),
+        inbox_(std::move(inbox)),
+        transport_(transport),
+        dst_(std::move(dst)),
+        answers_(std::move(answers)),
+        client_index_(client_index),
+        layout_(layout),
+        copy_(inbox_->slot_bytes) {}
 
   ~FabricServerLink() override {
     std::lock_guard lock(registry_->mu);
@@ -150,8 +155,8 @@ class FabricServerLink final : public ServerLink {
     if (slot >= inbox_->slots || response.size() > inbox_->slot_bytes) {
       return Status(Code::kInvalidArgument,
                     fmt::format("channel: completion for slot {} of {} bytes (slots {}, slot "
-                                "size {})", slot, response.size(), inbox_->slots,
-                                inbox_->slot_bytes));
+                                "size {})",
+                                slot, response.size(), inbox_->slots, inbox_->slot_bytes));
     }
     const size_t offset = size_t{slot} * (sizeof(CompletionHeader) + inbox_->slot_bytes);
     CompletionHeader h{generation, static_cast<uint32_t>(response.size()), 0};
@@ -167,22 +172,21 @@ class FabricServerLink final : public ServerLink {
     };
     auto outcome = std::make_shared<Outcome>();
     outcome->answers = answers_;
-    transport_.messages()->write_with_data(
-        *answers_, offset, dst_, offset, sizeof h + response.size(),
-        layout_.pack(client_index_, slot, generation), Clock::now() + kWriteTimeout,
-        [outcome, slot](Status s) {
-          if (!s.is_ok()) {
-            KVRDMA_LOG_DEBUG("channel: completion of slot {} not delivered: {}", slot,
-                             s.message());
-          }
-          outcome->status = std::move(s);
-          outcome->ran.store(true, std::memory_order_release);
-          outcome->answers.reset();
-        });
+    transport_.messages()
+        ->write_with_data(*answers_, offset, dst_, offset, sizeof h + response.size(),
+                          layout_.pack(client_index_, slot, generation),
+                          Clock::now() + kWriteTimeout, [outcome, slot](Status s) {
+                            if (!s.is_ok()) {
+                              KVRDMA_LOG_DEBUG("channel: completion of slot {} not delivered: {}",
+                                               slot, s.message());
+                            }
+                            outcome->status = std::move(s);
+                            outcome->ran.store(true, std::memory_order_release);
+                            outcome->answers.reset();
+                          });
     if (outcome->ran.load(std::memory_order_acquire) && !outcome->status.is_ok()) {
-      return Status(Code::kUnavailable,
-                    fmt::format("channel: completion not delivered: {}",
-                                outcome->status.message()));
+      return Status(Code::kUnavailable, fmt::format("channel: completion not delivered: {}",
+                                                    outcome->status.message()));
     }
     return Status::ok();
   }
@@ -191,8 +195,8 @@ class FabricServerLink final : public ServerLink {
   std::shared_ptr<Registry> registry_;
   std::shared_ptr<Inbox> inbox_;
   transport::Transport& transport_;
-  std::shared_ptr<transport::RemoteRegion> dst_;        // the client's completion area
-  std::shared_ptr<transport::LocalRegion> answers_;     // ours, written then sent from
+  std::shared_ptr<transport::RemoteRegion> dst_;     // the client's completion area
+  std::shared_ptr<transport::LocalRegion> answers_;  // ours, written then sent from
   const uint32_t client_index_;
   const DataLayout layout_;
   std::vector<std::byte> copy_;  // the request being served (take() only)
@@ -219,12 +223,12 @@ class FabricLinkHost final : public LinkHost {
         slot_bytes > kMaxFabricSlotBytes || slot_bytes % 8 != 0) {
       return Status(Code::kResourceExhausted,
                     fmt::format("channel: offer of {} slots of {} bytes is outside 1..{} slots "
-                                "of {}..{} bytes (a multiple of 8)", slots, slot_bytes, max_slots,
-                                kMinSlotBytes, kMaxFabricSlotBytes));
+                                "of {}..{} bytes (a multiple of 8)",
+                                slots, slot_bytes, max_slots, kMinSlotBytes, kMaxFabricSlotBytes));
     }
     if (index >= layout_.max_links()) {
-      return Status(Code::kInvalidArgument, fmt::format("channel: link index {} is beyond {}",
-                                                        index, layout_.max_links()));
+      return Status(Code::kInvalidArgument,
+                    fmt::format("channel: link index {} is beyond {}", index, layout_.max_links()));
     }
     const size_t area = slots * (sizeof(CompletionHeader) + slot_bytes);
     auto peer = transport_.connect(*address);
@@ -234,7 +238,8 @@ class FabricLinkHost final : public LinkHost {
     if ((*dst)->size() < area) {
       return Status(Code::kInvalidArgument,
                     fmt::format("channel: completion area of {} bytes is smaller than {} slots "
-                                "need ({} bytes)", (*dst)->size(), slots, area));
+                                "need ({} bytes)",
+                                (*dst)->size(), slots, area));
     }
     auto answers = transport_.allocate(area);
     if (!answers) return answers.status().with_context("channel: answer area");
@@ -251,12 +256,13 @@ class FabricLinkHost final : public LinkHost {
       inbox->secret = registry_->rng();
       registry_->links.emplace(inbox->id, inbox);
     }
-    *accept = fmt::format("{} {} {:x} {}", kTag, inbox->id, inbox->secret,
-                          to_hex(transport_.address()));
-    return std::unique_ptr<ServerLink>(std::make_unique<FabricServerLink>(
-        registry_, std::move(inbox), transport_, std::move(*dst),
-        std::shared_ptr<transport::LocalRegion>(std::move(*answers)),
-        static_cast<uint32_t>(index), layout_));
+    *accept =
+        fmt::format("{} {} {:x} {}", kTag, inbox->id, inbox->secret, to_hex(transport_.address()));
+    return std::unique_ptr<ServerLink>(
+        std::make_unique<FabricServerLink>(registry_, std::move(inbox), transport_, std::move(*dst),
+                                           std::shared_ptr<transport::LocalRegion>(
+                                               std::move(*answers)),
+                                           static_cast<uint32_t>(index), layout_));
   }
 
   void prepare_sleep() override { registry_->need_wakeup.store(true); }
@@ -294,9 +300,9 @@ Result<std::unique_ptr<LinkHost>> make_fabric_link_host(transport::Transport& tr
                               transport.kind(), messages->data_bytes()));
   }
   auto registry = std::make_shared<Registry>();
-  KVRDMA_RETURN_IF_ERROR(messages->listen(
-      sizeof(MessageHeader) + kMaxFabricSlotBytes,
-      [registry](std::span<const std::byte> m) { registry->on_message(m); }));
+  KVRDMA_RETURN_IF_ERROR(
+      messages->listen(sizeof(MessageHeader) + kMaxFabricSlotBytes,
+                       [registry](std::span<const std::byte> m) { registry->on_message(m); }));
   return std::unique_ptr<LinkHost>(
       std::make_unique<FabricLinkHost>(transport, std::move(registry), *layout));
 }

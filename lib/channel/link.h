@@ -98,8 +98,7 @@ class LinkHost {
   // Opens the server end from a client's offer; `accept` receives the bytes to return in
   // HelloReply.channel_link. INVALID_ARGUMENT for a malformed offer, PERMISSION_DENIED for memory
   // the link must not map, RESOURCE_EXHAUSTED when the sizes exceed the server's limits.
-  virtual Result<std::unique_ptr<ServerLink>> open(std::string_view offer,
-                                                   std::string* accept) = 0;
+  virtual Result<std::unique_ptr<ServerLink>> open(std::string_view offer, std::string* accept) = 0;
 
   // Sleeping, io_uring SQPOLL style: prepare_sleep() raises NEED_WAKEUP; the caller then scans
   // every link once more and calls sleep() only if that scan found nothing (cancel_sleep()

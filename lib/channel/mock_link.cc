@@ -2,9 +2,9 @@
 
 #include <fmt/format.h>
 #include <linux/futex.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <time.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -213,8 +213,10 @@ class MockClientLink final : public ClientLink {
 class MockServerLink final : public ServerLink {
  public:
   MockServerLink(transport::shm::Mapping map, uint32_t slots, size_t slot_bytes)
-      : map_(std::move(map)), layout_{map_.data(), slots, slot_bytes},
-        taken_(slots, 0), copy_(slot_bytes) {
+      : map_(std::move(map)),
+        layout_{map_.data(), slots, slot_bytes},
+        taken_(slots, 0),
+        copy_(slot_bytes) {
     // Requests posted before the link opened are ignored: start from what the region holds.
     for (uint32_t i = 0; i < slots; ++i) {
       taken_[i] = at(layout_.control(i).req_gen).load(std::memory_order_acquire);
@@ -251,8 +253,8 @@ class MockServerLink final : public ServerLink {
     if (slot >= layout_.slots || response.size() > layout_.slot_bytes) {
       return Status(Code::kInvalidArgument,
                     fmt::format("channel: completion for slot {} of {} bytes (slots {}, slot "
-                                "size {})", slot, response.size(), layout_.slots,
-                                layout_.slot_bytes));
+                                "size {})",
+                                slot, response.size(), layout_.slots, layout_.slot_bytes));
     }
     std::memcpy(layout_.completion(slot), response.data(), response.size());
     Control& c = layout_.control(slot);
@@ -290,8 +292,8 @@ class MockLinkHost final : public LinkHost {
         slot_bytes > kMaxSlotBytes || slot_bytes % 8 != 0) {
       return Status(Code::kResourceExhausted,
                     fmt::format("channel: offer of {} slots of {} bytes is outside 1..{} slots "
-                                "of {}..{} bytes (a multiple of 8)", slots, slot_bytes, kMaxSlots,
-                                kMinSlotBytes, kMaxSlotBytes));
+                                "of {}..{} bytes (a multiple of 8)",
+                                slots, slot_bytes, kMaxSlots, kMinSlotBytes, kMaxSlotBytes));
     }
     if (size != region_bytes(static_cast<uint32_t>(slots), slot_bytes)) {
       return Status(Code::kInvalidArgument,
@@ -301,8 +303,9 @@ class MockLinkHost final : public LinkHost {
     auto map = transport::shm::open_object(std::string((*w)[1]), size);
     if (!map) return map.status().with_context("channel: mapping the client's slot region");
     *accept = fmt::format("{} {} {} {}", kTag, bell_.name(), bell_.size(), getpid());
-    return std::unique_ptr<ServerLink>(std::make_unique<MockServerLink>(
-        std::move(*map), static_cast<uint32_t>(slots), slot_bytes));
+    return std::unique_ptr<ServerLink>(
+        std::make_unique<MockServerLink>(std::move(*map), static_cast<uint32_t>(slots),
+                                         slot_bytes));
   }
 
   void prepare_sleep() override {
@@ -332,12 +335,12 @@ bool is_mock_offer(std::string_view offer) {
 }
 
 Result<std::unique_ptr<ClientLink>> make_mock_client_link(uint32_t slots, size_t slot_bytes) {
-  if (slots == 0 || slots > kMaxSlots || slot_bytes < kMinSlotBytes ||
-      slot_bytes > kMaxSlotBytes || slot_bytes % 8 != 0) {
+  if (slots == 0 || slots > kMaxSlots || slot_bytes < kMinSlotBytes || slot_bytes > kMaxSlotBytes ||
+      slot_bytes % 8 != 0) {
     return Status(Code::kInvalidArgument,
                   fmt::format("channel: {} slots of {} bytes is outside 1..{} slots of {}..{} "
-                              "bytes (a multiple of 8)", slots, slot_bytes, kMaxSlots,
-                              kMinSlotBytes, kMaxSlotBytes));
+                              "bytes (a multiple of 8)",
+                              slots, slot_bytes, kMaxSlots, kMinSlotBytes, kMaxSlotBytes));
   }
   auto region = transport::shm::OwnedObject::create(region_bytes(slots, slot_bytes));
   if (!region) return region.status().with_context("channel: slot region");

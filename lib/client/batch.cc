@@ -106,11 +106,11 @@ std::vector<Result<ValueView>> get_many(const BatchChannel& ch,
       if (!call.empty() && bytes + key.size() > kBytesPerCall) break;
       if (w.need > 0 && !w.extent.valid()) {
         if (w.need > pool.size()) {
-          results[w.index] = Status(
-              Code::kFailedPrecondition,
-              fmt::format("value of {} bytes does not fit the {}-byte receive buffer; raise "
-                          "--buffer-mb to at least {}", w.need, pool.size(),
-                          (w.need + (1 << 20) - 1) >> 20));
+          results[w.index] =
+              Status(Code::kFailedPrecondition,
+                     fmt::format("value of {} bytes does not fit the {}-byte receive buffer; raise "
+                                 "--buffer-mb to at least {}",
+                                 w.need, pool.size(), (w.need + (1 << 20) - 1) >> 20));
           queue.pop_front();
           continue;
         }
@@ -176,8 +176,8 @@ std::vector<Result<ValueView>> get_many(const BatchChannel& ch,
         const std::byte* data = held->extent.data();
         results[w.index] = ValueView(std::move(held), data, r.value_len(), true);
       } else if (++w.attempts >= kMaxAttempts) {
-        results[w.index] = Status(Code::kUnavailable,
-                                  "the value kept changing size while being read; try again");
+        results[w.index] =
+            Status(Code::kUnavailable, "the value kept changing size while being read; try again");
       } else {
         // Deferred (reply full) or larger than the space given: ask again with the real size.
         w.extent.reset();
@@ -226,8 +226,8 @@ std::vector<Status> put_many(const BatchChannel& ch, std::span<const KeyValue> i
     grpc::Status s = ch.stub->PutMany(&ctx, req, &reply);
     if (s.ok() && reply.results_size() != static_cast<int>(end - pos)) {
       s = grpc::Status(grpc::StatusCode::INTERNAL,
-                       fmt::format("PutMany answered {} results for {} items",
-                                   reply.results_size(), end - pos));
+                       fmt::format("PutMany answered {} results for {} items", reply.results_size(),
+                                   end - pos));
     }
     for (size_t j = pos; j < end; ++j) {
       results[small[j]] = s.ok() ? rpc::from_item(reply.results(static_cast<int>(j - pos)))

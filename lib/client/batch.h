@@ -27,7 +27,7 @@ struct BatchChannel {
   uint64_t max_value_bytes = 0;
   std::shared_ptr<ReceiveBuffer> buffer;
   std::chrono::milliseconds timeout{0};
-  std::string target;  // for error messages
+  std::string target;      // for error messages
   std::string auth_token;  // sent with every call when not empty
   // GetMany rides these when given and one is free (no call set-up); else the unary call.
   GetStreams* streams = nullptr;

@@ -19,8 +19,7 @@ size_t ChannelClient::max_put_value(size_t key_len) const {
   return fixed < link_->slot_bytes() ? link_->slot_bytes() - fixed : 0;
 }
 
-Result<ChannelClient::Ticket> ChannelClient::submit(ch::Request request,
-                                                    Clock::time_point deadline,
+Result<ChannelClient::Ticket> ChannelClient::submit(ch::Request request, Clock::time_point deadline,
                                                     bool wait_for_slot) {
   if (ch::encoded_size(request) > link_->slot_bytes()) {
     return Status(Code::kInvalidArgument,
@@ -107,9 +106,9 @@ Result<ch::Response> ChannelClient::call(ch::Request request, Clock::time_point 
   if (!t) return t.status();
   ring();
   KVRDMA_RETURN_IF_ERROR(wait(*t, deadline, keep));
-  auto r = ch::decode_response(std::span(reinterpret_cast<const std::byte*>(keep->data()),
-                                         keep->size()),
-                               link_->slot_bytes());
+  auto r =
+      ch::decode_response(std::span(reinterpret_cast<const std::byte*>(keep->data()), keep->size()),
+                          link_->slot_bytes());
   if (!r) return r.status().with_context("channel: the server's answer");
   if (r->generation != t->generation || r->slot != t->slot || r->op != op) {
     return Status(Code::kInternal, "channel: the answer names another request");

@@ -41,9 +41,9 @@ class ChannelClient {
   size_t max_put_value(size_t key_len) const;
 
   // Takes a free slot (waiting up to `deadline` for one when `wait_for_slot`: DEADLINE_EXCEEDED;
-  // else RESOURCE_EXHAUSTED at once when none is free), stamps `request` with its slot, generation and the time left to
-  // `deadline`, encodes and posts it. Does not ring. INVALID_ARGUMENT when the request does not
-  // fit a slot (nothing taken).
+  // else RESOURCE_EXHAUSTED at once when none is free), stamps `request` with its slot, generation
+  // and the time left to `deadline`, encodes and posts it. Does not ring. INVALID_ARGUMENT when the
+  // request does not fit a slot (nothing taken).
   Result<Ticket> submit(channel::Request request, Clock::time_point deadline,
                         bool wait_for_slot = true);
   // Wakes the server if it sleeps; once per batch of submits.

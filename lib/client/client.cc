@@ -123,8 +123,8 @@ Result<std::shared_ptr<ReceiveBuffer>> Client::Impl::new_buffer() {
     return region.status().with_context("cannot register the receive buffer (--buffer-mb)");
   }
   buffer->region = std::move(*region);
-  buffer->pool = std::make_unique<memory::MemoryPool>(buffer->region->data(),
-                                                      buffer->region->size());
+  buffer->pool =
+      std::make_unique<memory::MemoryPool>(buffer->region->data(), buffer->region->size());
   return buffer;
 }
 
@@ -167,9 +167,11 @@ void Client::Impl::renew_buffer_if_retired() {
   if (release_held_buffers() >= kMaxHeldBuffers) return;
   std::lock_guard renew(renew_mu_);
   if (current_buffer() != buffer) return;  // another thread renewed it
-  KVRDMA_LOG_WARN("{} bytes of the receive buffer are retired (GETs that failed while the "
-                  "server's write into them could still land); opening new sessions with a "
-                  "fresh buffer", retired);
+  KVRDMA_LOG_WARN(
+      "{} bytes of the receive buffer are retired (GETs that failed while the "
+      "server's write into them could still land); opening new sessions with a "
+      "fresh buffer",
+      retired);
   auto fresh = new_buffer();
   if (!fresh) {
     KVRDMA_LOG_WARN("renewing the receive buffer failed: {}", fresh.status().message());

@@ -41,9 +41,9 @@ struct Pending::State {
   }
 
   Result<std::string> finish() {
-    auto r = ch::decode_response(
-        std::span(reinterpret_cast<const std::byte*>(answer.data()), answer.size()),
-        session->channel->slot_bytes());
+    auto r = ch::decode_response(std::span(reinterpret_cast<const std::byte*>(answer.data()),
+                                           answer.size()),
+                                 session->channel->slot_bytes());
     if (!r) return r.status().with_context("channel: the server's answer");
     if (r->generation != ticket.generation) {
       return Status(Code::kInternal, "channel: the answer names another request");

@@ -55,8 +55,8 @@ Result<ClusterInfo> Client::Impl::cluster() {
     // Stats needs no session: a probe channel does.
     Result<std::shared_ptr<NodeSession>> s = home_;
     if (cluster_ || home_->node_id(id) != id) s = session_for(id, address);
-    Result<v1::StatsReply> st = s ? (*s)->stats(0, std::chrono::milliseconds(0))
-                                  : Result<v1::StatsReply>(s.status());
+    Result<v1::StatsReply> st =
+        s ? (*s)->stats(0, std::chrono::milliseconds(0)) : Result<v1::StatsReply>(s.status());
     if (st) {
       n.reachable = true;
       n.keys = st->keys();

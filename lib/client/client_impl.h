@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "client/node_session.h"
-#include "common/logging.h"
 #include "client/receive_buffer.h"
 #include "client/router.h"
 #include "cluster/slot_map.h"
+#include "common/logging.h"
 #include "kvrdma/client.h"
 
 namespace kvrdma {
@@ -64,7 +64,9 @@ class Client::Impl final : public client::BufferSource {
   client::NodeSession& home() const { return *home_; }
   // Cluster mode (keys route to their owners); constant after connect.
   bool in_cluster() const { return cluster_; }
-  std::chrono::milliseconds timeout() const { return std::chrono::milliseconds(options_.timeout_ms); }
+  std::chrono::milliseconds timeout() const {
+    return std::chrono::milliseconds(options_.timeout_ms);
+  }
   // This client's log level, installed (log::Scope) by every public entry point and on every
   // thread the client runs, so its lines never follow another component's level.
   const log::Logger* logger() const { return logger_.get(); }
@@ -121,7 +123,7 @@ class Client::Impl final : public client::BufferSource {
   Result<std::shared_ptr<client::NodeSession>> session_for(uint32_t id, const std::string& address);
   // The session of the owner of `slot` by `map`; UNAVAILABLE when the map gives it no owner.
   Result<std::shared_ptr<client::NodeSession>> owner_session(const cluster::SlotMap& map,
-                                                              uint32_t slot);
+                                                             uint32_t slot);
   // Asks `first`, then every node the map names, then the seed list for the map, keeping the
   // highest epoch; installs it when newer than ours. Returns the map now in force. Without a
   // `first` (no refusal named an owner) and right after a refresh that found nothing newer, it
@@ -141,8 +143,7 @@ class Client::Impl final : public client::BufferSource {
   void note_acked(uint32_t slot);
   // get_many / put_many in cluster mode: per owner in parallel, refused items retried once.
   template <class Item, class R, class Run>
-  std::vector<R> run_grouped(std::span<const Item> items, std::span<const uint32_t> slots,
-                             Run run);
+  std::vector<R> run_grouped(std::span<const Item> items, std::span<const uint32_t> slots, Run run);
   Result<cluster::SlotMap> fetch_map(const std::string& address);
 
   ClientOptions options_;
@@ -169,7 +170,7 @@ class Client::Impl final : public client::BufferSource {
     std::string address;  // as the map gave it (a node that moves gets a new session)
     std::shared_ptr<client::NodeSession> session;
   };
-  std::map<uint32_t, SessionRef> by_id_;                                     // guarded
+  std::map<uint32_t, SessionRef> by_id_;                                    // guarded
   std::map<std::string, std::shared_ptr<client::NodeSession>> by_address_;  // guarded
 
   std::mutex renew_mu_;  // one buffer renewal at a time

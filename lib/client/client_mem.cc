@@ -45,7 +45,8 @@ namespace {
 Status bad_span(std::string_view what, size_t offset, size_t len, size_t size) {
   return Status(Code::kInvalidArgument,
                 fmt::format("{} [{}, +{}) lies outside the {}-byte memory handle; keep offset + "
-                            "length within MemoryHandle::size()", what, offset, len, size));
+                            "length within MemoryHandle::size()",
+                            what, offset, len, size));
 }
 
 }  // namespace
@@ -159,14 +160,15 @@ Result<uint64_t> Client::get_into(std::string_view key, std::span<std::byte> buf
   if (v->size() > buffer.size()) {
     return Status(Code::kFailedPrecondition,
                   fmt::format("the value is {} bytes but the buffer holds {}; give at least {} "
-                              "bytes (nothing was written)", v->size(), buffer.size(), v->size()));
+                              "bytes (nothing was written)",
+                              v->size(), buffer.size(), v->size()));
   }
   if (v->size() > 0) std::memcpy(buffer.data(), v->data(), v->size());
   return v->size();
 }
 
-Status Client::put_from(std::string_view key, const MemoryHandle& handle, size_t offset,
-                        size_t len, uint64_t ttl_ms) {
+Status Client::put_from(std::string_view key, const MemoryHandle& handle, size_t offset, size_t len,
+                        uint64_t ttl_ms) {
   log::Scope scope(impl_->logger());
   auto item = impl_->mem_put(key, &handle, offset, len);
   if (!item) return item.status();

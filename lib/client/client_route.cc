@@ -32,7 +32,8 @@ Status empty_key() { return Status(Code::kInvalidArgument, "key is empty; give a
 Status no_owner(uint32_t slot, uint64_t epoch) {
   return Status(Code::kUnavailable,
                 fmt::format("slot {} has no reachable owner in cluster map epoch {}; the cluster "
-                            "is reassigning it; retry shortly", slot, epoch));
+                            "is reassigning it; retry shortly",
+                            slot, epoch));
 }
 
 // A key refused again after its one retry: its slot is moving faster than the map reaches us.
@@ -40,7 +41,8 @@ Status no_owner(uint32_t slot, uint64_t epoch) {
 Status refused_twice(const Status& refusal) {
   return Status(Code::kUnavailable,
                 fmt::format("{}; refused again after a map refresh: the cluster is changing; "
-                            "retry", refusal.message()),
+                            "retry",
+                            refusal.message()),
                 refusal.detail());
 }
 
@@ -140,8 +142,8 @@ std::shared_ptr<const cluster::SlotMap> Client::Impl::refresh_map(std::string_vi
   add(first);
   for (const auto& n : known->nodes) add(n.address);
   for (const auto& a : seeds_) add(a);
-  auto newest = client::newest_map(order, want_epoch,
-                                   [this](const std::string& a) { return fetch_map(a); });
+  auto newest =
+      client::newest_map(order, want_epoch, [this](const std::string& a) { return fetch_map(a); });
   if (!newest) {
     KVRDMA_LOG_WARN("cluster map refresh failed: {}", newest.status().message());
     fruitless_refresh_ = Steady::now();
@@ -157,8 +159,8 @@ std::shared_ptr<const cluster::SlotMap> Client::Impl::refresh_map(std::string_vi
   return installed;
 }
 
-Client::Impl::Retry Client::Impl::after_failure(const Status& failed, uint32_t slot,
-                                                uint32_t at_id, uint64_t epoch) {
+Client::Impl::Retry Client::Impl::after_failure(const Status& failed, uint32_t slot, uint32_t at_id,
+                                                uint64_t epoch) {
   Retry retry;
   auto wrong = rpc::wrong_owner_of(failed);
   if (wrong && wrong->moved()) {
@@ -192,7 +194,8 @@ Client::Impl::Retry Client::Impl::after_failure(const Status& failed, uint32_t s
 
 uint32_t Client::Impl::read_node(const cluster::SlotMap& map, uint32_t slot) const {
   const uint32_t owner = map.owner_of(slot);
-  if (options_.read_from == ReadFrom::kPrimary || !map.has_replicas() || owner == cluster::kNoNode) {
+  if (options_.read_from == ReadFrom::kPrimary || !map.has_replicas() ||
+      owner == cluster::kNoNode) {
     return owner;
   }
   std::vector<uint32_t> copies{owner};
@@ -346,7 +349,8 @@ std::vector<R> Client::Impl::run_grouped(std::span<const Item> items,
           results[i] = Status(Code::kUnavailable,
                               fmt::format("node {} refused the key but is still its owner by the "
                                           "newest cluster map (epoch {}); the cluster is "
-                                          "changing; retry", g.node, newer->epoch));
+                                          "changing; retry",
+                                          g.node, newer->epoch));
         }
         return true;
       });
@@ -377,9 +381,8 @@ Status Client::Impl::put(std::string_view key, std::string_view value, uint64_t 
   if (key.empty()) return empty_key();
   if (!cluster_) return home_->put(key, value, ttl_ms, 0);
   // A two-phase PUT whose PutCommit is refused comes back with the refusal: redone whole.
-  return routed(key, [&](NodeSession& s, uint64_t epoch) {
-    return s.put(key, value, ttl_ms, epoch);
-  });
+  return routed(key,
+                [&](NodeSession& s, uint64_t epoch) { return s.put(key, value, ttl_ms, epoch); });
 }
 
 Status Client::Impl::del(std::string_view key) {
@@ -395,10 +398,13 @@ std::vector<Result<ValueView>> Client::Impl::get_many(std::span<const std::strin
   } else {
     std::vector<uint32_t> slots(keys.size());
     for (size_t i = 0; i < keys.size(); ++i) slots[i] = cluster::slot_of(keys[i]);
-    results = run_grouped<std::string_view, Result<ValueView>>(
-        keys, slots, [](NodeSession& s, std::span<const std::string_view> k, uint64_t epoch) {
-          return s.get_many(k, epoch);
-        });
+    results =
+        run_grouped<std::string_view, Result<ValueView>>(keys, slots,
+                                                         [](NodeSession& s,
+                                                            std::span<const std::string_view> k,
+                                                            uint64_t epoch) {
+                                                           return s.get_many(k, epoch);
+                                                         });
   }
   renew_buffer_if_retired();
   return results;
@@ -412,10 +418,11 @@ std::vector<Status> Client::Impl::put_many(std::span<const KeyValue> items, uint
   if (!cluster_) return home_->put_many(items, ttl_ms, 0, put_one);
   std::vector<uint32_t> slots(items.size());
   for (size_t i = 0; i < items.size(); ++i) slots[i] = cluster::slot_of(items[i].key);
-  return run_grouped<KeyValue, Status>(
-      items, slots, [&](NodeSession& s, std::span<const KeyValue> part, uint64_t epoch) {
-        return s.put_many(part, ttl_ms, epoch, put_one);
-      });
+  return run_grouped<KeyValue, Status>(items, slots,
+                                       [&](NodeSession& s, std::span<const KeyValue> part,
+                                           uint64_t epoch) {
+                                         return s.put_many(part, ttl_ms, epoch, put_one);
+                                       });
 }
 
 Result<ValueLocation> Client::Impl::locate(std::string_view key) {
@@ -439,26 +446,26 @@ Result<ValueLocation> Client::Impl::locate(std::string_view key) {
 // their spots).
 Result<uint64_t> Client::Impl::get_into(const client::MemGet& item) {
   if (!cluster_) return home_->get_into(item, 0);
-  return routed(item.key, [&item](NodeSession& s, uint64_t epoch) {
-    return s.get_into(item, epoch);
-  });
+  return routed(item.key,
+                [&item](NodeSession& s, uint64_t epoch) { return s.get_into(item, epoch); });
 }
 
 Status Client::Impl::put_from(const client::MemPut& item, uint64_t ttl_ms) {
   if (!cluster_) return home_->put_from(item, ttl_ms, 0);
-  return routed(item.key, [&](NodeSession& s, uint64_t epoch) {
-    return s.put_from(item, ttl_ms, epoch);
-  });
+  return routed(item.key,
+                [&](NodeSession& s, uint64_t epoch) { return s.put_from(item, ttl_ms, epoch); });
 }
 
 std::vector<Result<uint64_t>> Client::Impl::get_many_into(std::span<const client::MemGet> items) {
   if (!cluster_) return home_->get_many_into(items, 0);
   std::vector<uint32_t> slots(items.size());
   for (size_t i = 0; i < items.size(); ++i) slots[i] = cluster::slot_of(items[i].key);
-  return run_grouped<client::MemGet, Result<uint64_t>>(
-      items, slots, [](NodeSession& s, std::span<const client::MemGet> part, uint64_t epoch) {
-        return s.get_many_into(part, epoch);
-      });
+  return run_grouped<client::MemGet, Result<uint64_t>>(items, slots,
+                                                       [](NodeSession& s,
+                                                          std::span<const client::MemGet> part,
+                                                          uint64_t epoch) {
+                                                         return s.get_many_into(part, epoch);
+                                                       });
 }
 
 std::vector<Status> Client::Impl::put_many_from(std::span<const client::MemPut> items,
@@ -466,10 +473,12 @@ std::vector<Status> Client::Impl::put_many_from(std::span<const client::MemPut> 
   if (!cluster_) return home_->put_many_from(items, ttl_ms, 0);
   std::vector<uint32_t> slots(items.size());
   for (size_t i = 0; i < items.size(); ++i) slots[i] = cluster::slot_of(items[i].key);
-  return run_grouped<client::MemPut, Status>(
-      items, slots, [&](NodeSession& s, std::span<const client::MemPut> part, uint64_t epoch) {
-        return s.put_many_from(part, ttl_ms, epoch);
-      });
+  return run_grouped<client::MemPut, Status>(items, slots,
+                                             [&](NodeSession& s,
+                                                 std::span<const client::MemPut> part,
+                                                 uint64_t epoch) {
+                                               return s.put_many_from(part, ttl_ms, epoch);
+                                             });
 }
 
 }  // namespace kvrdma

@@ -18,8 +18,8 @@ void* const kFinishTag = reinterpret_cast<void*>(3);
 
 std::chrono::system_clock::time_point wall(GetStreams::Clock::time_point t) {
   return std::chrono::system_clock::now() +
-         std::chrono::duration_cast<std::chrono::system_clock::duration>(
-             t - GetStreams::Clock::now());
+         std::chrono::duration_cast<std::chrono::system_clock::duration>(t -
+                                                                         GetStreams::Clock::now());
 }
 
 }  // namespace
@@ -143,8 +143,8 @@ GetStreams::Result GetStreams::get(const v1::GetRequest& request, v1::GetReply* 
                   [&](v1::StreamGetReply& r) { reply->Swap(r.mutable_get()); }, deadline);
 }
 
-GetStreams::Result GetStreams::get_many(const v1::GetManyRequest& request,
-                                        v1::GetManyReply* reply, Clock::time_point deadline) {
+GetStreams::Result GetStreams::get_many(const v1::GetManyRequest& request, v1::GetManyReply* reply,
+                                        Clock::time_point deadline) {
   return exchange([&](v1::StreamGetRequest& r) { *r.mutable_get_many() = request; },
                   [&](v1::StreamGetReply& r) { reply->Swap(r.mutable_get_many()); }, deadline);
 }
@@ -210,7 +210,8 @@ GetStreams::Result GetStreams::exchange(const std::function<void(v1::StreamGetRe
     if (read_ok) {  // a reply to another request: the server broke the protocol
       return {Outcome::kFailed,
               Status(Code::kInternal, fmt::format("GetStream: the reply to request {} came for "
-                                                  "request {}", got, id))};
+                                                  "request {}",
+                                                  got, id))};
     }
     if (gs.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
       return {Outcome::kNoStream, Status()};  // an older server: single calls from now on

@@ -68,8 +68,7 @@ class GetStreams {
   // The round trip of get() and get_many(): `fill` sets the request's body, `take` moves the
   // answer out of the reply.
   Result exchange(const std::function<void(v1::StreamGetRequest&)>& fill,
-                  const std::function<void(v1::StreamGetReply&)>& take,
-                  Clock::time_point deadline);
+                  const std::function<void(v1::StreamGetReply&)>& take, Clock::time_point deadline);
   // Ends a stream (cancelled first when `cancel`) and returns the status it ended with.
   grpc::Status close(std::unique_ptr<Stream> s, bool cancel);
 

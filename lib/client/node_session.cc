@@ -268,7 +268,8 @@ Result<v1::LocateReply> NodeSession::locate(std::string_view key, uint64_t epoch
     if (s.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
       return Status(Code::kFailedPrecondition,
                     fmt::format("kv-server {} does not answer Locate (it is older than cluster "
-                                "mode); upgrade it", target_));
+                                "mode); upgrade it",
+                                target_));
     }
     if (!s.ok()) return call_failed(s, "Locate");
     return reply;
@@ -276,9 +277,8 @@ Result<v1::LocateReply> NodeSession::locate(std::string_view key, uint64_t epoch
 }
 
 Result<ValueView> NodeSession::get(std::string_view key, uint64_t epoch) {
-  return with_session([&](const SessionState& st, Steady::time_point d) {
-    return get_once(st, key, epoch, d);
-  });
+  return with_session(
+      [&](const SessionState& st, Steady::time_point d) { return get_once(st, key, epoch, d); });
 }
 
 Status NodeSession::put(std::string_view key, std::string_view value, uint64_t ttl_ms,

@@ -91,9 +91,9 @@ class NodeSession : public std::enable_shared_from_this<NodeSession> {
   Status del(std::string_view key, uint64_t epoch);
   // `put_one` stores one value above the inline threshold (the router's routed PUT).
   std::vector<Result<ValueView>> get_many(std::span<const std::string_view> keys, uint64_t epoch);
-  std::vector<Status> put_many(std::span<const KeyValue> items, uint64_t ttl_ms, uint64_t epoch,
-                               std::function<Status(std::string_view, std::string_view, uint64_t)>
-                                   put_one);
+  std::vector<Status> put_many(
+      std::span<const KeyValue> items, uint64_t ttl_ms, uint64_t epoch,
+      std::function<Status(std::string_view, std::string_view, uint64_t)> put_one);
   Result<v1::LocateReply> locate(std::string_view key, uint64_t epoch);
 
   // Caller memory, in node_session_mem.cc (see Client; items were checked against their
@@ -101,8 +101,7 @@ class NodeSession : public std::enable_shared_from_this<NodeSession> {
   Result<uint64_t> get_into(const MemGet& item, uint64_t epoch);
   Status put_from(const MemPut& item, uint64_t ttl_ms, uint64_t epoch);
   std::vector<Result<uint64_t>> get_many_into(std::span<const MemGet> items, uint64_t epoch);
-  std::vector<Status> put_many_from(std::span<const MemPut> items, uint64_t ttl_ms,
-                                    uint64_t epoch);
+  std::vector<Status> put_many_from(std::span<const MemPut> items, uint64_t ttl_ms, uint64_t epoch);
   // Forgets region `region_id` of session `session_id` at this node (best effort, bounded).
   void release_region(uint64_t session_id, uint64_t region_id);
 
@@ -182,8 +181,8 @@ class NodeSession : public std::enable_shared_from_this<NodeSession> {
                                     std::string_view value, uint64_t ttl_ms, uint64_t epoch,
                                     Steady::time_point d);
   // nullopt without a channel, or while every slot is busy (then gRPC carries it).
-  std::optional<Status> channel_delete(const SessionState& st, std::string_view key,
-                                       uint64_t epoch, Steady::time_point d);
+  std::optional<Status> channel_delete(const SessionState& st, std::string_view key, uint64_t epoch,
+                                       Steady::time_point d);
   // get_many over the channel: keys in slot-sized requests, all posted before any is waited
   // for; values too large for a slot (or deferred) are fetched one by one with get_once.
   std::vector<Result<ValueView>> channel_get_many(const SessionState& st,

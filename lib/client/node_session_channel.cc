@@ -20,9 +20,9 @@ void NodeSession::offer_channel(v1::HelloRequest* req,
   if (!options_.transport.channel) return;
   const bool mock = transport_->kind() == "mock";
   if (!mock && !ch::fabric_link_allowed(*transport_)) return;
-  auto link = mock ? ch::make_mock_client_link(ch::kDefaultSlots, ch::kDefaultSlotBytes)
-                   : ch::make_fabric_client_link(*transport_, ch::kDefaultSlots,
-                                                 ch::kDefaultSlotBytes);
+  auto link =
+      mock ? ch::make_mock_client_link(ch::kDefaultSlots, ch::kDefaultSlotBytes)
+           : ch::make_fabric_client_link(*transport_, ch::kDefaultSlots, ch::kDefaultSlotBytes);
   if (!link) {
     KVRDMA_LOG_WARN("kv-server {}: no request channel ({}); using gRPC", target_,
                     link.status().to_string());
@@ -116,9 +116,9 @@ std::optional<Status> NodeSession::channel_delete(const SessionState& st, std::s
   return status_of(*r);
 }
 
-std::vector<Result<ValueView>> NodeSession::channel_get_many(
-    const SessionState& st, std::span<const std::string_view> keys, uint64_t epoch,
-    Steady::time_point d) {
+std::vector<Result<ValueView>> NodeSession::channel_get_many(const SessionState& st,
+                                                             std::span<const std::string_view> keys,
+                                                             uint64_t epoch, Steady::time_point d) {
   std::vector<Result<ValueView>> results;
   results.reserve(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) {
@@ -187,9 +187,9 @@ std::vector<Result<ValueView>> NodeSession::channel_get_many(
         fail_all(s);
         continue;
       }
-      auto r = ch::decode_response(
-          std::span(reinterpret_cast<const std::byte*>(keep->data()), keep->size()),
-          chan.slot_bytes());
+      auto r = ch::decode_response(std::span(reinterpret_cast<const std::byte*>(keep->data()),
+                                             keep->size()),
+                                   chan.slot_bytes());
       if (!r || r->generation != c.ticket.generation) {
         fail_all(r ? Status(Code::kInternal, "channel: the answer names another request")
                    : r.status());

@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <cstring>
 
+#include "client/call_versions.h"
 #include "client/node_session.h"
 #include "client/staged_write.h"
-#include "client/call_versions.h"
 #include "memory/memory_pool.h"
 #include "rpc/status_map.h"
 
@@ -34,8 +34,8 @@ Result<ValueView> NodeSession::get_once(const SessionState& st, std::string_view
   memory::MemoryPool& pool = *buffer->pool;
   memory::Allocation extent;
   transport::WriteExpectation incoming;
-  if (uint64_t guess = std::min<uint64_t>(large_hint_.load(std::memory_order_relaxed),
-                                          pool.size() / 4)) {
+  if (uint64_t guess =
+          std::min<uint64_t>(large_hint_.load(std::memory_order_relaxed), pool.size() / 4)) {
     if (auto a = pool.allocate(guess)) extent = std::move(*a);
     // The server may write the value into our buffer from the moment the request leaves.
     if (extent.valid()) incoming = buffer->transport->expect_writes();
@@ -74,11 +74,12 @@ Result<ValueView> NodeSession::get_once(const SessionState& st, std::string_view
     if (need > pool.size()) {
       return Status(Code::kFailedPrecondition,
                     fmt::format("value of {} bytes does not fit the {}-byte receive buffer; raise "
-                                "--buffer-mb to at least {}", need, pool.size(),
-                                (need + (1 << 20) - 1) >> 20));
+                                "--buffer-mb to at least {}",
+                                need, pool.size(), (need + (1 << 20) - 1) >> 20));
     }
     auto a = pool.allocate_until(need, d);  // waits for views to give space back
-    if (!a) return a.status().with_context(fmt::format("waiting for {} bytes of receive buffer", need));
+    if (!a)
+      return a.status().with_context(fmt::format("waiting for {} bytes of receive buffer", need));
     extent = std::move(*a);
     if (!incoming) incoming = buffer->transport->expect_writes();
   }
@@ -114,9 +115,8 @@ Status NodeSession::put_once(const SessionState& st, std::string_view key, std::
 // written, so with_session may repeat it); a failure after it is never repeated here: the PUT
 // fails, and a lost session is re-opened for the next call. A PutCommit refused with a
 // wrong-owner detail keeps that detail, so the router redoes the whole PUT at the new owner.
-Status NodeSession::put_large(const SessionState& st, std::string_view key,
-                              std::string_view value, uint64_t ttl_ms, uint64_t epoch,
-                              Steady::time_point d) {
+Status NodeSession::put_large(const SessionState& st, std::string_view key, std::string_view value,
+                              uint64_t ttl_ms, uint64_t epoch, Steady::time_point d) {
   v1::PutBeginRequest begin;
   begin.set_session_id(st.hello.session_id());
   begin.set_key(std::string(key));
@@ -132,8 +132,8 @@ Status NodeSession::put_large(const SessionState& st, std::string_view key,
   }
   // The source of a transport write must be registered memory: stage through the receive
   // buffer, in pipelined chunks, so a value larger than the buffer still goes.
-  Status failed = staged_write(*transport_, *st.buffer, value, st.server_pool,
-                               reserved.remote_offset(), d);
+  Status failed =
+      staged_write(*transport_, *st.buffer, value, st.server_pool, reserved.remote_offset(), d);
   grpc::ClientContext ctx;
   set_deadline(ctx, failed.is_ok() ? d : deadline());
   Status result;
@@ -158,7 +158,8 @@ Status NodeSession::put_large(const SessionState& st, std::string_view key,
     (void)reopen(st, deadline());
     return Status(Code::kUnavailable,
                   fmt::format("kv-server {} lost the session during a two-phase PUT; the value "
-                              "was not stored; put it again", target_));
+                              "was not stored; put it again",
+                              target_));
   }
   return result;
 }

@@ -6,9 +6,9 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
-#include <mutex>
 #include <cstring>
 #include <future>
+#include <mutex>
 
 #include "client/node_session.h"
 #include "common/logging.h"
@@ -30,14 +30,16 @@ Status status_of(const Result<T>& r) {
 Status too_small(uint64_t value_len, uint64_t capacity) {
   return Status(Code::kFailedPrecondition,
                 fmt::format("the value is {} bytes but the destination holds {}; give at least "
-                            "{} bytes (nothing was written)", value_len, capacity, value_len));
+                            "{} bytes (nothing was written)",
+                            value_len, capacity, value_len));
 }
 
 // An inline value copied into its spot, when it fits.
 Result<uint64_t> land_inline(const MemGet& item, const std::string& value) {
   if (item.value_len != nullptr) *item.value_len = value.size();
   if (value.size() > item.capacity) return too_small(value.size(), item.capacity);
-  if (!value.empty()) std::memcpy(item.mem->region->data() + item.offset, value.data(), value.size());
+  if (!value.empty())
+    std::memcpy(item.mem->region->data() + item.offset, value.data(), value.size());
   return value.size();
 }
 
@@ -172,7 +174,9 @@ std::vector<Result<uint64_t>> NodeSession::get_many_into(std::span<const MemGet>
   auto results = get_many_into_once(*st, items, epoch, d);
   redo_lost(
       items, results, [&] { return reopen(*st, deadline()); },
-      [&](std::span<const MemGet> i) { return get_many_into_once(*current(), i, epoch, deadline()); });
+      [&](std::span<const MemGet> i) {
+        return get_many_into_once(*current(), i, epoch, deadline());
+      });
   return results;
 }
 
@@ -222,9 +226,8 @@ std::vector<Result<uint64_t>> NodeSession::get_many_into_once(const SessionState
       grpc::Status gs = stub_->GetMany(&ctx, req, &reply);
       Status call = gs.ok() ? Status() : call_failed(gs, "GetMany");
       if (call.is_ok() && reply.results_size() != static_cast<int>(end - start)) {
-        call = Status(Code::kInternal,
-                      fmt::format("GetMany at {} answered {} results for {} items", target_,
-                                  reply.results_size(), end - start));
+        call = Status(Code::kInternal, fmt::format("GetMany at {} answered {} results for {} items",
+                                                   target_, reply.results_size(), end - start));
       }
       for (size_t j = start; j < end; ++j) {
         const size_t i = todo[j];
@@ -254,8 +257,8 @@ std::vector<Result<uint64_t>> NodeSession::get_many_into_once(const SessionState
 
 Status NodeSession::put_from(const MemPut& item, uint64_t ttl_ms, uint64_t epoch) {
   return with_session_mem([&](const SessionState& st, Steady::time_point d) {
-    std::vector<Status> r = put_many_from_once(st, std::span<const MemPut>(&item, 1), ttl_ms,
-                                               epoch, d);
+    std::vector<Status> r =
+        put_many_from_once(st, std::span<const MemPut>(&item, 1), ttl_ms, epoch, d);
     return r.front();
   });
 }
@@ -278,9 +281,8 @@ std::vector<Status> NodeSession::put_many_from(std::span<const MemPut> items, ui
 // in flight at once), then every transport write is issued at once straight from the caller's
 // memory, then each is committed (or aborted when its write failed), again all at once.
 std::vector<Status> NodeSession::put_many_from_once(const SessionState& st,
-                                                    std::span<const MemPut> items,
-                                                    uint64_t ttl_ms, uint64_t epoch,
-                                                    Steady::time_point d) {
+                                                    std::span<const MemPut> items, uint64_t ttl_ms,
+                                                    uint64_t epoch, Steady::time_point d) {
   std::vector<Status> results(items.size());
   const v1::HelloReply& hello = st.hello;
   std::vector<KeyValue> small;
@@ -291,7 +293,8 @@ std::vector<Status> NodeSession::put_many_from_once(const SessionState& st,
       results[i] = Status(Code::kInvalidArgument,
                           fmt::format("value of {} bytes exceeds the server's maximum of {} "
                                       "bytes; raise --max-value-mb on the server or split the "
-                                      "value", it.len, hello.max_value_bytes()));
+                                      "value",
+                                      it.len, hello.max_value_bytes()));
     } else if (it.len <= hello.inline_threshold()) {
       const char* p = reinterpret_cast<const char*>(it.mem->region->data()) + it.offset;
       small.push_back(KeyValue{it.key, std::string_view(p, it.len)});
@@ -387,8 +390,9 @@ std::vector<Status> NodeSession::put_many_from_once(const SessionState& st,
   for (size_t e = 0; e < ends.size(); ++e) {
     const size_t i = large_at[ends[e]];
     if (!wrote[e].is_ok()) {
-      results[i] = wrote[e].with_context("writing the value from caller memory into the "
-                                         "server's pool");
+      results[i] = wrote[e].with_context(
+          "writing the value from caller memory into the "
+          "server's pool");
     } else if (!ended[e].ok()) {
       results[i] = call_failed(ended[e], "PutCommit");
     }

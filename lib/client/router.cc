@@ -26,14 +26,14 @@ Result<std::vector<std::string>> parse_addresses(std::string_view list) {
   if (out.empty()) {
     return Status(Code::kInvalidArgument,
                   fmt::format("server address '{}' names no server; give host:port, or several "
-                              "separated by commas", list));
+                              "separated by commas",
+                              list));
   }
   return out;
 }
 
 std::vector<OwnerGroup> group_by_owner(std::span<const uint32_t> slots,
-                                       std::span<const size_t> items,
-                                       const cluster::SlotMap& map) {
+                                       std::span<const size_t> items, const cluster::SlotMap& map) {
   std::vector<OwnerGroup> groups;
   std::map<uint32_t, size_t> index;  // node -> its group
   for (size_t i : items) {

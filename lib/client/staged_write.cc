@@ -12,22 +12,22 @@ namespace {
 struct InFlight {
   std::mutex mu;
   std::condition_variable cv;
-  int left = 0;     // guarded by mu
-  Status failed;    // the first failure; guarded by mu
+  int left = 0;   // guarded by mu
+  Status failed;  // the first failure; guarded by mu
 };
 
 }  // namespace
 
-Status staged_write(transport::Transport& transport, ReceiveBuffer& buffer,
-                    std::string_view value, std::shared_ptr<transport::RemoteRegion> dst,
-                    uint64_t dst_offset, std::chrono::steady_clock::time_point deadline) {
+Status staged_write(transport::Transport& transport, ReceiveBuffer& buffer, std::string_view value,
+                    std::shared_ptr<transport::RemoteRegion> dst, uint64_t dst_offset,
+                    std::chrono::steady_clock::time_point deadline) {
   memory::MemoryPool& pool = *buffer.pool;
   // Several chunks per value so copies overlap writes; all in flight fit in a quarter of the
   // buffer; never so small that the per-write cost shows.
   const uint64_t quarter = std::max<uint64_t>(pool.size() / 4, 1);
   const uint64_t per_value = (value.size() + kStagedInFlight - 1) / kStagedInFlight;
-  const uint64_t chunk = std::clamp<uint64_t>(std::min(quarter / kStagedInFlight, per_value),
-                                              256 << 10, 4 << 20);
+  const uint64_t chunk =
+      std::clamp<uint64_t>(std::min(quarter / kStagedInFlight, per_value), 256 << 10, 4 << 20);
   auto state = std::make_shared<InFlight>();
   Status failed;
   for (uint64_t pos = 0; pos < value.size();) {

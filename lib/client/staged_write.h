@@ -17,8 +17,8 @@ namespace kvrdma::client {
 // chunks in flight at once; returns when every write has completed (OK) or after the first
 // failure once the writes already issued have completed. Blocks; any thread.
 inline constexpr int kStagedInFlight = 4;
-Status staged_write(transport::Transport& transport, ReceiveBuffer& buffer,
-                    std::string_view value, std::shared_ptr<transport::RemoteRegion> dst,
-                    uint64_t dst_offset, std::chrono::steady_clock::time_point deadline);
+Status staged_write(transport::Transport& transport, ReceiveBuffer& buffer, std::string_view value,
+                    std::shared_ptr<transport::RemoteRegion> dst, uint64_t dst_offset,
+                    std::chrono::steady_clock::time_point deadline);
 
 }  // namespace kvrdma::client

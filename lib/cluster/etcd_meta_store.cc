@@ -89,11 +89,10 @@ Status from_grpc(std::string_view what, const std::string& endpoint, const grpc:
   if (s.ok()) return Status::ok();
   auto why = fmt::format("{} (gRPC code {})", s.error_message(), static_cast<int>(s.error_code()));
   if (is_transport_failure(s.error_code())) return unreachable(what, endpoint, why);
-  Code code = s.error_code() == grpc::StatusCode::NOT_FOUND          ? Code::kNotFound
-              : s.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? Code::kInvalidArgument
-              : s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED
-                  ? Code::kResourceExhausted
-                  : Code::kInternal;
+  Code code = s.error_code() == grpc::StatusCode::NOT_FOUND            ? Code::kNotFound
+              : s.error_code() == grpc::StatusCode::INVALID_ARGUMENT   ? Code::kInvalidArgument
+              : s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ? Code::kResourceExhausted
+                                                                       : Code::kInternal;
   return Status(code, fmt::format("etcd {} at {} refused: {}", what, endpoint, why));
 }
 
@@ -134,11 +133,10 @@ class EtcdStore final : public MetaStore {
     pb::LeaseGrantResponse resp;
     auto e = endpoint();
     grpc::ClientContext ctx;
-    KVRDMA_RETURN_IF_ERROR(
-        finish("LeaseGrant", e, e->lease->LeaseGrant(prepare(ctx), req, &resp)));
+    KVRDMA_RETURN_IF_ERROR(finish("LeaseGrant", e, e->lease->LeaseGrant(prepare(ctx), req, &resp)));
     if (!resp.error().empty()) {
-      return Status(Code::kInternal, fmt::format("etcd LeaseGrant at {} refused: {}", e->name,
-                                                 resp.error()));
+      return Status(Code::kInternal,
+                    fmt::format("etcd LeaseGrant at {} refused: {}", e->name, resp.error()));
     }
     if (resp.ttl() != req.ttl()) {
       // etcd raises a TTL below its minimum (about 1.5 election timeouts); say what it granted.
@@ -312,8 +310,7 @@ class EtcdStore final : public MetaStore {
     return &ctx;
   }
 
-  Status finish(std::string_view what, const std::shared_ptr<Endpoint>& e,
-                const grpc::Status& s) {
+  Status finish(std::string_view what, const std::shared_ptr<Endpoint>& e, const grpc::Status& s) {
     if (!s.ok() && is_transport_failure(s.error_code())) note_failure(e);
     return from_grpc(what, e->name, s);
   }
@@ -438,9 +435,9 @@ class EtcdStore final : public MetaStore {
   std::unique_ptr<grpc::ClientContext> ka_ctx_;  // guarded by ka_mu_
   std::unique_ptr<grpc::ClientAsyncReaderWriter<pb::LeaseKeepAliveRequest,
                                                 pb::LeaseKeepAliveResponse>>
-      ka_rw_;                                    // guarded by ka_mu_
-  std::shared_ptr<Endpoint> ka_endpoint_;        // guarded by ka_mu_
-  bool ka_timed_out_ = false;                    // guarded by ka_mu_
+      ka_rw_;                              // guarded by ka_mu_
+  std::shared_ptr<Endpoint> ka_endpoint_;  // guarded by ka_mu_
+  bool ka_timed_out_ = false;              // guarded by ka_mu_
 
   std::mutex wait_mu_;
   std::condition_variable wait_cv_;
@@ -488,8 +485,8 @@ Result<std::unique_ptr<MetaStore>> connect_etcd(const std::vector<std::string>& 
     if (s.ok()) {
       return std::unique_ptr<MetaStore>(std::make_unique<EtcdStore>(opened, i, timeout));
     }
-    errors += fmt::format("{}{}: {}", errors.empty() ? "" : "; ", opened[i]->name,
-                          s.error_message());
+    errors +=
+        fmt::format("{}{}: {}", errors.empty() ? "" : "; ", opened[i]->name, s.error_message());
   }
   std::string names;
   for (const auto& n : endpoints) names += (names.empty() ? "" : ", ") + n;

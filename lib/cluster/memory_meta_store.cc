@@ -261,11 +261,11 @@ class MemoryStore final : public MemoryMetaStore {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  Entries entries_;                                   // guarded by mu_
-  std::map<LeaseId, Lease> leases_;                   // guarded by mu_
-  std::deque<std::pair<int64_t, std::string>> log_;   // (revision, key) changes; guarded by mu_
-  int64_t compacted_ = 0;                             // newest revision dropped from log_
-  int64_t revision_ = 1;                              // etcd's first revision is 1 too
+  Entries entries_;                                  // guarded by mu_
+  std::map<LeaseId, Lease> leases_;                  // guarded by mu_
+  std::deque<std::pair<int64_t, std::string>> log_;  // (revision, key) changes; guarded by mu_
+  int64_t compacted_ = 0;                            // newest revision dropped from log_
+  int64_t revision_ = 1;                             // etcd's first revision is 1 too
   LeaseId next_lease_ = 0x1000;
   bool unreachable_ = false;
   bool cancelled_ = false;

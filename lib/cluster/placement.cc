@@ -22,8 +22,7 @@ std::vector<uint32_t> owners_or_unassigned(const std::vector<uint32_t>& owner) {
 
 // A next-owner vector with no move in it is kept empty, as the wire form and SlotMap expect.
 void drop_if_idle(std::vector<uint32_t>& next_owner) {
-  if (std::all_of(next_owner.begin(), next_owner.end(),
-                  [](uint32_t n) { return n == kNoNode; })) {
+  if (std::all_of(next_owner.begin(), next_owner.end(), [](uint32_t n) { return n == kNoNode; })) {
     next_owner.clear();
   }
 }
@@ -195,8 +194,8 @@ void assign_replicas(SlotMap& map) {
 
 std::optional<SlotMap> next_map(const SlotMap& current, std::span<const NodeInfo> registered,
                                 const std::map<uint32_t, uint64_t>& handed_off,
-                                uint32_t controller_id,
-                                const std::map<uint32_t, uint64_t>& filled, uint32_t replicas) {
+                                uint32_t controller_id, const std::map<uint32_t, uint64_t>& filled,
+                                uint32_t replicas) {
   SlotMap next;
   next.cluster = current.cluster;
   next.epoch = current.epoch + 1;
@@ -208,8 +207,8 @@ std::optional<SlotMap> next_map(const SlotMap& current, std::span<const NodeInfo
   next.next_owner = current.next_owner.size() == kSlots ? current.next_owner
                                                         : std::vector<uint32_t>(kSlots, kNoNode);
   auto is_registered = [&](uint32_t id) { return id != kNoNode && next.node(id) != nullptr; };
-  next.replicas = current.epoch == 0 ? std::clamp<uint32_t>(replicas, 1, kMaxReplicas)
-                                     : current.replicas;
+  next.replicas =
+      current.epoch == 0 ? std::clamp<uint32_t>(replicas, 1, kMaxReplicas) : current.replicas;
   const uint32_t seats = next.seats();
   if (current.has_replicas() && current.seats() == seats) {
     next.replica = current.replica;
@@ -266,8 +265,8 @@ std::optional<SlotMap> next_map(const SlotMap& current, std::span<const NodeInfo
   }
   const bool moving = std::any_of(next.next_owner.begin(), next.next_owner.end(),
                                   [](uint32_t d) { return d != kNoNode; });
-  const bool unassigned = std::find(next.owner.begin(), next.owner.end(), kNoNode) !=
-                          next.owner.end();
+  const bool unassigned =
+      std::find(next.owner.begin(), next.owner.end(), kNoNode) != next.owner.end();
   if (!moving || unassigned) {
     std::vector<uint32_t> target = balanced_owners(next.owner, active);
     for (uint32_t s = 0; s < kSlots; ++s) {

@@ -54,8 +54,7 @@ const NodeInfo* SlotMap::node(uint32_t id) const {
 }
 
 bool SlotMap::moving() const {
-  return std::any_of(next_owner.begin(), next_owner.end(),
-                     [](uint32_t n) { return n != kNoNode; });
+  return std::any_of(next_owner.begin(), next_owner.end(), [](uint32_t n) { return n != kNoNode; });
 }
 
 size_t SlotMap::slots_of(uint32_t node_id) const {
@@ -139,15 +138,17 @@ Result<SlotMap> from_proto(const v1::ClusterMap& in) {
   m.replicas = std::max<uint32_t>(in.replicas(), 1);
   if (m.replicas > kMaxReplicas) {
     return Status(Code::kInvalidArgument, fmt::format("cluster map epoch {}: {} replicas, at most "
-                                                      "{}", in.epoch(), m.replicas, kMaxReplicas));
+                                                      "{}",
+                                                      in.epoch(), m.replicas, kMaxReplicas));
   }
   if (in.replica_size() > 0) {
     const size_t want = size_t(kSlots) * m.seats();
     if (static_cast<size_t>(in.replica_size()) != want || in.replica_ready().size() != want) {
       return Status(Code::kInvalidArgument,
                     fmt::format("cluster map epoch {}: {} replica entries and {} ready flags, "
-                                "not {} ({} replicas per slot)", in.epoch(), in.replica_size(),
-                                in.replica_ready().size(), want, m.seats()));
+                                "not {} ({} replicas per slot)",
+                                in.epoch(), in.replica_size(), in.replica_ready().size(), want,
+                                m.seats()));
     }
     m.replica.reserve(want);
     for (uint32_t w : in.replica()) m.replica.push_back(local_id(w));

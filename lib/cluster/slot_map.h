@@ -24,7 +24,7 @@ uint32_t slot_of(std::string_view key);
 
 struct NodeInfo {
   uint32_t id = kNoNode;
-  std::string address;         // what clients dial
+  std::string address;           // what clients dial
   std::string state = "active";  // "active" or "leaving"
   std::string transport_kind;
   bool operator==(const NodeInfo&) const = default;
@@ -32,10 +32,10 @@ struct NodeInfo {
 
 struct SlotMap {
   std::string cluster;
-  uint64_t epoch = 0;            // 0: no map yet (or not in cluster mode)
+  uint64_t epoch = 0;  // 0: no map yet (or not in cluster mode)
   uint32_t controller = kNoNode;
-  std::vector<NodeInfo> nodes;   // sorted by id, ids unique
-  std::vector<uint32_t> owner;   // kSlots entries (kNoNode: unassigned), or empty when epoch 0
+  std::vector<NodeInfo> nodes;       // sorted by id, ids unique
+  std::vector<uint32_t> owner;       // kSlots entries (kNoNode: unassigned), or empty when epoch 0
   std::vector<uint32_t> next_owner;  // kSlots entries (kNoNode: not moving), or empty
   // Replicas (docs/cluster.md, "Replicas"): copies per slot including the owner; 1: none.
   uint32_t replicas = 1;

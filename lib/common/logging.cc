@@ -107,9 +107,10 @@ std::string format_line(LogLevel level, LogFormat format, const Labels& labels,
   }
   // UTC with a 'Z': collectors compare lines from hosts in different time zones.
   gmtime_r(&t, &tm);
-  std::string line = fmt::format(
-      R"({{"time":"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z","level":"{}")", tm.tm_year + 1900,
-      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms, log_level_name(level));
+  std::string line =
+      fmt::format(R"({{"time":"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z","level":"{}")",
+                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  ms, log_level_name(level));
   if (labels.node) line += fmt::format(R"(,"node":{})", *labels.node);
   if (labels.client) line += fmt::format(R"(,"client":{})", *labels.client);
   if (session) line += fmt::format(R"(,"session":"{:x}")", *session);

@@ -242,9 +242,7 @@ std::string text_of(const Row& r, const FieldRef& field) {
     std::string operator()(uint64_t* v) const { return std::to_string(*v / r.scale); }
     std::string operator()(uint32_t* v) const { return std::to_string(*v / r.scale); }
     std::string operator()(LogLevel* v) const { return log_level_name(*v); }
-    std::string operator()(LogFormat* v) const {
-      return *v == LogFormat::kJson ? "json" : "text";
-    }
+    std::string operator()(LogFormat* v) const { return *v == LogFormat::kJson ? "json" : "text"; }
     std::string operator()(Eviction* v) const { return *v == Eviction::kLru ? "lru" : "none"; }
     std::string operator()(ReadFrom* v) const {
       return *v == ReadFrom::kAny ? "any" : *v == ReadFrom::kNearest ? "nearest" : "primary";

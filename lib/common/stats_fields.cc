@@ -13,12 +13,17 @@ constexpr StatInfo make_row(const char* name, StatRole role, StatUnit unit,
                             const char* description) {
   using T = std::remove_cvref_t<decltype(ServerStats{}.*Member)>;
   if constexpr (std::is_same_v<T, std::string>) {
-    return {name, role, unit, description, nullptr,
-            [](const ServerStats& s) -> const std::string& { return s.*Member; }};
+    return {name,    role,
+            unit,    description,
+            nullptr, [](const ServerStats& s) -> const std::string& { return s.*Member; }};
   } else {
     static_assert(std::is_unsigned_v<T>, "a ServerStats figure is unsigned or a string");
-    return {name, role, unit, description,
-            [](const ServerStats& s) -> uint64_t { return s.*Member; }, nullptr};
+    return {name,
+            role,
+            unit,
+            description,
+            [](const ServerStats& s) -> uint64_t { return s.*Member; },
+            nullptr};
   }
 }
 

@@ -24,8 +24,7 @@ Result<uint64_t> parse_uint(std::string_view text) {
   uint64_t v = 0;
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
   if (text.empty() || ec != std::errc() || ptr != text.data() + text.size()) {
-    return Status(Code::kInvalidArgument,
-                  fmt::format("'{}' is not a non-negative integer", text));
+    return Status(Code::kInvalidArgument, fmt::format("'{}' is not a non-negative integer", text));
   }
   return v;
 }

@@ -48,7 +48,7 @@ struct MemoryPool::State {
     uint32_t carved = 0;
     std::vector<uint32_t> free;  // slot indexes
   };
-  std::map<uint64_t, Slab> slabs;     // slab offset -> slab
+  std::map<uint64_t, Slab> slabs;           // slab offset -> slab
   std::set<uint64_t> partial[kNumClasses];  // offsets of slabs with a slot to give, per class
 
   uint64_t used = 0;

@@ -53,10 +53,10 @@ class Allocation {
 
 struct PoolUsage {
   uint64_t total = 0;
-  uint64_t used = 0;           // bytes handed out, rounded to classes and pages
+  uint64_t used = 0;  // bytes handed out, rounded to classes and pages
   uint64_t free = 0;
-  uint64_t largest_free = 0;   // largest extent allocate() could return now
-  uint64_t allocations = 0;    // live Allocations
+  uint64_t largest_free = 0;  // largest extent allocate() could return now
+  uint64_t allocations = 0;   // live Allocations
 };
 
 class MemoryPool {
@@ -77,7 +77,9 @@ class MemoryPool {
 
   // Owns again an extent that an Allocation of this pool detach()ed: exactly that offset and
   // capacity, once.
-  Allocation adopt(uint64_t offset, uint64_t capacity) { return Allocation(this, offset, capacity); }
+  Allocation adopt(uint64_t offset, uint64_t capacity) {
+    return Allocation(this, offset, capacity);
+  }
 
   PoolUsage usage() const;
   std::byte* base() const { return base_; }

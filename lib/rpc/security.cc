@@ -16,8 +16,8 @@ constexpr std::string_view kBearer = "Bearer ";
 Result<std::string> read_pem(const std::string& path, std::string_view flag) {
   std::ifstream f(path, std::ios::binary);
   if (!f) {
-    return Status(Code::kInvalidArgument, fmt::format("cannot read {} '{}': {}", flag, path,
-                                                      std::strerror(errno)));
+    return Status(Code::kInvalidArgument,
+                  fmt::format("cannot read {} '{}': {}", flag, path, std::strerror(errno)));
   }
   std::ostringstream out;
   out << f.rdbuf();

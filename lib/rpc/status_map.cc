@@ -59,8 +59,8 @@ Status from_grpc(const grpc::Status& status, std::string_view what) {
       return Status(Code::kInvalidArgument, prefix + status.error_message());
     default:
       return Status(Code::kInternal,
-                    fmt::format("{}gRPC error {}: {}", prefix, static_cast<int>(status.error_code()),
-                                status.error_message()));
+                    fmt::format("{}gRPC error {}: {}", prefix,
+                                static_cast<int>(status.error_code()), status.error_message()));
   }
 }
 

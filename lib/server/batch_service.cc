@@ -43,7 +43,8 @@ Status check_batch(std::string_view call, const Items& items, Bytes bytes_of) {
   if (total > kMaxRequestBytes) {
     return Status(Code::kResourceExhausted,
                   fmt::format("{} carries {} bytes of keys and values, over the limit of {} per "
-                              "call; split the batch", call, total, kMaxRequestBytes));
+                              "call; split the batch",
+                              call, total, kMaxRequestBytes));
   }
   return Status();
 }
@@ -54,7 +55,7 @@ struct PendingWrites {
   std::function<void(Status)> answer;
   std::shared_ptr<Session> owner;
   ChangeBoard* changes = nullptr;  // bumped when the call's pins are all released
-  std::atomic<size_t> left{1};  // 1 = the issuing pass
+  std::atomic<size_t> left{1};     // 1 = the issuing pass
   void done() {
     if (left.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       owner->transfers.fetch_sub(1);
@@ -71,8 +72,9 @@ grpc::ServerUnaryReactor* KvService::GetMany(grpc::CallbackServerContext* ctx,
                                              v1::GetManyReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   auto* reactor = ctx->DefaultReactor();
-  std::optional<Status> now = serve_get_many(
-      *req, reply, write_deadline(ctx), [reactor](Status s) { reactor->Finish(rpc::to_grpc(s)); });
+  std::optional<Status> now = serve_get_many(*req, reply, write_deadline(ctx), [reactor](Status s) {
+    reactor->Finish(rpc::to_grpc(s));
+  });
   if (now) reactor->Finish(rpc::to_grpc(*now));
   return reactor;
 }
@@ -86,8 +88,8 @@ std::optional<Status> KvService::serve_get_many(const v1::GetManyRequest& reques
   const v1::GetManyRequest* req = &request;
   auto session = core_.sessions->find(req->session_id());
   if (!session) return session.status();
-  Status shape = check_batch("GetMany", req->items(),
-                             [](const v1::GetManyItem& i) { return i.key().size(); });
+  Status shape =
+      check_batch("GetMany", req->items(), [](const v1::GetManyItem& i) { return i.key().size(); });
   if (!shape.is_ok()) return shape;
   const bool in_cluster = core_.cluster->enabled();
   if (in_cluster) KVRDMA_RETURN_IF_ERROR(fenced());
@@ -119,9 +121,9 @@ std::optional<Status> KvService::serve_get_many(const v1::GetManyRequest& reques
     auto ref = core_.store->get(item.key());
     if (!ref) {
       ++tally.misses;
-      rpc::to_item(out->mutable_status(),
-                   in_cluster ? after_miss(session->get(), item.key(), ref.status())
-                              : ref.status());
+      rpc::to_item(out->mutable_status(), in_cluster
+                                              ? after_miss(session->get(), item.key(), ref.status())
+                                              : ref.status());
       continue;
     }
     const uint64_t len = ref->size();

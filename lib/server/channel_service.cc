@@ -6,8 +6,8 @@
 
 #include <algorithm>
 
-#include "channel/fabric_link.h"
 #include "channel/codec.h"
+#include "channel/fabric_link.h"
 #include "channel/mock_link.h"
 #include "common/logging.h"
 
@@ -188,17 +188,19 @@ void ChannelService::serve(const std::shared_ptr<Entry>& e, const ch::IncomingRe
   if (!decoded) return deliver(link, in, failure(ch::Op::kGet, decoded.status()));
   const ch::Request& rq = *decoded;
   if (rq.slot != in.slot || rq.generation != in.generation) {
-    return deliver(link, in, failure(rq.op, Status(Code::kInvalidArgument,
-                                                   "channel: request names another slot or "
-                                                   "generation than the one it was posted in")));
+    return deliver(link, in,
+                   failure(rq.op, Status(Code::kInvalidArgument,
+                                         "channel: request names another slot or "
+                                         "generation than the one it was posted in")));
   }
   auto uses_region = [](uint32_t r) { return r != 0; };
   if (uses_region(rq.dest_region) ||
       std::any_of(rq.items.begin(), rq.items.end(),
                   [&](const ch::ItemRef& it) { return uses_region(it.dest_region); })) {
-    return deliver(link, in, failure(rq.op, Status(Code::kInvalidArgument,
-                                                   "channel: dest_region other than 0 (the "
-                                                   "receive buffer) is not supported")));
+    return deliver(link, in,
+                   failure(rq.op, Status(Code::kInvalidArgument,
+                                         "channel: dest_region other than 0 (the "
+                                         "receive buffer) is not supported")));
   }
   auto timeout = rq.timeout_ms ? std::chrono::milliseconds(rq.timeout_ms)
                                : std::chrono::milliseconds(kMaxDeadline);

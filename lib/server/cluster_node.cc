@@ -40,8 +40,7 @@ MapCounts counts_for(const cluster::SlotMap& m, uint32_t self) {
 
 }  // namespace
 
-ClusterNode::ClusterNode(ServerCore& core, std::shared_ptr<cluster::MetaStore> meta,
-                         bool owns_meta)
+ClusterNode::ClusterNode(ServerCore& core, std::shared_ptr<cluster::MetaStore> meta, bool owns_meta)
     : core_(core),
       meta_(std::move(meta)),
       owns_meta_(owns_meta),
@@ -62,16 +61,24 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::start(ServerCore& core,
                   core.options.cluster, core.public_address, node->meta_->describe(),
                   node->lease_ttl_.count());
   ClusterNode* n = node.get();
-  node->mover_ = std::make_unique<SlotMover>(
-      core, node->self_, [n](uint64_t epoch) { return n->write_handoff(epoch); });
+  node->mover_ = std::make_unique<SlotMover>(core, node->self_, [n](uint64_t epoch) {
+    return n->write_handoff(epoch);
+  });
   if (core.replication) {
-    node->filler_ = std::make_unique<ReplicaFiller>(
-        core, node->self_, [n](uint64_t epoch) { return n->write_filled(epoch); });
+    node->filler_ = std::make_unique<ReplicaFiller>(core, node->self_, [n](uint64_t epoch) {
+      return n->write_filled(epoch);
+    });
   }
   // Both log at the server's level (start runs under its log::Scope).
   const log::Logger* logger = &log::current();
-  node->agent_ = std::thread([n, logger] { log::Scope s(logger); n->agent_loop(); });
-  node->keepalive_ = std::thread([n, logger] { log::Scope s(logger); n->keepalive_loop(); });
+  node->agent_ = std::thread([n, logger] {
+    log::Scope s(logger);
+    n->agent_loop();
+  });
+  node->keepalive_ = std::thread([n, logger] {
+    log::Scope s(logger);
+    n->keepalive_loop();
+  });
   return node;
 }
 
@@ -99,8 +106,8 @@ Status ClusterNode::register_node(milliseconds patience) {
   }
   for (int attempt = 0;; ++attempt) {
     cluster::MetaEntry existing;
-    auto created = meta_->create(key(fmt::format("nodes/{}", self_)), registration(state), *lease,
-                                 &existing);
+    auto created =
+        meta_->create(key(fmt::format("nodes/{}", self_)), registration(state), *lease, &existing);
     if (created && *created) {
       core_.cluster->set_lease_until(Steady::now() + lease_ttl_);
       std::lock_guard lock(mu_);
@@ -120,16 +127,17 @@ Status ClusterNode::register_node(milliseconds patience) {
                                     "node first",
                                     self_, core_.options.cluster, live.address()));
       } else if (Steady::now() >= deadline) {
-        failed = Status(Code::kFailedPrecondition,
-                        fmt::format("node id {} is still registered in cluster '{}' at {} (this "
-                                    "address) after waiting {} ms for an earlier run's lease to "
-                                    "expire; is another kv-server running with this address?",
-                                    self_, core_.options.cluster, live.address(),
-                                    patience.count()));
+        failed =
+            Status(Code::kFailedPrecondition,
+                   fmt::format("node id {} is still registered in cluster '{}' at {} (this "
+                               "address) after waiting {} ms for an earlier run's lease to "
+                               "expire; is another kv-server running with this address?",
+                               self_, core_.options.cluster, live.address(), patience.count()));
       } else if (attempt == 0) {
-        KVRDMA_LOG_INFO("node id {} is still registered at {} by this node's previous run; "
-                        "waiting up to {} ms for its lease to expire",
-                        self_, live.address(), patience.count());
+        KVRDMA_LOG_INFO(
+            "node id {} is still registered at {} by this node's previous run; "
+            "waiting up to {} ms for its lease to expire",
+            self_, live.address(), patience.count());
       }
     }
     if (failed.is_ok()) {
@@ -255,9 +263,10 @@ bool ClusterNode::on_state(const cluster::MetaRange& range) {
   const uint32_t replicas = static_cast<uint32_t>(core_.options.replicas);
   if (current->epoch > 0 && current->replicas != replicas && !replicas_warned_) {
     replicas_warned_ = true;
-    KVRDMA_LOG_WARN("cluster '{}' keeps {} copies per slot (its map says so); this node's "
-                    "--replicas {} applies only to a new cluster",
-                    core_.options.cluster, current->replicas, replicas);
+    KVRDMA_LOG_WARN(
+        "cluster '{}' keeps {} copies per slot (its map says so); this node's "
+        "--replicas {} applies only to a new cluster",
+        core_.options.cluster, current->replicas, replicas);
   }
   auto next = cluster::next_map(*current, registered, handed_off, self_, filled, replicas);
   if (!next) return false;
@@ -284,9 +293,10 @@ void ClusterNode::install(std::shared_ptr<const cluster::SlotMap> map) {
   if (!core_.cluster->set_map(map)) return;
   drop_stale_slots(*before, *map, false);
   MapCounts c = counts_for(*map, self_);
-  KVRDMA_LOG_INFO("map epoch {} installed: node {} owns {} slots ({} moving out, {} moving in) "
-                  "of {} nodes",
-                  map->epoch, self_, c.owned, c.moving_out, c.moving_in, map->nodes.size());
+  KVRDMA_LOG_INFO(
+      "map epoch {} installed: node {} owns {} slots ({} moving out, {} moving in) "
+      "of {} nodes",
+      map->epoch, self_, c.owned, c.moving_out, c.moving_in, map->nodes.size());
   core_.changes.bump();
   if (mover_) mover_->notify();
   if (filler_) filler_->notify();
@@ -327,8 +337,8 @@ void ClusterNode::drop_stale_slots(const cluster::SlotMap& before, const cluster
   }
   if (!any) return;
   if (core_.replication) {
-    core_.replication->versions().forget_where(
-        [&](std::string_view key) { return drop[cluster::slot_of(key)]; }, &drop);
+    core_.replication->versions()
+        .forget_where([&](std::string_view key) { return drop[cluster::slot_of(key)]; }, &drop);
   }
   size_t dropped = 0;
   for (const std::string& k :
@@ -336,8 +346,10 @@ void ClusterNode::drop_stale_slots(const cluster::SlotMap& before, const cluster
     dropped += core_.store->erase(k);
   }
   if (dropped > 0) {
-    KVRDMA_LOG_INFO("map epoch {}: dropped {} values of slots this node no longer serves or "
-                    "takes over empty", after.epoch, dropped);
+    KVRDMA_LOG_INFO(
+        "map epoch {}: dropped {} values of slots this node no longer serves or "
+        "takes over empty",
+        after.epoch, dropped);
   }
 }
 
@@ -376,9 +388,10 @@ void ClusterNode::keepalive_loop() {
       wait = retry;
       if (!etcd_down_logged_) {
         etcd_down_logged_ = true;
-        KVRDMA_LOG_WARN("cannot keep node {}'s lease alive: {}; serving on map epoch {} and "
-                        "retrying every {} ms",
-                        self_, s.to_string(), core_.cluster->map()->epoch, retry.count());
+        KVRDMA_LOG_WARN(
+            "cannot keep node {}'s lease alive: {}; serving on map epoch {} and "
+            "retrying every {} ms",
+            self_, s.to_string(), core_.cluster->map()->epoch, retry.count());
       }
     }
   }
@@ -402,9 +415,10 @@ bool ClusterNode::resume_after_expiry() {
   if (Status s = register_node(milliseconds(0)); !s.is_ok()) return false;
   mover_->reset_handoff();
   mover_->notify();
-  KVRDMA_LOG_WARN("node {}'s lease expired while {} was unreachable; the map is still at epoch "
-                  "{}, so it registered again and keeps serving its values",
-                  self_, meta_->describe(), epoch);
+  KVRDMA_LOG_WARN(
+      "node {}'s lease expired while {} was unreachable; the map is still at epoch "
+      "{}, so it registered again and keeps serving its values",
+      self_, meta_->describe(), epoch);
   return true;
 }
 
@@ -429,10 +443,11 @@ void ClusterNode::fence() {
   if (filler_) filler_->reset();
   core_.changes.bump();
   mover_->notify();
-  KVRDMA_LOG_ERROR("node {} lost its lease in cluster '{}' (declared dead): stopped serving and "
-                   "dropped {} values; it registers again as a new node once the cluster has "
-                   "reassigned its slots",
-                   self_, core_.options.cluster, dropped);
+  KVRDMA_LOG_ERROR(
+      "node {} lost its lease in cluster '{}' (declared dead): stopped serving and "
+      "dropped {} values; it registers again as a new node once the cluster has "
+      "reassigned its slots",
+      self_, core_.options.cluster, dropped);
 }
 
 bool ClusterNode::try_register_again() {
@@ -522,8 +537,10 @@ Status ClusterNode::leave(milliseconds timeout) {
     });
     if (known && c.owned == 0 && c.moving_in == 0) break;
     if (known && !others) {
-      KVRDMA_LOG_WARN("node {} leaves with {} slots: no other active node can take them (their "
-                      "values are lost)", self_, c.owned);
+      KVRDMA_LOG_WARN(
+          "node {} leaves with {} slots: no other active node can take them (their "
+          "values are lost)",
+          self_, c.owned);
       break;
     }
     if (stop_) return Status(Code::kUnavailable, "leave: the node is stopping");

@@ -21,8 +21,8 @@
 #include "cluster/meta_store.h"
 #include "cluster/slot_map.h"
 #include "kvrdma/server.h"
-#include "server/service.h"
 #include "server/replica_filler.h"
+#include "server/service.h"
 #include "server/slot_mover.h"
 
 namespace kvrdma::server {
@@ -113,18 +113,18 @@ class ClusterNode {
   std::unique_ptr<ReplicaFiller> filler_;  // after mover_: stopped first
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;  // stop, map installed
-  bool stop_ = false;                     // guarded by mu_
-  cluster::LeaseId lease_ = 0;            // guarded by mu_
-  bool fenced_ = false;                   // guarded by mu_
-  std::chrono::steady_clock::time_point fenced_at_;  // guarded by mu_
-  bool controller_ = false;               // guarded by mu_
+  std::condition_variable cv_;                              // stop, map installed
+  bool stop_ = false;                                       // guarded by mu_
+  cluster::LeaseId lease_ = 0;                              // guarded by mu_
+  bool fenced_ = false;                                     // guarded by mu_
+  std::chrono::steady_clock::time_point fenced_at_;         // guarded by mu_
+  bool controller_ = false;                                 // guarded by mu_
   std::chrono::steady_clock::time_point controller_since_;  // guarded by mu_
-  bool left_ = false;                     // guarded by mu_: leave() revoked the lease
-  std::string state_ = "active";          // guarded by mu_
-  bool etcd_down_logged_ = false;         // guarded by mu_
-  bool replicas_warned_ = false;          // agent thread only
-  int reregister_failures_ = 0;           // keepalive thread only
+  bool left_ = false;              // guarded by mu_: leave() revoked the lease
+  std::string state_ = "active";   // guarded by mu_
+  bool etcd_down_logged_ = false;  // guarded by mu_
+  bool replicas_warned_ = false;   // agent thread only
+  int reregister_failures_ = 0;    // keepalive thread only
   std::thread agent_;
   std::thread keepalive_;
 };

@@ -75,8 +75,7 @@ grpc::ServerUnaryReactor* KvService::ClusterMap(grpc::CallbackServerContext* ctx
 }
 
 grpc::ServerUnaryReactor* KvService::Locate(grpc::CallbackServerContext* ctx,
-                                            const v1::LocateRequest* req,
-                                            v1::LocateReply* reply) {
+                                            const v1::LocateRequest* req, v1::LocateReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   Status ok = core_.store->check(req->key(), 0);
   if (!ok.is_ok()) return finish(ctx, ok);

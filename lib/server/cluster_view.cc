@@ -11,10 +11,10 @@ using cluster::kSlots;
 
 Status SlotVerdict::refusal() const {
   if (detail.moved()) {
-    return rpc::wrong_owner(
-        detail, fmt::format("slot {} is moving to node {} at {}; ask it (map epoch {})",
-                            detail.slot(), detail.owner_id(), detail.owner_address(),
-                            detail.epoch()));
+    return rpc::wrong_owner(detail,
+                            fmt::format("slot {} is moving to node {} at {}; ask it (map epoch {})",
+                                        detail.slot(), detail.owner_id(), detail.owner_address(),
+                                        detail.epoch()));
   }
   if (detail.owner_id() == kNoNode) {
     return rpc::wrong_owner(detail, fmt::format("slot {} has no owner in map epoch {} yet; retry "

@@ -38,8 +38,7 @@ std::string labels(const ServerStats& stats, std::string_view extra = {}) {
   return "{" + out + "}";
 }
 
-void family(std::string& out, std::string_view name, std::string_view type,
-            std::string_view help) {
+void family(std::string& out, std::string_view name, std::string_view type, std::string_view help) {
   out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, escape_help(help), name, type);
 }
 

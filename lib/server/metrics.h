@@ -21,13 +21,13 @@ namespace kvrdma::server {
 // What a latency histogram times. The `op` label of kvrdma_request_duration_seconds is
 // op_name(); kTransportWrite has its own family.
 enum class Op : uint8_t {
-  kGetInline,     // a GET answered inside its reply: inline values, misses, errors, "ask again"
-  kGetWritten,    // a GET whose value the transport wrote, until the write completed
-  kPutInline,     // a Put carrying its value
-  kPutTwoPhase,   // from PutBegin to the PutCommit that stores the value (the client's write)
+  kGetInline,    // a GET answered inside its reply: inline values, misses, errors, "ask again"
+  kGetWritten,   // a GET whose value the transport wrote, until the write completed
+  kPutInline,    // a Put carrying its value
+  kPutTwoPhase,  // from PutBegin to the PutCommit that stores the value (the client's write)
   kDelete,
-  kGetBatch,      // a GetMany (unary or on a stream), until its last write completed
-  kPutBatch,      // a PutMany
+  kGetBatch,        // a GetMany (unary or on a stream), until its last write completed
+  kPutBatch,        // a PutMany
   kTransportWrite,  // one transport write of a GET value, issue to completion
   kCount
 };

@@ -25,7 +25,8 @@ Result<HostPort> split_address(const std::string& addr) {
   const size_t colon = addr.rfind(':');
   Status bad(Code::kInvalidArgument,
              fmt::format("metrics address '{}' is not host:port (e.g. 127.0.0.1:9100 or "
-                         "[::1]:9100); fix metrics_addr (--metrics-addr)", addr));
+                         "[::1]:9100); fix metrics_addr (--metrics-addr)",
+                         addr));
   if (colon == std::string::npos || colon == 0) return bad;
   HostPort hp;
   hp.host = addr.substr(0, colon);
@@ -81,10 +82,10 @@ Result<std::unique_ptr<MetricsHttp>> MetricsHttp::start(const std::string& addr,
   http.set_write_timeout(kIoTimeoutSeconds, 0);
   http.set_keep_alive_timeout(kIoTimeoutSeconds);
   http.set_payload_max_length(64 << 10);
-  http.Get("/metrics", [render = std::move(render)](const httplib::Request&,
-                                                     httplib::Response& res) {
-    res.set_content(render(), "text/plain; version=0.0.4; charset=utf-8");
-  });
+  http.Get("/metrics",
+           [render = std::move(render)](const httplib::Request&, httplib::Response& res) {
+             res.set_content(render(), "text/plain; version=0.0.4; charset=utf-8");
+           });
   int port = hp->port;
   if (port == 0) {
     port = http.bind_to_any_port(hp->host);
@@ -99,8 +100,8 @@ Result<std::unique_ptr<MetricsHttp>> MetricsHttp::start(const std::string& addr,
                               addr, hp->host));
   }
   const bool v6 = hp->host.find(':') != std::string::npos;
-  std::string bound = v6 ? fmt::format("[{}]:{}", hp->host, port)
-                         : fmt::format("{}:{}", hp->host, port);
+  std::string bound =
+      v6 ? fmt::format("[{}]:{}", hp->host, port) : fmt::format("{}:{}", hp->host, port);
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->http.listen_after_bind(); });
   return std::unique_ptr<MetricsHttp>(new MetricsHttp(std::move(impl), std::move(bound)));

@@ -61,8 +61,7 @@ std::shared_ptr<const PeerSession::State> PeerSession::current() const {
   return state_;
 }
 
-Result<std::shared_ptr<const PeerSession::State>> PeerSession::hello(
-    Steady::time_point deadline) {
+Result<std::shared_ptr<const PeerSession::State>> PeerSession::hello(Steady::time_point deadline) {
   v1::HelloRequest req;
   req.set_client_id(self_ + 1);
   req.set_peer_node(self_ + 1);
@@ -78,8 +77,8 @@ Result<std::shared_ptr<const PeerSession::State>> PeerSession::hello(
   grpc::Status s = stub_->Hello(&ctx, req, &st->hello);
   if (!s.ok()) {
     return rpc::from_grpc(s, fmt::format("Hello to node {} at {}", peer_.id, peer_.address))
-        .with_context(fmt::format("opening a session with node {} at {} to move values",
-                                  peer_.id, peer_.address));
+        .with_context(fmt::format("opening a session with node {} at {} to move values", peer_.id,
+                                  peer_.address));
   }
   auto peer = core_.transport->connect(st->hello.transport_address());
   if (!peer) return peer.status().with_context(fmt::format("connecting to node {}", peer_.id));
@@ -166,9 +165,8 @@ Status PeerSession::put_once(const State& st, std::string_view key, const store:
     if (!s.ok()) return rpc::from_grpc(s, "PutBegin");
   }
   // Straight from our pool (registered memory) into the reservation in the peer's pool.
-  Status wrote = transport::write_and_wait(*core_.transport, *core_.pool_region,
-                                           ref.pool_offset(), st.pool, reserved.remote_offset(),
-                                           ref.size(), deadline);
+  Status wrote = transport::write_and_wait(*core_.transport, *core_.pool_region, ref.pool_offset(),
+                                           st.pool, reserved.remote_offset(), ref.size(), deadline);
   grpc::ClientContext ctx;
   // The commit or abort gets a second of its own even when the write used up the deadline.
   prepare(ctx, std::max(deadline, Steady::now() + std::chrono::seconds(1)));

@@ -2,8 +2,8 @@
 // session announces with RegisterRegion, which GETs then name as their dest_region.
 #include <fmt/format.h>
 
-#include "server/service.h"
 #include "rpc/status_map.h"
+#include "server/service.h"
 
 namespace kvrdma::server {
 namespace {
@@ -27,7 +27,8 @@ Result<std::shared_ptr<transport::RemoteRegion>> Session::dest_region(uint64_t i
   if (it == extra_regions.end()) {
     return Status(Code::kInvalidArgument,
                   fmt::format("destination region {} is not registered with this session (it was "
-                              "released, or never registered); register the memory again", id));
+                              "released, or never registered); register the memory again",
+                              id));
   }
   return it->second;
 }

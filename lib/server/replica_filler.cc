@@ -133,7 +133,8 @@ ReplicaFiller::Outcome ReplicaFiller::round(const cluster::SlotMap& m) {
   for (auto& [node, slots] : pending) {
     Status s = fill(m, node, slots);
     if (!s.is_ok()) {
-      if (!stopping()) KVRDMA_LOG_WARN("filling replica node {}: {}; retrying", node, s.to_string());
+      if (!stopping())
+        KVRDMA_LOG_WARN("filling replica node {}: {}; retrying", node, s.to_string());
       return Outcome::kRetry;
     }
     std::lock_guard lock(mu_);
@@ -149,7 +150,8 @@ Status ReplicaFiller::fill(const cluster::SlotMap& m, uint32_t node,
                            const std::vector<bool>& slots) {
   const auto started = Steady::now();
   Replication& rep = *core_.replication;
-  auto keys = core_.store->keys_where([&](std::string_view k) { return slots[cluster::slot_of(k)]; });
+  auto keys =
+      core_.store->keys_where([&](std::string_view k) { return slots[cluster::slot_of(k)]; });
   std::atomic<uint64_t> copied{0}, bytes{0};
   std::atomic<size_t> next{0};
   std::mutex failed_mu;
@@ -174,8 +176,8 @@ Status ReplicaFiller::fill(const cluster::SlotMap& m, uint32_t node,
       // A key with no version here (moved in, or stored before the map had replicas) goes at
       // the lowest one: any live write pushed meanwhile is newer and wins at the replica.
       const uint64_t version = std::max<uint64_t>(rep.versions().version_of(key), 1);
-      Status s = rep.push_to(node, cluster::slot_of(key), key, &*ref, version,
-                             Steady::now() + kCallTime);
+      Status s =
+          rep.push_to(node, cluster::slot_of(key), key, &*ref, version, Steady::now() + kCallTime);
       if (!s.is_ok()) return fail(std::move(s));
       ++copied;
       bytes += ref->size();
@@ -196,8 +198,7 @@ Status ReplicaFiller::fill(const cluster::SlotMap& m, uint32_t node,
   bytes_ += bytes;
   const double secs = std::chrono::duration<double>(Steady::now() - started).count();
   KVRDMA_LOG_INFO("filled replica node {} with {} keys ({} bytes, {:.3f} GB/s) of map epoch {}",
-                  node, copied.load(), bytes.load(), secs > 0 ? bytes / secs / 1e9 : 0.0,
-                  m.epoch);
+                  node, copied.load(), bytes.load(), secs > 0 ? bytes / secs / 1e9 : 0.0, m.epoch);
   return Status();
 }
 

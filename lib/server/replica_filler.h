@@ -58,11 +58,11 @@ class ReplicaFiller {
   std::atomic<uint64_t> keys_{0}, bytes_{0};
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  bool stop_ = false;               // guarded by mu_
-  uint64_t wakes_ = 0;              // guarded by mu_
-  uint64_t filled_written_ = 0;     // guarded by mu_: the epoch last written
-  std::set<uint64_t> filled_;       // guarded by mu_: (slot, replica) pairs filled in
-  uint64_t filled_epoch_ = 0;       // guarded by mu_: ... this map epoch
+  bool stop_ = false;            // guarded by mu_
+  uint64_t wakes_ = 0;           // guarded by mu_
+  uint64_t filled_written_ = 0;  // guarded by mu_: the epoch last written
+  std::set<uint64_t> filled_;    // guarded by mu_: (slot, replica) pairs filled in
+  uint64_t filled_epoch_ = 0;    // guarded by mu_: ... this map epoch
   std::thread thread_;
 };
 

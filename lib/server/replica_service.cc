@@ -34,17 +34,18 @@ grpc::ServerUnaryReactor* KvService::replicated(grpc::CallbackServerContext* ctx
                                                 std::function<void(uint64_t)> version,
                                                 uint64_t bytes, std::atomic<uint64_t>* counter) {
   auto* reactor = ctx->DefaultReactor();
-  core_.replication->write(
-      key, erase, store, write_deadline(ctx),
-      [this, reactor, version = std::move(version), bytes, counter](Status s, uint64_t v) {
-        if (v != 0) {  // applied here (counted even when a replica failed: the store changed)
-          ++core_.counters.puts;
-          *counter += bytes;
-          core_.changes.bump();
-        }
-        if (s.is_ok()) version(v);
-        reactor->Finish(rpc::to_grpc(s));
-      });
+  core_.replication
+      ->write(key, erase, store, write_deadline(ctx),
+              [this, reactor, version = std::move(version), bytes, counter](Status s, uint64_t v) {
+                if (v !=
+                    0) {  // applied here (counted even when a replica failed: the store changed)
+                  ++core_.counters.puts;
+                  *counter += bytes;
+                  core_.changes.bump();
+                }
+                if (s.is_ok()) version(v);
+                reactor->Finish(rpc::to_grpc(s));
+              });
   return reactor;
 }
 
@@ -77,7 +78,8 @@ grpc::ServerUnaryReactor* KvService::replicated_delete(grpc::CallbackServerConte
           if (there.is_ok()) {
             *existed = true;
           } else if (there.code() != Code::kNotFound) {
-            s = there.with_context(fmt::format("DELETE reached the replicas, but node {} (the "
+            s =
+                there.with_context(fmt::format("DELETE reached the replicas, but node {} (the "
                                                "slot's next owner) may still hold the key; "
                                                "retry the DELETE",
                                                moving_out->detail.owner_id()));

@@ -70,8 +70,8 @@ uint64_t Replication::next_version(uint64_t current, std::string_view key) {
   // A slot's next owner writes after its owner's hand-off, in the same epoch: its versions sit
   // one epoch up, so they order after every version the owner issued.
   const uint64_t epoch = m->epoch + (m->next_owner_of(cluster::slot_of(key)) == self_ ? 1 : 0);
-  const uint64_t mine = (epoch << kCounterBits) |
-                        ((counter_.fetch_add(1) + 1) & ((uint64_t{1} << kCounterBits) - 1));
+  const uint64_t mine =
+      (epoch << kCounterBits) | ((counter_.fetch_add(1) + 1) & ((uint64_t{1} << kCounterBits) - 1));
   return std::max(mine, current + 1);
 }
 
@@ -151,8 +151,8 @@ void Replication::worker() {
       tasks_.pop_front();
     }
     Write& w = *task.write;
-    finish(task, push_to(task.replica, w.slot, w.key, w.erase ? nullptr : &w.ref, w.version,
-                         w.deadline));
+    finish(task,
+           push_to(task.replica, w.slot, w.key, w.erase ? nullptr : &w.ref, w.version, w.deadline));
   }
 }
 
@@ -174,7 +174,8 @@ Status Replication::push_to(uint32_t node, uint32_t slot, std::string_view key,
     if (Steady::now() >= deadline) {
       return Status(Code::kUnavailable,
                     fmt::format("replica node {} of slot {} did not take the write in time: {}; "
-                                "retry the write", node, slot, last.message()));
+                                "retry the write",
+                                node, slot, last.message()));
     }
     const auto until = std::min(deadline, Steady::now() + kAttempt);
     auto s = session(*n);
@@ -212,15 +213,15 @@ Result<std::shared_ptr<PeerSession>> Replication::session(const cluster::NodeInf
   return s;
 }
 
-Status Replication::refusal(const cluster::SlotMap& m, uint32_t slot,
-                            std::string_view why) const {
+Status Replication::refusal(const cluster::SlotMap& m, uint32_t slot, std::string_view why) const {
   v1::WrongOwner w;
   w.set_slot(slot);
   w.set_owner_id(m.owner_of(slot));
   if (const cluster::NodeInfo* n = m.node(m.owner_of(slot))) w.set_owner_address(n->address);
   w.set_epoch(m.epoch);
   return rpc::wrong_owner(w, fmt::format("node {} refuses a replicated write for slot {}: {} "
-                                         "(map epoch {})", self_, slot, why, m.epoch));
+                                         "(map epoch {})",
+                                         self_, slot, why, m.epoch));
 }
 
 Status Replication::admit_push(const Session& from, std::string_view key) const {
@@ -275,8 +276,7 @@ Status Replication::apply_commit(const Session& from, Reservation r) {
   return out;
 }
 
-Status Replication::apply_delete(const Session& from, const v1::DeleteRequest& req,
-                                 bool* existed) {
+Status Replication::apply_delete(const Session& from, const v1::DeleteRequest& req, bool* existed) {
   KVRDMA_RETURN_IF_ERROR(admit_push(from, req.key()));
   *existed = false;
   versions_.with_key(req.key(), [&](uint64_t current) -> uint64_t {

@@ -68,9 +68,10 @@ class Replication {
 
   // --- replica ---
   // Whether a pushed write for `key` from session `from` may be applied here: OK when `from` is
-  // a node session of the slot's owner (or next owner) and this node is a replica (or next owner) of it by its
-  // map; otherwise FAILED_PRECONDITION with the typed wrong-owner detail (the pusher retries
-  // while its map is newer than ours, and gives up when ours shows it lost the slot: fencing).
+  // a node session of the slot's owner (or next owner) and this node is a replica (or next owner)
+  // of it by its map; otherwise FAILED_PRECONDITION with the typed wrong-owner detail (the pusher
+  // retries while its map is newer than ours, and gives up when ours shows it lost the slot:
+  // fencing).
   Status admit_push(const Session& from, std::string_view key) const;
   Status apply_put(const Session& from, const v1::PutRequest& req);
   // PutCommit of a reservation whose PutBegin carried replica_version.
@@ -132,10 +133,10 @@ class Replication {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  bool stop_ = false;                          // guarded by mu_
-  std::deque<Task> tasks_;                     // guarded by mu_
-  std::vector<std::thread> workers_;           // guarded by mu_; started on first use
-  const log::Logger* logger_;                  // the server's, for the workers
+  bool stop_ = false;                 // guarded by mu_
+  std::deque<Task> tasks_;            // guarded by mu_
+  std::vector<std::thread> workers_;  // guarded by mu_; started on first use
+  const log::Logger* logger_;         // the server's, for the workers
 
   std::mutex sessions_mu_;
   std::map<uint32_t, std::shared_ptr<PeerSession>> sessions_;  // guarded by sessions_mu_

@@ -16,9 +16,9 @@
 #include "common/logging.h"
 #include "common/units.h"
 #include "rpc/security.h"
+#include "server/channel_service.h"
 #include "server/cluster_node.h"
 #include "server/metrics_http.h"
-#include "server/channel_service.h"
 #include "server/replication.h"
 #include "server/service.h"
 #include "transport/mock_transport.h"
@@ -52,9 +52,8 @@ class Server::Impl {
  private:
   // Cluster-mode settings checked before anything starts; connects to etcd unless `meta` is
   // given. *owned: nobody else shares the store.
-  Result<std::shared_ptr<cluster::MetaStore>> cluster_store(const ServerOptions& options,
-                                                           std::shared_ptr<cluster::MetaStore> meta,
-                                                           bool* owned);
+  Result<std::shared_ptr<cluster::MetaStore>> cluster_store(
+      const ServerOptions& options, std::shared_ptr<cluster::MetaStore> meta, bool* owned);
   void sweep_loop();
   // Starts gRPC on every address; returns the port bound, 0 on failure.
   int listen(const std::vector<std::string>& addrs, const ServerOptions& options);
@@ -97,15 +96,16 @@ Result<std::shared_ptr<cluster::MetaStore>> Server::Impl::cluster_store(
   if (endpoints.empty()) {
     return Status(Code::kInvalidArgument,
                   fmt::format("cluster mode (ServerOptions::cluster / cluster {}) keeps its "
-                              "membership and slot map in etcd; give ServerOptions::etcd_endpoints / etcd-endpoints, e.g. "
+                              "membership and slot map in etcd; give ServerOptions::etcd_endpoints "
+                              "/ etcd-endpoints, e.g. "
                               "http://127.0.0.1:2379",
                               options.cluster));
   }
   // As long as a lease (at least 3 s): a busy etcd that answers within that time is alive
   // enough for this node, and every later etcd call is bounded by the same time.
-  auto store = cluster::connect_etcd(
-      endpoints, std::max(std::chrono::milliseconds(3000),
-                          std::chrono::milliseconds(options.node_lease_ms)));
+  auto store =
+      cluster::connect_etcd(endpoints, std::max(std::chrono::milliseconds(3000),
+                                                std::chrono::milliseconds(options.node_lease_ms)));
   if (!store) {
     return store.status().with_context(fmt::format("cluster '{}'", options.cluster));
   }
@@ -113,8 +113,8 @@ Result<std::shared_ptr<cluster::MetaStore>> Server::Impl::cluster_store(
   return std::shared_ptr<cluster::MetaStore>(std::move(*store));
 }
 
-Status Server::Impl::start(const ServerOptions& options,
-                           std::shared_ptr<cluster::MetaStore> meta, bool meta_owned) {
+Status Server::Impl::start(const ServerOptions& options, std::shared_ptr<cluster::MetaStore> meta,
+                           bool meta_owned) {
   core.options = options;
   logger = std::make_unique<log::Logger>(options.log_level, options.log_format,
                                          log::Labels{.node = options.node_id, .client = {}});
@@ -145,14 +145,15 @@ Status Server::Impl::start(const ServerOptions& options,
                     format_bytes(options.memory_bytes)));
   }
   core.pool_region = std::move(*region);
-  core.pool = std::make_unique<memory::MemoryPool>(core.pool_region->data(),
-                                                   core.pool_region->size());
+  core.pool =
+      std::make_unique<memory::MemoryPool>(core.pool_region->data(), core.pool_region->size());
   store::StoreOptions so;
   so.evict = options.eviction == Eviction::kLru;
   so.max_value_bytes = options.max_value_bytes;
   so.max_key_bytes = options.max_key_bytes;
   core.store = std::make_unique<store::Store>(*core.pool, SteadyClock::instance(), so);
-  core.sessions = std::make_unique<server::SessionTable>(std::chrono::milliseconds(options.lease_ms));
+  core.sessions =
+      std::make_unique<server::SessionTable>(std::chrono::milliseconds(options.lease_ms));
   core.cluster = std::make_unique<server::ClusterView>(options.node_id, !options.cluster.empty());
   if (!options.cluster.empty()) core.replication = std::make_shared<server::Replication>(core);
   // Set before serving and never reassigned (handlers call it concurrently); the agent behind it
@@ -281,7 +282,7 @@ void Server::Impl::shutdown() {
     stopping_ = true;
   }
   cv_.notify_all();
-  metrics_http.reset();  // no scrape reads the core after this
+  metrics_http.reset();                    // no scrape reads the core after this
   if (cluster_node) cluster_node->stop();  // ends the registration before the node goes quiet
   core.changes.stop();  // answers waiting Stats calls now, so shutdown does not wait for them
   if (service_) service_->stop_streams();  // and ends idle GetStreams
@@ -348,9 +349,7 @@ std::string Server::metrics_text() const {
   // Once shut down the figures are empty (as stats()); the histograms stay readable.
   return server::render_metrics(stats(), impl_->core.metrics);
 }
-std::string Server::metrics_address() const {
-  return impl_->metrics_address;
-}
+std::string Server::metrics_address() const { return impl_->metrics_address; }
 void Server::shutdown() { impl_->shutdown(); }
 void Server::wait() { impl_->wait(); }
 

@@ -2,8 +2,8 @@
 
 #include <fmt/format.h>
 
-#include "common/logging.h"
 #include "cluster/slot_map.h"
+#include "common/logging.h"
 #include "kvrdma/version.h"
 #include "rpc/security.h"
 #include "rpc/stats_wire.h"
@@ -97,7 +97,8 @@ Status KvService::take_transfer_slot(Session& session) const {
   session.transfers.fetch_sub(1);
   return Status(Code::kResourceExhausted,
                 fmt::format("this session already has {} GETs in flight (--max-inflight); wait "
-                            "for some to finish", core_.options.max_inflight));
+                            "for some to finish",
+                            core_.options.max_inflight));
 }
 
 grpc::ServerUnaryReactor* KvService::Hello(grpc::CallbackServerContext* ctx,
@@ -125,8 +126,8 @@ grpc::ServerUnaryReactor* KvService::Hello(grpc::CallbackServerContext* ctx,
   if ((*region)->size() != req->region_size()) {
     return finish(ctx, Status(Code::kInvalidArgument,
                               fmt::format("Hello: region_size {} does not match the {} bytes the "
-                                          "memory descriptor names", req->region_size(),
-                                          (*region)->size())));
+                                          "memory descriptor names",
+                                          req->region_size(), (*region)->size())));
   }
   auto added = core_.sessions->add(req->client_id(), std::move(*peer), std::move(*region),
                                    core_.options.max_sessions, req->peer_node());
@@ -140,8 +141,8 @@ grpc::ServerUnaryReactor* KvService::Hello(grpc::CallbackServerContext* ctx,
   reply->set_transport_address(t.address());
   reply->set_memory_descriptor(core_.pool_region->descriptor());
   reply->set_inline_threshold(core_.options.inline_threshold);
-  uint64_t max_value = core_.options.max_value_bytes ? core_.options.max_value_bytes
-                                                     : core_.pool->size();
+  uint64_t max_value =
+      core_.options.max_value_bytes ? core_.options.max_value_bytes : core_.pool->size();
   reply->set_max_value_bytes(std::min<uint64_t>(max_value, core_.pool->size()));
   reply->set_lease_ms(static_cast<uint64_t>(core_.sessions->lease().count()));
   if (!req->channel_offer().empty()) {
@@ -186,9 +187,8 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
                                          const v1::GetRequest* req, v1::GetReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   auto* reactor = ctx->DefaultReactor();
-  std::optional<Status> now = serve_get(*req, reply, write_deadline(ctx), [reactor](Status s) {
-    reactor->Finish(rpc::to_grpc(s));
-  });
+  std::optional<Status> now = serve_get(*req, reply, write_deadline(ctx),
+                                        [reactor](Status s) { reactor->Finish(rpc::to_grpc(s)); });
   if (now) reactor->Finish(rpc::to_grpc(*now));
   return reactor;
 }
@@ -234,8 +234,8 @@ std::optional<Status> KvService::serve_get(const v1::GetRequest& req, v1::GetRep
   if (off > region->size() || req.dest_capacity() > region->size() - off) {
     return Status(Code::kInvalidArgument,
                   fmt::format("destination [{}, +{}) lies outside the {}-byte region {} "
-                              "this session registered", off, req.dest_capacity(),
-                              region->size(), req.dest_region()));
+                              "this session registered",
+                              off, req.dest_capacity(), region->size(), req.dest_region()));
   }
   std::shared_ptr<Session> owner = *session;
   if (Status busy = take_transfer_slot(*owner); !busy.is_ok()) return busy;
@@ -285,8 +285,9 @@ grpc::ServerUnaryReactor* KvService::replicated_put(grpc::CallbackServerContext*
   auto store = [&] {
     return core_.store->put(req->key(), req->value(), milliseconds(req->ttl_ms()));
   };
-  return replicated(ctx, req->key(), false, store, [reply](uint64_t v) { reply->set_version(v); },
-                    req->value().size(), &core_.counters.bytes_inline_received);
+  return replicated(
+      ctx, req->key(), false, store, [reply](uint64_t v) { reply->set_version(v); },
+      req->value().size(), &core_.counters.bytes_inline_received);
 }
 
 Status KvService::serve_put(const v1::PutRequest& request) {
@@ -384,7 +385,8 @@ Result<Reservation> take_reservation(Session& session, uint64_t id) {
   if (it == session.reservations.end()) {
     return Status(Code::kNotFound,
                   fmt::format("reservation {} is not held by this session (expired, already "
-                              "committed, or never made); start the PUT again", id));
+                              "committed, or never made); start the PUT again",
+                              id));
   }
   Reservation r = std::move(it->second);
   session.reservations.erase(it);
@@ -419,8 +421,9 @@ grpc::ServerUnaryReactor* KvService::PutCommit(grpc::CallbackServerContext* ctx,
   uint64_t len = r->length;
   if (core_.replication && !from_peer && core_.replication->replicates(r->key)) {
     auto store = [&] { return core_.store->commit(r->key, std::move(r->allocation), len, r->ttl); };
-    return replicated(ctx, r->key, false, store, [reply](uint64_t v) { reply->set_version(v); }, len,
-                      &core_.counters.bytes_put_committed);
+    return replicated(
+        ctx, r->key, false, store, [reply](uint64_t v) { reply->set_version(v); }, len,
+        &core_.counters.bytes_put_committed);
   }
   Status s = core_.store->commit(r->key, std::move(r->allocation), len, r->ttl);
   core_.metrics.observe_since(Op::kPutTwoPhase, r->begun);
@@ -432,8 +435,7 @@ grpc::ServerUnaryReactor* KvService::PutCommit(grpc::CallbackServerContext* ctx,
 }
 
 grpc::ServerUnaryReactor* KvService::PutAbort(grpc::CallbackServerContext* ctx,
-                                              const v1::PutAbortRequest* req,
-                                              v1::PutAbortReply*) {
+                                              const v1::PutAbortRequest* req, v1::PutAbortReply*) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   BumpOnReturn changed(core_.changes);
   auto session = core_.sessions->find(req->session_id());
@@ -442,8 +444,7 @@ grpc::ServerUnaryReactor* KvService::PutAbort(grpc::CallbackServerContext* ctx,
 }
 
 grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
-                                            const v1::DeleteRequest* req,
-                                            v1::DeleteReply* reply) {
+                                            const v1::DeleteRequest* req, v1::DeleteReply* reply) {
   if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
   if (core_.replication) {
     auto session = core_.sessions->find(req->session_id());
@@ -502,7 +503,8 @@ Status KvService::serve_delete(const v1::DeleteRequest& req, v1::DeleteReply* re
       reply->set_existed(existed);
       return there.with_context(fmt::format(
           "DELETE {} the key here, but node {} (the slot's next owner) may still hold it; retry "
-          "the DELETE", existed ? "erased" : "did not find", moving_out->detail.owner_id()));
+          "the DELETE",
+          existed ? "erased" : "did not find", moving_out->detail.owner_id()));
     }
   }
   reply->set_existed(existed);

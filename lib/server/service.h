@@ -47,7 +47,7 @@ struct ServerCore {
   std::unique_ptr<store::Store> store;
   std::unique_ptr<SessionTable> sessions;
   Counters counters;
-  Metrics metrics;  // latency histograms (server/metrics.h); lock-free
+  Metrics metrics;      // latency histograms (server/metrics.h); lock-free
   ChangeBoard changes;  // the state version; Stats calls that wait for it
   // Cluster mode: the map this node serves by (enabled() false outside cluster mode). Created
   // with the core, before the service.
@@ -82,8 +82,7 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
   grpc::ServerUnaryReactor* KeepAlive(grpc::CallbackServerContext* ctx,
                                       const v1::KeepAliveRequest* req,
                                       v1::KeepAliveReply* reply) override;
-  grpc::ServerUnaryReactor* Goodbye(grpc::CallbackServerContext* ctx,
-                                    const v1::GoodbyeRequest* req,
+  grpc::ServerUnaryReactor* Goodbye(grpc::CallbackServerContext* ctx, const v1::GoodbyeRequest* req,
                                     v1::GoodbyeReply* reply) override;
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* req,
                                 v1::GetReply* reply) override;
@@ -98,16 +97,14 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
   grpc::ServerUnaryReactor* PutAbort(grpc::CallbackServerContext* ctx,
                                      const v1::PutAbortRequest* req,
                                      v1::PutAbortReply* reply) override;
-  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx,
-                                   const v1::DeleteRequest* req, v1::DeleteReply* reply) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx, const v1::DeleteRequest* req,
+                                   v1::DeleteReply* reply) override;
   grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest* req,
                                   v1::StatsReply* reply) override;
   // Batch calls, in batch_service.cc.
-  grpc::ServerUnaryReactor* GetMany(grpc::CallbackServerContext* ctx,
-                                    const v1::GetManyRequest* req,
+  grpc::ServerUnaryReactor* GetMany(grpc::CallbackServerContext* ctx, const v1::GetManyRequest* req,
                                     v1::GetManyReply* reply) override;
-  grpc::ServerUnaryReactor* PutMany(grpc::CallbackServerContext* ctx,
-                                    const v1::PutManyRequest* req,
+  grpc::ServerUnaryReactor* PutMany(grpc::CallbackServerContext* ctx, const v1::PutManyRequest* req,
                                     v1::PutManyReply* reply) override;
   // Single and batch GETs over one long-lived stream, in stream_service.cc.
   grpc::ServerBidiReactor<v1::StreamGetRequest, v1::StreamGetReply>* GetStream(
@@ -203,8 +200,7 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
                                                 v1::PutManyReply* reply);
   grpc::ServerUnaryReactor* replicated_delete(grpc::CallbackServerContext* ctx,
                                               std::shared_ptr<Session> session,
-                                              const v1::DeleteRequest& req,
-                                              v1::DeleteReply* reply);
+                                              const v1::DeleteRequest& req, v1::DeleteReply* reply);
   // A GET miss in cluster mode: asks the view again (the map may have changed during the
   // lookup), so a key in a slot this node no longer serves, or one moving out, gets a redirect
   // instead of `miss`.
@@ -214,7 +210,7 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
   const log::Logger* logger_ = &log::current();  // the server's: made during Server::start
   // Recursive: a cancel may run the stream's reactions, and so remove_stream, on this thread.
   std::recursive_mutex streams_mu_;
-  bool streams_stopped_ = false;                                // guarded by streams_mu_
+  bool streams_stopped_ = false;                              // guarded by streams_mu_
   std::unordered_set<grpc::CallbackServerContext*> streams_;  // guarded by streams_mu_
 };
 

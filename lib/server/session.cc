@@ -51,7 +51,8 @@ Result<std::shared_ptr<Session>> SessionTable::find(uint64_t id) {
   std::lock_guard lock(mu_);
   auto it = sessions_.find(id);
   if (it == sessions_.end()) {
-    return rpc::session_lost(id, fmt::format("unknown or expired session {}; reconnect (Hello)", id));
+    return rpc::session_lost(id,
+                             fmt::format("unknown or expired session {}; reconnect (Hello)", id));
   }
   it->second->last_seen_ns = now_ns();
   return it->second;
@@ -69,8 +70,8 @@ bool SessionTable::remove(uint64_t id) {
 
 size_t SessionTable::expire(SteadyTime now) {
   std::vector<std::shared_ptr<Session>> gone;
-  int64_t limit = now.time_since_epoch() / std::chrono::nanoseconds(1) -
-                  lease_ / std::chrono::nanoseconds(1);
+  int64_t limit =
+      now.time_since_epoch() / std::chrono::nanoseconds(1) - lease_ / std::chrono::nanoseconds(1);
   {
     std::lock_guard lock(mu_);
     for (auto it = sessions_.begin(); it != sessions_.end();) {

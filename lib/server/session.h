@@ -1,7 +1,7 @@
 // Client sessions: what Hello registered (the client's transport peer and receive region) and the
 // PUT reservations the session holds. In cluster mode a node moving values into this one opens a
-// session too (a peer session, Session::peer_node). Thread-safe; SessionTable's mutex guards the map, each
-// Session's mutex guards its reservations (lock order: table, then session).
+// session too (a peer session, Session::peer_node). Thread-safe; SessionTable's mutex guards the
+// map, each Session's mutex guards its reservations (lock order: table, then session).
 #pragma once
 
 #include <atomic>
@@ -27,9 +27,9 @@ struct Reservation {
   uint64_t length = 0;
   std::chrono::milliseconds ttl{0};
   SteadyTime expires;
-  SteadyTime begun;  // PutBegin: the two-phase PUT histogram times from here
+  SteadyTime begun;                      // PutBegin: the two-phase PUT histogram times from here
   transport::WriteExpectation incoming;  // the client writes the value into our pool until commit
-  uint32_t slot = 0;  // cluster mode: the key's slot, checked again at commit
+  uint32_t slot = 0;                     // cluster mode: the key's slot, checked again at commit
   uint64_t replica_version = 0;  // replicas: a write a primary pushes here (0: a client's PUT)
 };
 
@@ -46,10 +46,10 @@ struct Session {
 
   std::mutex mu;
   std::unordered_map<uint64_t, Reservation> reservations;  // guarded by mu
-  uint64_t next_reservation = 1;                          // guarded by mu
+  uint64_t next_reservation = 1;                           // guarded by mu
   // Caller memory: regions RegisterRegion announced, by id (never 0: 0 names `region`).
   std::unordered_map<uint64_t, std::shared_ptr<transport::RemoteRegion>> extra_regions;  // mu
-  uint64_t next_region = 1;                                                               // mu
+  uint64_t next_region = 1;                                                              // mu
 
   // The region a GET names: `region` for 0, else a registered one; INVALID_ARGUMENT for an id
   // this session does not know (released, or never registered).

@@ -26,8 +26,7 @@ constexpr auto kIdleWake = std::chrono::seconds(1);
 
 }  // namespace
 
-SlotMover::SlotMover(ServerCore& core, uint32_t self,
-                     std::function<Status(uint64_t)> write_handoff)
+SlotMover::SlotMover(ServerCore& core, uint32_t self, std::function<Status(uint64_t)> write_handoff)
     : core_(core), self_(self), write_handoff_(std::move(write_handoff)) {
   thread_ = std::thread([this, l = &log::current()] {  // the server's level, as its creator's
     log::Scope s(l);
@@ -145,7 +144,8 @@ Status SlotMover::move_to(const cluster::SlotMap& m, uint32_t dest, std::vector<
   const cluster::NodeInfo* node = m.node(dest);
   if (node == nullptr) {
     return Status(Code::kInternal, fmt::format("map epoch {} moves slots to node {}, which it "
-                                               "does not list", m.epoch, dest));
+                                               "does not list",
+                                               m.epoch, dest));
   }
   const size_t count = std::count(slots.begin(), slots.end(), true);
   auto peer = session(*node);
@@ -186,8 +186,8 @@ Status SlotMover::move_to(const cluster::SlotMap& m, uint32_t dest, std::vector<
 Result<SlotMover::PassResult> SlotMover::pass(PeerSession& to, const std::vector<bool>& slots,
                                               uint64_t epoch) {
   PassResult out;
-  auto keys = core_.store->keys_where(
-      [&](std::string_view k) { return slots[cluster::slot_of(k)]; });
+  auto keys =
+      core_.store->keys_where([&](std::string_view k) { return slots[cluster::slot_of(k)]; });
   out.seen = keys.size();
   for (const std::string& key : keys) {
     if (stopping() || !core_.cluster->serving()) {

@@ -72,9 +72,9 @@ class SlotMover {
   const std::function<Status(uint64_t)> write_handoff_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  bool stop_ = false;                 // guarded by mu_
-  uint64_t wakes_ = 0;                // guarded by mu_; bumped by notify()
-  uint64_t handoff_written_ = 0;      // guarded by mu_; the epoch last written, 0: none
+  bool stop_ = false;             // guarded by mu_
+  uint64_t wakes_ = 0;            // guarded by mu_; bumped by notify()
+  uint64_t handoff_written_ = 0;  // guarded by mu_; the epoch last written, 0: none
   // Its own lock: opening a session may take seconds and must not hold up notify().
   std::mutex sessions_mu_;
   std::map<uint32_t, std::shared_ptr<PeerSession>> sessions_;  // guarded by sessions_mu_

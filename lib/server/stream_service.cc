@@ -61,8 +61,8 @@ class GetStreamReactor final
     // The stream's own deadline is not the request's: the client says how long it waits.
     auto deadline = write_deadline(ctx_);
     if (uint32_t ms = request_.timeout_ms(); ms > 0) {
-      deadline = std::min(deadline,
-                          std::chrono::steady_clock::now() + std::chrono::milliseconds(ms));
+      deadline =
+          std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(ms));
     }
     std::optional<Status> now;
     switch (request_.body_case()) {
@@ -70,8 +70,7 @@ class GetStreamReactor final
         now = service_.serve_get(request_.get(), r->mutable_get(), deadline, answer);
         break;
       case v1::StreamGetRequest::kGetMany:
-        now = service_.serve_get_many(request_.get_many(), r->mutable_get_many(), deadline,
-                                      answer);
+        now = service_.serve_get_many(request_.get_many(), r->mutable_get_many(), deadline, answer);
         break;
       default:
         now = Status(Code::kInvalidArgument,

@@ -72,14 +72,14 @@ struct Index {
   std::atomic<int64_t> pinned_entries{0};
 
   mutable std::mutex mu;
-  std::unique_ptr<Entry*[]> buckets;  // guarded by mu; a power of two of them
-  uint64_t bucket_mask = 0;           // guarded by mu
-  uint64_t size = 0;                  // guarded by mu
-  LruLink lru;                        // guarded by mu; lru.next = most recently used
+  std::unique_ptr<Entry*[]> buckets;         // guarded by mu; a power of two of them
+  uint64_t bucket_mask = 0;                  // guarded by mu
+  uint64_t size = 0;                         // guarded by mu
+  LruLink lru;                               // guarded by mu; lru.next = most recently used
   std::multimap<uint64_t, Entry*> expiries;  // guarded by mu; entries with a TTL, by expiry_ms
-  uint64_t value_bytes = 0;  // guarded by mu
-  uint64_t evictions = 0;    // guarded by mu
-  uint64_t expirations = 0;  // guarded by mu
+  uint64_t value_bytes = 0;                  // guarded by mu
+  uint64_t evictions = 0;                    // guarded by mu
+  uint64_t expirations = 0;                  // guarded by mu
 
   Index(memory::MemoryPool& p, const Clock& c, StoreOptions o)
       : pool(p), clock(c), options(o), epoch(c.now()) {
@@ -310,9 +310,8 @@ Status Store::commit(std::string_view key, Allocation allocation, uint64_t len,
   KVRDMA_RETURN_IF_ERROR(check(key, len));
   if (!allocation.valid() || allocation.capacity() < std::max<uint64_t>(len, 1) ||
       allocation.capacity() % 64 != 0 || allocation.capacity() / 64 > UINT32_MAX) {
-    return Status(Code::kInternal,
-                  fmt::format("commit of {} bytes into a reservation of {} bytes", len,
-                              allocation.capacity()));
+    return Status(Code::kInternal, fmt::format("commit of {} bytes into a reservation of {} bytes",
+                                               len, allocation.capacity()));
   }
   Index& ix = *index_;
   uint64_t expiry = 0;
@@ -384,8 +383,7 @@ size_t Store::sweep_expired() {
   for (;;) {
     {
       std::lock_guard lock(ix.mu);
-      while (dropped.size() < kBatch && !ix.expiries.empty() &&
-             ix.expiries.begin()->first <= now) {
+      while (dropped.size() < kBatch && !ix.expiries.empty() && ix.expiries.begin()->first <= now) {
         Entry* e = ix.expiries.begin()->second;
         dropped.push_back(ix.unlink(ix.slot_of(e->key())));
         ++ix.expirations;

@@ -42,8 +42,8 @@ class ValueRef {
   ~ValueRef();
 
   const std::byte* data() const;
-  uint64_t size() const;          // the value's length
-  uint64_t pool_offset() const;   // where the value starts in the pool region
+  uint64_t size() const;         // the value's length
+  uint64_t pool_offset() const;  // where the value starts in the pool region
 
  private:
   friend class Store;
@@ -54,15 +54,15 @@ class ValueRef {
 };
 
 struct StoreOptions {
-  bool evict = true;                 // LRU eviction when full; false: RESOURCE_EXHAUSTED
-  uint64_t max_value_bytes = 0;      // 0: no limit beyond the pool size
+  bool evict = true;             // LRU eviction when full; false: RESOURCE_EXHAUSTED
+  uint64_t max_value_bytes = 0;  // 0: no limit beyond the pool size
   uint64_t max_key_bytes = 4096;
 };
 
 struct StoreStats {
   uint64_t keys = 0;
   uint64_t value_bytes = 0;
-  uint64_t pinned = 0;       // entries with at least one live ValueRef, in the index or not
+  uint64_t pinned = 0;  // entries with at least one live ValueRef, in the index or not
   uint64_t evictions = 0;
   uint64_t expirations = 0;
 };

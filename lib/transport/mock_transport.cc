@@ -58,7 +58,8 @@ Result<Descriptor> parse_descriptor(std::string_view text) {
   auto malformed = [&](std::string_view why) {
     return Status(Code::kInvalidArgument,
                   fmt::format("malformed mock memory descriptor '{}' ({}); client and server must "
-                              "both run --mock true", quoted(text), why));
+                              "both run --mock true",
+                              quoted(text), why));
   };
   if (text.size() > kMaxDescriptorBytes) return malformed("too long");
   std::vector<std::string_view> f = split_spaces(text);
@@ -91,8 +92,8 @@ class MockLocalRegion final : public LocalRegion {
 
  private:
   const std::string descriptor_;
-  std::mutex seal_mu_;               // serialises seal() calls from several threads
-  shm::OwnedObject object_;          // its name is guarded by seal_mu_; data/size immutable
+  std::mutex seal_mu_;       // serialises seal() calls from several threads
+  shm::OwnedObject object_;  // its name is guarded by seal_mu_; data/size immutable
 };
 
 class MockRemoteRegion final : public RemoteRegion {
@@ -113,7 +114,8 @@ class MockPeer final : public Peer {
     if (!shm::is_object_name(d->name)) {
       return Status(Code::kPermissionDenied,
                     fmt::format("memory descriptor names '{}', which is not a kvrdma shared-memory "
-                                "object; refusing to map it", quoted(d->name)));
+                                "object; refusing to map it",
+                                quoted(d->name)));
     }
     auto map = shm::open_object(d->name, d->length);
     if (!map) return map.status();
@@ -144,7 +146,8 @@ class MockTransport final : public Transport {
                   fmt::format("the mock transport cannot register memory it did not allocate "
                               "({} bytes given); allocate the block with Client::allocate "
                               "(kvrdma_client_allocate) and use it as your own, or run over "
-                              "libfabric (--mock false)", len));
+                              "libfabric (--mock false)",
+                              len));
   }
 
   Result<std::shared_ptr<Peer>> connect(std::string_view peer_address) override {
@@ -154,7 +157,8 @@ class MockTransport final : public Transport {
     if (!all_digits(pid) || pid.size() > kMaxPidDigits) {
       return Status(Code::kInvalidArgument,
                     fmt::format("peer address '{}' is not a mock transport address (client and "
-                                "server must both run --mock true)", quoted(peer_address)));
+                                "server must both run --mock true)",
+                                quoted(peer_address)));
     }
     return std::shared_ptr<Peer>(std::make_shared<MockPeer>());
   }

@@ -114,10 +114,8 @@ Code create_error_code(int err) {
     case ENOMEM:
     case EMFILE:
     case ENFILE:
-    case EFBIG:
-      return Code::kResourceExhausted;
-    default:
-      return Code::kFailedPrecondition;
+    case EFBIG: return Code::kResourceExhausted;
+    default: return Code::kFailedPrecondition;
   }
 }
 
@@ -126,7 +124,8 @@ Status reserve(int fd, size_t size, const std::string& name) {
   if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
     int err = errno;
     return Status(create_error_code(err), fmt::format("cannot size shared-memory object '{}' to "
-                                                      "{} bytes: {}", name, size, std::strerror(err)));
+                                                      "{} bytes: {}",
+                                                      name, size, std::strerror(err)));
   }
   int err = EINTR;
   for (int attempt = 0; attempt < 16 && err == EINTR; ++attempt) {
@@ -154,7 +153,8 @@ Result<OwnedObject> OwnedObject::create(size_t size) {
       if (err == EEXIST) continue;
       return Status(create_error_code(err),
                     fmt::format("cannot create shared-memory object '{}': {} (is /dev/shm "
-                                "mounted and writable?)", name, std::strerror(err)));
+                                "mounted and writable?)",
+                                name, std::strerror(err)));
     }
     // From here the name exists: every failure unlinks it before returning.
     Status s = reserve(fd.fd, size, name);
@@ -192,12 +192,14 @@ Result<Mapping> open_object(const std::string& name, size_t size) {
     return Status(Code::kFailedPrecondition,
                   fmt::format("cannot open the peer's shared-memory object '{}': {} (the peer must "
                               "run on this host as the same user, and be attached before it "
-                              "seals the region)", name, std::strerror(err)));
+                              "seals the region)",
+                              name, std::strerror(err)));
   }
   struct stat st {};
   if (fstat(fd.fd, &st) != 0) {
     return Status(Code::kFailedPrecondition,
-                  fmt::format("cannot stat shared-memory object '{}': {}", name, std::strerror(errno)));
+                  fmt::format("cannot stat shared-memory object '{}': {}", name,
+                              std::strerror(errno)));
   }
   if (!S_ISREG(st.st_mode) || st.st_size < 0 || static_cast<uint64_t>(st.st_size) != size) {
     return Status(Code::kInvalidArgument,

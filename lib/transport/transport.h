@@ -92,9 +92,9 @@ class Transport {
   // regions first: INVALID_ARGUMENT and nothing written when either falls outside. `dst` and the
   // region behind `src` are kept alive by the caller until `done` runs. A write not complete by
   // `deadline` completes with DEADLINE_EXCEEDED. Large writes may be split internally.
-  virtual void write(const LocalRegion& src, size_t src_offset,
-                     std::shared_ptr<RemoteRegion> dst, size_t dst_offset, size_t len,
-                     Clock::time_point deadline, Completion done) = 0;
+  virtual void write(const LocalRegion& src, size_t src_offset, std::shared_ptr<RemoteRegion> dst,
+                     size_t dst_offset, size_t len, Clock::time_point deadline,
+                     Completion done) = 0;
 
   // Says that a peer may write into our memory until the returned value is destroyed. With
   // manual progress (libfabric's tcp and shm) a write into us completes only while we poll our

@@ -35,9 +35,13 @@ std::vector<std::pair<std::string, Setter>> extremes() {
       if (f->is_repeated()) return false;
       switch (f->cpp_type()) {
         case FieldDescriptor::CPPTYPE_UINT64: r->SetUInt64(&m, f, u); return true;
-        case FieldDescriptor::CPPTYPE_UINT32: r->SetUInt32(&m, f, static_cast<uint32_t>(u)); return true;
+        case FieldDescriptor::CPPTYPE_UINT32:
+          r->SetUInt32(&m, f, static_cast<uint32_t>(u));
+          return true;
         case FieldDescriptor::CPPTYPE_INT64: r->SetInt64(&m, f, i); return true;
-        case FieldDescriptor::CPPTYPE_INT32: r->SetInt32(&m, f, static_cast<int32_t>(i)); return true;
+        case FieldDescriptor::CPPTYPE_INT32:
+          r->SetInt32(&m, f, static_cast<int32_t>(i));
+          return true;
         case FieldDescriptor::CPPTYPE_BOOL: r->SetBool(&m, f, u != 0); return true;
         default: return false;
       }

@@ -1,7 +1,7 @@
 #include "service_harness.h"
 
-#include <grpcpp/generic/generic_stub.h>
 #include <google/protobuf/descriptor.h>
+#include <grpcpp/generic/generic_stub.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -35,8 +35,8 @@ InProcessService::InProcessService(bool evict, WrapTransport wrap, bool listen,
   auto region = core_.transport->allocate(o.memory_bytes);
   if (!region) std::abort();
   core_.pool_region = std::move(*region);
-  core_.pool = std::make_unique<memory::MemoryPool>(core_.pool_region->data(),
-                                                    core_.pool_region->size());
+  core_.pool =
+      std::make_unique<memory::MemoryPool>(core_.pool_region->data(), core_.pool_region->size());
   store::StoreOptions so;
   so.evict = evict;
   so.max_key_bytes = o.max_key_bytes;
@@ -94,7 +94,8 @@ grpc::Status InProcessService::call(const std::string& method, const std::string
     std::vector<grpc::Slice> slices;
     reply->clear();
     if (out.Dump(&slices).ok()) {
-      for (const auto& sl : slices) reply->append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+      for (const auto& sl : slices)
+        reply->append(reinterpret_cast<const char*>(sl.begin()), sl.size());
     }
   }
   return s;

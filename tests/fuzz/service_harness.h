@@ -5,9 +5,9 @@
 // check and exercise the handlers' deeper paths.
 #pragma once
 
+#include <google/protobuf/message.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
-#include <google/protobuf/message.h>
 
 #include <chrono>
 #include <functional>

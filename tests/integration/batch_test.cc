@@ -43,8 +43,7 @@ TEST_CASE("batch: empty batches give empty answers", "[batch]") {
   CHECK(c->put_many({}).empty());
 }
 
-TEST_CASE("batch: present, absent, expired, duplicate and empty keys in one batch",
-          "[batch]") {
+TEST_CASE("batch: present, absent, expired, duplicate and empty keys in one batch", "[batch]") {
   ServerProcess server({"--memory-mb", "64", "--inline-threshold", "4096"});
   auto c = connect(server, 16);
   std::string a = pattern(100, 1), b = pattern(200000, 2);
@@ -253,8 +252,7 @@ TEST_CASE("batch: the server enforces per-call limits and checks every item", "[
   CHECK(c->get_copy("over-inline").status().code() == Code::kNotFound);
 }
 
-TEST_CASE("batch: a session the server dropped is re-opened and the batch completes",
-          "[batch]") {
+TEST_CASE("batch: a session the server dropped is re-opened and the batch completes", "[batch]") {
   ServerProcess server({"--memory-mb", "64", "--inline-threshold", "4096"});
   auto c = connect(server, 16);
   const std::string small = pattern(100, 5), large = pattern(300000, 6);

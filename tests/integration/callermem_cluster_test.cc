@@ -1,7 +1,7 @@
 // Caller memory in cluster mode: two kv-server nodes over a throwaway etcd; each owner writes its
 // keys into their spots of one allocated block (README.md "Caller memory").
-#include <catch2/catch.hpp>
 #include <signal.h>
+#include <catch2/catch.hpp>
 
 #include <chrono>
 #include <cstring>
@@ -38,9 +38,10 @@ TEST_CASE("callermem cluster: get_many_into and put_many_from across two nodes",
   auto etcd = EtcdProcess::start();
   REQUIRE(etcd.is_ok());
   auto node = [&](uint32_t id) {
-    return std::make_unique<ServerProcess>(std::vector<std::string>{
-        "--cluster", "cm" + std::to_string(::getpid()), "--etcd-endpoints", (*etcd)->endpoint(),
-        "--node-id", std::to_string(id), "--node-lease-ms", "2000", "--memory-mb", "64"});
+    return std::make_unique<ServerProcess>(
+        std::vector<std::string>{"--cluster", "cm" + std::to_string(::getpid()), "--etcd-endpoints",
+                                 (*etcd)->endpoint(), "--node-id", std::to_string(id),
+                                 "--node-lease-ms", "2000", "--memory-mb", "64"});
   };
   auto n1 = node(1), n2 = node(2);
   ClientOptions o;
@@ -96,8 +97,8 @@ TEST_CASE("callermem cluster: get_many_into and put_many_from across two nodes",
   std::memset(block->data() + (12u << 20), 0, values[0].size());
   auto one = (*c)->get_into(keys[0], *block, 12u << 20, values[0].size());
   REQUIRE(one.is_ok());
-  CHECK(std::string(reinterpret_cast<const char*>(block->data()) + (12u << 20),
-                    values[0].size()) == values[0]);
+  CHECK(std::string(reinterpret_cast<const char*>(block->data()) + (12u << 20), values[0].size()) ==
+        values[0]);
   ::kill(n1->pid(), SIGKILL);  // teardown need not move values
   ::kill(n2->pid(), SIGKILL);
 }

@@ -133,8 +133,10 @@ TEST_CASE("callermem: bad handles and spans are INVALID_ARGUMENT before anything
   }
 }
 
-TEST_CASE("callermem: register_memory: the mock refuses it naming allocate, libfabric takes "
-          "any host memory", "[callermem]") {
+TEST_CASE(
+    "callermem: register_memory: the mock refuses it naming allocate, libfabric takes "
+    "any host memory",
+    "[callermem]") {
   ServerProcess server = start_server();
   auto c = connect(server);
   std::vector<char> mine(3u << 20);
@@ -230,8 +232,7 @@ TEST_CASE("callermem: put_many_from publishes small and large values from caller
   CHECK(put.back().code() == Code::kInvalidArgument);
 }
 
-TEST_CASE("callermem: the server refuses a released or unknown destination region",
-          "[callermem]") {
+TEST_CASE("callermem: the server refuses a released or unknown destination region", "[callermem]") {
   ServerProcess server = start_server();
   auto c = connect(server);
   const std::string big = pattern(100u << 10, 5);
@@ -255,8 +256,7 @@ TEST_CASE("callermem: the server refuses a released or unknown destination regio
   CHECK(c->get_copy("big").value() == big);
 }
 
-TEST_CASE("callermem: the plain put of a large value round trips (pipelined copy)",
-          "[callermem]") {
+TEST_CASE("callermem: the plain put of a large value round trips (pipelined copy)", "[callermem]") {
   ServerProcess server = start_server();
   auto c = connect(server);  // 16 MiB buffer: a 40 MiB value goes in chunks
   const std::string v = pattern(40u << 20, 77);
@@ -295,8 +295,8 @@ TEST_CASE("callermem: a session the server dropped is re-opened and the region a
   REQUIRE(n.is_ok());
   CHECK(bytes_at(block, 2u << 20, large.size()) == large);
   drop_session();
-  std::vector<PutFromItem> puts{{"s", &block, 1u << 20, small.size()}, {"l3", &block, 0,
-                                                                         large.size()}};
+  std::vector<PutFromItem> puts{{"s", &block, 1u << 20, small.size()},
+                                {"l3", &block, 0, large.size()}};
   for (const auto& s : c->put_many_from(puts)) CHECK(s.is_ok());
   drop_session();
   std::memset(block.data() + (2u << 20), 0, 1u << 20);

@@ -77,15 +77,14 @@ TEST_CASE("cli: --ttl expires a key", "[cli][ttl]") {
 }
 
 // 4 MiB values keep the process count low; client_test puts 40 x 1 MiB through the C++ API.
-TEST_CASE("cli: eviction lru keeps every put and drops the oldest",
-          "[cli][eviction][mockonly]") {
+TEST_CASE("cli: eviction lru keeps every put and drops the oldest", "[cli][eviction][mockonly]") {
   const std::string value = pattern(4 << 20, 9);
   auto file_temp = write_temp(value);
   const std::string& file = file_temp->path;
   ServerProcess server({"--memory-mb", "16", "--eviction", "lru"});
   for (int i = 0; i < 8; ++i) {
-    auto r = run_client(server.address(), {"--buffer-mb", "8", "put", "k" + std::to_string(i),
-                                           "--file", file});
+    auto r = run_client(server.address(),
+                        {"--buffer-mb", "8", "put", "k" + std::to_string(i), "--file", file});
     INFO("put k" << i << ": " << r.err);
     REQUIRE(r.exit_code == 0);
   }
@@ -109,8 +108,8 @@ TEST_CASE("cli: eviction none refuses puts beyond capacity and keeps what it has
   std::vector<int> stored;
   int failed = 0;
   for (int i = 0; i < 6; ++i) {
-    auto r = run_client(server.address(), {"--buffer-mb", "8", "put", "k" + std::to_string(i),
-                                           "--file", file});
+    auto r = run_client(server.address(),
+                        {"--buffer-mb", "8", "put", "k" + std::to_string(i), "--file", file});
     if (r.exit_code == 0) {
       stored.push_back(i);
       continue;

@@ -74,16 +74,16 @@ TEST_CASE("cli: --mock spellings and the address with or without http://", "[cli
 
 TEST_CASE("cli: usage errors exit 2, a missing key 1", "[cli][mockonly]") {
   ServerProcess server({"--memory-mb", "32"});
-  for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
-           {"--no-such-flag", "get", "k"},
-           {"get"},
-           {"put", "k"},
-           {"put", "k", "v", "--file", "/dev/null"},
-           {"frobnicate"},
-           {},
-           {"--timeout-ms", "zero", "get", "k"},
-           {"put", "k", "v", "--ttl", "soon"},
-           {"get", "k", "--server-addr"}}) {
+  for (std::vector<std::string> args :
+       std::vector<std::vector<std::string>>{{"--no-such-flag", "get", "k"},
+                                             {"get"},
+                                             {"put", "k"},
+                                             {"put", "k", "v", "--file", "/dev/null"},
+                                             {"frobnicate"},
+                                             {},
+                                             {"--timeout-ms", "zero", "get", "k"},
+                                             {"put", "k", "v", "--ttl", "soon"},
+                                             {"get", "k", "--server-addr"}}) {
     auto r = run_client(server.address(), args);
     INFO("kv-client " << Catch::Detail::stringify(args) << " -> " << r.err);
     CHECK(r.exit_code == 2);
@@ -155,8 +155,8 @@ TEST_CASE("cli: bench --json reports its figures", "[cli][bench]") {
 TEST_CASE("cli: bench fits its keys to the server's pool and reports a hit rate", "[cli][bench]") {
   // 1000 keys of 1 MiB do not fit a 64 MiB pool; the bench prepares what 3/4 of it holds.
   ServerProcess server({"--memory-mb", "64"});
-  auto r = run_client(server.address(),
-                      {"bench", "--ops", "2000", "--value-size", "1M", "--op", "get"});
+  auto r =
+      run_client(server.address(), {"bench", "--ops", "2000", "--value-size", "1M", "--op", "get"});
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   CHECK(r.out.find("bench: op get, value 1.0 MiB (1048576 B), concurrency 1, keys 48 (what 3/4 "
@@ -165,8 +165,8 @@ TEST_CASE("cli: bench fits its keys to the server's pool and reports a hit rate"
   CHECK(r.out.find("  hit rate     100.0% (2000 hits, 0 misses)\n") != std::string::npos);
   CHECK(r.out.find("  errors       0\n") != std::string::npos);
 
-  auto json = run_client(server.address(), {"bench", "--ops", "500", "--value-size", "1.5M",
-                                            "--op", "get", "--json"});
+  auto json = run_client(server.address(), {"bench", "--ops", "500", "--value-size", "1.5M", "--op",
+                                            "get", "--json"});
   INFO(json.out << json.err);
   REQUIRE(json.exit_code == 0);
   CHECK(json_uint(json.out, "value_size") == 1572864);
@@ -188,12 +188,14 @@ TEST_CASE("cli: bench with more --keys than fit counts evicted keys as misses", 
   CHECK(hits + misses == 1000);
   CHECK(misses > 0);  // at most 64 of the 200 keys can be in the pool
   CHECK(hits > 0);    // the last keys prepared are still there
-  auto text = run_client(server.address(), {"bench", "--ops", "200", "--value-size", "1M",
-                                            "--op", "get", "--keys", "200"});
+  auto text = run_client(server.address(), {"bench", "--ops", "200", "--value-size", "1M", "--op",
+                                            "get", "--keys", "200"});
   INFO(text.out << text.err);
   REQUIRE(text.exit_code == 0);
   CHECK(text.out.find("keys 200 (--keys)\n") != std::string::npos);
-  CHECK(std::regex_search(text.out, std::regex(R"(\n  hit rate     \d+\.\d% \(\d+ hits, [1-9]\d* misses\)\n)")));
+  CHECK(std::regex_search(text.out,
+                          std::regex(
+                              R"(\n  hit rate     \d+\.\d% \(\d+ hits, [1-9]\d* misses\)\n)")));
 }
 
 TEST_CASE("cli: sizes parse the same in every flag", "[cli]") {
@@ -216,8 +218,9 @@ TEST_CASE("cli: sizes parse the same in every flag", "[cli]") {
 
 TEST_CASE("cli: client and server on different transports fail at Hello", "[cli][mockonly]") {
   ServerProcess server({"--memory-mb", "32"});  // mock
-  for (std::vector<std::string> flags : std::vector<std::vector<std::string>>{
-           {"--mock", "false", "--provider", "tcp"}, {"--mock=false", "--provider", "tcp"}}) {
+  for (std::vector<std::string> flags :
+       std::vector<std::vector<std::string>>{{"--mock", "false", "--provider", "tcp"},
+                                             {"--mock=false", "--provider", "tcp"}}) {
     flags.insert(flags.end(), {"--timeout-ms", "3000", "get", "k"});
     auto r = run_client(server.address(), flags);
     INFO(r.err);

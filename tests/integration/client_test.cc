@@ -73,7 +73,7 @@ TEST_CASE("client: a server given no inline threshold announces its transport's 
   ServerProcess server({"--memory-mb", "64"});  // --inline-threshold 0, the default: by transport
   auto c = connect(server);
   const std::string provider = test_provider();
-  const uint64_t expected = provider.empty()     ? 32 << 10   // the mock
+  const uint64_t expected = provider.empty()    ? 32 << 10  // the mock
                             : provider == "shm" ? 64 << 10
                             : provider == "tcp" ? 256 << 10
                                                 : 32 << 10;

@@ -1,8 +1,8 @@
 // Cluster mode end to end: a real etcd and 3-5 kv-server processes on loopback, driven through
 // the C++ client and kv-client as a user would (docs/cluster.md). Over the mock, and the kill and
 // join cases over libfabric tcp too (tests/cluster_integration.cmake).
-#include <catch2/catch.hpp>
 #include <signal.h>
+#include <catch2/catch.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -60,9 +60,11 @@ class Cluster {
   EtcdProcess& etcd() { return *etcd_; }
 
   std::vector<std::string> node_args(uint32_t id) const {
-    std::vector<std::string> a = {"--cluster", name_, "--etcd-endpoints", etcd_->endpoint(),
-                                  "--node-id", std::to_string(id), "--node-lease-ms",
-                                  std::to_string(kLeaseMs), "--memory-mb", "256"};
+    std::vector<std::string> a = {"--cluster",        name_,
+                                  "--etcd-endpoints", etcd_->endpoint(),
+                                  "--node-id",        std::to_string(id),
+                                  "--node-lease-ms",  std::to_string(kLeaseMs),
+                                  "--memory-mb",      "256"};
     return a;  // ServerProcess adds the test transport's flags
   }
   ServerProcess& start(uint32_t id) {
@@ -117,7 +119,7 @@ ClusterInfo wait_settled(Client& c, const std::set<uint32_t>& ids,
     if (info.is_ok() && settled(*info, ids)) return *info;
     if (Steady::now() > until) {
       FAIL("the cluster did not settle on " << ids.size() << " nodes within " << limit.count()
-                                              << " s");
+                                            << " s");
     }
     auto s = c.stats_after(version, 500ms);
     if (s.is_ok()) version = s->version;
@@ -205,8 +207,8 @@ TEST_CASE("cluster: two nodes with one id: the second refuses to start, saying s
 TEST_CASE("cluster: etcd unreachable at start is a clear error", "[cluster]") {
   const std::string endpoint = "http://127.0.0.1:" + std::to_string(unused_loopback_port());
   auto r = run(server_binary(),
-               {"--cluster", "x", "--etcd-endpoints", endpoint, "--node-id", "1",
-                "--listen-addr", "127.0.0.1:0"},
+               {"--cluster", "x", "--etcd-endpoints", endpoint, "--node-id", "1", "--listen-addr",
+                "127.0.0.1:0"},
                {}, 30s);
   CHECK(r.exit_code != 0);
   CHECK(r.err.find(endpoint) != std::string::npos);
@@ -385,10 +387,10 @@ TEST_CASE("cluster: a node SIGKILLed under load: every key served again within l
       it = served ? pending.erase(it) : std::next(it);
     }
   }
-  const auto recovered = std::chrono::duration_cast<std::chrono::milliseconds>(Steady::now() -
-                                                                                killed_at);
-  WARN("all keys served again " << recovered.count() << " ms after the SIGKILL (lease "
-                                << kLeaseMs << " ms)");
+  const auto recovered =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Steady::now() - killed_at);
+  WARN("all keys served again " << recovered.count() << " ms after the SIGKILL (lease " << kLeaseMs
+                                << " ms)");
   CHECK(pending.empty());
   CHECK(recovered.count() <= static_cast<int64_t>(kLeaseMs) + 2000 + 3000);  // + CI slack
   wait_settled(*c, {1, 3});

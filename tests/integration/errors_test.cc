@@ -3,8 +3,8 @@
 // written outside the client's region, and values stored before stay intact.
 #include <catch2/catch.hpp>
 
-#include <cstring>
 #include <algorithm>
+#include <cstring>
 
 #include "integration/harness.h"
 #include "integration/raw_rpc.h"
@@ -161,16 +161,16 @@ TEST_CASE("errors: bad requests get their code and leave stored values intact",
       std::string descriptor;
       grpc::StatusCode code;
     };
-    for (const Case& k : std::vector<Case>{
-             {"kvrdma-mock-v1 /etc/passwd 4096", grpc::StatusCode::PERMISSION_DENIED},
-             {"kvrdma-mock-v1 /kvrdma-1-0123456789abcdef/../../etc/passwd 4096",
-              grpc::StatusCode::PERMISSION_DENIED},
-             {"kvrdma-mock-v1 /dev/shm/kvrdma-1-0123456789abcdef 4096",
-              grpc::StatusCode::PERMISSION_DENIED},
-             {"kvrdma-mock-v1 /kvrdma-1-0123456789abcdef 4096",
-              grpc::StatusCode::FAILED_PRECONDITION},  // well-formed, no such object
-             {"nonsense", grpc::StatusCode::INVALID_ARGUMENT},
-             {"", grpc::StatusCode::INVALID_ARGUMENT}}) {
+    for (const Case& k :
+         std::vector<Case>{{"kvrdma-mock-v1 /etc/passwd 4096", grpc::StatusCode::PERMISSION_DENIED},
+                           {"kvrdma-mock-v1 /kvrdma-1-0123456789abcdef/../../etc/passwd 4096",
+                            grpc::StatusCode::PERMISSION_DENIED},
+                           {"kvrdma-mock-v1 /dev/shm/kvrdma-1-0123456789abcdef 4096",
+                            grpc::StatusCode::PERMISSION_DENIED},
+                           {"kvrdma-mock-v1 /kvrdma-1-0123456789abcdef 4096",
+                            grpc::StatusCode::FAILED_PRECONDITION},  // well-formed, no such object
+                           {"nonsense", grpc::StatusCode::INVALID_ARGUMENT},
+                           {"", grpc::StatusCode::INVALID_ARGUMENT}}) {
       v1::HelloReply r;
       auto s = raw.call(&v1::KvCache::Stub::Hello, hello((*t)->address(), k.descriptor, 4096), &r);
       INFO(k.descriptor << " -> " << s.error_code() << " " << s.error_message());

@@ -153,7 +153,8 @@ TEST_CASE("fault: server SIGKILLed under 16 clients: calls fail in time, restart
   server->stop();  // reaps it
   // Every client sees the outage: a call fails (and returns) after the kill.
   auto failed_before = progress.snapshot(&Progress::failed);
-  bool saw_outage = progress.wait_all_past(&Progress::failed, failed_before, std::chrono::seconds(60));
+  bool saw_outage =
+      progress.wait_all_past(&Progress::failed, failed_before, std::chrono::seconds(60));
   if (!saw_outage) join();
   REQUIRE(saw_outage);
 
@@ -220,9 +221,9 @@ TEST_CASE("fault: a client SIGKILLed mid-transfer leaves no reservation, pin or 
   };
   // Kill it while a transfer is in flight: wait (bounded) until the server shows a reservation
   // or a pin of the doomed client's; the observer holds neither.
-  auto busy = wait_stats(*observer, [](const kvrdma::ServerStats& st) {
-    return st.reservations > 0 || st.pinned > 0;
-  }, std::chrono::seconds(60));
+  auto busy = wait_stats(
+      *observer, [](const kvrdma::ServerStats& st) { return st.reservations > 0 || st.pinned > 0; },
+      std::chrono::seconds(60));
   const bool in_flight = busy.reservations > 0 || busy.pinned > 0;
   REQUIRE(in_flight);
   REQUIRE(kill(child, SIGKILL) == 0);
@@ -231,9 +232,13 @@ TEST_CASE("fault: a client SIGKILLed mid-transfer leaves no reservation, pin or 
 
   // The server notices through the lease; wait for state changes until the session is gone.
   // The sweeper counts the expiry just after removing the session: wait for both.
-  kvrdma::ServerStats s = wait_stats(*observer, [](const kvrdma::ServerStats& st) {
-    return st.sessions == 1 && st.reservations == 0 && st.pinned == 0 && st.sessions_expired >= 1;
-  }, std::chrono::seconds(30));
+  kvrdma::ServerStats s = wait_stats(
+      *observer,
+      [](const kvrdma::ServerStats& st) {
+        return st.sessions == 1 && st.reservations == 0 && st.pinned == 0 &&
+               st.sessions_expired >= 1;
+      },
+      std::chrono::seconds(30));
   CHECK(s.sessions == 1);  // the observer
   CHECK(s.reservations == 0);
   CHECK(s.pinned == 0);

@@ -45,8 +45,8 @@ std::unique_ptr<kvrdma::v1::KvCache::Stub> stub_for(const std::string& address) 
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
 }
 
-kvrdma::v1::GetRequest get_request(uint64_t session, const std::string& key,
-                                   uint64_t offset = 0, uint64_t capacity = 0) {
+kvrdma::v1::GetRequest get_request(uint64_t session, const std::string& key, uint64_t offset = 0,
+                                   uint64_t capacity = 0) {
   kvrdma::v1::GetRequest r;
   r.set_session_id(session);
   r.set_key(key);
@@ -250,7 +250,8 @@ TEST_CASE("get stream: a silent server costs a GET its deadline, not more", "[st
   CHECK(gone.status.code() == Code::kUnavailable);
 }
 
-TEST_CASE("get stream: a reply to another request fails the GET as INTERNAL", "[stream][mockonly]") {
+TEST_CASE("get stream: a reply to another request fails the GET as INTERNAL",
+          "[stream][mockonly]") {
   FakeServer fake(FakeServer::kWrongId);
   auto stub = stub_for(fake.address());
   GetStreams streams(stub.get(), "", 2);
@@ -261,7 +262,8 @@ TEST_CASE("get stream: a reply to another request fails the GET as INTERNAL", "[
   CHECK(r.status.message().find("request") != std::string::npos);
 }
 
-TEST_CASE("get stream: a server without GetStream sends GETs to unary calls", "[stream][mockonly]") {
+TEST_CASE("get stream: a server without GetStream sends GETs to unary calls",
+          "[stream][mockonly]") {
   FakeServer fake(FakeServer::kMissing);
   auto stub = stub_for(fake.address());
   GetStreams streams(stub.get(), "", 2);

@@ -1,15 +1,15 @@
 #include "integration/harness.h"
 
-#include <catch2/catch.hpp>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/syscall.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <cerrno>
@@ -51,8 +51,8 @@ constexpr const char* kSetpriv = "/usr/bin/setpriv";  // util-linux, on every De
 // child instead of leaving a kv-server behind. The signal follows the death of the spawning
 // *thread*, so only the main thread, which lives as long as the process, spawns this way; a
 // child spawned from another thread (or without setpriv) is only stopped by its owner.
-pid_t spawn(const std::string& binary, const std::vector<std::string>& args, int in_fd,
-            int out_fd, int err_fd) {
+pid_t spawn(const std::string& binary, const std::vector<std::string>& args, int in_fd, int out_fd,
+            int err_fd) {
   std::vector<char*> argv;
   // A binary that cannot run is spawned directly, so the failure comes back here with its errno.
   if (gettid() == getpid() && access(kSetpriv, X_OK) == 0 && access(binary.c_str(), X_OK) == 0) {

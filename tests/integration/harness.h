@@ -63,8 +63,7 @@ struct RunResult {
 
 // Runs `binary args...` with `input` on stdin; kills it after `limit`.
 RunResult run(const std::string& binary, const std::vector<std::string>& args,
-              const std::string& input = {},
-              std::chrono::seconds limit = std::chrono::seconds(60));
+              const std::string& input = {}, std::chrono::seconds limit = std::chrono::seconds(60));
 
 // kv-client with --server-addr `server` (and the test transport's flags) first.
 RunResult run_client(const std::string& server, const std::vector<std::string>& args,

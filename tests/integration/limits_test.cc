@@ -14,7 +14,8 @@ namespace v1 = kvrdma::v1;
 
 namespace {
 
-Client& keep(std::vector<std::unique_ptr<Client>>& clients, kvrdma::Result<std::unique_ptr<Client>> c) {
+Client& keep(std::vector<std::unique_ptr<Client>>& clients,
+             kvrdma::Result<std::unique_ptr<Client>> c) {
   INFO(c.status().to_string());
   REQUIRE(c.is_ok());
   clients.push_back(std::move(c).value());

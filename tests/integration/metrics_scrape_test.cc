@@ -30,9 +30,8 @@ struct Scrape {
 // Scrapes `addr`/metrics through the Python parser; fails the test with its reason when the
 // parser or one of its checks fails.
 Scrape scrape(const std::string& addr) {
-  RunResult r = run("/usr/bin/python3",
-                    {KVRDMA_METRICS_SCRAPE_PY, "http://" + addr + "/metrics",
-                     std::to_string(kNode)});
+  RunResult r = run("/usr/bin/python3", {KVRDMA_METRICS_SCRAPE_PY, "http://" + addr + "/metrics",
+                                         std::to_string(kNode)});
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   Scrape s;
@@ -89,20 +88,20 @@ TEST_CASE("metrics: a scrape parses and its counters match the operations done",
 
   const std::string small(64, 's'), big = pattern(10000, 1);
   for (const char* k : {"a", "b", "c"}) REQUIRE(c.put(k, small).is_ok());  // 3 inline PUTs
-  REQUIRE(c.put("big", big).is_ok());                                        // 1 two-phase PUT
+  REQUIRE(c.put("big", big).is_ok());                                      // 1 two-phase PUT
   REQUIRE(c.get_copy("a").value() == small);
   REQUIRE(c.get_copy("b").value() == small);
   REQUIRE(c.get_copy("missing").status().code() == kvrdma::Code::kNotFound);
-  REQUIRE(c.get_copy("big").value() == big);                                 // transport-written
+  REQUIRE(c.get_copy("big").value() == big);  // transport-written
   REQUIRE(c.del("a").is_ok());
   const std::vector<std::string_view> keys = {"b", "c", "big", "gone"};
-  auto got = c.get_many(keys);                                               // 1 GET batch
+  auto got = c.get_many(keys);  // 1 GET batch
   REQUIRE(got.size() == 4);
   CHECK(got[0].value().str() == small);
   CHECK(got[2].value().str() == big);
   CHECK(got[3].status().code() == kvrdma::Code::kNotFound);
   const std::vector<kvrdma::KeyValue> items = {{"d", small}, {"e", small}};
-  for (const auto& st : c.put_many(items)) REQUIRE(st.is_ok());              // 1 PUT batch
+  for (const auto& st : c.put_many(items)) REQUIRE(st.is_ok());  // 1 PUT batch
 
   const Scrape s = scrape(metrics_addr);
   auto stats = c.stats();  // a Stats call moves no counter
@@ -137,8 +136,8 @@ TEST_CASE("metrics: a scrape parses and its counters match the operations done",
   CHECK(s.samples.at("kvrdma_bytes_put_committed_total{}") == 10000);
 
   CHECK(s.families.at("kvrdma_server_info") == "gauge");
-  CHECK(s.samples.at("kvrdma_server_info{transport=mock,version=" +
-                     std::string(kvrdma::version()) + "}") == 1);
+  CHECK(s.samples.at("kvrdma_server_info{transport=mock,version=" + std::string(kvrdma::version()) +
+                     "}") == 1);
   CHECK(s.families.at("kvrdma_request_duration_seconds") == "histogram");
   CHECK(s.families.at("kvrdma_transport_write_duration_seconds") == "histogram");
   CHECK(count_of(s, "put_inline") == 3);
@@ -159,9 +158,9 @@ TEST_CASE("metrics: a scrape parses and its counters match the operations done",
 TEST_CASE("metrics: a bad --metrics-addr stops kv-server at start with the reason",
           "[metrics][mockonly]") {
   auto start = [](const std::string& addr) {
-    return run(server_binary(), {"--listen-addr", "127.0.0.1:0", "--memory-mb", "16",
-                                 "--metrics-addr", addr},
-               {}, std::chrono::seconds(30));
+    return run(server_binary(),
+               {"--listen-addr", "127.0.0.1:0", "--memory-mb", "16", "--metrics-addr", addr}, {},
+               std::chrono::seconds(30));
   };
   SECTION("port in use") {
     BusyPort busy;
@@ -181,8 +180,8 @@ TEST_CASE("metrics: a bad --metrics-addr stops kv-server at start with the reaso
     CHECK(r.err.find("--metrics-addr") != std::string::npos);
   }
   SECTION("not host:port") {
-    for (const char* bad : {"nonsense", "127.0.0.1:", ":9100", "127.0.0.1:99999",
-                            "127.0.0.1:port"}) {
+    for (const char* bad :
+         {"nonsense", "127.0.0.1:", ":9100", "127.0.0.1:99999", "127.0.0.1:port"}) {
       RunResult r = start(bad);
       INFO(bad << ": " << r.err);
       CHECK(r.exit_code == 2);

@@ -1,9 +1,9 @@
 // The server checked against a reference model: a full pool under concurrent PUTs, and a seeded
 // random mix of put/get/delete/TTL from several clients, each owning its keys so the model is
 // exact.
-#include <catch2/catch.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <catch2/catch.hpp>
 
 #include <atomic>
 #include <cstdio>

@@ -15,8 +15,8 @@ namespace kvrdma::testing {
 class RawRpc {
  public:
   explicit RawRpc(const std::string& addr)
-      : stub_(v1::KvCache::NewStub(
-            grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()))) {}
+      : stub_(v1::KvCache::NewStub(grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()))) {
+  }
 
   // Calls stub method `fn` with a 10 s deadline.
   template <typename Req, typename Rep, typename Fn>

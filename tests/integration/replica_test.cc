@@ -2,9 +2,9 @@
 // --replicas, clients writing and reading (read_from any) against a model of what was
 // acknowledged, while nodes are SIGKILLed or SIGSTOPped. The helpers follow cluster_test.cc's
 // (versioned values, a Cluster of processes), with the replica count and readiness added.
-#include <catch2/catch.hpp>
 #include <fmt/format.h>
 #include <signal.h>
+#include <catch2/catch.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -62,10 +62,11 @@ class Cluster {
     nodes_.clear();
   }
   ServerProcess& start(uint32_t id) {
-    nodes_[id] = std::make_unique<ServerProcess>(std::vector<std::string>{
-        "--cluster", name_, "--etcd-endpoints", etcd_->endpoint(), "--node-id",
-        std::to_string(id), "--node-lease-ms", std::to_string(kLeaseMs), "--memory-mb", "256",
-        "--replicas", std::to_string(replicas_)});
+    nodes_[id] = std::make_unique<ServerProcess>(
+        std::vector<std::string>{"--cluster", name_, "--etcd-endpoints", etcd_->endpoint(),
+                                 "--node-id", std::to_string(id), "--node-lease-ms",
+                                 std::to_string(kLeaseMs), "--memory-mb", "256", "--replicas",
+                                 std::to_string(replicas_)});
     return *nodes_[id];
   }
   ServerProcess& node(uint32_t id) { return *nodes_.at(id); }
@@ -106,8 +107,7 @@ ClusterInfo wait_replicated(Client& c, const std::set<uint32_t>& ids,
   uint64_t version = 0;
   for (;;) {
     auto info = c.cluster();
-    if (info.is_ok() && info->epoch > 0 && info->moving_slots == 0 &&
-        info->replicas_missing == 0) {
+    if (info.is_ok() && info->epoch > 0 && info->moving_slots == 0 && info->replicas_missing == 0) {
       std::set<uint32_t> owners;
       uint64_t slots = 0;
       for (const auto& n : info->nodes) {
@@ -141,7 +141,9 @@ class Load {
       if (t.joinable()) t.join();
     }
   }
-  std::string key(size_t i) const { return "rk{" + std::to_string(i % 997) + "}" + std::to_string(i); }
+  std::string key(size_t i) const {
+    return "rk{" + std::to_string(i % 997) + "}" + std::to_string(i);
+  }
   size_t size_of(size_t i) const { return i % 8 == 0 ? large_ : small_ + i % 100; }
   size_t keys() const { return keys_.size(); }
   uint64_t acked(size_t i) const { return keys_[i].acked.load(); }
@@ -193,8 +195,7 @@ class Load {
                   std::to_string(floor) + ", attempted " + std::to_string(ceiling));
         }
       } else if (got.status().code() == Code::kNotFound && floor > 0) {
-        problem("key " + key(j) + ": acknowledged version " + std::to_string(floor) +
-                " not found");
+        problem("key " + key(j) + ": acknowledged version " + std::to_string(floor) + " not found");
       }
       ++n;
     }
@@ -241,8 +242,10 @@ void require_no_problems(const Load& load) {
 
 }  // namespace
 
-TEST_CASE("replicas: R=2, a node SIGKILLed under load from three clients loses no acknowledged "
-          "value and serves none stale or torn", "[replicas][replicas-kill]") {
+TEST_CASE(
+    "replicas: R=2, a node SIGKILLed under load from three clients loses no acknowledged "
+    "value and serves none stale or torn",
+    "[replicas][replicas-kill]") {
   REQUIRE(etcd_available());
   Cluster cl(2);
   for (uint32_t id : {1u, 2u, 3u}) cl.start(id);
@@ -254,12 +257,13 @@ TEST_CASE("replicas: R=2, a node SIGKILLed under load from three clients loses n
   cl.kill(2);
   const auto killed_at = Steady::now();
   wait_replicated(*c, {1, 3});
-  const auto back = std::chrono::duration_cast<std::chrono::milliseconds>(Steady::now() -
-                                                                          killed_at);
+  const auto back =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Steady::now() - killed_at);
   load.wait_puts(500);  // writes go on after the failover
   load.stop();
   WARN("failover and re-replication done " << back.count() << " ms after the SIGKILL; "
-       << load.puts_ok() << " PUTs and " << load.gets_ok() << " GETs acknowledged");
+                                           << load.puts_ok() << " PUTs and " << load.gets_ok()
+                                           << " GETs acknowledged");
   require_no_problems(load);
   verify_all(cl, load);
 }
@@ -301,8 +305,10 @@ TEST_CASE("replicas: two nodes killed one after the other, with time to re-repli
   verify_all(cl, load);
 }
 
-TEST_CASE("replicas: a node joins under load: slots move with their replicas, nothing lost or "
-          "stale, and then the new node's death loses nothing either", "[replicas]") {
+TEST_CASE(
+    "replicas: a node joins under load: slots move with their replicas, nothing lost or "
+    "stale, and then the new node's death loses nothing either",
+    "[replicas]") {
   REQUIRE(etcd_available());
   Cluster cl(2);
   for (uint32_t id : {1u, 2u, 3u}) cl.start(id);
@@ -321,8 +327,10 @@ TEST_CASE("replicas: a node joins under load: slots move with their replicas, no
   verify_all(cl, load);
 }
 
-TEST_CASE("replicas: put_many, DELETE and TTL reach the replicas: after a kill nothing deleted or "
-          "expired comes back", "[replicas]") {
+TEST_CASE(
+    "replicas: put_many, DELETE and TTL reach the replicas: after a kill nothing deleted or "
+    "expired comes back",
+    "[replicas]") {
   REQUIRE(etcd_available());
   Cluster cl(2);
   for (uint32_t id : {1u, 2u, 3u}) cl.start(id);
@@ -357,8 +365,10 @@ TEST_CASE("replicas: put_many, DELETE and TTL reach the replicas: after a kill n
   }
 }
 
-TEST_CASE("replicas: a node stopped past its lease stops serving when resumed and never takes a "
-          "write for a slot it lost", "[replicas]") {
+TEST_CASE(
+    "replicas: a node stopped past its lease stops serving when resumed and never takes a "
+    "write for a slot it lost",
+    "[replicas]") {
   REQUIRE(etcd_available());
   Cluster cl(2);
   for (uint32_t id : {1u, 2u, 3u}) cl.start(id);

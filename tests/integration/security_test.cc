@@ -74,8 +74,8 @@ struct Pki {
              path(name + ".key"), "-out", path(name + ".csr")});
     std::unique_ptr<TempFile> extfile = write_temp(ext + "\n");
     openssl({"x509", "-req", "-in", path(name + ".csr"), "-CA", path(ca + ".pem"), "-CAkey",
-             path(ca + ".key"), "-CAcreateserial", "-days", "2", "-extfile", extfile->path,
-             "-out", path(name + ".pem")});
+             path(ca + ".key"), "-CAcreateserial", "-days", "2", "-extfile", extfile->path, "-out",
+             path(name + ".pem")});
   }
 };
 
@@ -108,7 +108,8 @@ TEST_CASE("security: with --auth-token, calls without the right token are PERMIS
     CHECK((*c)->stats().is_ok());
   }
   SECTION("every RPC of the service checks the token, so a new one cannot forget it") {
-    const auto* service = kvrdma::v1::HelloRequest::descriptor()->file()->FindServiceByName("KvCache");
+    const auto* service =
+        kvrdma::v1::HelloRequest::descriptor()->file()->FindServiceByName("KvCache");
     REQUIRE(service != nullptr);
     REQUIRE(service->method_count() >= 10);
     for (int i = 0; i < service->method_count(); ++i) {
@@ -123,8 +124,9 @@ TEST_CASE("security: with --auth-token, calls without the right token are PERMIS
   }
 }
 
-TEST_CASE("security: kv-client reads KVRDMA_AUTH_TOKEN, and a token against a tokenless server is fine",
-          "[security]") {
+TEST_CASE(
+    "security: kv-client reads KVRDMA_AUTH_TOKEN, and a token against a tokenless server is fine",
+    "[security]") {
   ServerProcess guarded({"--auth-token", "from-env"});
   REQUIRE(setenv("KVRDMA_AUTH_TOKEN", "from-env", 1) == 0);
   RunResult put = run_client(guarded.address(), {"put", "k", "v"});
@@ -144,7 +146,8 @@ TEST_CASE("security: kv-client reads KVRDMA_AUTH_TOKEN, and a token against a to
 TEST_CASE("security: TLS with --tls-cert/--tls-key/--tls-ca, and mutual TLS", "[security][tls]") {
   Pki pki;
   SECTION("server TLS: a client verifying with the CA works; plaintext and a wrong CA fail") {
-    ServerProcess server({"--tls-cert", pki.path("server.pem"), "--tls-key", pki.path("server.key")});
+    ServerProcess server(
+        {"--tls-cert", pki.path("server.pem"), "--tls-key", pki.path("server.key")});
     ClientOptions o = options_for(server);
     o.security.tls_ca = pki.path("ca.pem");
     auto c = Client::connect(o);
@@ -182,8 +185,8 @@ TEST_CASE("security: TLS with --tls-cert/--tls-key/--tls-ca, and mutual TLS", "[
     auto c = Client::connect(o);
     CHECK(c.status().code() == Code::kInvalidArgument);
     CHECK_THAT(c.status().message(), Catch::Contains("security.tls_ca / tls-ca"));
-    RunResult r = run(server_binary(), {"--listen-addr", "127.0.0.1:0", "--tls-cert",
-                                        pki.path("server.pem")});
+    RunResult r = run(server_binary(),
+                      {"--listen-addr", "127.0.0.1:0", "--tls-cert", pki.path("server.pem")});
     CHECK(r.exit_code != 0);
     // The program names flags where the library names members.
     CHECK_THAT(r.err, Catch::Contains("--tls-cert and --tls-key go together"));

@@ -52,7 +52,6 @@ bool whole_version(std::string_view bytes) {
          std::all_of(bytes.begin(), bytes.end(), [&](char c) { return c == bytes[0]; });
 }
 
-
 // Child mode: `transfer_test --kvrdma-getter ADDR` runs GET loops of "hot" in 8 threads and
 // writes one line to stdout once GETs are flowing; the test kills it mid-transfer.
 int getter(const std::string& addr) {
@@ -167,9 +166,12 @@ TEST_CASE("transfer: a client killed with GETs in flight leaves the server servi
 
   // The writes into the dead client complete or fail; either way their pins go, and the dead
   // session ends when its lease runs out.
-  auto s = wait_stats(*c, [&](const kvrdma::ServerStats& st) {
-    return st.pinned == 0 && st.sessions == baseline->sessions;
-  }, std::chrono::seconds(60));
+  auto s = wait_stats(
+      *c,
+      [&](const kvrdma::ServerStats& st) {
+        return st.pinned == 0 && st.sessions == baseline->sessions;
+      },
+      std::chrono::seconds(60));
   CHECK(s.pinned == 0);
   CHECK(s.sessions == baseline->sessions);
   CHECK(s.keys == baseline->keys);

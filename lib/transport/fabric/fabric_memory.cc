@@ -1,9 +1,9 @@
 #include "transport/fabric/fabric_memory.h"
 
 #include <fmt/format.h>
+#include <poll.h>
 #include <rdma/fi_domain.h>
 #include <rdma/fi_errno.h>
-#include <poll.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -41,7 +41,8 @@ std::vector<std::string_view> split(std::string_view s, char sep) {
 Status malformed(std::string_view what) {
   return Status(Code::kInvalidArgument,
                 fmt::format("malformed libfabric {} from the peer (both ends must run --mock false "
-                            "with the same --provider)", what));
+                            "with the same --provider)",
+                            what));
 }
 
 // The process of a shm endpoint name "fi_shm://<pid>:<domain>:<endpoint>"; 0 for other names.
@@ -248,8 +249,8 @@ Result<std::shared_ptr<const PeerAddresses>> insert_peer(
     pid_t pid = shm_pid(name);
     peer->pids.push_back(pid);
     // A pid reused after the peer died would be watched wrongly: open only while it is alive.
-    int fd = pid > 0 && !process_exited(pid) ? static_cast<int>(syscall(SYS_pidfd_open, pid, 0))
-                                             : -1;
+    int fd =
+        pid > 0 && !process_exited(pid) ? static_cast<int>(syscall(SYS_pidfd_open, pid, 0)) : -1;
     peer->pidfds.push_back(fd);
   }
   for (const auto& rail : rails) {
@@ -262,7 +263,8 @@ Result<std::shared_ptr<const PeerAddresses>> insert_peer(
       if (rc != 1) {
         return Status(Code::kInvalidArgument,
                       fmt::format("fi_av_insert refused the peer address ({}); both ends must use "
-                                  "the same provider", rc < 0 ? fi_strerror(-rc) : "not inserted"));
+                                  "the same provider",
+                                  rc < 0 ? fi_strerror(-rc) : "not inserted"));
       }
       row.push_back(a);
     }

@@ -45,8 +45,8 @@ void FabricTransport::send(Peer& peer, const LocalRegion& src, size_t offset, si
       len > rails_[0]->info->ep_attr->max_msg_size) {
     done(Status(Code::kInvalidArgument,
                 fmt::format("message [{}, +{}) is empty, outside the {}-byte region or longer "
-                            "than the provider's {} bytes", offset, len, src.size(),
-                            rails_[0]->info->ep_attr->max_msg_size)));
+                            "than the provider's {} bytes",
+                            offset, len, src.size(), rails_[0]->info->ep_attr->max_msg_size)));
     return;
   }
   const auto& peer_addresses = fpeer->addresses();
@@ -116,9 +116,8 @@ bool FabricTransport::inject_write_data(const FabricLocalRegion& local, size_t s
   ssize_t rc;
   {
     std::lock_guard lock(rails_[0]->mu);
-    rc = fi_inject_writedata(rails_[0]->ep, local.data() + src_offset, len, data,
-                             remote.addr(0, 0), remote.remote_address(dst_offset),
-                             remote.key(0));
+    rc = fi_inject_writedata(rails_[0]->ep, local.data() + src_offset, len, data, remote.addr(0, 0),
+                             remote.remote_address(dst_offset), remote.key(0));
   }
   if (rc == -FI_EAGAIN) return false;
   kick_after_inject();

@@ -134,18 +134,22 @@ Result<std::vector<std::shared_ptr<Rail>>> open_provider(const std::string& prov
   std::vector<const fi_info*> domains;
   for (const fi_info* i = infos.head; i; i = i->next) {
     bool seen = false;
-    for (const fi_info* d : domains) seen = seen || std::strcmp(d->domain_attr->name, i->domain_attr->name) == 0;
+    for (const fi_info* d : domains)
+      seen = seen || std::strcmp(d->domain_attr->name, i->domain_attr->name) == 0;
     if (!seen) domains.push_back(i);
   }
   std::vector<std::shared_ptr<Rail>> rails;
   for (uint32_t k = 0; k < o.num_domains; ++k) {
     auto r = open_rail(domains[k % domains.size()]);
-    if (!r) return r.status().with_context(fmt::format("opening rail {} of {}", k + 1, o.num_domains));
+    if (!r)
+      return r.status().with_context(fmt::format("opening rail {} of {}", k + 1, o.num_domains));
     rails.push_back(std::move(*r));
   }
   if (o.num_domains > domains.size()) {
-    KVRDMA_LOG_INFO("{} rails over {} domain(s) of {}: rails share a NIC (separate endpoints and "
-                    "queues, not more wire bandwidth)", o.num_domains, domains.size(), prov);
+    KVRDMA_LOG_INFO(
+        "{} rails over {} domain(s) of {}: rails share a NIC (separate endpoints and "
+        "queues, not more wire bandwidth)",
+        o.num_domains, domains.size(), prov);
   }
   return rails;
 }
@@ -168,8 +172,8 @@ Status fi_error(std::string_view call, int rc) {
 
 Result<std::vector<std::shared_ptr<Rail>>> open_rails(const TransportOptions& options) {
   if (options.num_domains < 1 || options.num_domains > kMaxRails) {
-    return Status(Code::kInvalidArgument, fmt::format("--num-domains {} is outside 1..{}",
-                                                      options.num_domains, kMaxRails));
+    return Status(Code::kInvalidArgument,
+                  fmt::format("--num-domains {} is outside 1..{}", options.num_domains, kMaxRails));
   }
   std::vector<std::string> candidates;
   const std::string& p = options.provider;

@@ -32,7 +32,7 @@ struct Rail {
   fid_cq* cq = nullptr;
   fid_ep* ep = nullptr;
   std::string address;  // fi_getname of ep
-  int wait_fd = -1;      // the CQ's wait object (FI_WAIT_FD), -1 when the provider has none
+  int wait_fd = -1;     // the CQ's wait object (FI_WAIT_FD), -1 when the provider has none
   std::mutex mu;
   std::atomic<uint64_t> next_key{1};  // requested MR keys, unique within the domain
   // Contexts of writes still posted when their transport went away: the provider may hold them

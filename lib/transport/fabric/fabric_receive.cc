@@ -39,7 +39,9 @@ struct ReceiveRing::Storage {
 };
 
 ReceiveRing::ReceiveRing(std::shared_ptr<Rail> rail, size_t max_bytes, bool multi)
-    : rail_(std::move(rail)), max_bytes_(max_bytes), multi_(multi),
+    : rail_(std::move(rail)),
+      max_bytes_(max_bytes),
+      multi_(multi),
       storage_(std::make_shared<Storage>()) {}
 
 Result<std::unique_ptr<ReceiveRing>> ReceiveRing::create(std::shared_ptr<Rail> rail,
@@ -47,8 +49,8 @@ Result<std::unique_ptr<ReceiveRing>> ReceiveRing::create(std::shared_ptr<Rail> r
   if (max_bytes == 0 || max_bytes > rail->info->ep_attr->max_msg_size || max_bytes > (64 << 20)) {
     return Status(Code::kInvalidArgument,
                   fmt::format("message size {} is outside 1..{} (the provider's max_msg_size)",
-                              max_bytes, std::min<uint64_t>(rail->info->ep_attr->max_msg_size,
-                                                            64 << 20)));
+                              max_bytes,
+                              std::min<uint64_t>(rail->info->ep_attr->max_msg_size, 64 << 20)));
   }
   bool multi = rail->multi_recv();
   std::unique_ptr<ReceiveRing> ring(new ReceiveRing(rail, max_bytes, multi));
@@ -60,15 +62,15 @@ Result<std::unique_ptr<ReceiveRing>> ReceiveRing::create(std::shared_ptr<Rail> r
   if (p == MAP_FAILED) {
     s.bytes = 0;
     return Status(Code::kResourceExhausted,
-                  fmt::format("cannot map {} bytes of receive buffers: {}",
-                              count * s.buffer_bytes, std::strerror(errno)));
+                  fmt::format("cannot map {} bytes of receive buffers: {}", count * s.buffer_bytes,
+                              std::strerror(errno)));
   }
   s.data = static_cast<std::byte*>(p);
   s.contexts.resize(count);
   {
     std::lock_guard lock(rail->mu);
-    int rc = fi_mr_reg(rail->domain, s.data, s.bytes, FI_RECV, 0, rail->next_key++, 0,
-                       &ring->mr_, nullptr);
+    int rc = fi_mr_reg(rail->domain, s.data, s.bytes, FI_RECV, 0, rail->next_key++, 0, &ring->mr_,
+                       nullptr);
     if (rc) return fi_error("fi_mr_reg(receive buffers)", rc);
     if (rail->mr_mode() & FI_MR_ENDPOINT) {
       if ((rc = fi_mr_bind(ring->mr_, &rail->ep->fid, 0))) return fi_error("fi_mr_bind", rc);

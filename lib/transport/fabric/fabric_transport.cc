@@ -110,10 +110,10 @@ void FabricTransport::write_impl(Kind kind, uint64_t data, const LocalRegion& sr
 
 bool FabricTransport::post(std::unique_ptr<Piece>& piece,
                            std::vector<std::shared_ptr<Operation>>& finished) {
-  bool alive = piece->kind == Kind::kSend
-                   ? piece->peer->alive(0)
-                   : static_cast<const FabricRemoteRegion&>(*piece->op->dst)
-                         .peer_alive(piece->their_rail);
+  bool alive =
+      piece->kind == Kind::kSend
+          ? piece->peer->alive(0)
+          : static_cast<const FabricRemoteRegion&>(*piece->op->dst).peer_alive(piece->their_rail);
   if (!alive) {
     piece_done(*piece, Status(Code::kUnavailable, "the peer process has exited"), finished);
     piece.reset();
@@ -216,10 +216,9 @@ int FabricTransport::read_cq(size_t rail, std::vector<std::shared_ptr<Operation>
   }
   if (n == -FI_EAVAIL && err.op_context == nullptr) return 1;  // not ours to complete
   if (n == -FI_EAVAIL) {
-    complete(err.op_context,
-             Status(Code::kUnavailable, fmt::format("RMA write failed: {} ({})",
-                                                    fi_strerror(err.err),
-                                                    prov_text ? prov_text : "")));
+    complete(err.op_context, Status(Code::kUnavailable,
+                                    fmt::format("RMA write failed: {} ({})", fi_strerror(err.err),
+                                                prov_text ? prov_text : "")));
     return 1;
   }
   return 0;
@@ -239,8 +238,8 @@ void FabricTransport::expire(std::vector<std::shared_ptr<Operation>>& finished) 
   auto now = Clock::now();
   auto check = [&](const std::shared_ptr<Operation>& op) {
     if (!op->finished && op->deadline < now) {
-      op->first_error = Status(Code::kDeadlineExceeded,
-                               "RMA write not complete at the target by the deadline");
+      op->first_error =
+          Status(Code::kDeadlineExceeded, "RMA write not complete at the target by the deadline");
       finish(op, finished);
     }
   };

@@ -50,10 +50,10 @@ struct Piece {
   fi_context2 ctx;  // the CQ entry's op_context points here
   std::shared_ptr<Operation> op;
   Kind kind = Kind::kWrite;
-  uint64_t data = 0;                         // kWriteData: the target's CQ data
+  uint64_t data = 0;                          // kWriteData: the target's CQ data
   std::shared_ptr<const PeerAddresses> peer;  // kSend: the destination (writes use op->dst)
-  size_t rail = 0;        // ours
-  size_t their_rail = 0;  // the peer's
+  size_t rail = 0;                            // ours
+  size_t their_rail = 0;                      // the peer's
   iovec iov{};
   void* desc = nullptr;
   fi_rma_iov rma{};
@@ -131,7 +131,8 @@ class FabricTransport final : public Transport, public Messages {
     if (ptr == nullptr || len == 0) {
       return Status(Code::kInvalidArgument,
                     fmt::format("cannot register {} bytes at {}: give a non-null pointer and a "
-                                "non-zero length", len, fmt::ptr(ptr)));
+                                "non-zero length",
+                                len, fmt::ptr(ptr)));
     }
     if (kind != MemoryKind::kHost) {
       return Status(Code::kInvalidArgument,
@@ -142,7 +143,8 @@ class FabricTransport final : public Transport, public Messages {
     if (!r) {
       return r.status().with_context(fmt::format(
           "registering {} bytes of caller memory (if the locked-memory limit is too low, raise "
-          "it: ulimit -l)", len));
+          "it: ulimit -l)",
+          len));
     }
     return std::unique_ptr<LocalRegion>(std::move(*r));
   }
@@ -180,9 +182,9 @@ class FabricTransport final : public Transport, public Messages {
 
   size_t progress() override;
 
-  void write_with_data(const LocalRegion& src, size_t src_offset,
-                       std::shared_ptr<RemoteRegion> dst, size_t dst_offset, size_t len,
-                       uint64_t data, Clock::time_point deadline, Completion done) override {
+  void write_with_data(const LocalRegion& src, size_t src_offset, std::shared_ptr<RemoteRegion> dst,
+                       size_t dst_offset, size_t len, uint64_t data, Clock::time_point deadline,
+                       Completion done) override {
     write_impl(Kind::kWriteData, data, src, src_offset, std::move(dst), dst_offset, len, deadline,
                std::move(done));
   }
@@ -212,8 +214,7 @@ class FabricTransport final : public Transport, public Messages {
 
   // Records one piece's outcome; an operation whose last piece this was is appended to
   // `finished`. Caller holds ops_mu_.
-  void piece_done(Piece& piece, const Status& s,
-                  std::vector<std::shared_ptr<Operation>>& finished);
+  void piece_done(Piece& piece, const Status& s, std::vector<std::shared_ptr<Operation>>& finished);
 
   void finish(const std::shared_ptr<Operation>& op,
               std::vector<std::shared_ptr<Operation>>& finished) {
@@ -321,7 +322,7 @@ class FabricTransport final : public Transport, public Messages {
   DataHandler on_data_;        // guarded by handlers_mu_
 
   std::atomic<bool> stop_{false};
-  int wake_fd_ = -1;  // eventfd that ends sleep_on_fds(); -1 when the rails have no descriptors
+  int wake_fd_ = -1;      // eventfd that ends sleep_on_fds(); -1 when the rails have no descriptors
   std::thread progress_;  // last: starts after, and is joined before, everything above goes
 };
 
