@@ -28,6 +28,10 @@ Status NodeSession::get_round_trip(const v1::GetRequest& req, v1::GetReply* repl
 // progress thread poll eagerly); a larger value then costs a second request with exactly the
 // space it needs. After a large value the next GET guesses large again, with an extent of that
 // size, so a run of large GETs takes one round trip each.
+namespace {
+constexpr uint64_t kChannelPushMax = 4ull << 20;
+}  // namespace
+
 Result<ValueView> NodeSession::get_once(const SessionState& st, std::string_view key,
                                         uint64_t epoch, Steady::time_point d) {
   const std::shared_ptr<ReceiveBuffer>& buffer = st.buffer;
@@ -49,8 +53,12 @@ Result<ValueView> NodeSession::get_once(const SessionState& st, std::string_view
     req.set_dest_offset(extent.valid() ? extent.offset() : 0);
     req.set_dest_capacity(extent.valid() ? extent.capacity() : 0);
     v1::GetReply reply;
-    Status s = st.channel && st.channel->usable() ? channel_get(st, req, &reply, d)
-                                                  : get_round_trip(req, &reply, d);
+    // The server's channel thread pushes every value it is asked for itself, one at a time;
+    // values expected above kChannelPushMax go over gRPC, whose handler threads push in
+    // parallel (16 MiB GETs at 16 in flight ran at 0.42x over the channel alone).
+    const bool via_channel =
+        st.channel && st.channel->usable() && req.dest_capacity() <= kChannelPushMax;
+    Status s = via_channel ? channel_get(st, req, &reply, d) : get_round_trip(req, &reply, d);
     if (!s.is_ok()) {
       if (extent.valid() && write_may_still_land(s)) buffer->retire(std::move(extent));
       return s;
