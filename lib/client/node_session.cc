@@ -352,7 +352,12 @@ std::vector<Result<ValueView>> NodeSession::get_many(std::span<const std::string
   }
   auto st = current();
   auto run = [&](const SessionState& at, std::span<const std::string_view> k) {
-    if (at.channel && at.channel->usable()) return channel_get_many(at, k, epoch, deadline());
+    // Over libfabric the link sends one message per slot (no shared doorbell), and one gRPC
+    // GetMany measured faster there (tcp, 64 B x 16 keys x 16 in flight: 394k keys/s over gRPC,
+    // 226k over the channel): batches take the channel over the mock only.
+    if (at.channel && at.channel->usable() && transport_->kind() == "mock") {
+      return channel_get_many(at, k, epoch, deadline());
+    }
     return client::get_many(batch_channel(at, epoch), k);
   };
   auto results = run(*st, keys);
