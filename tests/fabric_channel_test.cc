@@ -366,7 +366,6 @@ TEST_CASE("fabric link: malformed messages are dropped without harm", "[fabric_c
       // Learn the link's id and secret from a real request, then forge variants of its header.
       Bytes req = pattern(200, 9);
       REQUIRE(p->client_link->post(0, 1, view(req)).is_ok());
-      std::optional<fabric_wire::MessageHeader> header;
       std::vector<Bytes> taken;
       auto take_all = [&] {
         return p->server_link->take(64, [&](const IncomingRequest& in) {
