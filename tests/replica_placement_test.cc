@@ -132,6 +132,44 @@ TEST_CASE("filled/<id> does not vouch for slots that just came to <id> by a move
   CHECK_FALSE(after->replica_ready_of(3, 0));  // node 1 must fill it first
 }
 
+TEST_CASE("filled/<owner> does not vouch for a slot that was moving while it filled",
+          "[replica-placement]") {
+  // The race behind a ready replica missing a key: slot 3 moves 0 -> 1 and has a new replica,
+  // node 2. Node 0's mover copies keys to node 1 and erases them at node 0 as it goes, so node
+  // 0's fill of node 2 missed those; node 1 never pushes them (the replicas are meant to have
+  // them). If filled/0 made node 2 ready, the move would finish with a ready replica short of
+  // keys, and promoting it would lose acknowledged writes.
+  SlotMap m;
+  m.epoch = 13;
+  m.nodes = nodes({0, 1, 2});
+  m.replicas = 2;
+  m.owner.assign(kSlots, 0);
+  m.next_owner.assign(kSlots, kNoNode);
+  m.next_owner[3] = 1;
+  m.replica.assign(kSlots, 2);
+  m.replica_ready.assign(kSlots, 1);
+  m.replica_ready[3] = 0;
+  m.replica_ready[4] = 0;  // slot 4 stays with node 0: its fill counts
+  // Node 0 filled in epoch 13 but has not handed slot 3 off yet.
+  auto during = next_map(m, nodes({0, 1, 2}), {}, 0, {{0, 13}}, 2);
+  REQUIRE(during);
+  CHECK(during->owner[3] == 0u);
+  CHECK(during->next_owner_of(3) == 1u);
+  CHECK(during->replica_of(3, 0) == 2u);
+  CHECK_FALSE(during->replica_ready_of(3, 0));
+  CHECK(during->replica_ready_of(4, 0));
+  // The move finishes: still not ready; node 1, the owner now, fills it, and only its own
+  // filled/1 at that epoch makes it ready.
+  auto moved = next_map(*during, nodes({0, 1, 2}), {{0, 14}}, 0, {{0, 14}}, 2);
+  REQUIRE(moved);
+  REQUIRE(moved->owner[3] == 1u);
+  CHECK(moved->replica_of(3, 0) == 2u);
+  CHECK_FALSE(moved->replica_ready_of(3, 0));
+  auto filled = next_map(*moved, nodes({0, 1, 2}), {}, 0, {{1, moved->epoch}}, 2);
+  REQUIRE(filled);
+  CHECK(filled->replica_ready_of(3, 0));
+}
+
 TEST_CASE("a dead owner's slots go to a ready replica in one epoch, and R is made up",
           "[replica-placement]") {
   auto members = nodes({0, 1, 2, 3});

@@ -280,10 +280,14 @@ std::optional<SlotMap> next_map(const SlotMap& current, std::span<const NodeInfo
   }
   // Rule 5: the owner filled every replica of its slots in the current epoch. Only a slot that
   // keeps its owner: one that just came to a node by a move or a promotion was not that node's
-  // to fill in the current epoch, whatever it wrote.
+  // to fill in the current epoch, whatever it wrote. Nor a slot that was moving in the current
+  // epoch: its owner's mover copies keys to the next owner and erases them here as it goes, so
+  // a fill run meanwhile missed the keys already moved, and the next owner does not push them
+  // again (the replicas are meant to have them): the new owner fills the replica after the move.
   if (seats > 0 && !next.replica.empty()) {
     for (uint32_t s = 0; s < kSlots; ++s) {
       if (current.owner_of(s) != next.owner[s]) continue;
+      if (current.next_owner_of(s) != kNoNode) continue;
       auto it = filled.find(next.owner[s]);
       if (it == filled.end() || it->second != current.epoch) continue;
       for (uint32_t i = 0; i < seats; ++i) {

@@ -39,7 +39,9 @@ std::vector<uint32_t> balanced_owners(const std::vector<uint32_t>& current,
 //  keep current.replicas):
 //  1'. Before rule 1 applies, a dead owner's slot goes to its first ready registered replica,
 //      else to its next owner, else to its first registered (not yet filled) replica.
-//  5. The replicas of slots whose owner wrote filled/<id> = current epoch become ready.
+//  5. The replicas of slots whose owner wrote filled/<id> = current epoch become ready, except
+//     slots that change owner or were moving in the current epoch (a fill during a move misses
+//     the keys already moved out; the slot's owner after the move fills it).
 //  6. assign_replicas tops every slot up to replicas - 1 copies.
 // nullopt when owners, next owners, replicas and the node list come out unchanged.
 std::optional<SlotMap> next_map(const SlotMap& current, std::span<const NodeInfo> registered,

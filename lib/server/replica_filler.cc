@@ -6,6 +6,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -102,6 +103,10 @@ ReplicaFiller::Outcome ReplicaFiller::round(const cluster::SlotMap& m) {
     std::set<uint64_t> present;
     for (uint32_t s = 0; s < kSlots; ++s) {
       if (m.owner_of(s) != self_) continue;
+      // A slot moving out is not filled from here: the mover erases its keys here as they go
+      // over, so a fill would miss some, and the controller does not count fills of moving
+      // slots (rule 5). Its next owner fills the replicas once it owns the slot.
+      if (m.next_owner_of(s) != kNoNode) continue;
       for (uint32_t i = 0; i < m.seats(); ++i) {
         const uint32_t r = m.replica_of(s, i);
         if (r == kNoNode) continue;
@@ -171,11 +176,22 @@ Status ReplicaFiller::fill(const cluster::SlotMap& m, uint32_t node,
         return fail(Status(Code::kUnavailable, "the node is stopping or lost its lease"));
       }
       const std::string& key = keys[i];
-      auto ref = core_.store->get(key);
+      // The value and its version are read together under the key's order: read apart, a live
+      // write in between paired the old value with the new version, and the replica then took
+      // the stale value and refused the live push of that version (same version: not newer), or
+      // took a deleted value back over its tombstone.
+      std::optional<store::ValueRef> ref;
+      uint64_t version = 0;
+      rep.versions().with_key(key, [&](uint64_t current) -> uint64_t {
+        auto got = core_.store->get(key);
+        if (got) ref = std::move(*got);
+        version = current;
+        return 0;  // unchanged
+      });
       if (!ref) continue;  // deleted or expired since listed: a delete is pushed live
       // A key with no version here (moved in, or stored before the map had replicas) goes at
       // the lowest one: any live write pushed meanwhile is newer and wins at the replica.
-      const uint64_t version = std::max<uint64_t>(rep.versions().version_of(key), 1);
+      version = std::max<uint64_t>(version, 1);
       Status s =
           rep.push_to(node, cluster::slot_of(key), key, &*ref, version, Steady::now() + kCallTime);
       if (!s.is_ok()) return fail(std::move(s));

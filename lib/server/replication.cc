@@ -224,7 +224,8 @@ Status Replication::refusal(const cluster::SlotMap& m, uint32_t slot, std::strin
                                          self_, slot, why, m.epoch));
 }
 
-Status Replication::admit_push(const Session& from, std::string_view key) const {
+Status Replication::admit_push(const Session& from, std::string_view key,
+                               uint64_t pusher_epoch) const {
   if (from.peer_node == 0) {
     return Status(Code::kInvalidArgument,
                   "replica_version is for writes a cluster node pushes to its replicas over a "
@@ -235,6 +236,11 @@ Status Replication::admit_push(const Session& from, std::string_view key) const 
   }
   const uint32_t sender = from.peer_node - 1, slot = cluster::slot_of(key);
   auto m = core_.cluster->map();
+  if (pusher_epoch > m->epoch) {
+    return refusal(*m, slot,
+                   fmt::format("node {} pushes by map epoch {}, newer than this node's", sender,
+                               pusher_epoch));
+  }
   if (m->owner_of(slot) != sender && m->next_owner_of(slot) != sender) {
     return refusal(*m, slot, fmt::format("node {} is not its owner", sender));
   }
@@ -252,7 +258,7 @@ bool Replication::moves_forward(std::string_view key, uint64_t current, uint64_t
 }
 
 Status Replication::apply_put(const Session& from, const v1::PutRequest& req) {
-  KVRDMA_RETURN_IF_ERROR(admit_push(from, req.key()));
+  KVRDMA_RETURN_IF_ERROR(admit_push(from, req.key(), req.map_epoch()));
   Status out;
   versions_.with_key(req.key(), [&](uint64_t current) -> uint64_t {
     if (!moves_forward(req.key(), current, req.replica_version())) return 0;
@@ -264,7 +270,8 @@ Status Replication::apply_put(const Session& from, const v1::PutRequest& req) {
 }
 
 Status Replication::apply_commit(const Session& from, Reservation r) {
-  KVRDMA_RETURN_IF_ERROR(admit_push(from, r.key));
+  // The map epoch was checked at PutBegin; this node's map only moves forward since.
+  KVRDMA_RETURN_IF_ERROR(admit_push(from, r.key, 0));
   Status out;
   const uint64_t len = r.length;
   versions_.with_key(r.key, [&](uint64_t current) -> uint64_t {
@@ -277,7 +284,7 @@ Status Replication::apply_commit(const Session& from, Reservation r) {
 }
 
 Status Replication::apply_delete(const Session& from, const v1::DeleteRequest& req, bool* existed) {
-  KVRDMA_RETURN_IF_ERROR(admit_push(from, req.key()));
+  KVRDMA_RETURN_IF_ERROR(admit_push(from, req.key(), req.map_epoch()));
   *existed = false;
   versions_.with_key(req.key(), [&](uint64_t current) -> uint64_t {
     if (current >= req.replica_version()) return 0;

@@ -71,8 +71,11 @@ class Replication {
   // a node session of the slot's owner (or next owner) and this node is a replica (or next owner)
   // of it by its map; otherwise FAILED_PRECONDITION with the typed wrong-owner detail (the pusher
   // retries while its map is newer than ours, and gives up when ours shows it lost the slot:
-  // fencing).
-  Status admit_push(const Session& from, std::string_view key) const;
+  // fencing). `pusher_epoch` is the map epoch the pusher pushes by (0: not checked): while this
+  // node's map is older it refuses too (the pusher retries), so a copy is never taken under an
+  // older map in which this node still holds the slot and then dropped when it installs a map in
+  // between that takes the slot away (and the pusher's map gives it back, empty).
+  Status admit_push(const Session& from, std::string_view key, uint64_t pusher_epoch) const;
   Status apply_put(const Session& from, const v1::PutRequest& req);
   // PutCommit of a reservation whose PutBegin carried replica_version.
   Status apply_commit(const Session& from, Reservation r);

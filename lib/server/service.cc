@@ -338,7 +338,7 @@ grpc::ServerUnaryReactor* KvService::PutBegin(grpc::CallbackServerContext* ctx,
     // No gate here: nothing is stored yet. PutCommit checks the slot again, under the gate.
     if (Status f = fenced(); !f.is_ok()) return finish(ctx, f);
     Status v = req->replica_version() != 0 && core_.replication
-                   ? core_.replication->admit_push(**session, req->key())
+                   ? core_.replication->admit_push(**session, req->key(), req->map_epoch())
                    : admit(session->get(), req->key(), SlotOp::kWrite).status();
     if (!v.is_ok()) return finish(ctx, v);
     slot = cluster::slot_of(req->key());
