@@ -8,6 +8,13 @@
 namespace kvrdma::channel {
 namespace {
 
+// memcpy of n bytes; nothing at all for n == 0 (an empty view may hold a null pointer, which
+// memcpy must not be given even with n == 0).
+void copy_in(char* dst, const void* src, size_t n) {
+  if (n != 0) std::memcpy(dst, src, n);
+}
+
+
 constexpr uint16_t kRequestMagic = 0x6b63;
 constexpr uint16_t kResponseMagic = 0x6b72;
 constexpr uint8_t kVersion = 1;
@@ -97,13 +104,13 @@ Status encode(const Request& r, size_t slot_bytes, std::string* out) {
       at += kItemBytes;
     }
     for (const ItemRef& it : r.items) {
-      std::memcpy(out->data() + at, it.key.data(), it.key.size());
+      copy_in(out->data() + at, it.key.data(), it.key.size());
       at += it.key.size();
     }
   } else {
-    std::memcpy(out->data() + at, r.key.data(), r.key.size());
+    copy_in(out->data() + at, r.key.data(), r.key.size());
     at += r.key.size();
-    if (r.op == Op::kPut) std::memcpy(out->data() + at, r.value.data(), r.value.size());
+    if (r.op == Op::kPut) copy_in(out->data() + at, r.value.data(), r.value.size());
   }
   return Status::ok();
 }
@@ -136,12 +143,12 @@ Status encode(const Response& r, size_t slot_bytes, std::string* out) {
     put<uint32_t>(out, at + 16, static_cast<uint32_t>(res.inline_bytes.size()));
     at += kResultBytes;
   }
-  std::memcpy(out->data() + at, r.message.data(), r.message.size());
+  copy_in(out->data() + at, r.message.data(), r.message.size());
   at += r.message.size();
-  std::memcpy(out->data() + at, r.detail.data(), r.detail.size());
+  copy_in(out->data() + at, r.detail.data(), r.detail.size());
   at += r.detail.size();
   for (const ResultRef& res : r.results) {
-    std::memcpy(out->data() + at, res.inline_bytes.data(), res.inline_bytes.size());
+    copy_in(out->data() + at, res.inline_bytes.data(), res.inline_bytes.size());
     at += res.inline_bytes.size();
   }
   return Status::ok();
