@@ -14,7 +14,6 @@ void copy_in(char* dst, const void* src, size_t n) {
   if (n != 0) std::memcpy(dst, src, n);
 }
 
-
 constexpr uint16_t kRequestMagic = 0x6b63;
 constexpr uint16_t kResponseMagic = 0x6b72;
 constexpr uint8_t kVersion = 1;
