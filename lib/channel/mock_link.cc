@@ -330,6 +330,10 @@ class MockLinkHost final : public LinkHost {
 
 }  // namespace
 
+bool uses_shared_memory_link(std::string_view transport_kind) {
+  return transport_kind == "mock" || transport_kind == "fabric/shm";
+}
+
 bool is_mock_offer(std::string_view offer) {
   return offer.substr(0, kTag.size() + 1) == std::string(kTag) + " ";
 }

@@ -1,10 +1,11 @@
-// The request channel over shared memory, for the mock transport (server and clients on one
-// host). The client owns a slot region (a POSIX shared-memory object, like the mock's registered
-// memory): per slot a control line, a request area and a completion area. The server owns one
-// doorbell page that all its clients map: a futex word whose NEED_WAKEUP bit the server raises
-// before it sleeps, so a client makes the wake-up syscall only then (io_uring SQPOLL's pattern).
-// Each completion area has its own futex word, so a caller sleeps only when its answer is not
-// there yet, and the server wakes it only when it sleeps.
+// The request channel over shared memory, for processes on one host: the link of the mock
+// transport and of libfabric shm (see uses_shared_memory_link). The client owns a slot region (a
+// POSIX shared-memory object, like the mock's registered memory): per slot a control line, a
+// request area and a completion area. The server owns one doorbell page that all its clients map: a
+// futex word whose NEED_WAKEUP bit the server raises before it sleeps, so a client makes the
+// wake-up syscall only then (io_uring SQPOLL's pattern). Each completion area has its own futex
+// word, so a caller sleeps only when its answer is not there yet, and the server wakes it only when
+// it sleeps.
 //
 // Offer:  "kvrdma-chan-mock-v1 <region name> <region bytes> <slots> <slot bytes>"
 // Accept: "kvrdma-chan-mock-v1 <doorbell name> <doorbell bytes> <server pid>" (a waiting client
@@ -37,6 +38,14 @@ Result<std::unique_ptr<ClientLink>> make_mock_client_link(uint32_t slots, size_t
 
 // Server side: creates the doorbell page. Thread-safe.
 Result<std::unique_ptr<LinkHost>> make_mock_link_host();
+
+// True when sessions over `transport_kind` carry their request channel on this link: the mock,
+// and libfabric shm. Over shm libfabric's own messages would serve, but 1.17's shm takes a lock
+// inside the *target's* memory for every message and write, so a client killed at the wrong
+// moment leaves the server's channel thread spinning there for good (docs/channel-fabric.md);
+// this link keeps no lock in the client's memory. Values above the inline size are still pushed
+// by the transport's own writes.
+bool uses_shared_memory_link(std::string_view transport_kind);
 
 // True when `offer` is a mock link's offer (so a server picks the matching host).
 bool is_mock_offer(std::string_view offer);

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <utility>
 
+#include "channel/mock_link.h"
 #include "client/call_versions.h"
 #include "common/logging.h"
 #include "kvrdma/version.h"
@@ -354,8 +355,9 @@ std::vector<Result<ValueView>> NodeSession::get_many(std::span<const std::string
   auto run = [&](const SessionState& at, std::span<const std::string_view> k) {
     // Over libfabric the link sends one message per slot (no shared doorbell), and one gRPC
     // GetMany measured faster there (tcp, 64 B x 16 keys x 16 in flight: 394k keys/s over gRPC,
-    // 226k over the channel): batches take the channel over the mock only.
-    if (at.channel && at.channel->usable() && transport_->kind() == "mock") {
+    // 226k over the channel): batches take the channel over the shared-memory link only.
+    if (at.channel && at.channel->usable() &&
+        channel::uses_shared_memory_link(transport_->kind())) {
       return channel_get_many(at, k, epoch, deadline());
     }
     return client::get_many(batch_channel(at, epoch), k);

@@ -16,13 +16,14 @@ namespace ch = kvrdma::channel;
 
 void NodeSession::offer_channel(v1::HelloRequest* req,
                                 std::unique_ptr<ch::ClientLink>* offered) const {
-  // The mock's shared-memory link, or libfabric messages where the server side allows them.
+  // The shared-memory link (mock, libfabric shm), or libfabric messages where the server side
+  // allows them.
   if (!options_.transport.channel) return;
-  const bool mock = transport_->kind() == "mock";
-  if (!mock && !ch::fabric_link_allowed(*transport_)) return;
+  const bool shared = ch::uses_shared_memory_link(transport_->kind());
+  if (!shared && !ch::fabric_link_allowed(*transport_)) return;
   auto link =
-      mock ? ch::make_mock_client_link(ch::kDefaultSlots, ch::kDefaultSlotBytes)
-           : ch::make_fabric_client_link(*transport_, ch::kDefaultSlots, ch::kDefaultSlotBytes);
+      shared ? ch::make_mock_client_link(ch::kDefaultSlots, ch::kDefaultSlotBytes)
+             : ch::make_fabric_client_link(*transport_, ch::kDefaultSlots, ch::kDefaultSlotBytes);
   if (!link) {
     KVRDMA_LOG_WARN("kv-server {}: no request channel ({}); using gRPC", target_,
                     link.status().to_string());

@@ -75,11 +75,8 @@ ch::ResultRef result_of(Code code, bool is_inline, bool written, bool deferred, 
 }
 
 Result<std::unique_ptr<ch::LinkHost>> make_host(transport::Transport& t) {
-  if (t.kind() == "mock") return ch::make_mock_link_host();
-  // libfabric: messages on the transport's endpoint (docs/channel-fabric.md). Not over shm:
-  // libfabric 1.17's shm takes a lock inside the *target's* memory for every write, so a client
-  // killed mid-answer leaves the channel thread spinning on that lock forever; same-host
-  // processes get the mock's link instead.
+  if (ch::uses_shared_memory_link(t.kind())) return ch::make_mock_link_host();
+  // libfabric tcp, verbs, efa: messages on the transport's endpoint (docs/channel-fabric.md).
   if (ch::fabric_link_allowed(t)) return ch::make_fabric_link_host(t);
   return Status(Code::kFailedPrecondition,
                 fmt::format("no request channel over transport '{}' yet", t.kind()));

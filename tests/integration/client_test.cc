@@ -80,9 +80,8 @@ TEST_CASE("client: a server given no inline threshold announces its transport's 
   CHECK(c->inline_threshold() == expected);
   // At the threshold a value rides inline over gRPC; one byte more goes by transport write, both
   // exact. A request channel's answer carries inline bytes only up to its slot (8 KiB), so there
-  // the value at the threshold comes by transport write too (the channel is not offered over
-  // libfabric shm).
-  const bool via_channel = !test_channel_off() && provider != "shm";
+  // the value at the threshold comes by transport write too.
+  const bool via_channel = !test_channel_off();
   const std::string at = pattern(expected, 31), above = pattern(expected + 1, 32);
   REQUIRE(c->put("at", at).is_ok());
   REQUIRE(c->put("above", above).is_ok());
