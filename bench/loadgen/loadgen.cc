@@ -1,8 +1,8 @@
 // kvrdma-loadgen: drives one system (kvrdma, Redis over RESP2, memcached over its text protocol)
 // with N workers, each a thread with its own connection keeping one request (or, with --pipeline P,
 // P requests) in flight, and prints one JSON line per case (op x value size x workers): ops/s,
-// GB/s, p50/p99 latency. `--probe memcpy` instead
-// measures single-thread memcpy bandwidth on buffers far larger than the last-level cache.
+// GB/s, p50/p99 latency. `--probe memcpy` instead measures single-thread memcpy bandwidth on
+// buffers far larger than the last-level cache.
 //
 // Every case is bounded: a warm-up (--warmup-ms, and until every worker has finished one request),
 // then a measured window that ends at --duration-ms or after --max-ops operations, whichever comes
@@ -297,8 +297,12 @@ void run_pipelined(const Args& a, Driver& drv, const Dataset& d, bool is_get, si
     if (!stop && ring.size() < static_cast<size_t>(a.pipeline)) {
       const size_t i = k++ % d.keys.size();
       Status s = is_get ? drv.submit_get(d.keys[i]) : drv.submit_put(d.keys[i], d.value(i));
-      if (s.is_ok()) ring.push_back({i, t});
-      else failed = s;
+      if (s.is_ok()) {
+        ring.push_back({i, t});
+      } else {
+        failed = s;
+        clk.request_done(t);  // as a failed request: the other workers are not kept waiting
+      }
       continue;
     }
     if (ring.empty()) break;
