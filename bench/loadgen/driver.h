@@ -1,8 +1,10 @@
 // kvrdma-loadgen: one bench loop, three wire protocols behind this interface. Every driver is used
-// by one worker thread with one request at a time, so N workers keep N requests in flight on
-// every system. A Redis or memcached driver is one connection; kvrdma drivers share one Client by
-// default (one process, one Client, many threads: how the library is meant to be used) or have
-// one Client each (--kvrdma-clients per-worker).
+// by one worker thread. Blocking (put/get): one request at a time, so N workers keep N requests
+// in flight on every system. Pipelined (submit_*/complete, --pipeline P): each worker keeps P
+// requests outstanding on its own connection, so N workers keep N x P in flight. A Redis or
+// memcached driver is one connection; kvrdma drivers share one Client by default (one process, one
+// Client, many threads: how the library is meant to be used) or have one Client each
+// (--kvrdma-clients per-worker).
 #pragma once
 
 #include <memory>
@@ -41,6 +43,16 @@ class Driver {
     return Status();
   }
 
+  // Pipelining: submit_get / submit_put start one request without waiting for it; complete()
+  // waits for the oldest request not completed yet and checks its answer: a GET against
+  // *expect, a PUT (expect == nullptr) for its acknowledgement. Answers complete in submit
+  // order; the caller keeps the order of kinds and passes the key for messages. A failed
+  // complete() leaves the driver in step: the remaining outstanding requests can still be
+  // completed (or fail), so the next case starts clean.
+  virtual Status submit_get(std::string_view key) = 0;
+  virtual Status submit_put(std::string_view key, std::string_view value) = 0;
+  virtual Status complete(std::string_view key, const Expect* expect) = 0;
+
   // Caller memory (kvrdma only; others answer FAILED_PRECONDITION): before a case, `pattern`
   // (every value of the dataset is a slice of it) is put in memory the driver registered; then
   // put_from publishes the `len` bytes at `offset` of it with no copy, and get_into has the
@@ -69,6 +81,9 @@ struct DriverConfig {
   bool mock = true;    // kvrdma: transport
   std::string provider = "auto";
   uint64_t buffer_bytes = 64ull << 20;  // kvrdma: client receive buffer
+  // resp, memcached pipelining: true sends each request as it is submitted; false (faster, see
+  // bench/README.md) queues them and sends all queued in one write when a reply must be waited for.
+  bool eager_writes = false;
 };
 
 // `workers` drivers; with `shared`, all of them on one Client whose receive buffer is `workers`

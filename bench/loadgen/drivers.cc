@@ -6,6 +6,7 @@
 #include <array>
 #include <charconv>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -89,6 +90,26 @@ class KvrdmaDriver final : public Driver {
     if (!v) return v.status();
     return verify(key, expect, reinterpret_cast<const char*>(v->data()), v->size());
   }
+  // A ring of Pending: get_async / put_async, waited for oldest first.
+  Status submit_get(std::string_view key) override {
+    window_.push_back(client_->get_async(key));
+    return Status();
+  }
+  Status submit_put(std::string_view key, std::string_view value) override {
+    window_.push_back(client_->put_async(key, value));
+    return Status();
+  }
+  Status complete(std::string_view key, const Expect* expect) override {
+    if (window_.empty())
+      return Status(Code::kFailedPrecondition, "complete() with nothing submitted");
+    Pending oldest = std::move(window_.front());
+    window_.pop_front();
+    auto r = oldest.wait();
+    if (!r) return r.status().with_context(fmt::format("{} '{}'", expect ? "GET" : "PUT", key));
+    if (!expect) return Status();
+    return verify(key, *expect, r->data(), r->size());
+  }
+
   // One get_many call: one RPC, the large values written into the receive buffer in one pass.
   Status get_batch(std::span<const std::string_view> keys,
                    std::span<const Expect> expects) override {
@@ -107,7 +128,8 @@ class KvrdmaDriver final : public Driver {
  private:
   std::shared_ptr<Client> client_;
   std::shared_ptr<SourceBlock> source_;
-  MemoryHandle dest_;  // this worker's GET destination
+  MemoryHandle dest_;           // this worker's GET destination
+  std::deque<Pending> window_;  // submitted, not completed yet, oldest first
 };
 
 // Small decimal formatting without allocation.
@@ -125,26 +147,21 @@ Result<int64_t> parse_int(std::string_view s, std::string_view what) {
   return v;
 }
 
+// A request written now (blocking calls, --socket-writes eager) or queued for the next write.
+Status write_request(SocketConn& conn, std::span<const std::string_view> pieces, bool now) {
+  if (now) return conn.send(pieces);
+  conn.queue(pieces);
+  return Status();
+}
+
+// Redis over RESP2: SET / GET, pipelined by writing several requests before reading replies.
 class RespDriver final : public Driver {
  public:
-  explicit RespDriver(SocketConn c) : conn_(std::move(c)) {}
+  RespDriver(SocketConn c, bool eager) : conn_(std::move(c)), eager_(eager) {}
 
   Status put(std::string_view key, std::string_view value) override {
-    char kb[24], vb[24];
-    std::string_view pieces[] = {"*3\r\n$3\r\nSET\r\n$",
-                                 decimal(key.size(), kb),
-                                 "\r\n",
-                                 key,
-                                 "\r\n$",
-                                 decimal(value.size(), vb),
-                                 "\r\n",
-                                 value,
-                                 "\r\n"};
-    KVRDMA_RETURN_IF_ERROR(conn_.send(pieces));
-    auto line = conn_.read_line();
-    if (!line) return line.status();
-    if (*line != "+OK") return Status(Code::kInternal, fmt::format("SET '{}': {}", key, *line));
-    return Status();
+    KVRDMA_RETURN_IF_ERROR(write_set(key, value, true));
+    return read_set_reply(key);
   }
 
   Status get(std::string_view key, const Expect& expect) override {
@@ -166,47 +183,112 @@ class RespDriver final : public Driver {
     }
     KVRDMA_RETURN_IF_ERROR(conn_.send(pieces));
     for (size_t i = 0; i < keys.size(); ++i) {
-      auto line = conn_.read_line();
-      if (!line) return line.status();
-      if (line->empty() || (*line)[0] != '$') {
-        return Status(Code::kInternal, fmt::format("GET '{}': {}", keys[i], *line));
-      }
-      auto len = parse_int(line->substr(1), "bulk length");
-      if (!len) return len.status();
-      if (*len < 0) return Status(Code::kNotFound, fmt::format("GET '{}': nil", keys[i]));
-      KVRDMA_RETURN_IF_ERROR(conn_.read_exact(static_cast<size_t>(*len) + 2, value_));
-      KVRDMA_RETURN_IF_ERROR(verify(keys[i], expects[i], value_.data(), value_.size() - 2));
+      KVRDMA_RETURN_IF_ERROR(read_get_reply(keys[i], expects[i]));
     }
     return Status();
   }
 
+  Status submit_get(std::string_view key) override {
+    char kb[24];
+    std::string_view pieces[] = {"*2\r\n$3\r\nGET\r\n$", decimal(key.size(), kb), "\r\n", key,
+                                 "\r\n"};
+    return write_request(conn_, pieces, eager_);
+  }
+  Status submit_put(std::string_view key, std::string_view value) override {
+    return write_set(key, value, eager_);
+  }
+  Status complete(std::string_view key, const Expect* expect) override {
+    return expect ? read_get_reply(key, *expect) : read_set_reply(key);
+  }
+
  private:
+  Status write_set(std::string_view key, std::string_view value, bool now) {
+    char kb[24], vb[24];
+    std::string_view pieces[] = {"*3\r\n$3\r\nSET\r\n$",
+                                 decimal(key.size(), kb),
+                                 "\r\n",
+                                 key,
+                                 "\r\n$",
+                                 decimal(value.size(), vb),
+                                 "\r\n",
+                                 value,
+                                 "\r\n"};
+    return write_request(conn_, pieces, now);
+  }
+
+  Status read_set_reply(std::string_view key) {
+    auto line = conn_.read_line();
+    if (!line) return line.status();
+    if (*line != "+OK") return Status(Code::kInternal, fmt::format("SET '{}': {}", key, *line));
+    return Status();
+  }
+
+  // One bulk reply, read whole before it is checked (so a wrong one leaves the stream in step).
+  Status read_get_reply(std::string_view key, const Expect& expect) {
+    auto line = conn_.read_line();
+    if (!line) return line.status();
+    if (line->empty() || (*line)[0] != '$') {
+      return Status(Code::kInternal, fmt::format("GET '{}': {}", key, *line));
+    }
+    auto len = parse_int(line->substr(1), "bulk length");
+    if (!len) return len.status();
+    if (*len < 0) return Status(Code::kNotFound, fmt::format("GET '{}': nil", key));
+    KVRDMA_RETURN_IF_ERROR(conn_.read_exact(static_cast<size_t>(*len) + 2, value_));
+    return verify(key, expect, value_.data(), value_.size() - 2);
+  }
+
   SocketConn conn_;
+  bool eager_;         // pipelined requests: written at submit, not queued
   std::string value_;  // reused, so a GET allocates only when values grow
 };
 
+// memcached's text protocol: set / get, pipelined the same way.
 class MemcachedDriver final : public Driver {
  public:
-  explicit MemcachedDriver(SocketConn c) : conn_(std::move(c)) {}
+  MemcachedDriver(SocketConn c, bool eager) : conn_(std::move(c)), eager_(eager) {}
 
   Status put(std::string_view key, std::string_view value) override {
+    KVRDMA_RETURN_IF_ERROR(write_set(key, value, true));
+    return read_set_reply(key);
+  }
+
+  Status get(std::string_view key, const Expect& expect) override {
+    std::string_view pieces[] = {"get ", key, "\r\n"};
+    KVRDMA_RETURN_IF_ERROR(conn_.send(pieces));
+    return read_get_reply(key, expect);
+  }
+
+  Status submit_get(std::string_view key) override {
+    std::string_view pieces[] = {"get ", key, "\r\n"};
+    return write_request(conn_, pieces, eager_);
+  }
+  Status submit_put(std::string_view key, std::string_view value) override {
+    return write_set(key, value, eager_);
+  }
+  Status complete(std::string_view key, const Expect* expect) override {
+    return expect ? read_get_reply(key, *expect) : read_set_reply(key);
+  }
+
+ private:
+  Status write_set(std::string_view key, std::string_view value, bool now) {
     char vb[24];
     std::string_view pieces[] = {"set ", key,   " 0 0 ", decimal(value.size(), vb),
                                  "\r\n", value, "\r\n"};
-    KVRDMA_RETURN_IF_ERROR(conn_.send(pieces));
+    return write_request(conn_, pieces, now);
+  }
+
+  Status read_set_reply(std::string_view key) {
     auto line = conn_.read_line();
     if (!line) return line.status();
     if (*line != "STORED") return Status(Code::kInternal, fmt::format("set '{}': {}", key, *line));
     return Status();
   }
 
-  Status get(std::string_view key, const Expect& expect) override {
-    std::string_view pieces[] = {"get ", key, "\r\n"};
-    KVRDMA_RETURN_IF_ERROR(conn_.send(pieces));
+  // VALUE <key> <flags> <bytes>, the bytes, END: read whole before the value is checked.
+  Status read_get_reply(std::string_view key, const Expect& expect) {
     auto line = conn_.read_line();
     if (!line) return line.status();
     if (*line == "END") return Status(Code::kNotFound, fmt::format("get '{}': miss", key));
-    // VALUE <key> <flags> <bytes>
     auto sp = line->rfind(' ');
     if (!line->starts_with("VALUE ") || sp == std::string_view::npos) {
       return Status(Code::kInternal, fmt::format("get '{}': {}", key, *line));
@@ -214,15 +296,14 @@ class MemcachedDriver final : public Driver {
     auto len = parse_int(line->substr(sp + 1), "value length");
     if (!len) return len.status();
     KVRDMA_RETURN_IF_ERROR(conn_.read_exact(static_cast<size_t>(*len) + 2, value_));
-    KVRDMA_RETURN_IF_ERROR(verify(key, expect, value_.data(), value_.size() - 2));
     auto end = conn_.read_line();
     if (!end) return end.status();
     if (*end != "END") return Status(Code::kInternal, fmt::format("get '{}': {}", key, *end));
-    return Status();
+    return verify(key, expect, value_.data(), value_.size() - 2);
   }
 
- private:
   SocketConn conn_;
+  bool eager_;  // pipelined requests: written at submit, not queued
   std::string value_;
 };
 
@@ -256,13 +337,13 @@ Result<std::vector<std::unique_ptr<Driver>>> make_kvrdma_drivers(const DriverCon
 Result<std::unique_ptr<Driver>> make_resp_driver(const DriverConfig& config) {
   auto c = SocketConn::connect(config.addr);
   if (!c) return c.status();
-  return std::unique_ptr<Driver>(new RespDriver(std::move(c).value()));
+  return std::unique_ptr<Driver>(new RespDriver(std::move(c).value(), config.eager_writes));
 }
 
 Result<std::unique_ptr<Driver>> make_memcached_driver(const DriverConfig& config) {
   auto c = SocketConn::connect(config.addr);
   if (!c) return c.status();
-  return std::unique_ptr<Driver>(new MemcachedDriver(std::move(c).value()));
+  return std::unique_ptr<Driver>(new MemcachedDriver(std::move(c).value(), config.eager_writes));
 }
 
 }  // namespace kvrdma::bench

@@ -1,11 +1,12 @@
 // kvrdma-loadgen: drives one system (kvrdma, Redis over RESP2, memcached over its text protocol)
-// with N in-flight workers, each a thread with its own connection, and prints one JSON line per
-// case (op x value size x in-flight): ops/s, GB/s, p50/p99 latency. `--probe memcpy` instead
-// measures single-thread memcpy bandwidth on buffers far larger than the last-level cache.
+// with N workers, each a thread with its own connection keeping one request (or, with --pipeline P,
+// P requests) in flight, and prints one JSON line per case (op x value size x workers): ops/s,
+// GB/s, p50/p99 latency. `--probe memcpy` instead measures single-thread memcpy bandwidth on
+// buffers far larger than the last-level cache.
 //
 // Every case is bounded: a warm-up (--warmup-ms, and until every worker has finished one request),
 // then a measured window that ends at --duration-ms or after --max-ops operations, whichever comes
-// first. Every GET is verified (length and spot bytes).
+// first. Every GET is verified (length and spot bytes), pipelined or not; every PUT's answer too.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <string>
 #include <thread>
@@ -38,6 +40,8 @@ struct Args {
   uint64_t key_budget = 64ull << 20;  // bytes of values per size; bounds memory for big values
   int batch = 1;                      // GETs per request (RESP pipelining; kvrdma get_many)
   bool shared_client = true;          // kvrdma: one Client for every worker
+  int pipeline = 1;                   // requests each worker keeps in flight (put and get)
+  bool eager_writes = false;          // resp, memcached pipelining: one write per request
   std::string probe;
 };
 
@@ -67,6 +71,8 @@ constexpr const char* kUsage =
     "  (--ops also takes put_from,get_into: kvrdma from / into registered blocks)\n"
     "  [--inflight 1,16] [--duration-ms 1000] [--warmup-ms 200] [--max-ops 200000]\n"
     "  [--key-budget-mb 64] [--batch 1] [--kvrdma-clients shared|per-worker]\n"
+    "  [--pipeline 1] [--socket-writes lazy|eager]\n"
+    "  (--pipeline P: each worker keeps P put/get in flight; not with --batch or caller memory)\n"
     "       kvrdma-loadgen --probe memcpy\n";
 
 bool parse_args(int argc, char** argv, Args& a) {
@@ -92,11 +98,22 @@ bool parse_args(int argc, char** argv, Args& a) {
     else if (k == "--key-budget-mb") a.key_budget = std::stoull(v) << 20;
     else if (k == "--batch") a.batch = std::max(1, std::stoi(v));
     else if (k == "--probe") a.probe = v;
+    else if (k == "--pipeline") a.pipeline = std::max(1, std::stoi(v));
+    else if (k == "--socket-writes" && (v == "lazy" || v == "eager")) a.eager_writes = v == "eager";
     else if (k == "--kvrdma-clients" && (v == "shared" || v == "per-worker")) {
       a.shared_client = v == "shared";
     } else return false;
   }
   if (a.label.empty()) a.label = a.system;
+  if (a.pipeline > 1) {
+    const bool plain = std::all_of(a.ops.begin(), a.ops.end(), [](const std::string& op) {
+      return op == "put" || op == "get";
+    });
+    if (!plain || a.batch > 1) {
+      fmt::print(stderr, "kvrdma-loadgen: --pipeline applies to --ops put,get without --batch\n");
+      return false;
+    }
+  }
   return true;
 }
 
@@ -118,8 +135,12 @@ void probe_memcpy() {
 
 Result<std::vector<std::unique_ptr<Driver>>> make_drivers(const Args& a, uint64_t max_size,
                                                           int workers) {
-  DriverConfig c{a.system, a.addr, a.mock, a.provider,
-                 std::max<uint64_t>(8ull << 20, 2 * max_size * a.batch + (1ull << 20))};
+  DriverConfig c{a.system,
+                 a.addr,
+                 a.mock,
+                 a.provider,
+                 std::max<uint64_t>(8ull << 20, 2 * max_size * a.batch + (1ull << 20)),
+                 a.eager_writes};
   if (a.system == "kvrdma") return make_kvrdma_drivers(c, workers, a.shared_client);
   std::vector<std::unique_ptr<Driver>> drivers;
   for (int i = 0; i < workers; ++i) {
@@ -159,83 +180,173 @@ struct CaseResult {
   std::string error;
 };
 
+int64_t ns_of(SteadyClock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+uint32_t clamp_ns(SteadyClock::duration d) {
+  return static_cast<uint32_t>(
+      std::min<int64_t>(UINT32_MAX,
+                        std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()));
+}
+
+// The measured window of one case, shared by its workers. It opens when the warm-up time is over
+// AND every worker has finished one request: a cold first request (first touch of fresh buffers:
+// 16 MiB x 16 takes over a second on a fresh VM) never lands in the window.
+struct CaseWindow {
+  int workers = 0;
+  std::atomic<int> warmed{0};
+  std::atomic<int64_t> start_ns{0};  // nanoseconds since SteadyClock's epoch; 0: not open yet
+};
+
+// One worker's view of the window. Bounds: a warm-up that never completes, and a worker slower
+// than the window (which still completes one measured request, so a row is never empty): four
+// windows plus 10 s.
+struct WorkerClock {
+  WorkerClock(CaseWindow& w, const Args& a)
+      : shared(w),
+        warm_min(SteadyClock::now() + std::chrono::milliseconds(a.warmup_ms)),
+        window(std::chrono::milliseconds(a.duration_ms)),
+        hard_end(warm_min + 4 * window + std::chrono::seconds(10)) {}
+
+  // Picks up the window's opening.
+  void poll() {
+    if (open) return;
+    if (int64_t ns = shared.start_ns.load(std::memory_order_acquire); ns != 0) {
+      start = SteadyClock::time_point(std::chrono::nanoseconds(ns));
+      end = start + window;
+      open = true;
+    }
+  }
+  // After each finished request (a failed one counts too: its row reports the error, nobody
+  // waits): the last worker to finish its first one opens the window.
+  void request_done(SteadyClock::time_point at) {
+    if (!first) return;
+    first = false;
+    if (shared.warmed.fetch_add(1) + 1 == shared.workers) {
+      shared.start_ns.store(ns_of(std::max(at, warm_min)), std::memory_order_release);
+    }
+  }
+  bool past_end(SteadyClock::time_point t, uint64_t ops) const {
+    return t >= hard_end || (open && t >= end && ops > 0);
+  }
+  bool in_window(SteadyClock::time_point t) const { return open && t >= start; }
+
+  CaseWindow& shared;
+  const SteadyClock::time_point warm_min;
+  const SteadyClock::duration window;
+  const SteadyClock::time_point hard_end;
+  SteadyClock::time_point start{}, end{};
+  bool open = false, first = true;
+};
+
+// One request at a time (a batch of --batch GETs counts as one request, `batch` operations).
+void run_blocking(const Args& a, Driver& drv, const Dataset& d, const std::string& op, size_t k,
+                  uint64_t max_ops, WorkerClock& clk, CaseResult& r) {
+  const bool is_get = op == "get" || op == "get_into";
+  std::vector<std::string_view> keys(a.batch);
+  std::vector<Expect> expects(a.batch);
+  auto last = SteadyClock::now();
+  while (r.ops < max_ops) {
+    auto t1 = SteadyClock::now();
+    clk.poll();
+    if (clk.past_end(t1, r.ops)) break;
+    Status s;
+    int n = op == "get" ? a.batch : 1;
+    for (int b = 0; b < n; ++b, ++k) {
+      keys[b] = d.keys[k % d.keys.size()];
+      expects[b] = Expect{d.value(k % d.keys.size())};
+    }
+    if (op == "put_from") s = drv.put_from(keys[0], (k - 1) % d.keys.size() % 251, d.size);
+    else if (op == "get_into") s = drv.get_into(keys[0], expects[0]);
+    else if (!is_get) s = drv.put(keys[0], expects[0].value);
+    else if (n == 1) s = drv.get(keys[0], expects[0]);
+    else s = drv.get_batch({keys.data(), size_t(n)}, {expects.data(), size_t(n)});
+    last = SteadyClock::now();
+    clk.request_done(last);
+    if (!s.is_ok()) {
+      r.error = s.message();
+      break;
+    }
+    if (clk.in_window(t1)) {
+      r.ops += n;
+      r.lat_ns.push_back(clamp_ns(last - t1));
+    }
+  }
+  r.seconds = clk.open ? std::chrono::duration<double>(last - clk.start).count() : 0;
+}
+
+// --pipeline P: keeps P requests outstanding on this worker's connection; completes (and
+// verifies) the oldest, then submits the next. Latency runs from a request's submit to its
+// verified answer; a request counts when it completes inside the window. After a failure the
+// requests still outstanding are completed (their outcome ignored) so the connection is in step
+// for the next case.
+void run_pipelined(const Args& a, Driver& drv, const Dataset& d, bool is_get, size_t k,
+                   uint64_t max_ops, WorkerClock& clk, CaseResult& r) {
+  struct Outstanding {
+    size_t key;
+    SteadyClock::time_point submitted;
+  };
+  std::deque<Outstanding> ring;
+  Status failed;
+  auto t = SteadyClock::now(), last = t;  // one clock read per completion, reused by the submit
+  for (;;) {
+    clk.poll();
+    const bool stop =
+        !failed.is_ok() || clk.past_end(t, r.ops) || (clk.open && r.ops + ring.size() >= max_ops);
+    if (!stop && ring.size() < static_cast<size_t>(a.pipeline)) {
+      const size_t i = k++ % d.keys.size();
+      Status s = is_get ? drv.submit_get(d.keys[i]) : drv.submit_put(d.keys[i], d.value(i));
+      if (s.is_ok()) {
+        ring.push_back({i, t});
+      } else {
+        failed = s;
+        clk.request_done(t);  // as a failed request: the other workers are not kept waiting
+      }
+      continue;
+    }
+    if (ring.empty()) break;
+    const Outstanding o = ring.front();
+    ring.pop_front();
+    const Expect e{d.value(o.key)};
+    Status s = drv.complete(d.keys[o.key], is_get ? &e : nullptr);
+    t = last = SteadyClock::now();
+    clk.request_done(last);
+    if (!s.is_ok()) {
+      if (failed.is_ok()) failed = s;
+    } else if (failed.is_ok() && clk.in_window(last)) {
+      ++r.ops;
+      r.lat_ns.push_back(clamp_ns(last - o.submitted));
+    }
+  }
+  if (!failed.is_ok()) r.error = failed.message();
+  r.seconds = clk.open ? std::chrono::duration<double>(last - clk.start).count() : 0;
+}
+
 // `op`: put, get (batched with --batch), put_from or get_into (caller memory, kvrdma only).
+// `inflight` workers, each a thread on its own driver.
 CaseResult run_case(const Args& a, std::vector<std::unique_ptr<Driver>>& drivers, const Dataset& d,
                     const std::string& op, int inflight) {
-  const bool is_get = op == "get" || op == "get_into";
   CaseResult total;
   std::vector<CaseResult> per(inflight);
   std::barrier start(inflight);
-  const int64_t per_thread_ops = std::max<int64_t>(1, a.max_ops / inflight);
-  // The window opens when the warm-up time is over AND every worker has finished one request:
-  // a cold first request (first touch of fresh buffers: 16 MiB x 16 takes over a second on a
-  // fresh VM) never lands in the window. Nanoseconds since the epoch of SteadyClock; 0: not yet.
-  std::atomic<int> warmed{0};
-  std::atomic<int64_t> window_start_ns{0};
-  auto ns_of = [](SteadyClock::time_point t) {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-  };
+  const uint64_t per_thread_ops = std::max<int64_t>(1, a.max_ops / inflight);
+  CaseWindow window;
+  window.workers = inflight;
   std::vector<std::thread> threads;
   for (int w = 0; w < inflight; ++w) {
     threads.emplace_back([&, w] {
       CaseResult& r = per[w];
-      Driver& drv = *drivers[w];
-      r.lat_ns.reserve(std::min<int64_t>(per_thread_ops, 1 << 20));
-      size_t k = static_cast<size_t>(w) * 7919;
-      std::vector<std::string_view> keys(a.batch);
-      std::vector<Expect> expects(a.batch);
+      r.lat_ns.reserve(std::min<uint64_t>(per_thread_ops, 1 << 20));
+      const size_t k = static_cast<size_t>(w) * 7919;
       start.arrive_and_wait();
-      const auto t0 = SteadyClock::now();
-      const auto warm_min = t0 + std::chrono::milliseconds(a.warmup_ms);
-      const auto window = std::chrono::milliseconds(a.duration_ms);
-      // Bounds: a warm-up that never completes, and a worker slower than the window (which still
-      // completes one measured request, so a row is never empty): four windows plus 10 s.
-      const auto hard_end = warm_min + 4 * window + std::chrono::seconds(10);
-      SteadyClock::time_point window_start{}, end{};
-      bool open = false, first = true;
-      auto last = t0;
-      while (r.ops < static_cast<uint64_t>(per_thread_ops)) {
-        auto t1 = SteadyClock::now();
-        if (!open) {
-          if (int64_t ns = window_start_ns.load(std::memory_order_acquire); ns != 0) {
-            window_start = SteadyClock::time_point(std::chrono::nanoseconds(ns));
-            end = window_start + window;
-            open = true;
-          }
-        }
-        if (t1 >= hard_end) break;
-        if (open && t1 >= end && r.ops > 0) break;
-        Status s;
-        int n = op == "get" ? a.batch : 1;
-        for (int b = 0; b < n; ++b, ++k) {
-          keys[b] = d.keys[k % d.keys.size()];
-          expects[b] = Expect{d.value(k % d.keys.size())};
-        }
-        if (op == "put_from") s = drv.put_from(keys[0], (k - 1) % d.keys.size() % 251, d.size);
-        else if (op == "get_into") s = drv.get_into(keys[0], expects[0]);
-        else if (!is_get) s = drv.put(keys[0], expects[0].value);
-        else if (n == 1) s = drv.get(keys[0], expects[0]);
-        else s = drv.get_batch({keys.data(), size_t(n)}, {expects.data(), size_t(n)});
-        last = SteadyClock::now();
-        if (first) {  // (a failed request counts too: its row reports the error, nobody waits)
-          first = false;
-          if (warmed.fetch_add(1) + 1 == inflight) {  // the last worker to finish one opens it
-            window_start_ns.store(ns_of(std::max(last, warm_min)), std::memory_order_release);
-          }
-        }
-        if (!s.is_ok()) {
-          r.error = s.message();
-          break;
-        }
-        if (open && t1 >= window_start) {
-          r.ops += n;
-          r.lat_ns.push_back(static_cast<uint32_t>(std::min<int64_t>(
-              UINT32_MAX,
-              std::chrono::duration_cast<std::chrono::nanoseconds>(last - t1).count())));
-        }
+      WorkerClock clk(window, a);
+      if (a.pipeline > 1) {
+        run_pipelined(a, *drivers[w], d, op == "get", k, per_thread_ops, clk, r);
+      } else {
+        run_blocking(a, *drivers[w], d, op, k, per_thread_ops, clk, r);
       }
-      r.seconds = open ? std::chrono::duration<double>(last - window_start).count() : 0;
-      if (!open && r.error.empty()) r.error = "the warm-up did not finish in time";
+      if (!clk.open && r.error.empty()) r.error = "the warm-up did not finish in time";
     });
   }
   for (auto& t : threads) t.join();
@@ -289,11 +400,13 @@ int run(const Args& a) {
         CaseResult r = run_case(a, drivers, d, op, inflight);
         double ops_s = r.seconds > 0 ? r.ops / r.seconds : 0;
         fmt::print(
-            "{{\"system\":\"{}\",\"op\":\"{}\",\"size\":{},\"inflight\":{},\"batch\":{},"
+            "{{\"system\":\"{}\",\"op\":\"{}\",\"size\":{},\"inflight\":{},\"pipeline\":{},"
+            "\"batch\":{},"
             "\"keys\":{},\"ops\":{},\"seconds\":{:.4f},\"ops_per_s\":{:.1f},\"gbps\":{:.4f},"
             "\"p50_us\":{:.1f},\"p99_us\":{:.1f},\"verified\":{},\"error\":\"{}\"}}\n",
-            a.label, op, size, inflight, op == "get" ? a.batch : 1, d.keys.size(), r.ops, r.seconds,
-            ops_s, ops_s * size / 1e9, percentile(r.lat_ns, 0.50), percentile(r.lat_ns, 0.99),
+            a.label, op, size, inflight, a.pipeline, op == "get" ? a.batch : 1, d.keys.size(),
+            r.ops, r.seconds, ops_s, ops_s * size / 1e9, percentile(r.lat_ns, 0.50),
+            percentile(r.lat_ns, 0.99),
             r.error.empty() && (op == "get" || op == "get_into") ? "true" : "false", r.error);
         std::fflush(stdout);
         if (!r.error.empty()) ++failures;

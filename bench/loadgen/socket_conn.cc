@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -41,17 +42,40 @@ Result<SocketConn> SocketConn::connect(const std::string& host_port) {
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // requests are latency-bound
+  timeval tv{kReplyTimeoutS, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   return SocketConn(fd);
 }
 
 SocketConn::SocketConn(SocketConn&& o) noexcept
-    : fd_(std::exchange(o.fd_, -1)), buf_(std::move(o.buf_)), begin_(o.begin_), end_(o.end_) {}
+    : fd_(std::exchange(o.fd_, -1)),
+      out_(std::move(o.out_)),
+      buf_(std::move(o.buf_)),
+      begin_(o.begin_),
+      end_(o.end_) {}
 
 SocketConn::~SocketConn() {
   if (fd_ >= 0) ::close(fd_);
 }
 
 Status SocketConn::send(std::span<const std::string_view> pieces) {
+  KVRDMA_RETURN_IF_ERROR(flush());
+  return write_all(pieces);
+}
+
+void SocketConn::queue(std::span<const std::string_view> pieces) {
+  for (auto p : pieces) out_.append(p);
+}
+
+Status SocketConn::flush() {
+  if (out_.empty()) return Status();
+  std::string_view all[] = {out_};
+  Status s = write_all(all);
+  out_.clear();
+  return s;
+}
+
+Status SocketConn::write_all(std::span<const std::string_view> pieces) {
   std::vector<iovec> iov;
   for (auto p : pieces) {
     if (!p.empty()) iov.push_back({const_cast<char*>(p.data()), p.size()});
@@ -74,7 +98,21 @@ Status SocketConn::send(std::span<const std::string_view> pieces) {
   return Status();
 }
 
+namespace {
+
+// recv's failure as a Status: a timeout says which limit ran out.
+Status recv_error(int err) {
+  if (err == EAGAIN || err == EWOULDBLOCK) {
+    return Status(Code::kUnavailable,
+                  fmt::format("no reply from the server in {} s", SocketConn::kReplyTimeoutS));
+  }
+  return Status(Code::kUnavailable, fmt::format("recv: {}", strerror(err)));
+}
+
+}  // namespace
+
 Status SocketConn::fill() {
+  KVRDMA_RETURN_IF_ERROR(flush());  // the server cannot answer what it has not been sent
   if (begin_ == end_) begin_ = end_ = 0;
   if (end_ == buf_.size()) {
     if (begin_ > 0) {
@@ -92,7 +130,7 @@ Status SocketConn::fill() {
       return Status();
     }
     if (n == 0) return Status(Code::kUnavailable, "connection closed by the server");
-    if (errno != EINTR) return Status(Code::kUnavailable, fmt::format("recv: {}", strerror(errno)));
+    if (errno != EINTR) return recv_error(errno);
   }
 }
 
@@ -112,6 +150,7 @@ Status SocketConn::read_exact(size_t n, std::string& out) {
   size_t got = std::min(n, end_ - begin_);
   std::memcpy(out.data(), buf_.data() + begin_, got);
   begin_ += got;
+  if (got < n) KVRDMA_RETURN_IF_ERROR(flush());
   while (got < n) {  // the rest straight into `out`, bypassing the buffer
     ssize_t r = ::recv(fd_, out.data() + got, n - got, 0);
     if (r > 0) {
@@ -119,7 +158,7 @@ Status SocketConn::read_exact(size_t n, std::string& out) {
     } else if (r == 0) {
       return Status(Code::kUnavailable, "connection closed by the server mid-value");
     } else if (errno != EINTR) {
-      return Status(Code::kUnavailable, fmt::format("recv: {}", strerror(errno)));
+      return recv_error(errno);
     }
   }
   return Status();
