@@ -6,6 +6,8 @@
 
 #include <charconv>
 
+#include "integration/test_client.h"
+
 namespace kvrdma::testing {
 
 using Steady = std::chrono::steady_clock;
@@ -41,6 +43,13 @@ ServerProcess& TestCluster::start(uint32_t id) {
   return *nodes_[id];
 }
 
+void TestCluster::start_all(std::initializer_list<uint32_t> ids) {
+  for (uint32_t id : ids) {
+    nodes_[id] = std::make_unique<ServerProcess>(node_args(id), ServerProcess::NoWait{});
+  }
+  for (uint32_t id : ids) nodes_[id]->wait_ready();
+}
+
 void TestCluster::kill(uint32_t id) {
   REQUIRE(::kill(nodes_.at(id)->pid(), SIGKILL) == 0);
   nodes_.erase(id);
@@ -52,17 +61,16 @@ std::string TestCluster::addresses() const {
   return out;
 }
 
-std::unique_ptr<Client> TestCluster::client(ReadFrom read_from, const std::string& addrs) const {
-  ClientOptions o;
-  o.server_addr = addrs.empty() ? addresses() : addrs;
+ClientOptions TestCluster::client_options(ReadFrom read_from, const std::string& addrs) const {
+  ClientOptions o =
+      test_client_options(addrs.empty() ? addresses() : addrs, options_.client_buffer_bytes);
   o.timeout_ms = options_.client_timeout_ms;
-  o.buffer_bytes = options_.client_buffer_bytes;
   o.read_from = read_from;
-  apply_test_transport(o.transport);
-  auto c = Client::connect(o);
-  INFO(c.status().to_string());
-  REQUIRE(c.is_ok());
-  return std::move(*c);
+  return o;
+}
+
+std::unique_ptr<Client> TestCluster::client(ReadFrom read_from, const std::string& addrs) const {
+  return connect_client(client_options(read_from, addrs));
 }
 
 bool settled(const ClusterInfo& info, const std::set<uint32_t>& ids, Settle what) {

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <set>
@@ -51,6 +52,9 @@ class TestCluster {
   std::vector<std::string> node_args(uint32_t id) const;
   // Starts node `id` and waits for its ready line (ServerProcess).
   ServerProcess& start(uint32_t id);
+  // Starts the nodes `ids` side by side (as a deployment would), then waits for each one's
+  // ready line: faster than start() one after the other.
+  void start_all(std::initializer_list<uint32_t> ids);
   ServerProcess& node(uint32_t id) { return *nodes_.at(id); }
   // SIGKILLs node `id` (failing the test when that fails) and forgets it.
   void kill(uint32_t id);
@@ -58,8 +62,10 @@ class TestCluster {
   void forget(uint32_t id) { nodes_.erase(id); }
   // Every running node's address, comma-separated, by node id.
   std::string addresses() const;
-  // A client of `addrs` (default: every node) with the options' timeout and buffer, reading
-  // from `read_from`; fails the test when it cannot connect.
+  // Options for a client of `addrs` (default: every node) with the options' timeout and buffer,
+  // reading from `read_from`, over the test transport.
+  ClientOptions client_options(ReadFrom read_from, const std::string& addrs = {}) const;
+  // A client with client_options(); fails the test when it cannot connect.
   std::unique_ptr<Client> client(ReadFrom read_from, const std::string& addrs = {}) const;
   std::unique_ptr<Client> client() const { return client(options_.read_from); }
 
