@@ -10,7 +10,7 @@ foreach(provider tcp shm)
 endforeach()
 # Cluster mode: two nodes over a throwaway etcd (mock only; the routing is transport-blind).
 kvrdma_add_test(callermem_cluster_test SOURCES integration/callermem_cluster_test.cc
-                LIBS kvrdma_harness kvrdma_etcd_harness kvrdma_core)
+                LIBS kvrdma_cluster_harness)
 add_dependencies(callermem_cluster_test kv-server)
 # Transport::register_memory over the mock and libfabric shm / tcp.
 kvrdma_add_test(transport_register_test SOURCES transport_register_test.cc LIBS kvrdma_transport)

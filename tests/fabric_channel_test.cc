@@ -8,8 +8,6 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -19,6 +17,7 @@
 #include "channel/fabric_link.h"
 #include "channel/fabric_link_wire.h"
 #include "channel/mock_link.h"
+#include "fabric_test_util.h"
 #include "transport/fabric/fabric_transport.h"
 #include "transport/transport.h"
 
@@ -26,27 +25,14 @@ using kvrdma::Code;
 using kvrdma::Status;
 using kvrdma::TransportOptions;
 using namespace kvrdma::transport;
+using kvrdma::testing::context_switches;
+using kvrdma::testing::deadline;
+using kvrdma::testing::open_fabric;
 using namespace kvrdma::channel;
 
 namespace {
 
 using Bytes = std::vector<std::byte>;
-
-std::unique_ptr<Transport> open(const std::string& provider) {
-  TransportOptions o;
-  o.mock = false;
-  o.provider = provider;
-  auto t = make_transport(o);
-  if (!t) {
-    WARN("skipping provider " << provider << ": " << t.status().to_string());
-    return nullptr;
-  }
-  return std::move(t).value();
-}
-
-Transport::Clock::time_point deadline(int seconds = 20) {
-  return Transport::Clock::now() + std::chrono::seconds(seconds);
-}
 
 Bytes pattern(size_t n, unsigned seed) {
   Bytes b(n);
@@ -85,26 +71,6 @@ Status send_and_wait(Transport& t, Peer& peer, const LocalRegion& src, size_t of
     return Status(Code::kDeadlineExceeded, "send did not complete");
   }
   return *r->status;
-}
-
-// Voluntary context switches so far of this process's threads named `name` (as in
-// fabric_transport_test.cc).
-std::pair<uint64_t, int> context_switches(const std::string& name) {
-  uint64_t total = 0;
-  int threads = 0;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::string comm;
-    std::getline(std::ifstream(task.path() / "comm"), comm);
-    if (comm != name) continue;
-    ++threads;
-    std::ifstream status(task.path() / "status");
-    for (std::string line; std::getline(status, line);) {
-      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) {
-        total += std::stoull(line.substr(line.find(':') + 1));
-      }
-    }
-  }
-  return {total, threads};
 }
 
 // A server transport with a link host, a client transport with an accepted link, and a thread
@@ -152,8 +118,8 @@ struct LinkPair {
 std::unique_ptr<LinkPair> open_link(const std::string& provider, uint32_t slots = 32,
                                     size_t slot_bytes = 8192) {
   auto p = std::make_unique<LinkPair>();
-  p->server = open(provider);
-  p->client = open(provider);
+  p->server = open_fabric(provider);
+  p->client = open_fabric(provider);
   if (!p->server || !p->client) return nullptr;
   auto host = make_fabric_link_host(*p->server);
   REQUIRE(host.is_ok());
@@ -179,13 +145,33 @@ void round_trip(LinkPair& p, uint32_t slot, uint64_t gen, const Bytes& request) 
   CHECK(std::memcmp(got.data(), want.data(), want.size()) == 0);
 }
 
+// Every slot of a 32-slot link in flight at once: posts make(slot) to each (generation
+// gen + slot), rings the doorbell when `ring` (else the posts must go out without it), then checks
+// each answer, byte for byte, against the echo's reversal of its own request.
+template <typename MakeRequest>
+void round_trip_all_slots(LinkPair& p, uint64_t gen, bool ring, MakeRequest make) {
+  std::vector<Bytes> reqs;
+  for (uint32_t s = 0; s < 32; ++s) {
+    reqs.push_back(make(s));
+    REQUIRE(p.client_link->post(s, gen + s, view(reqs.back())).is_ok());
+  }
+  if (ring) p.client_link->ring();
+  for (uint32_t s = 0; s < 32; ++s) {
+    REQUIRE(p.client_link->wait(s, gen + s, deadline()).is_ok());
+    auto got = p.client_link->poll(s, gen + s);
+    Bytes want(reqs[s].rbegin(), reqs[s].rend());
+    REQUIRE(got.size() == want.size());
+    CHECK(std::memcmp(got.data(), want.data(), want.size()) == 0);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("fabric messages: sends and writes with data arrive byte-exact", "[fabric_channel]") {
   for (std::string provider : {"tcp", "shm"}) {
     DYNAMIC_SECTION(provider) {
-      auto server = open(provider);
-      auto client = open(provider);
+      auto server = open_fabric(provider);
+      auto client = open_fabric(provider);
       if (!server || !client) continue;
       REQUIRE(server->messages() != nullptr);
       CHECK(server->messages()->data_bytes() == 8);
@@ -288,36 +274,16 @@ TEST_CASE("fabric link: requests and completions round-trip byte-exact, many in 
       }
       // All 32 slots in flight at once, several rounds, each answer its own.
       for (int round = 0; round < 20; ++round) {
-        std::vector<Bytes> reqs;
-        for (uint32_t s = 0; s < 32; ++s) {
-          reqs.push_back(pattern(64 + s * 37 + round, s + round * 32));
-          REQUIRE(p->client_link->post(s, gen + s, view(reqs.back())).is_ok());
-        }
-        p->client_link->ring();
-        for (uint32_t s = 0; s < 32; ++s) {
-          REQUIRE(p->client_link->wait(s, gen + s, deadline()).is_ok());
-          auto got = p->client_link->poll(s, gen + s);
-          Bytes want(reqs[s].rbegin(), reqs[s].rend());
-          REQUIRE(got.size() == want.size());
-          CHECK(std::memcmp(got.data(), want.data(), want.size()) == 0);
-        }
+        round_trip_all_slots(*p, gen, true, [&](uint32_t s) {
+          return pattern(64 + s * 37 + round, s + round * 32);
+        });
         gen += 32;
       }
       // Full slots, until every receive buffer was used and handed back several times (4 of
       // ~1 MiB with multi-receive): none may be lost on the way.
       for (int round = 0; round < 24; ++round) {
-        std::vector<Bytes> reqs;
-        for (uint32_t s = 0; s < 32; ++s) {
-          reqs.push_back(pattern(8192, s * 7 + round));
-          REQUIRE(p->client_link->post(s, gen + s, view(reqs.back())).is_ok());
-        }
-        for (uint32_t s = 0; s < 32; ++s) {
-          REQUIRE(p->client_link->wait(s, gen + s, deadline()).is_ok());
-          auto got = p->client_link->poll(s, gen + s);
-          Bytes want(reqs[s].rbegin(), reqs[s].rend());
-          REQUIRE(got.size() == want.size());
-          CHECK(std::memcmp(got.data(), want.data(), want.size()) == 0);
-        }
+        round_trip_all_slots(*p, gen, false,
+                             [&](uint32_t s) { return pattern(8192, s * 7 + round); });
         gen += 32;
       }
       // Too large or out of range: refused, nothing sent.
@@ -431,11 +397,11 @@ TEST_CASE("fabric link: an idle open link costs no wake-ups beyond the idle rule
       std::this_thread::sleep_for(std::chrono::seconds(1));
       auto [before, threads] = context_switches(kProgressThreadName);
       REQUIRE(threads == 2);
-      std::this_thread::sleep_for(std::chrono::seconds(1));
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
       auto after = context_switches(kProgressThreadName).first;
-      INFO("wake-ups of the two idle progress threads in 1 s: " << after - before);
-      // ~10 a second each at the idle limit; 1 ms polling would be ~2000.
-      CHECK(after - before < 60);
+      INFO("wake-ups of the two idle progress threads in 0.5 s: " << after - before);
+      // ~10 a second each at the idle limit; 1 ms polling would be ~1000.
+      CHECK(after - before < 30);
       round_trip(*p, 0, 2, pattern(64, 2));
       p->stop_echo();
       CHECK(p->failed.load() == 0);
@@ -467,18 +433,8 @@ TEST_CASE("fabric link: without FI_MULTI_RECV a ring of one-message buffers serv
       // More requests than the ring has buffers, several rounds of all slots in flight.
       uint64_t gen = 1;
       for (int round = 0; round < 40; ++round) {
-        std::vector<Bytes> reqs;
-        for (uint32_t s = 0; s < 32; ++s) {
-          reqs.push_back(pattern(100 + s * 61, s + round));
-          REQUIRE(p->client_link->post(s, gen + s, view(reqs.back())).is_ok());
-        }
-        for (uint32_t s = 0; s < 32; ++s) {
-          REQUIRE(p->client_link->wait(s, gen + s, deadline()).is_ok());
-          auto got = p->client_link->poll(s, gen + s);
-          Bytes want(reqs[s].rbegin(), reqs[s].rend());
-          REQUIRE(got.size() == want.size());
-          CHECK(std::memcmp(got.data(), want.data(), want.size()) == 0);
-        }
+        round_trip_all_slots(*p, gen, false,
+                             [&](uint32_t s) { return pattern(100 + s * 61, s + round); });
         gen += 32;
       }
       p->stop_echo();

@@ -2,7 +2,7 @@
 kvrdma_add_test(replica_placement_test SOURCES replica_placement_test.cc LIBS kvrdma_cluster)
 # End to end: a real etcd and 3-4 kv-server processes with --replicas, nodes killed and stopped.
 kvrdma_add_test(replica_test SOURCES integration/replica_test.cc
-                LIBS kvrdma_harness kvrdma_etcd_harness kvrdma_core)
+                LIBS kvrdma_cluster_harness)
 add_dependencies(replica_test kv-server kv-client)
 # The server's replica bookkeeping: VersionTable and ClusterView's replica verdicts.
 kvrdma_add_test(replica_server_test SOURCES replica_server_test.cc LIBS kvrdma_core)

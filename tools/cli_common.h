@@ -78,6 +78,10 @@ int exit_code_for(const Status& status);
 // Abseil's mutex deadlock detection (on in Debian's build; gRPC's locks pay for it). Programs
 // only; the library never changes such process-wide settings.
 void tune_process();
+// A program's whole main(): tune_process(), then run(argc, argv). An exception that escapes run
+// (a bug: the library reports errors as Status) is printed as "<program>: unexpected error: ..."
+// and exits kExitError instead of aborting.
+int program_main(std::string_view program, int (*run)(int, char**), int argc, char** argv);
 // Prints "<prefix>: <CODE>: <message>" on one line on stderr and returns exit_code_for(status).
 int report_error(std::string_view prefix, const Status& status);
 // `text` with each option the library names ("ServerOptions::memory_bytes") replaced by the flag

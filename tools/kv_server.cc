@@ -167,11 +167,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  kvrdma::tools::tune_process();
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "kv-server: unexpected error: {}\n", e.what());
-    return kExitError;
-  }
+  return kvrdma::tools::program_main("kv-server", run, argc, argv);
 }

@@ -8,6 +8,7 @@
 
 #include "integration/harness.h"
 #include "integration/raw_rpc.h"
+#include "integration/test_client.h"
 #include "kvrdma/client.h"
 
 using kvrdma::Client;
@@ -19,15 +20,7 @@ using namespace kvrdma::testing;
 namespace {
 
 std::unique_ptr<Client> connect(const ServerProcess& server, uint64_t buffer_mb = 64) {
-  ClientOptions o;
-  o.server_addr = server.address();
-  o.buffer_bytes = buffer_mb << 20;
-  o.timeout_ms = 20000;
-  apply_test_transport(o.transport);
-  auto c = Client::connect(o);
-  INFO(c.status().to_string());
-  REQUIRE(c.is_ok());
-  return std::move(c).value();
+  return connect_client(test_client_options(server.address(), buffer_mb << 20));
 }
 
 std::vector<std::string_view> views(const std::vector<std::string>& v) {

@@ -8,6 +8,7 @@
 
 #include "integration/harness.h"
 #include "integration/raw_rpc.h"
+#include "integration/test_client.h"
 #include "kvrdma/client.h"
 
 using kvrdma::Client;
@@ -24,15 +25,7 @@ namespace {
 constexpr uint64_t kInline = 4096;
 
 std::unique_ptr<Client> connect(const ServerProcess& server) {
-  ClientOptions o;
-  o.server_addr = server.address();
-  o.buffer_bytes = 16ull << 20;
-  o.timeout_ms = 20000;
-  apply_test_transport(o.transport);
-  auto c = Client::connect(o);
-  INFO(c.status().to_string());
-  REQUIRE(c.is_ok());
-  return std::move(c).value();
+  return connect_client(test_client_options(server.address(), 16ull << 20));
 }
 
 ServerProcess start_server() {

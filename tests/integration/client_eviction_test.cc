@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "integration/harness.h"
+#include "integration/test_client.h"
 #include "kvrdma/client.h"
 
 using kvrdma::Client;
@@ -14,15 +15,7 @@ using namespace kvrdma::testing;
 namespace {
 
 std::unique_ptr<Client> connect_small(const ServerProcess& server) {
-  ClientOptions o;
-  o.server_addr = server.address();
-  o.buffer_bytes = 4 << 20;
-  o.timeout_ms = 20000;
-  apply_test_transport(o.transport);
-  auto c = Client::connect(o);
-  INFO(c.status().to_string());
-  REQUIRE(c.is_ok());
-  return std::move(c).value();
+  return connect_client(test_client_options(server.address(), 4 << 20));
 }
 
 std::string key(int i) { return "k" + std::to_string(i); }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "integration/harness.h"
+#include "integration/test_client.h"
 #include "kvrdma/client.h"
 #include "kvrdma/server.h"
 
@@ -22,15 +23,7 @@ using namespace kvrdma::testing;
 namespace {
 
 std::unique_ptr<Client> connect(const ServerProcess& server, uint64_t buffer_mb = 64) {
-  ClientOptions o;
-  o.server_addr = server.address();
-  o.buffer_bytes = buffer_mb << 20;
-  o.timeout_ms = 20000;
-  apply_test_transport(o.transport);
-  auto c = Client::connect(o);
-  INFO(c.status().to_string());
-  REQUIRE(c.is_ok());
-  return std::move(c).value();
+  return connect_client(test_client_options(server.address(), buffer_mb << 20));
 }
 
 }  // namespace

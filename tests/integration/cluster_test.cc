@@ -12,10 +12,8 @@
 #include <thread>
 #include <vector>
 
-#include "etcd_process.h"
-#include "integration/harness.h"
-#include "kvrdma/client.h"
-#include "kvrdma/cluster.h"
+#include "integration/cluster_harness.h"
+#include "integration/test_client.h"
 
 namespace kvrdma::testing {
 namespace {
@@ -23,107 +21,13 @@ namespace {
 using Steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-constexpr uint64_t kLeaseMs = 2000;
+constexpr uint64_t kLoadTimeoutMs = 2000;
 
-// A value that says which key and which write it is, so a reader can tell a stale or torn value.
-std::string versioned(const std::string& key, uint64_t version, size_t size) {
-  std::string head = key + "#" + std::to_string(version) + "#";
-  std::string body = pattern(size > head.size() ? size - head.size() : 0,
-                             static_cast<unsigned>(version * 7919 + key.size()));
-  return head + body;
-}
-
-// The version a value carries, or -1 when it is not a whole value of `key` of `size` bytes.
-int64_t version_of(const std::string& key, std::string_view value, size_t size) {
-  if (value.size() != size || value.substr(0, key.size() + 1) != key + "#") return -1;
-  size_t end = value.find('#', key.size() + 1);
-  if (end == std::string_view::npos) return -1;
-  int64_t v = std::stoll(std::string(value.substr(key.size() + 1, end - key.size() - 1)));
-  return value == versioned(key, static_cast<uint64_t>(v), size) ? v : -1;
-}
-
-// etcd plus kv-server nodes of one cluster.
-class Cluster {
- public:
-  Cluster() : name_("t" + std::to_string(::getpid()) + "-" + std::to_string(counter_++)) {
-    auto e = EtcdProcess::start();
-    if (!e.is_ok()) FAIL("etcd did not start: " << e.status().to_string());
-    etcd_ = std::move(*e);
-  }
-
-  // Tearing a test's cluster down need not move values around: the nodes are killed.
-  ~Cluster() {
-    for (auto& [id, n] : nodes_) ::kill(n->pid(), SIGKILL);
-    nodes_.clear();
-  }
-
-  EtcdProcess& etcd() { return *etcd_; }
-
-  std::vector<std::string> node_args(uint32_t id) const {
-    std::vector<std::string> a = {"--cluster",        name_,
-                                  "--etcd-endpoints", etcd_->endpoint(),
-                                  "--node-id",        std::to_string(id),
-                                  "--node-lease-ms",  std::to_string(kLeaseMs),
-                                  "--memory-mb",      "256"};
-    return a;  // ServerProcess adds the test transport's flags
-  }
-  ServerProcess& start(uint32_t id) {
-    nodes_[id] = std::make_unique<ServerProcess>(node_args(id));
-    return *nodes_[id];
-  }
-  ServerProcess& node(uint32_t id) { return *nodes_.at(id); }
-  void forget(uint32_t id) { nodes_.erase(id); }
-  std::string addresses() const {
-    std::string out;
-    for (const auto& [id, n] : nodes_) out += (out.empty() ? "" : ",") + n->address();
-    return out;
-  }
-  std::unique_ptr<Client> client() const {
-    ClientOptions o;
-    o.server_addr = addresses();
-    o.timeout_ms = 5000;
-    o.buffer_bytes = 128ull << 20;  // room for the 64 MiB value
-    apply_test_transport(o.transport);
-    auto c = Client::connect(o);
-    REQUIRE(c.is_ok());
-    return std::move(*c);
-  }
-
- private:
-  static inline int counter_ = 0;
-  std::string name_;
-  std::unique_ptr<EtcdProcess> etcd_;
-  std::map<uint32_t, std::unique_ptr<ServerProcess>> nodes_;
-};
-
-// True when the map names exactly `ids` as active nodes, every slot has one of them as owner
-// and no slot moves.
-bool settled(const ClusterInfo& info, const std::set<uint32_t>& ids) {
-  if (info.epoch == 0 || info.moving_slots != 0) return false;
-  std::set<uint32_t> seen;
-  uint64_t slots = 0;
-  for (const auto& n : info.nodes) {
-    if (n.slots > 0) seen.insert(n.id);
-    slots += n.slots;
-  }
-  return seen == ids && slots == 16384;
-}
-
-// Waits (bounded) until the cluster settles on `ids`; the map's changes wake the wait.
-ClusterInfo wait_settled(Client& c, const std::set<uint32_t>& ids,
-                         std::chrono::seconds limit = 30s) {
-  const auto until = Steady::now() + limit;
-  uint64_t version = 0;
-  for (;;) {
-    auto info = c.cluster();
-    if (info.is_ok() && settled(*info, ids)) return *info;
-    if (Steady::now() > until) {
-      FAIL("the cluster did not settle on " << ids.size() << " nodes within " << limit.count()
-                                            << " s");
-    }
-    auto s = c.stats_after(version, 500ms);
-    if (s.is_ok()) version = s->version;
-  }
+// Clients with room for the 64 MiB value.
+TestClusterOptions cluster_options() {
+  TestClusterOptions o;
+  o.client_buffer_bytes = 128ull << 20;
+  return o;
 }
 
 }  // namespace
@@ -131,8 +35,8 @@ ClusterInfo wait_settled(Client& c, const std::set<uint32_t>& ids,
 TEST_CASE("cluster: keys spread over three nodes, a 64 MiB value, get_many across nodes",
           "[cluster]") {
   REQUIRE(etcd_available());
-  Cluster cl;
-  for (uint32_t id : {1u, 2u, 3u}) cl.start(id);
+  TestCluster cl(cluster_options());
+  cl.start_all({1, 2, 3});
   auto c = cl.client();
   auto info = wait_settled(*c, {1, 2, 3});
   for (const auto& n : info.nodes) {
@@ -194,7 +98,7 @@ TEST_CASE("cluster: keys spread over three nodes, a 64 MiB value, get_many acros
 
 TEST_CASE("cluster: two nodes with one id: the second refuses to start, saying so", "[cluster]") {
   REQUIRE(etcd_available());
-  Cluster cl;
+  TestCluster cl(cluster_options());
   cl.start(7);
   auto args = cl.node_args(7);
   args.insert(args.end(), {"--listen-addr", "127.0.0.1:0"});
@@ -218,13 +122,13 @@ TEST_CASE("cluster: etcd unreachable at start is a clear error", "[cluster]") {
 TEST_CASE("cluster: etcd stopped while running: the data path keeps serving on the last map",
           "[cluster]") {
   REQUIRE(etcd_available());
-  Cluster cl;
-  for (uint32_t id : {1u, 2u}) cl.start(id);
+  TestCluster cl(cluster_options());
+  cl.start_all({1, 2});
   auto c = cl.client();
   auto before = wait_settled(*c, {1, 2});
   cl.etcd().pause();
   // Longer than a lease: nodes cannot renew, yet nobody can declare them dead either.
-  const auto until = Steady::now() + std::chrono::milliseconds(kLeaseMs * 2);
+  const auto until = Steady::now() + std::chrono::milliseconds(cl.options().lease_ms * 5 / 4);
   int rounds = 0;
   while (Steady::now() < until && rounds < 200000) {
     std::string key = "during-outage-" + std::to_string(rounds % 50);
@@ -254,15 +158,19 @@ TEST_CASE("cluster: etcd stopped while running: the data path keeps serving on t
 // a key that exists is an error.
 class Load {
  public:
-  Load(const Cluster& cl, int keys) : acked_(keys), started_(keys) {
+  Load(const TestCluster& cl, int keys) : acked_(keys), started_(keys) {
     auto c = cl.client();
     for (int i = 0; i < keys; ++i) {
       const std::string k = key(i);
       REQUIRE(c->put(k, versioned(k, 1, size(i))).is_ok());
       acked_[i] = started_[i] = 1;
     }
+    // A call in flight to a node that is then killed waits out its deadline: a short one keeps
+    // stop() from waiting that long (a failed call only counts as a failure).
+    ClientOptions o = cl.client_options(ReadFrom::kPrimary);
+    o.timeout_ms = kLoadTimeoutMs;
     for (int t = 0; t < 3; ++t) {
-      clients_.push_back(cl.client());
+      clients_.push_back(connect_client(o));
       threads_.emplace_back([this, t] { run(*clients_[t], t); });
     }
   }
@@ -330,8 +238,8 @@ class Load {
 TEST_CASE("cluster: a node joins and one leaves under load: no miss, no stale value",
           "[cluster][cluster-moves]") {
   REQUIRE(etcd_available());
-  Cluster cl;
-  for (uint32_t id : {1u, 2u, 3u}) cl.start(id);
+  TestCluster cl(cluster_options());
+  cl.start_all({1, 2, 3});
   auto c = cl.client();
   wait_settled(*c, {1, 2, 3});
   Load load(cl, 400);
@@ -367,17 +275,16 @@ TEST_CASE("cluster: a node joins and one leaves under load: no miss, no stale va
 TEST_CASE("cluster: a node SIGKILLed under load: every key served again within lease + 2 s",
           "[cluster][cluster-kill]") {
   REQUIRE(etcd_available());
-  Cluster cl;
-  for (uint32_t id : {1u, 2u, 3u}) cl.start(id);
+  TestCluster cl(cluster_options());
+  cl.start_all({1, 2, 3});
   auto c = cl.client();
   wait_settled(*c, {1, 2, 3});
   Load load(cl, 300);
 
   const auto killed_at = Steady::now();
-  REQUIRE(::kill(cl.node(2).pid(), SIGKILL) == 0);
-  cl.forget(2);
+  cl.kill(2);
   // Every key answers again (a value or, for the dead node's keys, a miss) once its slots moved.
-  const auto until = killed_at + std::chrono::milliseconds(kLeaseMs) + 20s;
+  const auto until = killed_at + std::chrono::milliseconds(cl.options().lease_ms) + 20s;
   std::set<int> pending;
   for (int i = 0; i < 300; ++i) pending.insert(i);
   while (!pending.empty() && Steady::now() < until) {
@@ -389,10 +296,11 @@ TEST_CASE("cluster: a node SIGKILLed under load: every key served again within l
   }
   const auto recovered =
       std::chrono::duration_cast<std::chrono::milliseconds>(Steady::now() - killed_at);
-  WARN("all keys served again " << recovered.count() << " ms after the SIGKILL (lease " << kLeaseMs
-                                << " ms)");
+  WARN("all keys served again " << recovered.count() << " ms after the SIGKILL (lease "
+                                << cl.options().lease_ms << " ms)");
   CHECK(pending.empty());
-  CHECK(recovered.count() <= static_cast<int64_t>(kLeaseMs) + 2000 + 3000);  // + CI slack
+  CHECK(recovered.count() <=
+        static_cast<int64_t>(cl.options().lease_ms) + 2000 + 3000);  // + CI slack
   wait_settled(*c, {1, 3});
   load.stop();
   INFO(load.first_wrong);

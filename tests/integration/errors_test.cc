@@ -8,6 +8,7 @@
 
 #include "integration/harness.h"
 #include "integration/raw_rpc.h"
+#include "integration/test_client.h"
 #include "kvrdma/client.h"
 #include "transport/transport.h"
 
@@ -23,10 +24,7 @@ std::unique_ptr<Client> connect(const ServerProcess& server) {
   ClientOptions o;
   o.server_addr = server.address();
   o.buffer_bytes = 8 << 20;
-  auto c = Client::connect(o);
-  INFO(c.status().to_string());
-  REQUIRE(c.is_ok());
-  return std::move(c).value();
+  return connect_client(o);
 }
 
 v1::HelloRequest hello(const std::string& address, const std::string& descriptor,

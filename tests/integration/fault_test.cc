@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "integration/harness.h"
+#include "integration/test_client.h"
 #include "integration/wait_stats.h"
 #include "kvrdma/client.h"
 
@@ -35,10 +36,7 @@ std::unique_ptr<Client> connect_to(const std::string& addr, uint64_t buffer_mb) 
   o.server_addr = addr;
   o.buffer_bytes = buffer_mb << 20;
   o.timeout_ms = kTimeoutMs;
-  auto c = Client::connect(o);
-  INFO(c.status().to_string());
-  REQUIRE(c.is_ok());
-  return std::move(c).value();
+  return connect_client(o);
 }
 
 // Counts events of the load threads; the test waits on it instead of sleeping.

@@ -15,6 +15,7 @@
 
 #include "client/get_stream.h"
 #include "integration/harness.h"
+#include "integration/test_client.h"
 #include "kv_cache.grpc.pb.h"
 #include "kvrdma/client.h"
 
@@ -29,15 +30,9 @@ using Steady = std::chrono::steady_clock;
 namespace {
 
 std::unique_ptr<Client> connect(const std::string& address, uint64_t streams = 16) {
-  ClientOptions o;
-  o.server_addr = address;
-  o.timeout_ms = 20000;
+  ClientOptions o = test_client_options(address);
   o.get_streams = streams;
-  apply_test_transport(o.transport);
-  auto c = Client::connect(o);
-  INFO(c.status().to_string());
-  REQUIRE(c.is_ok());
-  return std::move(c).value();
+  return connect_client(o);
 }
 
 std::unique_ptr<kvrdma::v1::KvCache::Stub> stub_for(const std::string& address) {

@@ -134,7 +134,12 @@ void apply_test_transport(TransportOptions& options) {
 std::string server_binary() { return env_or("KVRDMA_SERVER_BIN", KVRDMA_SERVER_BIN_PATH); }
 std::string client_binary() { return env_or("KVRDMA_CLIENT_BIN", KVRDMA_CLIENT_BIN_PATH); }
 
-ServerProcess::ServerProcess(std::vector<std::string> args) {
+ServerProcess::ServerProcess(std::vector<std::string> args)
+    : ServerProcess(std::move(args), NoWait{}) {
+  wait_ready();
+}
+
+ServerProcess::ServerProcess(std::vector<std::string> args, NoWait) {
   char err_path[] = "/tmp/kvrdma-server-stderr-XXXXXX";
   int err_fd = mkostemp(err_path, O_CLOEXEC);
   REQUIRE(err_fd >= 0);
@@ -159,7 +164,11 @@ ServerProcess::ServerProcess(std::vector<std::string> args) {
     FAIL("cannot start kv-server " << server_binary() << ": " << std::strerror(spawn_errno));
   }
   pidfd_ = open_pidfd(pid_);
+}
 
+void ServerProcess::wait_ready() {
+  if (!address_.empty()) return;
+  if (out_fd_ < 0) FAIL("kv-server is not running: it failed to start or was stopped");
   // Read stdout until the ready line, the server's exit, or the deadline.
   std::string seen;
   std::string failure;
@@ -190,10 +199,11 @@ ServerProcess::ServerProcess(std::vector<std::string> args) {
   auto at = seen.find(marker);
   if (failure.empty() && at == std::string::npos) failure = "the ready line has no address";
   if (!failure.empty()) {
-    // Clean up before FAIL: a constructor that throws runs no destructor.
+    // Clean up before FAIL: it throws, and from a constructor no destructor may follow.
     int code = stop();
     std::string log = stderr_text();
     unlink(err_path_.c_str());
+    err_path_.clear();
     FAIL(failure << " (exit code " << code << "); stdout: '" << seen << "'; stderr:\n" << log);
   }
   auto end = seen.find_first_of(" \n", at + marker.size());

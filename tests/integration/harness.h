@@ -32,6 +32,13 @@ class ServerProcess {
   // ready line ("kv-server ready: listening on <host:port> ..."). Fails the current test
   // (Catch2 REQUIRE) with the server's stderr when it exits or stays silent instead.
   explicit ServerProcess(std::vector<std::string> args = {});
+  // Starts kv-server as above but returns at once, so several servers can start side by side;
+  // wait_ready() must come before address().
+  struct NoWait {};
+  ServerProcess(std::vector<std::string> args, NoWait);
+  // Waits for the ready line as the first constructor does, failing the test the same way.
+  // Returns at once when the server was ready already.
+  void wait_ready();
   ~ServerProcess();
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;

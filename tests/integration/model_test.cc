@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "integration/harness.h"
+#include "integration/test_client.h"
 #include "kvrdma/client.h"
 
 using kvrdma::Client;
@@ -37,10 +38,7 @@ std::unique_ptr<Client> connect_to(const ServerProcess& server, uint64_t buffer_
   o.server_addr = server.address();
   o.buffer_bytes = buffer_mb << 20;
   o.timeout_ms = 20000;
-  auto c = Client::connect(o);
-  INFO(c.status().to_string());
-  REQUIRE(c.is_ok());
-  return std::move(c).value();
+  return connect_client(o);
 }
 
 // Fills an 8 MiB pool from 4 threads; returns what each successful put stored.

@@ -1,7 +1,7 @@
 // Replicas end to end (docs/cluster.md "Replicas"): a real etcd and 3-4 kv-server processes with
 // --replicas, clients writing and reading (read_from any) against a model of what was
-// acknowledged, while nodes are SIGKILLed or SIGSTOPped. The helpers follow cluster_test.cc's
-// (versioned values, a Cluster of processes), with the replica count and readiness added.
+// acknowledged, while nodes are SIGKILLed or SIGSTOPped. The cluster of processes, the versioned
+// values and the wait for the map are cluster_test.cc's too (integration/cluster_harness.h).
 #include <fmt/format.h>
 #include <signal.h>
 #include <catch2/catch.hpp>
@@ -15,8 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "etcd_process.h"
-#include "integration/harness.h"
+#include "integration/cluster_harness.h"
 #include "integration/raw_rpc.h"
 #include "kvrdma/client.h"
 #include "kvrdma/cluster.h"
@@ -27,99 +26,20 @@ namespace {
 using Steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-constexpr uint64_t kLeaseMs = 2000;
-
-// A value that names its key and write, so a reader tells a stale or torn one (cluster_test.cc).
-std::string versioned(const std::string& key, uint64_t version, size_t size) {
-  std::string head = key + "#" + std::to_string(version) + "#";
-  std::string body = pattern(size > head.size() ? size - head.size() : 0,
-                             static_cast<unsigned>(version * 7919 + key.size()));
-  return head + body;
-}
-
-// The write a value carries, or -1 when it is not a whole value of `key`.
-int64_t version_of(const std::string& key, std::string_view value, size_t size) {
-  if (value.size() != size || value.substr(0, key.size() + 1) != key + "#") return -1;
-  size_t end = value.find('#', key.size() + 1);
-  if (end == std::string_view::npos) return -1;
-  int64_t v = std::stoll(std::string(value.substr(key.size() + 1, end - key.size() - 1)));
-  return value == versioned(key, static_cast<uint64_t>(v), size) ? v : -1;
-}
-
-class Cluster {
+// Nodes with --replicas; clients read from any copy unless told otherwise.
+class Cluster : public TestCluster {
  public:
   explicit Cluster(uint32_t replicas)
-      : replicas_(replicas), name_(fmt::format("r{}-{}", ::getpid(), counter_++)) {
-    auto e = EtcdProcess::start();
-    if (!e.is_ok()) FAIL("etcd did not start: " << e.status().to_string());
-    etcd_ = std::move(*e);
-  }
-  ~Cluster() {
-    for (auto& [id, n] : nodes_) {
-      ::kill(n->pid(), SIGCONT);
-      ::kill(n->pid(), SIGKILL);
-    }
-    nodes_.clear();
-  }
-  ServerProcess& start(uint32_t id) {
-    nodes_[id] = std::make_unique<ServerProcess>(
-        std::vector<std::string>{"--cluster", name_, "--etcd-endpoints", etcd_->endpoint(),
-                                 "--node-id", std::to_string(id), "--node-lease-ms",
-                                 std::to_string(kLeaseMs), "--memory-mb", "256", "--replicas",
-                                 std::to_string(replicas_)});
-    return *nodes_[id];
-  }
-  ServerProcess& node(uint32_t id) { return *nodes_.at(id); }
-  void kill(uint32_t id) {
-    REQUIRE(::kill(nodes_.at(id)->pid(), SIGKILL) == 0);
-    nodes_.erase(id);
-  }
-  std::string addresses() const {
-    std::string out;
-    for (const auto& [id, n] : nodes_) out += (out.empty() ? "" : ",") + n->address();
-    return out;
-  }
-  std::unique_ptr<Client> client(ReadFrom read_from = ReadFrom::kAny,
-                                 std::string addrs = {}) const {
-    ClientOptions o;
-    o.server_addr = addrs.empty() ? addresses() : addrs;
-    o.timeout_ms = 8000;
-    o.buffer_bytes = 64ull << 20;
-    o.read_from = read_from;
-    apply_test_transport(o.transport);
-    auto c = Client::connect(o);
-    REQUIRE(c.is_ok());
-    return std::move(*c);
-  }
-
- private:
-  static inline int counter_ = 0;
-  uint32_t replicas_;
-  std::string name_;
-  std::unique_ptr<EtcdProcess> etcd_;
-  std::map<uint32_t, std::unique_ptr<ServerProcess>> nodes_;
+      : TestCluster({.name_prefix = "r",
+                     .replicas = replicas,
+                     .client_timeout_ms = 8000,
+                     .read_from = ReadFrom::kAny}) {}
 };
 
 // Waits (bounded) until the map names exactly `ids`, nothing moves and every replica is filled.
 ClusterInfo wait_replicated(Client& c, const std::set<uint32_t>& ids,
                             std::chrono::seconds limit = 40s) {
-  const auto until = Steady::now() + limit;
-  uint64_t version = 0;
-  for (;;) {
-    auto info = c.cluster();
-    if (info.is_ok() && info->epoch > 0 && info->moving_slots == 0 && info->replicas_missing == 0) {
-      std::set<uint32_t> owners;
-      uint64_t slots = 0;
-      for (const auto& n : info->nodes) {
-        if (n.slots > 0) owners.insert(n.id);
-        slots += n.slots;
-      }
-      if (owners == ids && slots == 16384) return *info;
-    }
-    if (Steady::now() > until) FAIL("the cluster did not settle with every replica filled");
-    auto s = c.stats_after(version, 500ms);
-    if (s.is_ok()) version = s->version;
-  }
+  return wait_settled(c, ids, limit, Settle::kReplicasFilled);
 }
 
 // Writers and readers over disjoint key sets, one client each, checked against what each

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "integration/harness.h"
+#include "integration/test_client.h"
 #include "integration/wait_stats.h"
 #include "kvrdma/client.h"
 
@@ -27,20 +28,10 @@ namespace {
 
 constexpr size_t kValueBytes = 2 << 20;  // far above the inline threshold: always a transport write
 
-ClientOptions options_for(const std::string& addr) {
-  ClientOptions o;
-  o.server_addr = addr;
-  o.buffer_bytes = 64 << 20;
-  o.timeout_ms = 20000;
-  apply_test_transport(o.transport);
-  return o;
-}
+ClientOptions options_for(const std::string& addr) { return test_client_options(addr); }
 
 std::unique_ptr<Client> connect(const ServerProcess& server) {
-  auto c = Client::connect(options_for(server.address()));
-  INFO(c.status().to_string());
-  REQUIRE(c.is_ok());
-  return std::move(c).value();
+  return connect_client(options_for(server.address()));
 }
 
 // Version v of the value: every byte the same, never 0, so a torn read (bytes of two versions,
