@@ -22,6 +22,10 @@ find_package(PkgConfig)
 kvrdma_require(PKG_CONFIG_FOUND pkg-config)
 pkg_check_modules(LIBFABRIC IMPORTED_TARGET libfabric)
 kvrdma_require(LIBFABRIC_FOUND libfabric-dev)
+# libfabric is loaded at run time, on first use (lib/transport/fabric/fabric_api.h): the build
+# uses its headers only, so nothing links -lfabric and mock-only processes never load it.
+add_library(kvrdma_libfabric_headers INTERFACE)
+target_include_directories(kvrdma_libfabric_headers INTERFACE ${LIBFABRIC_INCLUDE_DIRS})
 # Debian builds cpp-httplib as a shared library with a declarations-only httplib.h; its .pc file
 # carries the feature macros (OpenSSL, zlib, brotli) the library was built with.
 pkg_check_modules(CPPHTTPLIB IMPORTED_TARGET cpp-httplib)

@@ -1,6 +1,7 @@
 # Installs the public headers, libkvrdma.so.0, a CMake package (find_package(kvrdma CONFIG),
 # imported target kvrdma::kvrdma) and kvrdma.pc. The shared library carries its dependencies
-# (gRPC, protobuf, libfabric, fmt, cpp-httplib) privately: consumers need none of them to build.
+# (gRPC, protobuf, fmt, cpp-httplib; libfabric it loads at run time when a libfabric transport
+# is asked for) privately: consumers need none of them to build.
 include_guard(GLOBAL)
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)

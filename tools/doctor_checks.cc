@@ -16,8 +16,11 @@
 
 #include "common/units.h"
 #include "doctor.h"
+#include "transport/fabric/fabric_api.h"
 
 namespace kvrdma::tools {
+
+namespace fabric_api = transport::fabric_api;
 namespace {
 
 Check ok(std::string name, std::string detail) {
@@ -161,7 +164,10 @@ Check check_shm_space(uint64_t bytes, std::string_view what, std::string_view se
 
 Check check_providers(const TransportOptions& options) {
   const std::string name = "fabric-providers";
-  fi_info* hints = fi_allocinfo();
+  if (Status s = fabric_api::load(); !s.is_ok()) {
+    return fail(name, s.message(), "apt-get install libfabric1, or run with --mock true");
+  }
+  fi_info* hints = fabric_api::allocinfo();
   if (hints == nullptr) return fail(name, "fi_allocinfo failed", "free some memory and retry");
   hints->ep_attr->type = FI_EP_RDM;
   hints->mode = FI_CONTEXT | FI_CONTEXT2;
@@ -169,9 +175,9 @@ Check check_providers(const TransportOptions& options) {
   hints->domain_attr->mr_mode =
       FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
   fi_info* list = nullptr;
-  int rc =
-      fi_getinfo(FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION), nullptr, nullptr, 0, hints, &list);
-  fi_freeinfo(hints);
+  int rc = fabric_api::getinfo(FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION), nullptr, nullptr, 0,
+                               hints, &list);
+  fabric_api::freeinfo(hints);
   std::set<std::string> seen;
   std::string found;
   size_t rma = 0;
@@ -184,10 +190,10 @@ Check check_providers(const TransportOptions& options) {
         fmt::format("{}{} ({}, mr_mode {})", found.empty() ? "" : ", ", prov,
                     writes ? "RMA write" : "no RMA write", mr_mode_text(i->domain_attr->mr_mode));
   }
-  if (list) fi_freeinfo(list);
+  if (list) fabric_api::freeinfo(list);
   if (rma > 0) return ok(name, "RDM providers: " + found);
   const std::string detail =
-      rc != 0 ? fmt::format("fi_getinfo found no RDM provider ({})", fi_strerror(-rc))
+      rc != 0 ? fmt::format("fi_getinfo found no RDM provider ({})", fabric_api::strerror(-rc))
               : "no RDM provider with RMA write: " + found;
   const std::string fix =
       "install libfabric1 with an RMA provider (fi_info -t FI_EP_RDM -c FI_RMA lists them; "

@@ -1,5 +1,7 @@
 #include "transport/fabric/fabric_memory.h"
 
+#include "transport/fabric/fabric_api.h"
+
 #include <fmt/format.h>
 #include <poll.h>
 #include <rdma/fi_domain.h>
@@ -264,7 +266,7 @@ Result<std::shared_ptr<const PeerAddresses>> insert_peer(
         return Status(Code::kInvalidArgument,
                       fmt::format("fi_av_insert refused the peer address ({}); both ends must use "
                                   "the same provider",
-                                  rc < 0 ? fi_strerror(-rc) : "not inserted"));
+                                  rc < 0 ? fabric_api::strerror(-rc) : "not inserted"));
       }
       row.push_back(a);
     }

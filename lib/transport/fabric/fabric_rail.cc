@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "common/logging.h"
+#include "transport/fabric/fabric_api.h"
 
 namespace kvrdma::transport::fabric {
 namespace {
@@ -38,14 +39,14 @@ std::string iface_address(const std::string& name) {
 struct InfoList {
   fi_info* head = nullptr;
   ~InfoList() {
-    if (head) fi_freeinfo(head);
+    if (head) fabric_api::freeinfo(head);
   }
 };
 
 // Writes, and messages for the request channel (FI_MSG; FI_MULTI_RECV when `multi_recv`).
 Status get_infos(const std::string& prov, const TransportOptions& o, bool multi_recv,
                  InfoList& out) {
-  fi_info* hints = fi_allocinfo();
+  fi_info* hints = fabric_api::allocinfo();
   hints->caps = FI_RMA | FI_WRITE | FI_REMOTE_WRITE | FI_MSG | FI_SEND | FI_RECV;
   if (multi_recv) hints->caps |= FI_MULTI_RECV;
   hints->ep_attr->type = FI_EP_RDM;
@@ -58,27 +59,28 @@ Status get_infos(const std::string& prov, const TransportOptions& o, bool multi_
   std::string node;
   if (prov != "shm") node = o.fabric_iface.empty() ? "127.0.0.1" : iface_address(o.fabric_iface);
   if (prov != "shm" && node.empty()) {
-    fi_freeinfo(hints);
+    fabric_api::freeinfo(hints);
     return Status(Code::kInvalidArgument,
                   fmt::format("--fabric-iface {} has no IPv4 address", o.fabric_iface));
   }
-  int rc = fi_getinfo(FI_VERSION(1, 17), node.empty() ? nullptr : node.c_str(), nullptr,
-                      node.empty() ? 0 : FI_SOURCE, hints, &out.head);
-  fi_freeinfo(hints);
+  int rc = fabric_api::getinfo(FI_VERSION(1, 17), node.empty() ? nullptr : node.c_str(), nullptr,
+                               node.empty() ? 0 : FI_SOURCE, hints, &out.head);
+  fabric_api::freeinfo(hints);
   if (rc) {
     return Status(Code::kFailedPrecondition,
                   fmt::format("libfabric provider '{}' is not available here ({}); see fi_info -p",
-                              prov, fi_strerror(-rc)));
+                              prov, fabric_api::strerror(-rc)));
   }
   return Status();
 }
 
 Result<std::shared_ptr<Rail>> open_rail(const fi_info* info) {
   auto r = std::make_shared<Rail>();
-  r->info = fi_dupinfo(info);
+  r->info = fabric_api::dupinfo(info);
   if (r->info == nullptr) return Status(Code::kResourceExhausted, "fi_dupinfo failed");
   int rc;
-  if ((rc = fi_fabric(r->info->fabric_attr, &r->fabric, nullptr))) return fi_error("fi_fabric", rc);
+  if ((rc = fabric_api::fabric(r->info->fabric_attr, &r->fabric, nullptr)))
+    return fi_error("fi_fabric", rc);
   if ((rc = fi_domain(r->fabric, r->info, &r->domain, nullptr))) return fi_error("fi_domain", rc);
   fi_cq_attr cq_attr{};
   // DATA: a write_with_data into us raises an entry whose data names the request it answers.
@@ -163,14 +165,16 @@ Rail::~Rail() {
   if (av) fi_close(&av->fid);
   if (domain) fi_close(&domain->fid);
   if (fabric) fi_close(&fabric->fid);
-  if (info) fi_freeinfo(info);
+  if (info) fabric_api::freeinfo(info);
 }
 
 Status fi_error(std::string_view call, int rc) {
-  return Status(Code::kInternal, fmt::format("{} failed: {} ({})", call, fi_strerror(-rc), rc));
+  return Status(Code::kInternal,
+                fmt::format("{} failed: {} ({})", call, fabric_api::strerror(-rc), rc));
 }
 
 Result<std::vector<std::shared_ptr<Rail>>> open_rails(const TransportOptions& options) {
+  KVRDMA_RETURN_IF_ERROR(fabric_api::load());
   if (options.num_domains < 1 || options.num_domains > kMaxRails) {
     return Status(Code::kInvalidArgument,
                   fmt::format("--num-domains {} is outside 1..{}", options.num_domains, kMaxRails));

@@ -34,6 +34,7 @@
 #include <algorithm>
 
 #include "memory/memory_pool.h"
+#include "transport/fabric/fabric_api.h"
 #include "transport/fabric/fabric_transport_impl.h"
 
 namespace kvrdma::transport {
@@ -216,9 +217,9 @@ int FabricTransport::read_cq(size_t rail, std::vector<std::shared_ptr<Operation>
   }
   if (n == -FI_EAVAIL && err.op_context == nullptr) return 1;  // not ours to complete
   if (n == -FI_EAVAIL) {
-    complete(err.op_context, Status(Code::kUnavailable,
-                                    fmt::format("RMA write failed: {} ({})", fi_strerror(err.err),
-                                                prov_text ? prov_text : "")));
+    complete(err.op_context, Status(Code::kUnavailable, fmt::format("RMA write failed: {} ({})",
+                                                                    fabric_api::strerror(err.err),
+                                                                    prov_text ? prov_text : "")));
     return 1;
   }
   return 0;
