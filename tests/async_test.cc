@@ -203,7 +203,10 @@ struct Nodes {
   }
   std::string addresses() const {
     std::string out;
-    for (const auto& [id, s] : live) out += (out.empty() ? "" : ",") + s->address();
+    for (const auto& [id, s] : live) {
+      if (!out.empty()) out += ',';
+      out += s->address();
+    }
     return out;
   }
   std::string stored(uint32_t id, const std::string& key) {

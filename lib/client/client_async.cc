@@ -30,7 +30,7 @@ struct Pending::State {
   std::chrono::steady_clock::time_point deadline;
   std::shared_ptr<const SessionState> session;  // keeps the channel alive while in flight
   client::ChannelClient::Ticket ticket;
-  std::optional<Result<std::string>> outcome;  // known: ran the blocking way, or failed to post
+  std::optional<Result<std::string>> outcome;  // known: ran the blocking way at the submit
   std::string answer;                          // the completion bytes once arrived
   Status failed;                               // the channel's wait for the answer failed
   bool in_flight = false, arrived = false, done = false;
@@ -186,13 +186,14 @@ class Poster {
         node.in_flight.push_back(&st);
         return;
       }
-      if (t.status().code() != Code::kResourceExhausted) {
-        st.outcome = t.status();
-        return;
+      // The link failed (the blocking way finds out why, or carries it over gRPC), or every slot
+      // is held by other callers (the blocking way: gRPC while no slot is free).
+      if (t.status().code() != Code::kResourceExhausted || node.in_flight.empty()) {
+        return blocking_.push_back(&st);
       }
-      // Every slot is held by other callers: the blocking way (gRPC while no slot is free).
-      if (node.in_flight.empty()) return blocking_.push_back(&st);
-      ring(node);
+      // This submit holds slots here: ring for everything posted so far (no node waits on
+      // another's unrung requests), then collect the oldest answer to free its slot.
+      for (Node& n : nodes_) ring(n);
       Pending::State* oldest = node.in_flight.front();
       node.in_flight.pop_front();
       oldest->collect();
