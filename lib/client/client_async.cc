@@ -150,13 +150,13 @@ class Poster {
  public:
   explicit Poster(Client::Impl& impl) : impl_(impl) {}
 
-  // Posts `st`'s request, or sets it aside for the blocking way: when `may_ride` is false, the
-  // key has no session with a usable channel, the request exceeds a slot, or every slot of the
-  // channel is held by other callers.
-  void post(Pending::State& st, bool may_ride) {
+  // Posts `st`'s request, or sets it aside for the blocking way: an empty key (its error), a key
+  // with no session or no usable channel, a PUT above the inline threshold, a request larger than
+  // a slot, a link that failed, or every slot of the channel held by other callers.
+  void post(Pending::State& st) {
     st.impl = &impl_;
     st.deadline = std::chrono::steady_clock::now() + impl_.timeout();
-    if (!may_ride || st.key.empty()) return blocking_.push_back(&st);
+    if (st.key.empty()) return blocking_.push_back(&st);
     auto route = impl_.async_route(st.key);
     std::shared_ptr<const SessionState> session = route ? route->first->current() : nullptr;
     if (!session || !session->channel || !session->channel->usable()) {
@@ -250,7 +250,7 @@ std::unique_ptr<Pending::State> make_state(ch::Op op, std::string_view key, std:
 
 Pending submit_one(Client::Impl& impl, std::unique_ptr<Pending::State> st) {
   Poster poster(impl);
-  poster.post(*st, true);
+  poster.post(*st);
   poster.flush();
   return PendingAccess::make(std::move(st));
 }
@@ -296,7 +296,7 @@ std::vector<Pending> Client::Batch::submit() {
     st->key = std::move(item.key);
     st->value = std::move(item.value);
     st->ttl_ms = item.ttl_ms;
-    poster.post(*st, true);
+    poster.post(*st);
     states.push_back(std::move(st));
   }
   items_.clear();
