@@ -29,10 +29,6 @@ static_assert(KVRDMA_DEADLINE_EXCEEDED == static_cast<int>(kvrdma::Code::kDeadli
 static_assert(KVRDMA_PERMISSION_DENIED == static_cast<int>(kvrdma::Code::kPermissionDenied));
 static_assert(KVRDMA_INTERNAL == static_cast<int>(kvrdma::Code::kInternal));
 
-struct kvrdma_pending {
-  kvrdma::Pending pending;
-};
-
 namespace {
 
 using namespace kvrdma::capi;
@@ -347,67 +343,6 @@ int kvrdma_server_metrics(const kvrdma_server* server, char** text, size_t* len,
     return kvrdma::Status();
   });
 }
-
-int kvrdma_get_submit(kvrdma_client* client, const void* key, size_t keylen, kvrdma_pending** out,
-                      char* errbuf, size_t errlen) {
-  return guard(errbuf, errlen, [&]() -> kvrdma::Status {
-    if (client == nullptr) return null_argument("client");
-    if (!key_ok(key, keylen)) return null_argument("key");
-    if (out == nullptr) return null_argument("out");
-    *out = nullptr;
-    auto p = std::make_unique<kvrdma_pending>();
-    p->pending = client->client->get_async({static_cast<const char*>(key), keylen});
-    *out = p.release();
-    return kvrdma::Status();
-  });
-}
-
-int kvrdma_put_submit(kvrdma_client* client, const void* key, size_t keylen, const void* val,
-                      size_t vallen, uint64_t ttl_ms, kvrdma_pending** out, char* errbuf,
-                      size_t errlen) {
-  return guard(errbuf, errlen, [&]() -> kvrdma::Status {
-    if (client == nullptr) return null_argument("client");
-    if (!key_ok(key, keylen)) return null_argument("key");
-    if (val == nullptr && vallen != 0) return null_argument("val");
-    if (out == nullptr) return null_argument("out");
-    *out = nullptr;
-    auto p = std::make_unique<kvrdma_pending>();
-    p->pending = client->client->put_async({static_cast<const char*>(key), keylen},
-                                           {static_cast<const char*>(val), vallen}, ttl_ms);
-    *out = p.release();
-    return kvrdma::Status();
-  });
-}
-
-int kvrdma_pending_poll(kvrdma_pending* pending, int* done, char* errbuf, size_t errlen) {
-  return guard(errbuf, errlen, [&]() -> kvrdma::Status {
-    if (pending == nullptr) return null_argument("pending");
-    if (done == nullptr) return null_argument("done");
-    *done = pending->pending.ready() ? 1 : 0;
-    return kvrdma::Status();
-  });
-}
-
-int kvrdma_pending_wait(kvrdma_pending* pending, void** val, size_t* vallen, char* errbuf,
-                        size_t errlen) {
-  return guard(errbuf, errlen, [&]() -> kvrdma::Status {
-    if (pending == nullptr) return null_argument("pending");
-    if (val != nullptr) *val = nullptr;
-    if (vallen != nullptr) *vallen = 0;
-    auto r = pending->pending.wait();
-    if (!r) return r.status();
-    if (val != nullptr) {
-      void* copy = std::malloc(r->size() ? r->size() : 1);
-      if (copy == nullptr) throw std::bad_alloc();
-      std::memcpy(copy, r->data(), r->size());
-      *val = copy;
-    }
-    if (vallen != nullptr) *vallen = r->size();
-    return kvrdma::Status();
-  });
-}
-
-void kvrdma_pending_free(kvrdma_pending* pending) { delete pending; }
 
 void kvrdma_free(void* ptr) { std::free(ptr); }
 

@@ -122,11 +122,15 @@ struct KeyValue {
   std::string_view value;
 };
 
-// A request submitted by Client::get_async / put_async, not waited for yet. Over the request
-// channel it is in flight from the submit on, so a thread may keep many outstanding (pipelining);
-// without the channel (turned off, an old server, cluster mode) the request ran at the submit and
-// wait() returns its outcome. Move-only; one thread at a time. Dropping it without wait()
-// abandons the answer (a late one is never taken for another request). The Client must outlive it.
+// A request submitted by Client::get_async / put_async or a Client::Batch, not waited for yet.
+// Over the request channel it is in flight from the submit on, so a thread may keep many
+// outstanding (pipelining); in cluster mode it went to its key's owner. What the channel cannot
+// carry (no channel: turned off, an old server; a GET whose value exceeds a slot, a PUT above the
+// inline threshold) runs the blocking way: at the submit, or at wait() for a GET found too large.
+// A refusal by a node that no longer owns the key (a slot moved) is redone at wait() the blocking
+// way, which refreshes the cluster map. Move-only; one thread at a time. Dropping it without
+// wait() abandons the answer (a late one is never taken for another request). The Client must
+// outlive it.
 class KVRDMA_EXPORT Pending {
  public:
   Pending();
@@ -142,9 +146,18 @@ class KVRDMA_EXPORT Pending {
   struct State;
 
  private:
-  friend class Client;
+  friend struct PendingAccess;  // the library's constructor (client_async.cc)
   explicit Pending(std::unique_ptr<State> state);
   std::unique_ptr<State> state_;
+};
+
+// How much one node session used its request channel (Client::channel_use): the requests posted
+// into it and the doorbells rung for them, so tests and benchmarks can see what rode the channel
+// and that a batch rang once. Counts restart when a session is re-opened (it gets a new channel).
+struct ChannelUse {
+  std::string address;     // the node's address
+  uint64_t requests = 0;   // requests posted (every kind: GET, get_many pieces, PUT, DELETE)
+  uint64_t doorbells = 0;  // ring calls (a wake-up syscall is made only when the server sleeps)
 };
 
 class KVRDMA_EXPORT Client {
@@ -179,10 +192,16 @@ class KVRDMA_EXPORT Client {
   // The old name of del(), kept so existing callers still build.
   [[deprecated("use Client::del")]] Status erase(std::string_view key) { return del(key); }
 
-  // Pipelined GET and PUT (see Pending): submit many, then wait for each. A GET whose value is too
-  // large for a channel slot, and a PUT too large for one, complete at wait() the blocking way.
+  // Pipelined GET and PUT (see Pending): submit many, then wait for each. Each submit rings its
+  // node's doorbell; a Batch posts many requests and rings once per node.
   Pending get_async(std::string_view key);
   Pending put_async(std::string_view key, std::string_view value, uint64_t ttl_ms = 0);
+  class Batch;
+  // An empty batch of requests for this client (see Batch).
+  Batch batch();
+  // The request channel's use by each open node session, ordered by address; a session without
+  // a channel is not listed.
+  std::vector<ChannelUse> channel_use() const;
 
   // Many GETs in one round trip: one Result per key, in order (duplicates allowed, each gets its
   // own view). Small values come back inline; large ones are written into the receive buffer by
@@ -255,6 +274,46 @@ class KVRDMA_EXPORT Client {
  private:
   explicit Client(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
+};
+
+// Many GETs and PUTs submitted together: submit() posts every request into its node's request
+// channel and then rings each node's doorbell once, so N requests cost one wake-up per node
+// instead of N. Each request gets its own Pending, waited for as after get_async / put_async.
+//
+//   auto b = client.batch();
+//   for (auto& k : keys) b.get(k);
+//   b.put("k", "v", ttl_ms);
+//   std::vector<Pending> ps = b.submit();  // ps[i] answers the i-th request added
+//
+// Requests of one batch are not ordered among themselves (a GET and a PUT of one key in the same
+// batch may run either way round). More requests for a node than its channel has slots (64) are
+// posted as earlier ones complete (one more ring each time). Not thread-safe: one thread fills
+// and submits a batch; batches of one Client on different threads are independent. The Client
+// must outlive the batch and its Pendings.
+class KVRDMA_EXPORT Client::Batch {
+ public:
+  Batch(Batch&&) noexcept;
+  Batch& operator=(Batch&&) noexcept;
+  ~Batch();
+  // Adds a GET / a PUT (ttl_ms 0: no expiry). Key and value are copied; nothing is sent yet.
+  Batch& get(std::string_view key);
+  Batch& put(std::string_view key, std::string_view value, uint64_t ttl_ms = 0);
+  // Requests added since the last submit.
+  size_t size() const { return items_.size(); }
+  // Sends every request added, in the order added (one Pending each, same order), and empties
+  // the batch for reuse.
+  std::vector<Pending> submit();
+
+ private:
+  friend class Client;
+  explicit Batch(Impl* impl) : impl_(impl) {}
+  struct Item {
+    bool put = false;
+    std::string key, value;
+    uint64_t ttl_ms = 0;
+  };
+  Impl* impl_;
+  std::vector<Item> items_;
 };
 
 }  // namespace kvrdma

@@ -117,6 +117,28 @@ KVRDMA_C_EXPORT int kvrdma_pending_wait(kvrdma_pending *pending, void **val, siz
                                         char *errbuf, size_t errlen);
 KVRDMA_C_EXPORT void kvrdma_pending_free(kvrdma_pending *pending);
 
+/* A batch of pipelined requests (kvrdma::Client::Batch): add GETs and PUTs (key and value are
+ * copied), then kvrdma_batch_submit posts them all and wakes each server once (one doorbell per
+ * node instead of one per request). It stores one kvrdma_pending per request added, in order,
+ * into pendings[0 .. kvrdma_batch_size(batch) - 1] (cap: room in pendings; INVALID_ARGUMENT and
+ * nothing sent when it is smaller); each request's code comes from kvrdma_pending_wait, and
+ * each handle is freed with kvrdma_pending_free. The batch is empty after a submit and may be
+ * filled again; free it with kvrdma_batch_free (NULL is fine). One thread at a time per batch;
+ * the client must outlive the batch and its handles. */
+typedef struct kvrdma_batch kvrdma_batch;
+KVRDMA_C_EXPORT int kvrdma_batch_new(kvrdma_client *client, kvrdma_batch **out, char *errbuf,
+                                     size_t errlen);
+KVRDMA_C_EXPORT int kvrdma_batch_add_get(kvrdma_batch *batch, const void *key, size_t keylen,
+                                         char *errbuf, size_t errlen);
+KVRDMA_C_EXPORT int kvrdma_batch_add_put(kvrdma_batch *batch, const void *key, size_t keylen,
+                                         const void *val, size_t vallen, uint64_t ttl_ms,
+                                         char *errbuf, size_t errlen);
+/* Requests added since the last submit; 0 for NULL. */
+KVRDMA_C_EXPORT size_t kvrdma_batch_size(const kvrdma_batch *batch);
+KVRDMA_C_EXPORT int kvrdma_batch_submit(kvrdma_batch *batch, kvrdma_pending **pendings, size_t cap,
+                                        char *errbuf, size_t errlen);
+KVRDMA_C_EXPORT void kvrdma_batch_free(kvrdma_batch *batch);
+
 /* Batches: item i is keys[i] / keylens[i] (and vals[i] / vallens[i]), i < n; codes[i] receives
  * its kvrdma_code. The call returns KVRDMA_OK when every item succeeded, else the code of the
  * first failed item, with "item <i>: <message>" in errbuf; look at codes[] for the others. An

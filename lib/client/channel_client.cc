@@ -57,6 +57,7 @@ Result<ChannelClient::Ticket> ChannelClient::submit(ch::Request request, Clock::
     release(t.slot);
     return s;
   }
+  posted_.fetch_add(1, std::memory_order_relaxed);
   return t;
 }
 

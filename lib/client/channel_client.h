@@ -47,7 +47,10 @@ class ChannelClient {
   Result<Ticket> submit(channel::Request request, Clock::time_point deadline,
                         bool wait_for_slot = true);
   // Wakes the server if it sleeps; once per batch of submits.
-  void ring() { link_->ring(); }
+  void ring() {
+    rings_.fetch_add(1, std::memory_order_relaxed);
+    link_->ring();
+  }
   // Waits for the completion of `t` and copies its bytes into `out` (then decode with
   // channel::decode_response). The slot is freed whatever the outcome; on DEADLINE_EXCEEDED the
   // late completion is ignored (generation).
@@ -56,6 +59,11 @@ class ChannelClient {
   bool poll(Ticket t, std::string* out);
   // Gives the slot back without its answer.
   void abandon(Ticket t) { release(t.slot); }
+
+  // Requests posted and doorbells rung so far (Client::channel_use: tests and benchmarks check
+  // that a batch rings once).
+  uint64_t requests_posted() const { return posted_.load(std::memory_order_relaxed); }
+  uint64_t rings() const { return rings_.load(std::memory_order_relaxed); }
 
   // submit + ring + wait + decode, for blocking callers. `keep` owns the bytes the views of the
   // returned response point into.
@@ -72,6 +80,7 @@ class ChannelClient {
   std::vector<uint32_t> free_;         // guarded by mu_
   std::vector<uint64_t> generations_;  // guarded by mu_: the last generation used per slot
   std::atomic<bool> broken_{false};
+  std::atomic<uint64_t> posted_{0}, rings_{0};
 };
 
 // The status a response carries as a whole (OK, or code + message + detail).

@@ -60,6 +60,13 @@ class Client::Impl final : public client::BufferSource {
   std::vector<Result<uint64_t>> get_many_into(std::span<const client::MemGet> items);
   std::vector<Status> put_many_from(std::span<const client::MemPut> items, uint64_t ttl_ms);
 
+  // --- pipelining (client_async.cc) ---
+  // The session a request for `key` goes to, opened, and the map epoch it was routed by: the
+  // owner's by the current map in cluster mode (0 and the home session otherwise).
+  Result<std::pair<std::shared_ptr<client::NodeSession>, uint64_t>> async_route(
+      std::string_view key);
+  std::vector<ChannelUse> channel_use() const;
+
   // The session with the first server that answered (never null after connect succeeded).
   client::NodeSession& home() const { return *home_; }
   // Cluster mode (keys route to their owners); constant after connect.
