@@ -52,7 +52,9 @@ struct ServerOptions {
   LogFormat log_format = LogFormat::kText;
   TransportOptions transport;
   // Values up to this many bytes ride inside the RPC; 0: by transport, each at its measured
-  // crossover (mock 32 KiB, shm 64 KiB, tcp 256 KiB; bench/README.md, "Inline threshold").
+  // crossover (GETs mock 32 KiB, shm 64 KiB, tcp 256 KiB; a single PUT, whose two-phase path
+  // costs two more round trips, mock 64 KiB, shm 128 KiB, tcp 256 KiB; bench/README.md,
+  // "Inline threshold"). A value set here holds for GETs and PUTs alike.
   uint64_t inline_threshold = 0;
   Eviction eviction = Eviction::kLru;
   uint64_t max_value_bytes = 0;  // 0: the pool size

@@ -163,7 +163,7 @@ class Poster {
       return blocking_.push_back(&st);  // the blocking way also reports a routing failure
     }
     // Values above the inline threshold go two-phase, never over the channel.
-    if (st.op == ch::Op::kPut && st.value.size() > session->hello.inline_threshold()) {
+    if (st.op == ch::Op::kPut && st.value.size() > client::put_inline_threshold(session->hello)) {
       return blocking_.push_back(&st);
     }
     ch::Request rq;

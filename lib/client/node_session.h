@@ -60,6 +60,13 @@ class BufferSource {
 // ran out): the only failure that proves the request was not executed and a new Hello helps.
 bool session_gone(const Status& s);
 
+// Largest value a single PUT sends inside the RPC (larger: two-phase), as the server announced
+// it; an older server announces only inline_threshold.
+inline uint64_t put_inline_threshold(const v1::HelloReply& hello) {
+  return hello.put_inline_threshold() != 0 ? hello.put_inline_threshold()
+                                           : hello.inline_threshold();
+}
+
 // "host:port" from an address given with or without a scheme.
 std::string grpc_target(std::string_view addr);
 

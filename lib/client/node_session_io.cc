@@ -103,7 +103,8 @@ Status NodeSession::put_once(const SessionState& st, std::string_view key, std::
                               "--max-value-mb on the server or split the value",
                               value.size(), hello.max_value_bytes()));
   }
-  if (value.size() > hello.inline_threshold()) return put_large(st, key, value, ttl_ms, epoch, d);
+  if (value.size() > put_inline_threshold(hello))
+    return put_large(st, key, value, ttl_ms, epoch, d);
   if (auto r = channel_put(st, key, value, ttl_ms, epoch, d)) return *r;
   v1::PutRequest req;
   req.set_session_id(hello.session_id());

@@ -157,7 +157,8 @@ const Row kRows[] = {
      "stripe large transfers over this many libfabric domains"},
     {"inline-threshold", "bytes", KVRDMA_SERVER(inline_threshold), 0, 64 * kMiB, 1, nullptr,
      "values up to this many bytes ride inside the RPC, larger ones are written by the transport; "
-     "0: by transport, where each is fastest (mock 32 KiB, shm 64 KiB, tcp 256 KiB)"},
+     "0: by transport, where each is fastest (GETs: mock 32 KiB, shm 64 KiB, tcp 256 KiB; a "
+     "single PUT: mock 64 KiB, shm 128 KiB, tcp 256 KiB)"},
     {"eviction", "enum", KVRDMA_SERVER(eviction), 0, 0, 1, nullptr,
      "lru: evict least recently used when full; none: refuse"},
     {"max-value-mb", "int", KVRDMA_SERVER(max_value_bytes), 0, kMaxMb, kMiB, nullptr,

@@ -135,6 +135,10 @@ Status Server::Impl::start(const ServerOptions& options, std::shared_ptr<cluster
   auto t = transport::make_transport(options.transport);
   if (!t) return t.status();
   core.transport = std::move(*t);
+  // A threshold the operator set holds for GETs and PUTs alike; "by transport" picks each.
+  core.put_inline_threshold = core.options.inline_threshold != 0
+                                  ? core.options.inline_threshold
+                                  : transport::default_put_inline_threshold(core.transport->kind());
   if (core.options.inline_threshold == 0) {
     core.options.inline_threshold = transport::default_inline_threshold(core.transport->kind());
   }

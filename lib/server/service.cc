@@ -141,6 +141,7 @@ grpc::ServerUnaryReactor* KvService::Hello(grpc::CallbackServerContext* ctx,
   reply->set_transport_address(t.address());
   reply->set_memory_descriptor(core_.pool_region->descriptor());
   reply->set_inline_threshold(core_.options.inline_threshold);
+  reply->set_put_inline_threshold(core_.put_inline_threshold);
   uint64_t max_value =
       core_.options.max_value_bytes ? core_.options.max_value_bytes : core_.pool->size();
   reply->set_max_value_bytes(std::min<uint64_t>(max_value, core_.pool->size()));

@@ -40,7 +40,8 @@ struct Counters {
 transport::Transport::Clock::time_point write_deadline(grpc::CallbackServerContext* ctx);
 
 struct ServerCore {
-  ServerOptions options;
+  ServerOptions options;              // inline_threshold resolved (never 0) at start
+  uint64_t put_inline_threshold = 0;  // a single PUT's, resolved at start (HelloReply field 9)
   std::unique_ptr<transport::Transport> transport;
   std::unique_ptr<transport::LocalRegion> pool_region;
   std::unique_ptr<memory::MemoryPool> pool;

@@ -22,6 +22,15 @@ uint64_t default_inline_threshold(std::string_view kind) {
   return 32ull << 10;
 }
 
+uint64_t default_put_inline_threshold(std::string_view kind) {
+  // A PUT above the threshold costs two more round trips (reserve, commit) around the write, so
+  // it turns later than a GET: mock 64-128 KiB, shm 128-256 KiB, tcp at 256 KiB as GETs
+  // (bench/README.md, "Inline threshold"). The lower end of each range.
+  if (kind.starts_with("fabric/tcp")) return 256ull << 10;
+  if (kind.starts_with("fabric/shm")) return 128ull << 10;
+  return 64ull << 10;
+}
+
 Result<std::unique_ptr<Transport>> make_transport(const TransportOptions& options) {
   if (options.mock) return make_mock_transport();
   return make_fabric_transport(options);

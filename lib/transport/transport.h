@@ -166,6 +166,9 @@ Result<std::unique_ptr<Transport>> make_transport(const TransportOptions& option
 // (as Transport::kind() reports it), measured at 16 GETs / PUTs in flight (bench/README.md,
 // "Inline threshold"). The server announces it in HelloReply, so clients follow it.
 uint64_t default_inline_threshold(std::string_view kind);
+// The same for a single PUT's value (announced as HelloReply.put_inline_threshold): higher, as a
+// two-phase PUT adds two round trips of its own.
+uint64_t default_put_inline_threshold(std::string_view kind);
 
 // Writes and waits for the completion; for callers that may block (the client, tests).
 Status write_and_wait(Transport& transport, const LocalRegion& src, size_t src_offset,
