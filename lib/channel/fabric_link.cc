@@ -8,7 +8,6 @@
 #include <atomic>
 #include <charconv>
 #include <condition_variable>
-#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -25,9 +24,9 @@ namespace {
 
 using namespace fabric_wire;
 
-// A waiting caller spins (driving the endpoint itself) for about twice the recent round trip,
-// within these bounds, before it sleeps: over tcp a caught answer costs ~15-30 us, a sleep and a
-// wake-up ~100 us more on a busy 2-vCPU machine.
+// The leader among a link's waiting callers spins (driving the endpoint itself) for a budget
+// learned from what spinning caught (see learn()), within these bounds, before it sleeps: over
+// tcp a caught answer costs ~10-30 us, a sleep and a wake-up ~50-100 us more on 2 vCPUs.
 constexpr auto kMinSpin = std::chrono::microseconds(20);
 constexpr auto kMaxSpin = std::chrono::microseconds(200);
 // A sleeping caller re-checks at least this often.
@@ -35,8 +34,8 @@ constexpr auto kSleepCap = std::chrono::milliseconds(100);
 // A request not handed to the provider by then fails its slot.
 constexpr auto kSendTimeout = std::chrono::seconds(5);
 
-// Callers of one link that spin at once; the others sleep at once and are woken by whoever
-// drives the endpoint (on 2 vCPUs, 16 spinning callers starved the server: 7k GETs/s).
+// Callers of one link that spin at once (the leader); the others sleep at once and are woken by
+// whoever drives the endpoint (on 2 vCPUs, 16 spinning callers starved the server: 7k GETs/s).
 constexpr int kMaxSpinners = 1;
 
 // One slot as the client sees it.
@@ -58,7 +57,9 @@ struct ClientState {
   std::unique_ptr<Slot[]> slot;
   std::mutex mu;
   std::atomic<int> spinners{0};               // callers spinning in wait() now
-  std::atomic<int64_t> round_trip_ns{20000};  // moving average of answered round trips
+  std::atomic<int64_t> round_trip_ns{20000};  // moving average of round trips caught spinning
+  std::atomic<int64_t> spin_ns{20000};        // the leader's spin budget now (0: none)
+  std::atomic<uint32_t> waits{0};             // leader waits so far (for the probe)
 
   size_t request_offset(uint32_t i) const { return i * (sizeof(MessageHeader) + slot_bytes); }
   size_t completion_offset(uint32_t i) const { return i * (sizeof(CompletionHeader) + slot_bytes); }
@@ -208,9 +209,12 @@ class FabricClientLink final : public ClientLink {
     auto done = [&] { return s.done.load(std::memory_order_acquire) == generation; };
     auto failed = [&] { return s.failed.load() == generation; };
     const auto sent = Clock::time_point(Clock::duration(s.sent.load(std::memory_order_relaxed)));
-    const auto spin_end = sent + spin_budget();
     bool spinning = st.spinners.fetch_add(1) < kMaxSpinners;
     if (!spinning) st.spinners.fetch_sub(1);
+    const bool leader = spinning;
+    const auto spin_end = sent + (leader ? spin_budget() : Clock::duration(0));
+    bool missed = false;  // the leader's spin ended before the answer came
+    bool useful = false;  // the leader's spin read completions
     while (!done() && !failed()) {
       auto now = Clock::now();
       if (now >= deadline) {
@@ -221,14 +225,20 @@ class FabricClientLink final : public ClientLink {
       if (spinning && now < spin_end) {
         // Manual progress: the waiter drives it while it spins, and lets a thread that needs
         // this core (the server's, on a small machine) run between polls.
-        if (messages_.progress() == 0) std::this_thread::yield();
+        if (messages_.progress() > 0) {
+          useful = true;  // answers for other callers count: the spin delivers them
+        } else {
+          std::this_thread::yield();
+        }
         continue;
       }
+      messages_.progress();
+      if (done() || failed()) break;
+      missed = true;
       if (spinning) {
         st.spinners.fetch_sub(1);
         spinning = false;
       }
-      messages_.progress();
       // Asleep, the progress thread must poll for us where the provider gives it no
       // descriptor to wake on.
       transport::WriteExpectation expecting = transport_.expect_writes();
@@ -240,19 +250,40 @@ class FabricClientLink final : public ClientLink {
     }
     if (spinning) st.spinners.fetch_sub(1);
     if (!done()) return Status(Code::kUnavailable, "channel: the request could not be sent");
-    // The round trip as this caller saw it (a late caller's is longer: the budget errs long).
-    const int64_t rtt = (Clock::now() - sent).count();
-    const int64_t avg = st.round_trip_ns.load(std::memory_order_relaxed);
-    st.round_trip_ns.store(avg + (rtt - avg) / 8, std::memory_order_relaxed);
+    if (leader) learn(!missed || useful, Clock::now() - sent);
     return Status::ok();
   }
 
  private:
-  // How long a waiter spins after its request left: twice the recent round trip, bounded.
+  // How long the leader spins after its request left, before it sleeps.
+  // Every 32nd wait spins at least kMinSpin, so a budget that fell to 0 on a busy machine
+  // comes back when the machine quiets.
   Clock::duration spin_budget() const {
-    auto twice =
-        std::chrono::nanoseconds(2 * state_->round_trip_ns.load(std::memory_order_relaxed));
-    return std::clamp<Clock::duration>(twice, kMinSpin, kMaxSpin);
+    auto budget = std::chrono::nanoseconds(state_->spin_ns.load(std::memory_order_relaxed));
+    if (state_->waits.fetch_add(1, std::memory_order_relaxed) % 32 == 0) {
+      budget = std::max<std::chrono::nanoseconds>(budget, kMinSpin);
+    }
+    return budget;
+  }
+
+  // Spinning pays when it catches answers: after a catch the budget is twice the recent caught
+  // round trip (kMinSpin..kMaxSpin); after a miss (the answer came only once the leader slept)
+  // it halves, down to none. On a quiet machine a 64-byte GET is caught at ~10-15 us; on a busy
+  // one the spinning leader holds the core the server needs and misses, and then sleeping at
+  // once is faster.
+  void learn(bool caught, Clock::duration rtt) {
+    ClientState& st = *state_;
+    if (caught) {
+      const int64_t avg = st.round_trip_ns.load(std::memory_order_relaxed);
+      const int64_t now = avg + (rtt.count() - avg) / 8;
+      st.round_trip_ns.store(now, std::memory_order_relaxed);
+      st.spin_ns.store(std::clamp<int64_t>(2 * now, std::chrono::nanoseconds(kMinSpin).count(),
+                                           std::chrono::nanoseconds(kMaxSpin).count()),
+                       std::memory_order_relaxed);
+      return;
+    }
+    const int64_t half = st.spin_ns.load(std::memory_order_relaxed) / 2;
+    st.spin_ns.store(half < 5000 ? 0 : half, std::memory_order_relaxed);
   }
 
   static bool number(std::string_view s, int base, uint64_t* v) {
