@@ -11,6 +11,7 @@
 #include <cstring>
 #include <mutex>
 #include <random>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -128,8 +129,11 @@ class FabricServerLink final : public ServerLink {
 
   size_t take(size_t max, const std::function<void(const IncomingRequest&)>& fn) override {
     Inbox& in = *inbox_;
-    // Nothing filed: drive the endpoint on this (polling) thread, which files what arrived.
-    if (in.count.load() == 0) transport_.messages()->progress();
+    // Nothing filed: drive the endpoint on this (polling) thread, which files what arrived. Found
+    // nothing either: let a thread that needs this core run first (on 2 vCPUs the client's
+    // caller and the progress threads compete with the polling channel thread; a hard spin there
+    // cut 16-in-flight round trips over tcp from ~47k/s to ~15k/s, fabric_link_bench).
+    if (in.count.load() == 0 && transport_.messages()->progress() == 0) std::this_thread::yield();
     size_t n = 0;
     for (uint32_t k = 0; k < in.slots && n < max && in.count.load() > 0; ++k) {
       const uint32_t i = (next_ + k) % in.slots;  // round robin: every slot gets its turn

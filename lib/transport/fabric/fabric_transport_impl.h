@@ -201,8 +201,8 @@ class FabricTransport final : public Transport, public Messages {
                          const FabricRemoteRegion& remote, size_t dst_offset, size_t len,
                          uint64_t data, Completion& done);
 
-  // tcp;ofi_rxm may keep an injected message queued until the next progress call: wake the
-  // progress thread if it sleeps. shm copies it into the peer's queue at once.
+  // tcp;ofi_rxm may keep an injected message queued until the next progress call: progress
+  // here (or wake the progress thread when another thread polls). shm copies it at once.
   void kick_after_inject();
 
   // Posts `piece` on its rail. True when it is consumed: posted (now in posted_), or failed (its
