@@ -10,13 +10,16 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 #include "cluster/meta_store.h"
 #include "cluster/slot_map.h"
 #include "kvrdma/client.h"
 #include "kvrdma/server.h"
 #include "server/cluster_node.h"
+#include "server/replication.h"
 #include "store/store.h"
 
 namespace kvrdma::server {
@@ -185,6 +188,86 @@ TEST_CASE("replica node: two deaths one after the other, each re-replicated befo
   n.kill(3);
   REQUIRE(wait_until([&] { return n.replicated(2); }));
   check_all(500);
+}
+
+TEST_CASE(
+    "replica node: put_many records its versions and get_many reads replicas with them (read "
+    "your writes)",
+    "[replicas]") {
+  Nodes n;
+  for (uint32_t id : {1u, 2u}) n.start(id, 2);
+  REQUIRE(wait_until([&] { return n.replicated(2); }));
+  auto c = connect(n.addresses());  // read_from any
+  std::vector<std::string> keys, old_values, new_values;
+  for (int i = 0; i < 32; ++i) {
+    keys.push_back(fmt::format("batch-{}", i));
+    old_values.push_back(fmt::format("old-{}", i));
+    new_values.push_back(fmt::format("new-{}", i));
+  }
+  auto put_all = [&](const std::vector<std::string>& values) {
+    std::vector<KeyValue> items;
+    for (size_t i = 0; i < keys.size(); ++i) items.push_back({keys[i], values[i]});
+    for (const Status& s : c->put_many(items)) REQUIRE(s.is_ok());
+  };
+  std::vector<std::string_view> views(keys.begin(), keys.end());
+  SECTION("get_many spreads over the copies") {
+    put_all(new_values);
+    // The keys node 1 owns: any read of them at node 2 is a replica's.
+    auto m = n.map(1);
+    std::vector<std::string_view> at1;
+    std::vector<std::string> want;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (m->owner_of(cluster::slot_of(keys[i])) == 1) {
+        at1.push_back(keys[i]);
+        want.push_back(new_values[i]);
+      }
+    }
+    REQUIRE(at1.size() >= 4u);
+    const uint64_t before = ServerAccess::core(*n.live.at(2)).counters.gets.load();
+    for (int round = 0; round < 10; ++round) {
+      auto got = c->get_many(at1);
+      for (size_t i = 0; i < at1.size(); ++i) {
+        INFO("key " << at1[i]);
+        REQUIRE(got[i].is_ok());
+        REQUIRE(got[i]->str() == want[i]);
+      }
+    }
+    // 40 or more reads at random over owner and replica: never none at the replica (2^-40).
+    CHECK(ServerAccess::core(*n.live.at(2)).counters.gets.load() > before);
+  }
+
+  SECTION("a replica that lags redirects what this client wrote by put_many") {
+    put_all(old_values);
+    put_all(new_values);
+    // Each key's replica lags: it holds the old value and has applied nothing of the slot.
+    auto m = n.map(1);
+    for (const std::string& k : keys) {
+      const uint32_t slot = cluster::slot_of(k);
+      const uint32_t replica = m->replica_of(slot, 0);
+      REQUIRE(replica != kNoNode);
+      ServerCore& core = ServerAccess::core(*n.live.at(replica));
+      REQUIRE(core.store->put(k, "old-" + k.substr(6), std::chrono::milliseconds(0)).is_ok());
+      std::vector<bool> slots(kSlots, false);
+      slots[slot] = true;
+      core.replication->versions()
+          .forget_where([&](std::string_view key) { return cluster::slot_of(key) == slot; },
+                        &slots);
+    }
+    for (int round = 0; round < 10; ++round) {
+      for (size_t i = 0; i < keys.size(); ++i) {
+        INFO("key " << keys[i] << " round " << round);
+        auto got = c->get(keys[i]);
+        REQUIRE(got.is_ok());
+        REQUIRE(got->str() == new_values[i]);
+      }
+      auto many = c->get_many(views);
+      for (size_t i = 0; i < keys.size(); ++i) {
+        INFO("get_many key " << keys[i] << " round " << round);
+        REQUIRE(many[i].is_ok());
+        REQUIRE(many[i]->str() == new_values[i]);
+      }
+    }
+  }
 }
 
 }  // namespace kvrdma::server

@@ -142,8 +142,10 @@ class Client::Impl final : public client::BufferSource {
   // Raises acked_[slot] to the version the last write on this thread was acknowledged with.
   void note_acked(uint32_t slot);
   // get_many / put_many in cluster mode: per owner in parallel, refused items retried once.
+  // `read`: get_many, whose items go to read_node() (a replica may serve them) at first.
   template <class Item, class R, class Run>
-  std::vector<R> run_grouped(std::span<const Item> items, std::span<const uint32_t> slots, Run run);
+  std::vector<R> run_grouped(std::span<const Item> items, std::span<const uint32_t> slots, Run run,
+                             bool read = false);
   Result<cluster::SlotMap> fetch_map(const std::string& address);
 
   ClientOptions options_;
