@@ -18,6 +18,9 @@ namespace kvrdma::client {
 struct CallVersions {
   uint64_t min_version = 0;  // GetRequest.min_version of the next GET
   uint64_t acked = 0;        // version of the last write acknowledged on this thread (0: none)
+  // The call's slot is replicated (the map keeps replicas): its PUT / DELETE go over gRPC, not
+  // the request channel, which does not replicate writes.
+  bool replicated = false;
   // A batch (get_many): the client's acknowledged version per slot (kSlots entries), from which
   // each GetManyItem.min_version is taken; null: 0 for every key.
   const std::atomic<uint64_t>* slot_versions = nullptr;

@@ -235,6 +235,13 @@ auto Client::Impl::routed(std::string_view key, Op op, bool read)
   // in the slot, so a replica that lags redirects it to the primary.
   client::call_versions().min_version = read && !acked_.empty() ? acked_[slot].load() : 0;
   client::call_versions().acked = 0;
+  // A write of a replicated slot goes over gRPC (the request channel does not replicate);
+  // replicas are a property of the whole cluster, so every map agrees. Cleared on return: the
+  // thread may run other clients' calls next.
+  struct Replicated {
+    explicit Replicated(bool on) { client::call_versions().replicated = on; }
+    ~Replicated() { client::call_versions().replicated = false; }
+  } replicated(map->has_replicas());
   uint32_t asked = read ? read_node(*map, slot) : map->owner_of(slot);
   auto pick = [&]() -> Result<std::shared_ptr<NodeSession>> {
     const cluster::NodeInfo* node = asked == cluster::kNoNode ? nullptr : map->node(asked);
@@ -407,8 +414,12 @@ std::vector<Result<ValueView>> Client::Impl::get_many(std::span<const std::strin
     for (size_t i = 0; i < keys.size(); ++i) slots[i] = cluster::slot_of(keys[i]);
     // Each item carries what this client saw acknowledged in its slot, so a replica that lags
     // redirects it to the primary (as a GET's min_version).
-    auto run = [this](NodeSession& s, std::span<const std::string_view> k, uint64_t epoch) {
-      client::call_versions().slot_versions = acked_.empty() ? nullptr : acked_.data();
+    // Only when the map keeps replicas: without them every read is at the primary, and the
+    // batch may ride the request channel (which carries no min_version).
+    const bool replicated = current_map()->has_replicas();
+    auto run = [this, replicated](NodeSession& s, std::span<const std::string_view> k,
+                                  uint64_t epoch) {
+      client::call_versions().slot_versions = replicated ? acked_.data() : nullptr;
       auto got = s.get_many(k, epoch);
       client::call_versions().slot_versions = nullptr;
       return got;

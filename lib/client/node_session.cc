@@ -290,7 +290,10 @@ Status NodeSession::put(std::string_view key, std::string_view value, uint64_t t
 
 Status NodeSession::del(std::string_view key, uint64_t epoch) {
   return with_session([&](const SessionState& st, Steady::time_point d) -> Status {
-    if (auto r = channel_delete(st, key, epoch, d)) return *r;
+    if (!call_versions().replicated) {  // replicas: as put_once
+      auto r = channel_delete(st, key, epoch, d);
+      if (r && !rpc::is_replicated_slot(*r)) return *r;
+    }
     v1::DeleteRequest req;
     req.set_session_id(st.hello.session_id());
     req.set_key(std::string(key));
@@ -355,7 +358,9 @@ std::vector<Result<ValueView>> NodeSession::get_many(std::span<const std::string
     // Over libfabric the link sends one message per slot (no shared doorbell), and one gRPC
     // GetMany measured faster there (tcp, 64 B x 16 keys x 16 in flight: 394k keys/s over gRPC,
     // 226k over the channel): batches take the channel over the mock only.
-    if (at.channel && at.channel->usable() && transport_->kind() == "mock") {
+    // Replicas: the channel carries no min_version; a batch that sends them goes over gRPC.
+    if (at.channel && at.channel->usable() && transport_->kind() == "mock" &&
+        call_versions().slot_versions == nullptr) {
       return channel_get_many(at, k, epoch, deadline());
     }
     return client::get_many(batch_channel(at, epoch), k);
