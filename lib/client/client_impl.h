@@ -141,6 +141,8 @@ class Client::Impl final : public client::BufferSource {
   uint32_t read_node(const cluster::SlotMap& map, uint32_t slot) const;
   // Raises acked_[slot] to the version the last write on this thread was acknowledged with.
   void note_acked(uint32_t slot);
+  // The same for every item a batch on this thread had acknowledged (call_versions.h).
+  void note_acked_batch();
   // get_many / put_many in cluster mode: per owner in parallel, refused items retried once.
   // `read`: get_many, whose items go to read_node() (a replica may serve them) at first.
   template <class Item, class R, class Run>

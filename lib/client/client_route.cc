@@ -226,6 +226,15 @@ void Client::Impl::note_acked(uint32_t slot) {
   }
 }
 
+void Client::Impl::note_acked_batch() {
+  std::vector<std::pair<uint32_t, uint64_t>> acked;
+  acked.swap(client::call_versions().acked_slots);
+  for (const auto& [slot, version] : acked) {
+    client::call_versions().acked = version;
+    note_acked(slot);
+  }
+}
+
 template <class Op>
 auto Client::Impl::routed(std::string_view key, Op op, bool read)
     -> decltype(op(std::declval<NodeSession&>(), uint64_t{})) {
@@ -441,13 +450,7 @@ std::vector<Status> Client::Impl::put_many(std::span<const KeyValue> items, uint
   auto run = [&](NodeSession& s, std::span<const KeyValue> part, uint64_t epoch) {
     client::call_versions().acked_slots.clear();
     auto got = s.put_many(part, ttl_ms, epoch, put_one);
-    // Read your writes: the versions the items were acknowledged with, as put records its own.
-    std::vector<std::pair<uint32_t, uint64_t>> acked;
-    acked.swap(client::call_versions().acked_slots);
-    for (const auto& [slot, version] : acked) {
-      client::call_versions().acked = version;
-      note_acked(slot);
-    }
+    note_acked_batch();  // read your writes, as put records its own
     return got;
   };
   return run_grouped<KeyValue, Status>(items, slots, run);
@@ -501,12 +504,13 @@ std::vector<Status> Client::Impl::put_many_from(std::span<const client::MemPut> 
   if (!cluster_) return home_->put_many_from(items, ttl_ms, 0);
   std::vector<uint32_t> slots(items.size());
   for (size_t i = 0; i < items.size(); ++i) slots[i] = cluster::slot_of(items[i].key);
-  return run_grouped<client::MemPut, Status>(items, slots,
-                                             [&](NodeSession& s,
-                                                 std::span<const client::MemPut> part,
-                                                 uint64_t epoch) {
-                                               return s.put_many_from(part, ttl_ms, epoch);
-                                             });
+  auto run = [&](NodeSession& s, std::span<const client::MemPut> part, uint64_t epoch) {
+    client::call_versions().acked_slots.clear();
+    auto got = s.put_many_from(part, ttl_ms, epoch);
+    note_acked_batch();  // its inline items report versions as put_many's do
+    return got;
+  };
+  return run_grouped<client::MemPut, Status>(items, slots, run);
 }
 
 }  // namespace kvrdma
