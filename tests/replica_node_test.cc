@@ -7,16 +7,23 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 #include "cluster/meta_store.h"
 #include "cluster/slot_map.h"
 #include "kvrdma/client.h"
 #include "kvrdma/server.h"
+#include "server/channel_service.h"
 #include "server/cluster_node.h"
+#include "server/replication.h"
 #include "store/store.h"
 
 namespace kvrdma::server {
@@ -102,6 +109,31 @@ std::unique_ptr<Client> connect(const std::string& addrs) {
 
 std::string value_of(int i) { return fmt::format("{:0>{}}", i, 100 + (i % 5) * 1000); }
 
+// Voluntary context switches of this process's threads named `name` (each one a sleep that
+// ended), plus their CPU ticks (utime + stime): how busy the nodes' channel threads were.
+uint64_t thread_activity(const std::string& name) {
+  uint64_t total = 0;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::string comm;
+    std::getline(std::ifstream(task.path() / "comm"), comm);
+    if (comm != name) continue;
+    std::ifstream status(task.path() / "status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) {
+        total += std::stoull(line.substr(line.find(':') + 1));
+      }
+    }
+    std::string stat;
+    std::getline(std::ifstream(task.path() / "stat"), stat);
+    std::istringstream f(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 15 && f >> field; ++i) {
+      if (i == 14 || i == 15) total += std::stoull(field);
+    }
+  }
+  return total;
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -185,6 +217,132 @@ TEST_CASE("replica node: two deaths one after the other, each re-replicated befo
   n.kill(3);
   REQUIRE(wait_until([&] { return n.replicated(2); }));
   check_all(500);
+}
+
+TEST_CASE(
+    "replica node: put_many records its versions and get_many reads replicas with them (read "
+    "your writes)",
+    "[replicas]") {
+  Nodes n;
+  for (uint32_t id : {1u, 2u}) n.start(id, 2);
+  REQUIRE(wait_until([&] { return n.replicated(2); }));
+  auto c = connect(n.addresses());  // read_from any
+  std::vector<std::string> keys, old_values, new_values;
+  for (int i = 0; i < 32; ++i) {
+    keys.push_back(fmt::format("batch-{}", i));
+    old_values.push_back(fmt::format("old-{}", i));
+    new_values.push_back(fmt::format("new-{}", i));
+  }
+  auto put_all = [&](const std::vector<std::string>& values) {
+    std::vector<KeyValue> items;
+    for (size_t i = 0; i < keys.size(); ++i) items.push_back({keys[i], values[i]});
+    for (const Status& s : c->put_many(items)) REQUIRE(s.is_ok());
+  };
+  std::vector<std::string_view> views(keys.begin(), keys.end());
+  SECTION("get_many spreads over the copies") {
+    put_all(new_values);
+    // The keys node 1 owns: any read of them at node 2 is a replica's.
+    auto m = n.map(1);
+    std::vector<std::string_view> at1;
+    std::vector<std::string> want;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (m->owner_of(cluster::slot_of(keys[i])) == 1) {
+        at1.push_back(keys[i]);
+        want.push_back(new_values[i]);
+      }
+    }
+    REQUIRE(at1.size() >= 4u);
+    const uint64_t before = ServerAccess::core(*n.live.at(2)).counters.gets.load();
+    for (int round = 0; round < 10; ++round) {
+      auto got = c->get_many(at1);
+      for (size_t i = 0; i < at1.size(); ++i) {
+        INFO("key " << at1[i]);
+        REQUIRE(got[i].is_ok());
+        REQUIRE(got[i]->str() == want[i]);
+      }
+    }
+    // 40 or more reads at random over owner and replica: never none at the replica (2^-40).
+    CHECK(ServerAccess::core(*n.live.at(2)).counters.gets.load() > before);
+  }
+
+  SECTION("a replica that lags redirects what this client wrote by put_many") {
+    put_all(old_values);
+    put_all(new_values);
+    // Each key's replica lags: it holds the old value and has applied nothing of the slot.
+    auto m = n.map(1);
+    for (const std::string& k : keys) {
+      const uint32_t slot = cluster::slot_of(k);
+      const uint32_t replica = m->replica_of(slot, 0);
+      REQUIRE(replica != kNoNode);
+      ServerCore& core = ServerAccess::core(*n.live.at(replica));
+      REQUIRE(core.store->put(k, "old-" + k.substr(6), std::chrono::milliseconds(0)).is_ok());
+      std::vector<bool> slots(kSlots, false);
+      slots[slot] = true;
+      core.replication->versions()
+          .forget_where([&](std::string_view key) { return cluster::slot_of(key) == slot; },
+                        &slots);
+    }
+    for (int round = 0; round < 10; ++round) {
+      for (size_t i = 0; i < keys.size(); ++i) {
+        INFO("key " << keys[i] << " round " << round);
+        auto got = c->get(keys[i]);
+        REQUIRE(got.is_ok());
+        REQUIRE(got->str() == new_values[i]);
+      }
+      auto many = c->get_many(views);
+      for (size_t i = 0; i < keys.size(); ++i) {
+        INFO("get_many key " << keys[i] << " round " << round);
+        REQUIRE(many[i].is_ok());
+        REQUIRE(many[i]->str() == new_values[i]);
+      }
+    }
+  }
+}
+
+TEST_CASE(
+    "replica node: reads ride the request channel in a replicated cluster, writes of "
+    "replicated slots go over gRPC and reach the replicas",
+    "[replicas]") {
+  Nodes n;
+  for (uint32_t id : {1u, 2u}) n.start(id, 2);
+  REQUIRE(wait_until([&] { return n.replicated(2); }));
+  auto writer = connect(n.addresses());  // the channel is on by default (mock transport)
+  for (int i = 0; i < 50; ++i) {
+    REQUIRE(writer->put(fmt::format("ch-{}", i), fmt::format("value-{}", i)).is_ok());
+  }
+  REQUIRE(writer->del("ch-0").is_ok());
+  // Both copies of every key hold what was written (the writes were replicated), and the
+  // deleted one is gone at both.
+  auto m = n.map(1);
+  for (int i = 0; i < 50; ++i) {
+    const std::string k = fmt::format("ch-{}", i);
+    const uint32_t slot = cluster::slot_of(k);
+    for (uint32_t node : {m->owner_of(slot), m->replica_of(slot, 0)}) {
+      INFO("key " << k << " at node " << node);
+      auto ref = ServerAccess::core(*n.live.at(node)).store->get(k);
+      if (i == 0) {
+        CHECK_FALSE(ref.is_ok());
+      } else {
+        REQUIRE(ref.is_ok());
+        CHECK(std::string(reinterpret_cast<const char*>(ref->data()), ref->size()) ==
+              fmt::format("value-{}", i));
+      }
+    }
+  }
+  // A reader that wrote nothing sends no min_version: its GETs ride the channel, which wakes
+  // the nodes' channel threads (refused at Hello, they would stay asleep).
+  auto reader = connect(n.addresses());
+  const uint64_t before = thread_activity(ChannelService::kThreadName);
+  for (int round = 0; round < 20; ++round) {
+    for (int i = 1; i < 50; ++i) {
+      auto got = reader->get(fmt::format("ch-{}", i));
+      REQUIRE(got.is_ok());
+      REQUIRE(got->str() == fmt::format("value-{}", i));
+    }
+  }
+  const uint64_t after = thread_activity(ChannelService::kThreadName);
+  INFO("channel threads: " << after - before << " wake-ups and ticks over 980 GETs");
+  CHECK(after - before > 20);
 }
 
 }  // namespace kvrdma::server

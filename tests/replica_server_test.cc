@@ -3,6 +3,7 @@
 // filled replica with a `moved` detail naming the primary; writes refused; the lease clock).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -10,6 +11,7 @@
 #include "cluster/slot_map.h"
 #include "kvrdma/options.h"
 #include "server/cluster_view.h"
+#include "server/slot_drop.h"
 #include "server/version_table.h"
 
 namespace kvrdma::server {
@@ -60,6 +62,117 @@ TEST_CASE("VersionTable: a key only moves forward, deletes leave a tombstone", "
     CHECK(t.version_of(k) == 0u);
     CHECK(t.slot_version(cluster::slot_of(k)) == 0u);
     CHECK(apply(t, k, 1));
+  }
+}
+
+TEST_CASE(
+    "VersionTable: tombstones are pruned after a while, and the slot's floor keeps "
+    "refusing older pushes",
+    "[replicas]") {
+  auto now = std::chrono::steady_clock::now();
+  const auto keep = std::chrono::seconds(70);
+  VersionTable t(keep, [&] { return now; });
+  // A slot with many deletes: each key written, then deleted (a tombstone).
+  const uint32_t slot = cluster::slot_of("doomed-0");
+  std::vector<std::string> keys;
+  for (int i = 0; keys.size() < 500 && i < 10'000'000; ++i) {
+    std::string k = "doomed-" + std::to_string(i);
+    if (cluster::slot_of(k) == slot) keys.push_back(std::move(k));
+  }
+  REQUIRE(keys.size() == 500u);
+  uint64_t v = 100;
+  for (const std::string& k : keys) {
+    REQUIRE(apply(t, k, ++v));
+    bool erased = false;
+    t.with_key(
+        k,
+        [&](uint64_t current) -> uint64_t {
+          erased = current < v + 1;
+          return erased ? ++v : 0;
+        },
+        true);
+    REQUIRE(erased);
+  }
+  const uint64_t last_tombstone = v;
+  CHECK(t.size() == keys.size());  // still within keep_tombstones: every tombstone stays
+  CHECK(t.slot_floor(slot) == 0u);
+  // A push of the first key older than its tombstone is refused while the tombstone stands.
+  CHECK_FALSE(apply(t, keys.front(), 102));
+
+  now += keep + std::chrono::seconds(1);
+  // Touching each shard once prunes it: the table holds only what was written since.
+  for (int i = 0; i < 4096; ++i) (void)apply(t, "live-" + std::to_string(i), v + 1 + i);
+  CHECK(t.size() == 4096u);
+  CHECK(t.slot_floor(slot) == last_tombstone);
+  // A late push older than a pruned tombstone: refused by the floor (the key has no entry).
+  CHECK(t.version_of(keys.front()) == last_tombstone);
+  CHECK_FALSE(apply(t, keys.front(), 102));
+  CHECK_FALSE(apply(t, keys.back(), last_tombstone - 1));
+  // A write newer than the floor applies as usual.
+  CHECK(apply(t, keys.front(), v + 1000));
+  CHECK(t.version_of(keys.front()) == v + 1000);
+  SECTION("a tombstone overwritten by a later PUT is not pruned with it") {
+    VersionTable u(keep, [&] { return now; });
+    u.with_key(
+        "k", [](uint64_t) -> uint64_t { return 5; }, true);
+    REQUIRE(apply(u, "k", 9));
+    now += keep + std::chrono::seconds(1);
+    (void)apply(u, "k", 1);  // prunes the shard of "k"
+    CHECK(u.version_of("k") == 9u);
+    CHECK(u.slot_floor(cluster::slot_of("k")) == 0u);
+  }
+  SECTION("forgetting the slot resets its floor") {
+    std::vector<bool> slots(kSlots, false);
+    slots[slot] = true;
+    t.forget_where([&](std::string_view key) { return slots[cluster::slot_of(key)]; }, &slots);
+    CHECK(t.slot_floor(slot) == 0u);
+    CHECK(apply(t, keys.back(), 1));
+  }
+}
+
+TEST_CASE("slots_to_drop: a next owner that becomes a replica drops its moved-in copies",
+          "[replicas]") {
+  // Slot 7 moves from node 1 to node 2, node 3 its replica; node 1 dies mid-move, so node 3 is
+  // promoted and node 2 (whose copies came by the move, without versions) becomes a replica.
+  cluster::SlotMap before;
+  before.epoch = 4;
+  before.replicas = 2;
+  before.nodes = {{1, "127.0.0.1:1", "active", "mock"},
+                  {2, "127.0.0.1:2", "active", "mock"},
+                  {3, "127.0.0.1:3", "active", "mock"}};
+  before.owner.assign(kSlots, 1);
+  before.next_owner.assign(kSlots, kNoNode);
+  before.next_owner[7] = 2;
+  before.replica.assign(kSlots, 3);
+  before.replica_ready.assign(kSlots, 1);
+  cluster::SlotMap after = before;
+  after.epoch = 5;
+  after.nodes.erase(after.nodes.begin());
+  after.owner.assign(kSlots, 3);
+  after.next_owner.assign(kSlots, kNoNode);
+  after.replica.assign(kSlots, 2);
+  after.replica_ready.assign(kSlots, 0);
+
+  auto joining2 = slots_to_drop(before, after, 2, true);
+  CHECK(joining2[7]);  // its moved-in copies go before the fill
+  CHECK(joining2[8]);  // a slot it did not hold at all: nothing there, dropped all the same
+  CHECK_FALSE(slots_to_drop(before, after, 2, false)[7]);
+  // The promoted replica keeps every value: it holds each acknowledged write.
+  auto joining3 = slots_to_drop(before, after, 3, true);
+  auto leaving3 = slots_to_drop(before, after, 3, false);
+  CHECK(std::none_of(joining3.begin(), joining3.end(), [](bool b) { return b; }));
+  CHECK(std::none_of(leaving3.begin(), leaving3.end(), [](bool b) { return b; }));
+  SECTION("a replica that stays a replica keeps its copies") {
+    cluster::SlotMap again = after;
+    again.epoch = 6;
+    again.replica_ready.assign(kSlots, 1);
+    auto d = slots_to_drop(after, again, 2, true);
+    CHECK(std::none_of(d.begin(), d.end(), [](bool b) { return b; }));
+  }
+  SECTION("a node that just started drops nothing") {
+    cluster::SlotMap empty;
+    auto d = slots_to_drop(empty, after, 2, true);
+    CHECK(std::none_of(d.begin(), d.end(), [](bool b) { return b; }));
   }
 }
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <deque>
 
+#include "client/call_versions.h"
 #include "rpc/security.h"
 #include "rpc/status_map.h"
 
@@ -141,6 +142,7 @@ std::vector<Result<ValueView>> get_many(const BatchChannel& ch,
       item->set_key(keys[w.index].data(), keys[w.index].size());
       item->set_dest_offset(w.extent.valid() ? w.extent.offset() : 0);
       item->set_dest_capacity(w.extent.valid() ? w.extent.capacity() : 0);
+      item->set_min_version(call_versions().min_version_of(keys[w.index]));  // replicas
     }
     // Inline values stay in the reply: every view of this call shares it as its owner, so a
     // batch of small values costs no allocation per key.
@@ -229,9 +231,16 @@ std::vector<Status> put_many(const BatchChannel& ch, std::span<const KeyValue> i
                        fmt::format("PutMany answered {} results for {} items", reply.results_size(),
                                    end - pos));
     }
+    const bool versioned = s.ok() && reply.versions_size() == reply.results_size();
     for (size_t j = pos; j < end; ++j) {
-      results[small[j]] = s.ok() ? rpc::from_item(reply.results(static_cast<int>(j - pos)))
-                                 : call_failed(ch, s, "PutMany");
+      const int at = static_cast<int>(j - pos);
+      results[small[j]] =
+          s.ok() ? rpc::from_item(reply.results(at)) : call_failed(ch, s, "PutMany");
+      if (versioned && results[small[j]].is_ok() && reply.versions(at) != 0) {
+        // Replicas: read your writes (the router raises its per-slot versions from these).
+        call_versions().acked_slots.emplace_back(cluster::slot_of(items[small[j]].key),
+                                                 reply.versions(at));
+      }
     }
     pos = end;
   }

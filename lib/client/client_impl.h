@@ -148,9 +148,13 @@ class Client::Impl final : public client::BufferSource {
   uint32_t read_node(const cluster::SlotMap& map, uint32_t slot) const;
   // Raises acked_[slot] to the version the last write on this thread was acknowledged with.
   void note_acked(uint32_t slot);
+  // The same for every item a batch on this thread had acknowledged (call_versions.h).
+  void note_acked_batch();
   // get_many / put_many in cluster mode: per owner in parallel, refused items retried once.
+  // `read`: get_many, whose items go to read_node() (a replica may serve them) at first.
   template <class Item, class R, class Run>
-  std::vector<R> run_grouped(std::span<const Item> items, std::span<const uint32_t> slots, Run run);
+  std::vector<R> run_grouped(std::span<const Item> items, std::span<const uint32_t> slots, Run run,
+                             bool read = false);
   Result<cluster::SlotMap> fetch_map(const std::string& address);
 
   ClientOptions options_;

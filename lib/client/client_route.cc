@@ -226,6 +226,15 @@ void Client::Impl::note_acked(uint32_t slot) {
   }
 }
 
+void Client::Impl::note_acked_batch() {
+  std::vector<std::pair<uint32_t, uint64_t>> acked;
+  acked.swap(client::call_versions().acked_slots);
+  for (const auto& [slot, version] : acked) {
+    client::call_versions().acked = version;
+    note_acked(slot);
+  }
+}
+
 template <class Op>
 auto Client::Impl::routed(std::string_view key, Op op, bool read)
     -> decltype(op(std::declval<NodeSession&>(), uint64_t{})) {
@@ -235,6 +244,13 @@ auto Client::Impl::routed(std::string_view key, Op op, bool read)
   // in the slot, so a replica that lags redirects it to the primary.
   client::call_versions().min_version = read && !acked_.empty() ? acked_[slot].load() : 0;
   client::call_versions().acked = 0;
+  // A write of a replicated slot goes over gRPC (the request channel does not replicate);
+  // replicas are a property of the whole cluster, so every map agrees. Cleared on return: the
+  // thread may run other clients' calls next.
+  struct Replicated {
+    explicit Replicated(bool on) { client::call_versions().replicated = on; }
+    ~Replicated() { client::call_versions().replicated = false; }
+  } replicated(map->has_replicas());
   uint32_t asked = read ? read_node(*map, slot) : map->owner_of(slot);
   auto pick = [&]() -> Result<std::shared_ptr<NodeSession>> {
     const cluster::NodeInfo* node = asked == cluster::kNoNode ? nullptr : map->node(asked);
@@ -270,7 +286,7 @@ auto Client::Impl::routed(std::string_view key, Op op, bool read)
 // at most as many threads as the map has nodes.
 template <class Item, class R, class Run>
 std::vector<R> Client::Impl::run_grouped(std::span<const Item> items,
-                                         std::span<const uint32_t> slots, Run run) {
+                                         std::span<const uint32_t> slots, Run run, bool read) {
   std::vector<R> results;
   results.reserve(items.size());
   for (size_t i = 0; i < items.size(); ++i) {
@@ -318,9 +334,16 @@ std::vector<R> Client::Impl::run_grouped(std::span<const Item> items,
   std::vector<size_t> all(items.size());
   std::iota(all.begin(), all.end(), size_t{0});
   std::vector<Round> rounds;
-  for (auto& g : client::group_by_owner(slots, all, *map)) {
-    rounds.push_back({std::move(g), map->epoch});
+  std::vector<client::OwnerGroup> first;
+  if (read && map->has_replicas() && options_.read_from != ReadFrom::kPrimary) {
+    // Per item, as a GET picks: a hot key's reads spread over its copies.
+    std::vector<uint32_t> nodes(items.size());
+    for (size_t i = 0; i < items.size(); ++i) nodes[i] = read_node(*map, slots[i]);
+    first = client::group_by_node(nodes, all, *map);
+  } else {
+    first = client::group_by_owner(slots, all, *map);
   }
+  for (auto& g : first) rounds.push_back({std::move(g), map->epoch});
   run_all(rounds);
 
   std::vector<Status> statuses;
@@ -398,13 +421,19 @@ std::vector<Result<ValueView>> Client::Impl::get_many(std::span<const std::strin
   } else {
     std::vector<uint32_t> slots(keys.size());
     for (size_t i = 0; i < keys.size(); ++i) slots[i] = cluster::slot_of(keys[i]);
-    results =
-        run_grouped<std::string_view, Result<ValueView>>(keys, slots,
-                                                         [](NodeSession& s,
-                                                            std::span<const std::string_view> k,
-                                                            uint64_t epoch) {
-                                                           return s.get_many(k, epoch);
-                                                         });
+    // Each item carries what this client saw acknowledged in its slot, so a replica that lags
+    // redirects it to the primary (as a GET's min_version).
+    // Only when the map keeps replicas: without them every read is at the primary, and the
+    // batch may ride the request channel (which carries no min_version).
+    const bool replicated = current_map()->has_replicas();
+    auto run = [this, replicated](NodeSession& s, std::span<const std::string_view> k,
+                                  uint64_t epoch) {
+      client::call_versions().slot_versions = replicated ? acked_.data() : nullptr;
+      auto got = s.get_many(k, epoch);
+      client::call_versions().slot_versions = nullptr;
+      return got;
+    };
+    results = run_grouped<std::string_view, Result<ValueView>>(keys, slots, run, true);
   }
   renew_buffer_if_retired();
   return results;
@@ -418,11 +447,13 @@ std::vector<Status> Client::Impl::put_many(std::span<const KeyValue> items, uint
   if (!cluster_) return home_->put_many(items, ttl_ms, 0, put_one);
   std::vector<uint32_t> slots(items.size());
   for (size_t i = 0; i < items.size(); ++i) slots[i] = cluster::slot_of(items[i].key);
-  return run_grouped<KeyValue, Status>(items, slots,
-                                       [&](NodeSession& s, std::span<const KeyValue> part,
-                                           uint64_t epoch) {
-                                         return s.put_many(part, ttl_ms, epoch, put_one);
-                                       });
+  auto run = [&](NodeSession& s, std::span<const KeyValue> part, uint64_t epoch) {
+    client::call_versions().acked_slots.clear();
+    auto got = s.put_many(part, ttl_ms, epoch, put_one);
+    note_acked_batch();  // read your writes, as put records its own
+    return got;
+  };
+  return run_grouped<KeyValue, Status>(items, slots, run);
 }
 
 Result<ValueLocation> Client::Impl::locate(std::string_view key) {
@@ -473,12 +504,13 @@ std::vector<Status> Client::Impl::put_many_from(std::span<const client::MemPut> 
   if (!cluster_) return home_->put_many_from(items, ttl_ms, 0);
   std::vector<uint32_t> slots(items.size());
   for (size_t i = 0; i < items.size(); ++i) slots[i] = cluster::slot_of(items[i].key);
-  return run_grouped<client::MemPut, Status>(items, slots,
-                                             [&](NodeSession& s,
-                                                 std::span<const client::MemPut> part,
-                                                 uint64_t epoch) {
-                                               return s.put_many_from(part, ttl_ms, epoch);
-                                             });
+  auto run = [&](NodeSession& s, std::span<const client::MemPut> part, uint64_t epoch) {
+    client::call_versions().acked_slots.clear();
+    auto got = s.put_many_from(part, ttl_ms, epoch);
+    note_acked_batch();  // its inline items report versions as put_many's do
+    return got;
+  };
+  return run_grouped<client::MemPut, Status>(items, slots, run);
 }
 
 }  // namespace kvrdma

@@ -290,7 +290,10 @@ Status NodeSession::put(std::string_view key, std::string_view value, uint64_t t
 
 Status NodeSession::del(std::string_view key, uint64_t epoch) {
   return with_session([&](const SessionState& st, Steady::time_point d) -> Status {
-    if (auto r = channel_delete(st, key, epoch, d)) return *r;
+    if (!call_versions().replicated) {  // replicas: as put_once
+      auto r = channel_delete(st, key, epoch, d);
+      if (r && !rpc::is_replicated_slot(*r)) return *r;
+    }
     v1::DeleteRequest req;
     req.set_session_id(st.hello.session_id());
     req.set_key(std::string(key));
@@ -354,7 +357,8 @@ std::vector<Result<ValueView>> NodeSession::get_many(std::span<const std::string
   auto run = [&](const SessionState& at, std::span<const std::string_view> k) {
     // Batches take the channel wherever there is one: over tcp (64 B x 16 keys, interleaved
     // A/B, docs/channel-fabric.md) 1.5-1.9x gRPC's GetMany at 16 in flight, even at 1.
-    if (at.channel && at.channel->usable()) {
+    // Replicas: the channel carries no min_version; a batch that sends them goes over gRPC.
+    if (at.channel && at.channel->usable() && call_versions().slot_versions == nullptr) {
       return channel_get_many(at, k, epoch, deadline());
     }
     return client::get_many(batch_channel(at, epoch), k);

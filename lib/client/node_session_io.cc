@@ -56,8 +56,10 @@ Result<ValueView> NodeSession::get_once(const SessionState& st, std::string_view
     // The server's channel thread pushes every value it is asked for itself, one at a time;
     // values expected above kChannelPushMax go over gRPC, whose handler threads push in
     // parallel (16 MiB GETs at 16 in flight ran at 0.42x over the channel alone).
-    const bool via_channel =
-        st.channel && st.channel->usable() && req.dest_capacity() <= kChannelPushMax;
+    // Replicas: the channel carries no min_version (read your writes), so a GET that needs one
+    // goes over gRPC.
+    const bool via_channel = st.channel && st.channel->usable() &&
+                             req.dest_capacity() <= kChannelPushMax && req.min_version() == 0;
     Status s = via_channel ? channel_get(st, req, &reply, d) : get_round_trip(req, &reply, d);
     if (!s.is_ok()) {
       if (extent.valid() && write_may_still_land(s)) buffer->retire(std::move(extent));
@@ -105,7 +107,12 @@ Status NodeSession::put_once(const SessionState& st, std::string_view key, std::
   }
   if (value.size() > put_inline_threshold(hello))
     return put_large(st, key, value, ttl_ms, epoch, d);
-  if (auto r = channel_put(st, key, value, ttl_ms, epoch, d)) return *r;
+  // Replicas (call_versions.h): the channel does not replicate writes; one refused on it with
+  // the typed detail goes again over gRPC.
+  if (!call_versions().replicated) {
+    auto r = channel_put(st, key, value, ttl_ms, epoch, d);
+    if (r && !rpc::is_replicated_slot(*r)) return *r;
+  }
   v1::PutRequest req;
   req.set_session_id(hello.session_id());
   req.set_key(std::string(key));

@@ -32,12 +32,15 @@ Result<std::vector<std::string>> parse_addresses(std::string_view list) {
   return out;
 }
 
-std::vector<OwnerGroup> group_by_owner(std::span<const uint32_t> slots,
-                                       std::span<const size_t> items, const cluster::SlotMap& map) {
+namespace {
+
+template <class NodeOf>
+std::vector<OwnerGroup> group_by(std::span<const size_t> items, const cluster::SlotMap& map,
+                                 NodeOf node_of) {
   std::vector<OwnerGroup> groups;
   std::map<uint32_t, size_t> index;  // node -> its group
   for (size_t i : items) {
-    uint32_t node = map.owner_of(slots[i]);
+    uint32_t node = node_of(i);
     const cluster::NodeInfo* info = node == cluster::kNoNode ? nullptr : map.node(node);
     if (info == nullptr) node = cluster::kNoNode;
     auto [it, added] = index.try_emplace(node, groups.size());
@@ -47,6 +50,18 @@ std::vector<OwnerGroup> group_by_owner(std::span<const uint32_t> slots,
     groups[it->second].items.push_back(i);
   }
   return groups;
+}
+
+}  // namespace
+
+std::vector<OwnerGroup> group_by_owner(std::span<const uint32_t> slots,
+                                       std::span<const size_t> items, const cluster::SlotMap& map) {
+  return group_by(items, map, [&](size_t i) { return map.owner_of(slots[i]); });
+}
+
+std::vector<OwnerGroup> group_by_node(std::span<const uint32_t> nodes,
+                                      std::span<const size_t> items, const cluster::SlotMap& map) {
+  return group_by(items, map, [&](size_t i) { return nodes[i]; });
 }
 
 Refused refused_items(std::span<const Status> statuses) {

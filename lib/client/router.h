@@ -32,6 +32,11 @@ struct OwnerGroup {
 std::vector<OwnerGroup> group_by_owner(std::span<const uint32_t> slots,
                                        std::span<const size_t> items, const cluster::SlotMap& map);
 
+// Groups `items` by the node each goes to (`nodes[i]` for item i, as group_by_owner does with
+// owners): for get_many, whose items may go to replicas.
+std::vector<OwnerGroup> group_by_node(std::span<const uint32_t> nodes,
+                                      std::span<const size_t> items, const cluster::SlotMap& map);
+
 // Puts group results back: results[group.items[j]] = part[j]. `part` has one entry per item.
 template <class R>
 void scatter(const OwnerGroup& group, std::vector<R>& part, std::vector<R>& results) {

@@ -90,6 +90,18 @@ Status session_lost(uint64_t session_id, std::string message) {
   return Status(Code::kFailedPrecondition, std::move(message), d.SerializeAsString());
 }
 
+Status replicated_slot(uint32_t slot, std::string message) {
+  v1::ErrorDetail d;
+  d.mutable_replicated_slot()->set_slot(slot);
+  return Status(Code::kFailedPrecondition, std::move(message), d.SerializeAsString());
+}
+
+bool is_replicated_slot(const Status& status) {
+  if (status.detail().empty()) return false;
+  v1::ErrorDetail d;
+  return d.ParseFromString(status.detail()) && d.has_replicated_slot();
+}
+
 std::optional<v1::WrongOwner> wrong_owner_of(const Status& status) {
   if (status.detail().empty()) return std::nullopt;
   v1::ErrorDetail d;

@@ -26,7 +26,11 @@ Status from_item(const v1::ItemStatus& item);
 Status wrong_owner(const v1::WrongOwner& w, std::string message);
 // FAILED_PRECONDITION: the server does not know the session (see v1::SessionLost).
 Status session_lost(uint64_t session_id, std::string message);
+// FAILED_PRECONDITION: a write of a replicated slot sent over the request channel; nothing was
+// done, the client sends it over gRPC (see v1::ReplicatedSlot).
+Status replicated_slot(uint32_t slot, std::string message);
 std::optional<v1::WrongOwner> wrong_owner_of(const Status& status);
 bool is_session_lost(const Status& status);
+bool is_replicated_slot(const Status& status);
 
 }  // namespace kvrdma::rpc

@@ -112,7 +112,7 @@ std::optional<Status> KvService::serve_get_many(const v1::GetManyRequest& reques
     const v1::GetManyItem& item = req->items(i);
     v1::GetManyResult* out = reply->mutable_results(i);
     Status ok = core_.store->check(item.key(), 0);
-    if (ok.is_ok() && in_cluster) ok = admit(session->get(), item.key(), SlotOp::kRead).status();
+    if (ok.is_ok() && in_cluster) ok = admit_read(session->get(), item.key(), item.min_version());
     if (!ok.is_ok()) {
       rpc::to_item(out->mutable_status(), ok);
       continue;

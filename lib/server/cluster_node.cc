@@ -7,6 +7,7 @@
 
 #include "cluster/placement.h"
 #include "common/logging.h"
+#include "server/slot_drop.h"
 
 namespace kvrdma::server {
 
@@ -289,9 +290,9 @@ bool ClusterNode::on_state(const cluster::MetaRange& range) {
 void ClusterNode::install(std::shared_ptr<const cluster::SlotMap> map) {
   const std::shared_ptr<const cluster::SlotMap> before = core_.cluster->map();
   if (map->epoch <= before->epoch) return;
-  drop_stale_slots(*before, *map, true);
+  drop_slots(core_, slots_to_drop(*before, *map, self_, true), map->epoch);
   if (!core_.cluster->set_map(map)) return;
-  drop_stale_slots(*before, *map, false);
+  drop_slots(core_, slots_to_drop(*before, *map, self_, false), map->epoch);
   MapCounts c = counts_for(*map, self_);
   KVRDMA_LOG_INFO(
       "map epoch {} installed: node {} owns {} slots ({} moving out, {} moving in) "
@@ -314,171 +315,6 @@ bool ClusterNode::owner_missing(const cluster::SlotMap& map,
     if (o != kNoNode && (o >= live.size() || !live[o])) return true;
   }
   return false;
-}
-
-void ClusterNode::drop_stale_slots(const cluster::SlotMap& before, const cluster::SlotMap& after,
-                                   bool joining) {
-  // Keys this node must not keep: those of slots it no longer serves at all (they went away
-  // without a move: its lease had expired), and those of slots that come to it without a move
-  // (their owner died, or they were unassigned): such a slot starts empty here, and whatever
-  // this node still holds of it from an earlier ownership is stale.
-  if (before.epoch == 0) return;
-  std::vector<bool> drop(kSlots, false);
-  bool any = false;
-  // With replicas, a replica holds a slot too: one that is promoted keeps its values, and one
-  // that joins a slot starts empty (the primary fills it).
-  for (uint32_t s = 0; s < kSlots; ++s) {
-    const bool had = before.owner_of(s) == self_ || before.next_owner_of(s) == self_ ||
-                     before.replica_seat(s, self_) >= 0;
-    const bool has = after.owner_of(s) == self_ || after.next_owner_of(s) == self_ ||
-                     after.replica_seat(s, self_) >= 0;
-    const bool joins = !had && (after.owner_of(s) == self_ || after.replica_seat(s, self_) >= 0);
-    if (joining ? joins : (had && !has)) drop[s] = any = true;
-  }
-  if (!any) return;
-  if (core_.replication) {
-    core_.replication->versions()
-        .forget_where([&](std::string_view key) { return drop[cluster::slot_of(key)]; }, &drop);
-  }
-  size_t dropped = 0;
-  for (const std::string& k :
-       core_.store->keys_where([&](std::string_view key) { return drop[cluster::slot_of(key)]; })) {
-    dropped += core_.store->erase(k);
-  }
-  if (dropped > 0) {
-    KVRDMA_LOG_INFO(
-        "map epoch {}: dropped {} values of slots this node no longer serves or "
-        "takes over empty",
-        after.epoch, dropped);
-  }
-}
-
-void ClusterNode::keepalive_loop() {
-  const milliseconds period = std::max(milliseconds(20), lease_ttl_ / 3);
-  // While etcd is unreachable, retry often: when it comes back, every node must renew (or find
-  // its lease expired and register again) well within a new controller's grace period.
-  const milliseconds retry = std::min(period, milliseconds(200));
-  milliseconds wait = period;
-  while (!pause(wait)) {
-    wait = period;
-    cluster::LeaseId lease = 0;
-    bool fenced = false;
-    {
-      std::lock_guard lock(mu_);
-      if (left_) return;
-      lease = lease_;
-      fenced = fenced_;
-    }
-    if (fenced) {
-      if (!try_register_again()) wait = retry;
-      continue;
-    }
-    const Steady::time_point sent = Steady::now();
-    Status s = meta_->keep_alive(lease);
-    if (s.is_ok()) core_.cluster->set_lease_until(sent + lease_ttl_);
-    if (s.code() == Code::kNotFound) {
-      if (!resume_after_expiry()) fence();
-      continue;
-    }
-    std::lock_guard lock(mu_);
-    if (s.is_ok()) {
-      if (etcd_down_logged_) KVRDMA_LOG_INFO("{} reachable again", meta_->describe());
-      etcd_down_logged_ = false;
-    } else {
-      wait = retry;
-      if (!etcd_down_logged_) {
-        etcd_down_logged_ = true;
-        KVRDMA_LOG_WARN(
-            "cannot keep node {}'s lease alive: {}; serving on map epoch {} and "
-            "retrying every {} ms",
-            self_, s.to_string(), core_.cluster->map()->epoch, retry.count());
-      }
-    }
-  }
-}
-
-bool ClusterNode::resume_after_expiry() {
-  // etcd expires leases that ran out while it was unreachable (or paused) as soon as it is back.
-  // If the map has not moved on since, nobody else was given this node's slots: its values are
-  // still the only copy and the latest, so it registers again and keeps serving them. A new
-  // controller waits a grace period before it reassigns a missing node's slots (on_state), so
-  // the nodes of a cluster that lost etcd for a while all get back in time.
-  const std::shared_ptr<const cluster::SlotMap> serving = core_.cluster->map();
-  auto r = meta_->range(key("map"));
-  if (!r || r->entries.empty()) return false;
-  v1::ClusterMap wire;
-  if (!wire.ParseFromString(r->entries.front().value)) return false;
-  // The same map this node serves by, and it still lists this node: the controller has not
-  // acted on its disappearance (a map that did would drop it from the node list).
-  const uint64_t epoch = wire.epoch();
-  if (epoch != serving->epoch || serving->node(self_) == nullptr) return false;
-  if (Status s = register_node(milliseconds(0)); !s.is_ok()) return false;
-  mover_->reset_handoff();
-  mover_->notify();
-  KVRDMA_LOG_WARN(
-      "node {}'s lease expired while {} was unreachable; the map is still at epoch "
-      "{}, so it registered again and keeps serving its values",
-      self_, meta_->describe(), epoch);
-  return true;
-}
-
-void ClusterNode::fence() {
-  {
-    std::lock_guard lock(mu_);
-    if (stop_ || left_ || fenced_) return;
-    fenced_ = true;
-    fenced_at_ = Steady::now();
-    controller_ = false;
-  }
-  size_t dropped = 0;
-  {
-    // No write may land between the last check and the drop.
-    std::unique_lock gate(core_.cluster->write_gate());
-    core_.cluster->set_serving(false);
-    for (const std::string& k : core_.store->keys_where([](std::string_view) { return true; })) {
-      dropped += core_.store->erase(k);
-    }
-    if (core_.replication) core_.replication->versions().clear();
-  }
-  if (filler_) filler_->reset();
-  core_.changes.bump();
-  mover_->notify();
-  KVRDMA_LOG_ERROR(
-      "node {} lost its lease in cluster '{}' (declared dead): stopped serving and "
-      "dropped {} values; it registers again as a new node once the cluster has "
-      "reassigned its slots",
-      self_, core_.options.cluster, dropped);
-}
-
-bool ClusterNode::try_register_again() {
-  Steady::time_point since;
-  {
-    std::lock_guard lock(mu_);
-    since = fenced_at_;
-  }
-  // Registering before the controller reassigned the slots would keep them here, empty; wait
-  // for a map without this node (bounded: a lone node has no controller to publish one).
-  auto m = core_.cluster->map();
-  const bool forgotten = m->node(self_) == nullptr && m->slots_of(self_) == 0;
-  if (!forgotten && Steady::now() < since + 3 * lease_ttl_) return false;
-  Status s = register_node(milliseconds(0));
-  if (!s.is_ok()) {
-    if (reregister_failures_++ % 30 == 0) {  // every ~10 s while it lasts, not every tick
-      KVRDMA_LOG_WARN("node {} cannot register again yet: {}; retrying", self_, s.to_string());
-    }
-    return false;
-  }
-  reregister_failures_ = 0;
-  {
-    std::lock_guard lock(mu_);
-    fenced_ = false;
-  }
-  mover_->reset_handoff();
-  if (filler_) filler_->reset();
-  core_.cluster->set_serving(true);
-  KVRDMA_LOG_INFO("node {} registered again in cluster '{}' as a new node", self_,
-                  core_.options.cluster);
-  return true;
 }
 
 Status ClusterNode::write_handoff(uint64_t epoch) {

@@ -6,8 +6,9 @@
 //
 // Threads: an agent thread (range the prefix, elect, control, install maps; wakes on every
 // change), a keepalive thread (every lease TTL / 3; fencing and registering again), and the
-// mover's thread. Public methods may be called from any thread. Lock order: mu_ before the
-// mover's locks; no MetaStore call is made with mu_ held.
+// mover's thread (the keepalive side is in cluster_node_lease.cc). Public methods may be called
+// from any thread. Lock order: mu_ before the mover's locks; no MetaStore call is made with mu_
+// held.
 #pragma once
 
 #include <atomic>
@@ -86,12 +87,6 @@ class ClusterNode {
   // True when a slot's owner is not among `registered` (a node died or has not re-registered).
   static bool owner_missing(const cluster::SlotMap& map,
                             const std::vector<cluster::NodeInfo>& registered);
-  // Drops keys of slots `after` takes from this node, or gives it without a move.
-  // `joining`: only the slots this node starts holding (owner, next owner or replica), dropped
-  // before `after` is installed so no write accepted under it is lost; otherwise only those it
-  // stops holding, after. Version records of the dropped keys go too.
-  void drop_stale_slots(const cluster::SlotMap& before, const cluster::SlotMap& after,
-                        bool joining);
   // How long a new controller waits for missing nodes to register again before reassigning
   // their slots: well over the keepalive retry period, well under a lease.
   std::chrono::milliseconds takeover_grace() const {

@@ -21,8 +21,6 @@ using Steady = std::chrono::steady_clock;
 namespace {
 
 constexpr auto kCallTime = std::chrono::seconds(5);
-constexpr auto kRetryAfter = std::chrono::milliseconds(200);
-constexpr auto kIdleWake = std::chrono::seconds(1);
 constexpr size_t kFillStreams = 4;
 
 }  // namespace
@@ -30,62 +28,25 @@ constexpr size_t kFillStreams = 4;
 ReplicaFiller::ReplicaFiller(ServerCore& core, uint32_t self,
                              std::function<Status(uint64_t)> write_filled)
     : core_(core), self_(self), write_filled_(std::move(write_filled)) {
-  thread_ = std::thread([this, l = &log::current()] {
-    log::Scope s(l);
-    loop();
-  });
+  loop_ = std::make_unique<RoundLoop>([this] { return round(*core_.cluster->map()); });
 }
 
 ReplicaFiller::~ReplicaFiller() { stop(); }
 
-void ReplicaFiller::notify() {
-  {
-    std::lock_guard lock(mu_);
-    ++wakes_;
-  }
-  cv_.notify_all();
-}
+void ReplicaFiller::notify() { loop_->notify(); }
 
 void ReplicaFiller::reset() {
   {
     std::lock_guard lock(mu_);
     filled_.clear();
     filled_written_ = 0;
-    ++wakes_;
   }
-  cv_.notify_all();
+  loop_->notify();
 }
 
-void ReplicaFiller::stop() {
-  {
-    std::lock_guard lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
-}
+void ReplicaFiller::stop() { loop_->stop(); }
 
-bool ReplicaFiller::stopping() const {
-  std::lock_guard lock(mu_);
-  return stop_;
-}
-
-void ReplicaFiller::loop() {
-  uint64_t seen = 0;
-  Outcome last = Outcome::kIdle;
-  for (;;) {
-    {
-      std::unique_lock lock(mu_);
-      if (last != Outcome::kProgress) {
-        cv_.wait_for(lock, last == Outcome::kRetry ? kRetryAfter : kIdleWake,
-                     [&] { return stop_ || wakes_ != seen; });
-      }
-      if (stop_) return;
-      seen = wakes_;
-    }
-    last = round(*core_.cluster->map());
-  }
-}
+bool ReplicaFiller::stopping() const { return loop_->stopping(); }
 
 ReplicaFiller::Outcome ReplicaFiller::round(const cluster::SlotMap& m) {
   if (!core_.cluster->serving() || m.owner.empty() || !m.has_replicas()) return Outcome::kIdle;
@@ -178,22 +139,13 @@ Status ReplicaFiller::fill(const cluster::SlotMap& m, uint32_t node,
       const std::string& key = keys[i];
       // The value and its version are read together under the key's order: read apart, a live
       // write in between paired the old value with the new version, and the replica then took
-      // the stale value and refused the live push of that version (same version: not newer), or
-      // took a deleted value back over its tombstone.
-      std::optional<store::ValueRef> ref;
-      uint64_t version = 0;
-      rep.versions().with_key(key, [&](uint64_t current) -> uint64_t {
-        auto got = core_.store->get(key);
-        if (got) ref = std::move(*got);
-        version = current;
-        return 0;  // unchanged
-      });
-      if (!ref) continue;  // deleted or expired since listed: a delete is pushed live
-      // A key with no version here (moved in, or stored before the map had replicas) goes at
-      // the lowest one: any live write pushed meanwhile is newer and wins at the replica.
-      version = std::max<uint64_t>(version, 1);
-      Status s =
-          rep.push_to(node, cluster::slot_of(key), key, &*ref, version, Steady::now() + kCallTime);
+      // the stale value and refused the live push of that version, or took a deleted value
+      // back over its tombstone.
+      auto copy = rep.copy_for_fill(key);
+      if (!copy) continue;  // deleted or expired since listed: a delete is pushed live
+      const store::ValueRef* ref = &copy->ref;
+      Status s = rep.push_to(node, cluster::slot_of(key), key, ref, copy->version,
+                             Steady::now() + kCallTime);
       if (!s.is_ok()) return fail(std::move(s));
       ++copied;
       bytes += ref->size();

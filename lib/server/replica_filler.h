@@ -6,21 +6,23 @@
 // unfilled replica of this node's slots is filled within one map epoch, `write_filled(epoch)`
 // tells the controller, which marks them ready in the next map (only if none came between).
 //
-// Thread-safety: notify() and stop() may be called from any thread; the filling runs on the
-// filler's own thread. mu_ guards the wake-ups, stop and the filled pairs.
+// Thread-safety: notify(), reset() and stop() may be called from any thread; the filling runs
+// on the filler's RoundLoop thread. mu_ guards the filled pairs; it is never held with the
+// loop's lock.
 #pragma once
 
+#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <set>
-#include <thread>
 #include <vector>
 
 #include "cluster/slot_map.h"
 #include "server/replication.h"
+#include "server/round_loop.h"
 #include "server/service.h"
 
 namespace kvrdma::server {
@@ -44,8 +46,7 @@ class ReplicaFiller {
   uint64_t bytes_filled() const { return bytes_.load(std::memory_order_relaxed); }
 
  private:
-  enum class Outcome { kIdle, kProgress, kRetry };
-  void loop();
+  using Outcome = RoundLoop::Outcome;
   Outcome round(const cluster::SlotMap& m);
   // Copies every key of `slots` to replica `node`; OK when all went over.
   Status fill(const cluster::SlotMap& m, uint32_t node, const std::vector<bool>& slots);
@@ -57,13 +58,10 @@ class ReplicaFiller {
   const std::function<Status(uint64_t)> write_filled_;
   std::atomic<uint64_t> keys_{0}, bytes_{0};
   mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;            // guarded by mu_
-  uint64_t wakes_ = 0;           // guarded by mu_
-  uint64_t filled_written_ = 0;  // guarded by mu_: the epoch last written
-  std::set<uint64_t> filled_;    // guarded by mu_: (slot, replica) pairs filled in
-  uint64_t filled_epoch_ = 0;    // guarded by mu_: ... this map epoch
-  std::thread thread_;
+  uint64_t filled_written_ = 0;      // guarded by mu_: the epoch last written
+  std::set<uint64_t> filled_;        // guarded by mu_: (slot, replica) pairs filled in
+  uint64_t filled_epoch_ = 0;        // guarded by mu_: ... this map epoch
+  std::unique_ptr<RoundLoop> loop_;  // last: its thread runs round() on the members above
 };
 
 }  // namespace kvrdma::server

@@ -102,7 +102,10 @@ grpc::ServerUnaryReactor* KvService::replicated_put_many(grpc::CallbackServerCon
                                                          const v1::PutManyRequest& req,
                                                          v1::PutManyReply* reply) {
   // Every result exists before any push completes: workers fill them in concurrently.
-  for (int i = 0; i < req.items_size(); ++i) reply->add_results();
+  for (int i = 0; i < req.items_size(); ++i) {
+    reply->add_results();
+    reply->add_versions(0);
+  }
   auto* reactor = ctx->DefaultReactor();
   auto pending = std::make_shared<std::atomic<int>>(1);  // 1: this loop, until it is done
   auto one_done = [pending, reactor] {
@@ -114,6 +117,7 @@ grpc::ServerUnaryReactor* KvService::replicated_put_many(grpc::CallbackServerCon
   for (int i = 0; i < req.items_size(); ++i) {
     const v1::PutManyItem& item = req.items(i);
     v1::ItemStatus* out = reply->mutable_results(i);
+    uint64_t* version = reply->mutable_versions()->Mutable(i);
     if (item.value().size() > core_.options.inline_threshold) {
       rpc::to_item(out, Status(Code::kInvalidArgument,
                                fmt::format("PutMany value of {} bytes is above the inline "
@@ -136,11 +140,13 @@ grpc::ServerUnaryReactor* KvService::replicated_put_many(grpc::CallbackServerCon
     pending->fetch_add(1);
     const uint64_t bytes = item.value().size();
     core_.replication->write(item.key(), false, store, deadline,
-                             [this, out, one_done, bytes](Status s, uint64_t v) {
+                             [this, out, version, one_done, bytes](Status s, uint64_t v) {
                                if (v != 0) {
                                  ++core_.counters.puts;
                                  core_.counters.bytes_inline_received += bytes;
                                }
+                               // Its own element: the field was sized before any push began.
+                               if (s.is_ok()) *version = v;
                                rpc::to_item(out, s);
                                one_done();
                              });

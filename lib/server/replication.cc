@@ -77,19 +77,24 @@ uint64_t Replication::next_version(uint64_t current, std::string_view key) {
 
 void Replication::write(std::string_view key, bool erase, const std::function<Status()>& apply,
                         Steady::time_point deadline, Done done) {
+  // A push never outlives kMaxPushTime: a replica keeps tombstones only a little longer.
+  deadline = std::min(deadline, Steady::now() + VersionTable::kMaxPushTime);
   auto w = std::make_shared<Write>();
   Status applied;
-  versions_.with_key(key, [&](uint64_t current) -> uint64_t {
-    applied = apply();
-    if (!applied.is_ok()) return 0;
-    w->version = next_version(current, key);
-    if (!erase) {
-      // Under the key's order nothing else changed it: this is the value just stored.
-      auto ref = core_.store->get(key);
-      if (ref) w->ref = std::move(*ref);
-    }
-    return w->version;
-  });
+  versions_.with_key(
+      key,
+      [&](uint64_t current) -> uint64_t {
+        applied = apply();
+        if (!applied.is_ok()) return 0;
+        w->version = next_version(current, key);
+        if (!erase) {
+          // Under the key's order nothing else changed it: this is the value just stored.
+          auto ref = core_.store->get(key);
+          if (ref) w->ref = std::move(*ref);
+        }
+        return w->version;
+      },
+      erase);
   if (!applied.is_ok()) return done(applied, 0);
   w->key = std::string(key);
   w->slot = cluster::slot_of(key);
@@ -286,12 +291,29 @@ Status Replication::apply_commit(const Session& from, Reservation r) {
 Status Replication::apply_delete(const Session& from, const v1::DeleteRequest& req, bool* existed) {
   KVRDMA_RETURN_IF_ERROR(admit_push(from, req.key(), req.map_epoch()));
   *existed = false;
-  versions_.with_key(req.key(), [&](uint64_t current) -> uint64_t {
-    if (current >= req.replica_version()) return 0;
-    *existed = core_.store->erase(req.key());
-    return req.replica_version();  // a tombstone: an older PUT pushed late stays out
-  });
+  versions_.with_key(
+      req.key(),
+      [&](uint64_t current) -> uint64_t {
+        if (current >= req.replica_version()) return 0;
+        *existed = core_.store->erase(req.key());
+        return req.replica_version();  // a tombstone: an older PUT pushed late stays out
+      },
+      true);
   return Status();
+}
+
+std::optional<Replication::Copy> Replication::copy_for_fill(std::string_view key) {
+  std::optional<Copy> out;
+  versions_.with_key(key, [&](uint64_t current) -> uint64_t {
+    auto got = core_.store->get(key);
+    if (!got) return 0;  // deleted or expired: a delete is pushed live
+    // A fresh version, above every one this node issued or applied for the key so far: the
+    // value is the key's latest here (read under its order), so it must win over any older push
+    // or tombstone at the replica, and a key that came by a move carries no version of its own.
+    out = Copy{std::move(*got), next_version(current, key)};
+    return out->version;
+  });
+  return out;
 }
 
 Status Replication::check_read(std::string_view key, uint64_t min_version) const {

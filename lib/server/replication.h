@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -96,6 +97,15 @@ class Replication {
   // node no longer owns the slot.
   Status push_to(uint32_t node, uint32_t slot, std::string_view key, const store::ValueRef* ref,
                  uint64_t version, Steady::time_point deadline);
+
+  // A value and the version it goes to a replica being filled at (ReplicaFiller).
+  struct Copy {
+    store::ValueRef ref;
+    uint64_t version = 0;
+  };
+  // Reads `key`'s value under its order and gives it a fresh version for a fill (recorded here,
+  // so later writes order after it); nullopt when the key is gone.
+  std::optional<Copy> copy_for_fill(std::string_view key);
 
   // Bytes pushed to replicas (live writes and fills), for stats and the bench.
   uint64_t bytes_pushed() const { return bytes_pushed_.load(std::memory_order_relaxed); }

@@ -149,14 +149,12 @@ grpc::ServerUnaryReactor* KvService::Hello(grpc::CallbackServerContext* ctx,
   if (!req->channel_offer().empty()) {
     // A refused offer is not an error: the session works over gRPC alone.
     std::string accept;
-    Status opened =
-        !core_.open_channel
-            ? Status(Code::kFailedPrecondition, "this server runs with --channel false")
-        : core_.replication && (core_.cluster->map()->replicas > 1 || core_.options.replicas > 1)
-            // The channel's writes are not replicated (replicated writes finish asynchronously,
-            // after every replica acknowledged): in a replicated cluster they all go over gRPC.
-            ? Status(Code::kFailedPrecondition, "this cluster keeps replicas; writes use gRPC")
-            : core_.open_channel(s, req->channel_offer(), &accept);
+    // In a replicated cluster too: reads ride it, and writes of replicated slots are refused on
+    // it (serve_put / serve_delete; replicated writes finish after every replica acknowledged,
+    // which the channel's synchronous handler cannot wait for): the client sends those by gRPC.
+    Status opened = !core_.open_channel
+                        ? Status(Code::kFailedPrecondition, "this server runs with --channel false")
+                        : core_.open_channel(s, req->channel_offer(), &accept);
     if (opened.is_ok()) {
       reply->set_channel_accept(std::move(accept));
     } else {
@@ -299,10 +297,11 @@ Status KvService::serve_put(const v1::PutRequest& request) {
   if (!session) return session.status();
   if (core_.replication && (*session)->peer_node == 0 &&
       core_.replication->replicates(req->key())) {
-    // Only the request channel gets here with such a key (Put takes it first); Hello refuses
-    // the channel in a replicated cluster, so this is a client that ignored that.
-    return Status(Code::kFailedPrecondition,
-                  "this key's slot is replicated: send its PUT over gRPC, not the request channel");
+    // Only the request channel gets here with such a key (Put takes it first): typed, so the
+    // client sends it again over gRPC.
+    return rpc::replicated_slot(cluster::slot_of(req->key()),
+                                "this key's slot is replicated: send its PUT over gRPC, not the "
+                                "request channel");
   }
   // Cluster mode: held from the check until the value is stored, so no write lands in a slot
   // after its hand-off (the mover takes the gate exclusively to hand off).
@@ -478,9 +477,9 @@ Status KvService::serve_delete(const v1::DeleteRequest& req, v1::DeleteReply* re
   if (!ok.is_ok()) return ok;
   if (core_.replication && (*session)->peer_node == 0 &&
       core_.replication->replicates(req.key())) {  // see serve_put
-    return Status(Code::kFailedPrecondition,
-                  "this key's slot is replicated: send its DELETE over gRPC, not the request "
-                  "channel");
+    return rpc::replicated_slot(cluster::slot_of(req.key()),
+                                "this key's slot is replicated: send its DELETE over gRPC, not the "
+                                "request channel");
   }
   bool existed = false;
   std::optional<SlotVerdict> moving_out;  // cluster mode: the slot moves to the next owner

@@ -20,72 +20,34 @@ namespace {
 constexpr int kMaxPasses = 8;
 // Each peer call, retries included (the peer may need a moment to learn the map).
 constexpr auto kPeerCallTime = std::chrono::seconds(5);
-// How soon a round that could not finish (peer or etcd unreachable) is tried again.
-constexpr auto kRetryAfter = std::chrono::milliseconds(200);
-constexpr auto kIdleWake = std::chrono::seconds(1);
 
 }  // namespace
 
 SlotMover::SlotMover(ServerCore& core, uint32_t self, std::function<Status(uint64_t)> write_handoff)
     : core_(core), self_(self), write_handoff_(std::move(write_handoff)) {
-  thread_ = std::thread([this, l = &log::current()] {  // the server's level, as its creator's
-    log::Scope s(l);
-    loop();
-  });
+  loop_ = std::make_unique<RoundLoop>([this] { return round(*core_.cluster->map()); });
 }
 
 SlotMover::~SlotMover() { stop(); }
 
-void SlotMover::notify() {
-  {
-    std::lock_guard lock(mu_);
-    ++wakes_;
-  }
-  cv_.notify_all();
-}
+void SlotMover::notify() { loop_->notify(); }
 
 void SlotMover::reset_handoff() {
   {
     std::lock_guard lock(mu_);
     handoff_written_ = 0;
-    ++wakes_;
   }
-  cv_.notify_all();
+  loop_->notify();
 }
 
 void SlotMover::stop() {
-  {
-    std::lock_guard lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  loop_->stop();
   std::map<uint32_t, std::shared_ptr<PeerSession>> closing;  // Goodbyes outside the lock
   std::lock_guard lock(sessions_mu_);
   closing.swap(sessions_);
 }
 
-bool SlotMover::stopping() const {
-  std::lock_guard lock(mu_);
-  return stop_;
-}
-
-void SlotMover::loop() {
-  uint64_t seen = 0;
-  Outcome last = Outcome::kIdle;
-  for (;;) {
-    {
-      std::unique_lock lock(mu_);
-      if (last != Outcome::kProgress) {
-        cv_.wait_for(lock, last == Outcome::kRetry ? kRetryAfter : kIdleWake,
-                     [&] { return stop_ || wakes_ != seen; });
-      }
-      if (stop_) return;
-      seen = wakes_;
-    }
-    last = round(*core_.cluster->map());
-  }
-}
+bool SlotMover::stopping() const { return loop_->stopping(); }
 
 SlotMover::Outcome SlotMover::round(const cluster::SlotMap& m) {
   if (!core_.cluster->serving() || m.owner.empty()) return Outcome::kIdle;

@@ -6,23 +6,22 @@
 // tells the controller (it writes handoff/<id> = epoch in etcd).
 //
 // Thread-safety: notify(), forward_delete() and stop() may be called from any thread; the
-// moving runs on the mover's own thread. Locks: mu_ (wake-ups, stop, hand-off epoch) and
-// sessions_mu_ (the peer sessions) are never held together; the final pass takes mu_ briefly
-// while it holds the write gate (order: write gate, then mu_).
+// moving runs on the mover's RoundLoop thread. Locks: mu_ (hand-off epoch), sessions_mu_ (the
+// peer sessions) and the loop's are never held together; the final pass asks the loop whether
+// it stops while it holds the write gate (order: write gate, then the loop's lock).
 #pragma once
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 #include "cluster/slot_map.h"
 #include "server/peer_session.h"
+#include "server/round_loop.h"
 #include "server/service.h"
 
 namespace kvrdma::server {
@@ -48,13 +47,12 @@ class SlotMover {
                         std::chrono::steady_clock::time_point deadline);
 
  private:
-  enum class Outcome { kIdle, kProgress, kRetry };
+  using Outcome = RoundLoop::Outcome;
   struct PassResult {
     uint64_t seen = 0;   // keys of the slots found here
     uint64_t moved = 0;  // of them, copied to the peer and erased here
   };
 
-  void loop();
   // One look at map `m`: moves what is pending (kProgress), or writes the hand-off once nothing
   // is (kIdle); kRetry when a peer or etcd could not be reached.
   Outcome round(const cluster::SlotMap& m);
@@ -71,14 +69,11 @@ class SlotMover {
   const uint32_t self_;
   const std::function<Status(uint64_t)> write_handoff_;
   mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;             // guarded by mu_
-  uint64_t wakes_ = 0;            // guarded by mu_; bumped by notify()
   uint64_t handoff_written_ = 0;  // guarded by mu_; the epoch last written, 0: none
   // Its own lock: opening a session may take seconds and must not hold up notify().
   std::mutex sessions_mu_;
   std::map<uint32_t, std::shared_ptr<PeerSession>> sessions_;  // guarded by sessions_mu_
-  std::thread thread_;
+  std::unique_ptr<RoundLoop> loop_;  // last: its thread runs round() on the members above
 };
 
 }  // namespace kvrdma::server
