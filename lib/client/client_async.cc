@@ -72,10 +72,14 @@ struct Pending::State {
       return Status(Code::kInternal, "channel: the answer names another request");
     }
     Status whole = client::status_of(*r);
-    // Both answers prove nothing ran: a lost session (the blocking way re-opens it) and a
-    // refusal by a node that does not own the key (its slot moved: the blocking way follows the
-    // refusal and refreshes the map).
-    if (client::session_gone(whole) || rpc::wrong_owner_of(whole)) return fallback();
+    // These answers prove nothing ran: a lost session (the blocking way re-opens it), a refusal
+    // by a node that does not own the key (its slot moved: the blocking way follows the refusal
+    // and refreshes the map), and a write refused because its slot keeps replicas (the channel
+    // does not replicate: the blocking way sends it over gRPC).
+    if (client::session_gone(whole) || rpc::wrong_owner_of(whole) ||
+        rpc::is_replicated_slot(whole)) {
+      return fallback();
+    }
     if (!whole.is_ok()) return whole;
     if (op == ch::Op::kPut) return std::string();
     if (r->results.size() != 1) return Status(Code::kInternal, "channel: GET without a result");
