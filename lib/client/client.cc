@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <thread>
 #include <utility>
 
 #include "client/client_impl.h"
@@ -57,30 +58,40 @@ Status Client::Impl::connect(const ClientOptions& o) {
   // first that answers; a refused connection moves on to the next at once, and every round
   // gives each a short wait, so a dead or silent first node costs little. The short wait is
   // ours, not the connection attempt's: an attempt left behind goes on (a connection gets 1 s,
-  // see NodeSession::create) and the next round finds it connected.
+  // see NodeSession::create) and the next round finds it connected. A node that answers but has
+  // no map to hand out (a cluster still forming, a node joining or fenced: UNAVAILABLE) is asked
+  // again, after the others, until the deadline.
   const auto d = deadline();
-  if (dialed.size() == 1) {
-    if (dialed[0]->wait_connected(d, false)) home_ = dialed[0];
-  } else {
-    for (int round = 0; !home_ && Steady::now() < d && round < 100000; ++round) {
-      for (auto& s : dialed) {
-        auto until = std::min(d, Steady::now() + std::chrono::milliseconds(250));
-        if (s->wait_connected(until, round == 0)) {
-          home_ = s;
-          break;
-        }
+  Result<cluster::SlotMap> map = Status(Code::kUnavailable, "no kv-server answered");
+  bool answered = false;  // some node answered ClusterMap, with no map yet
+  for (int round = 0; !home_ && Steady::now() < d && round < 100000; ++round) {
+    for (auto& s : dialed) {
+      auto until =
+          dialed.size() == 1 ? d : std::min(d, Steady::now() + std::chrono::milliseconds(250));
+      if (!s->wait_connected(until, dialed.size() > 1 && round == 0)) continue;
+      map = map_of(s->cluster_map(d));
+      if (map) {
+        home_ = s;
+        break;
       }
+      if (map.status().code() != Code::kUnavailable) return map.status();
+      answered = true;
+    }
+    if (!home_ && answered) {
+      // Every reachable node is without a map: a short pause before asking again (bounded by
+      // the deadline), not a spin.
+      std::this_thread::sleep_for(
+          std::min<Steady::duration>(std::chrono::milliseconds(50), d - Steady::now()));
     }
   }
   if (!home_) {
+    if (answered) return map.status();
     if (dialed.size() == 1) return dialed[0]->unreachable();
     return Status(Code::kUnavailable,
                   fmt::format("cannot reach any of the kv-servers {} within {} ms; is one of them "
                               "running? (check --server-addr; with TLS give --tls-ca)",
                               o.server_addr, o.timeout_ms));
   }
-  auto map = map_of(home_->cluster_map(d));
-  if (!map) return map.status();
   cluster_ = map->epoch > 0 || !map->cluster.empty();
   if (cluster_) acked_ = std::vector<std::atomic<uint64_t>>(cluster::kSlots);
   auto buffer = new_buffer();
