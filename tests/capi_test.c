@@ -7,19 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "c_check.h"
 #include "kvrdma/kvrdma.h"
-
-static int passed, failed;
-
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (cond) {                                                                \
-      ++passed;                                                                \
-    } else {                                                                   \
-      ++failed;                                                                \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                          \
-  } while (0)
 
 static double now_seconds(void) {
   struct timespec ts;

@@ -6,8 +6,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <filesystem>
-#include <fstream>
 #include <random>
 #include <sstream>
 #include <string>
@@ -19,6 +17,7 @@
 #include "kvrdma/client.h"
 #include "kvrdma/server.h"
 #include "server/channel_service.h"
+#include "thread_activity.h"
 #include "transport/mock_transport.h"
 #include "transport/shm_object.h"
 
@@ -127,31 +126,6 @@ RawSession open_raw(const Server& server) {
   REQUIRE(s.link->accept(reply.channel_accept()).is_ok());
   s.session_id = reply.session_id();
   return s;
-}
-
-// Voluntary context switches of this process's threads named `name` (each one a sleep that
-// ended), and their CPU ticks (utime + stime).
-std::pair<uint64_t, uint64_t> thread_activity(const std::string& name) {
-  uint64_t switches = 0, ticks = 0;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::string comm;
-    std::getline(std::ifstream(task.path() / "comm"), comm);
-    if (comm != name) continue;
-    std::ifstream status(task.path() / "status");
-    for (std::string line; std::getline(status, line);) {
-      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) {
-        switches += std::stoull(line.substr(line.find(':') + 1));
-      }
-    }
-    std::string stat;
-    std::getline(std::ifstream(task.path() / "stat"), stat);
-    std::istringstream f(stat.substr(stat.rfind(')') + 2));
-    std::string field;
-    for (int i = 3; i <= 15 && f >> field; ++i) {
-      if (i == 14 || i == 15) ticks += std::stoull(field);
-    }
-  }
-  return {switches, ticks};
 }
 
 }  // namespace
@@ -363,14 +337,14 @@ TEST_CASE("channel service: an idle server and client with the channel open use 
   auto c = connect(*server);
   REQUIRE(c->put("k", "v").is_ok());
   REQUIRE(c->get_copy("k").is_ok());
-  auto before = thread_activity(kvrdma::server::ChannelService::kThreadName);
+  auto before = kvrdma::testing::thread_activity(kvrdma::server::ChannelService::kThreadName);
   // Not synchronisation: what is measured is a rate, so the test watches for a fixed time.
   std::this_thread::sleep_for(std::chrono::seconds(1));
-  auto after = thread_activity(kvrdma::server::ChannelService::kThreadName);
-  INFO("channel thread in 1 s idle: " << after.first - before.first << " wake-ups, "
-                                      << after.second - before.second << " ticks");
-  CHECK(after.first - before.first <= 5);    // its 1 s housekeeping timer, not a poll
-  CHECK(after.second - before.second <= 2);  // clock ticks (10 ms each)
+  auto after = kvrdma::testing::thread_activity(kvrdma::server::ChannelService::kThreadName);
+  INFO("channel thread in 1 s idle: " << after.switches - before.switches << " wake-ups, "
+                                      << after.ticks - before.ticks << " ticks");
+  CHECK(after.switches - before.switches <= 5);  // its 1 s housekeeping timer, not a poll
+  CHECK(after.ticks - before.ticks <= 2);        // clock ticks (10 ms each)
 }
 
 TEST_CASE("channel: get_async / put_async keep many requests in flight, byte for byte",

@@ -14,6 +14,7 @@
 #include <string>
 #include <utility>
 
+#include "thread_activity.h"
 #include "transport/transport.h"
 
 namespace kvrdma::testing {
@@ -40,24 +41,10 @@ inline transport::Transport::Clock::time_point deadline(int seconds = 20) {
 }
 
 // Voluntary context switches (the thread slept) so far of this process's threads named `name`,
-// and how many such threads there are. Involuntary ones (preempted, or a yield on a busy machine)
-// say nothing about how often a thread sleeps and wakes, so they are left out.
+// and how many such threads there are (thread_activity.h).
 inline std::pair<uint64_t, int> context_switches(const std::string& name) {
-  uint64_t total = 0;
-  int threads = 0;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::string comm;
-    std::getline(std::ifstream(task.path() / "comm"), comm);
-    if (comm != name) continue;
-    ++threads;
-    std::ifstream status(task.path() / "status");
-    for (std::string line; std::getline(status, line);) {
-      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) {
-        total += std::stoull(line.substr(line.find(':') + 1));
-      }
-    }
-  }
-  return {total, threads};
+  ThreadActivity a = thread_activity(name);
+  return {a.switches, a.threads};
 }
 
 }  // namespace kvrdma::testing
