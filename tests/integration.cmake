@@ -14,7 +14,7 @@ kvrdma_add_test(client_test SOURCES integration/client_test.cc integration/clien
 kvrdma_add_test(errors_test SOURCES integration/errors_test.cc integration/reservation_test.cc
                 LIBS kvrdma_harness kvrdma_core)
 kvrdma_add_test(transfer_test SOURCES integration/transfer_test.cc LIBS kvrdma_harness kvrdma_core)
-# Faults (server killed and restarted, client killed) and the randomized model; mock only.
+# Faults (server killed and restarted, client killed) and the randomized model.
 kvrdma_add_test(fault_test SOURCES integration/fault_test.cc LIBS kvrdma_harness kvrdma_core)
 kvrdma_add_test(model_test SOURCES integration/model_test.cc LIBS kvrdma_harness kvrdma_core)
 # Token and TLS on the control plane; mock only (the data plane is not what they protect).
@@ -36,7 +36,8 @@ foreach(provider tcp shm)
   if(provider STREQUAL "shm")
     set(spec "~[mockonly]~[shm-unsafe]")
   endif()
-  foreach(suite cli_test client_test transfer_test batch_test get_stream_test)
+  foreach(suite cli_test client_test transfer_test batch_test get_stream_test model_test
+                fault_test)
     catch_discover_tests(${suite} TEST_PREFIX "${provider}/" TEST_SPEC "${spec}"
       EXTRA_ARGS --name ${suite}-${provider}
       PROPERTIES TIMEOUT 300 ENVIRONMENT KVRDMA_TEST_PROVIDER=${provider})

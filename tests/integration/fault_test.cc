@@ -36,6 +36,7 @@ std::unique_ptr<Client> connect_to(const std::string& addr, uint64_t buffer_mb) 
   o.server_addr = addr;
   o.buffer_bytes = buffer_mb << 20;
   o.timeout_ms = kTimeoutMs;
+  apply_test_transport(o.transport);
   return connect_client(o);
 }
 
@@ -71,8 +72,12 @@ struct Progress {
 
 }  // namespace
 
+// Both cases are [shm-unsafe] (not run over libfabric 1.17's shm, see transfer_test.cc): a peer
+// SIGKILLed mid-transfer leaves shm's lock in its memory held, and the survivor's next write to it
+// spins, or (seen here 1 run in 4 with the server killed) faults in pthread_spin_lock inside
+// libfabric. Over tcp and the mock they run.
 TEST_CASE("fault: server SIGKILLed under 16 clients: calls fail in time, restart is reached",
-          "[fault][mockonly]") {
+          "[fault][shm-unsafe]") {
   constexpr size_t kClients = 16;
   auto server = std::make_unique<ServerProcess>(std::vector<std::string>{"--memory-mb", "64"});
   const std::string addr = server->address();
@@ -174,7 +179,7 @@ TEST_CASE("fault: server SIGKILLed under 16 clients: calls fail in time, restart
 }
 
 TEST_CASE("fault: a client SIGKILLed mid-transfer leaves no reservation, pin or session",
-          "[fault][mockonly]") {
+          "[fault][shm-unsafe]") {
   ServerProcess server({"--memory-mb", "256", "--lease-ms", "300", "--reservation-ttl-ms", "300",
                         "--sweep-interval-ms", "20"});
   // The doomed client runs in a child forked before this process starts any gRPC thread.
@@ -185,6 +190,7 @@ TEST_CASE("fault: a client SIGKILLed mid-transfer leaves no reservation, pin or 
     o.server_addr = server.address();
     o.buffer_bytes = 16 << 20;
     o.timeout_ms = 20000;
+    apply_test_transport(o.transport);
     auto c = Client::connect(o);
     if (!c) _exit(3);
     std::vector<std::thread> threads;

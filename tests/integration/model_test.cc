@@ -38,6 +38,7 @@ std::unique_ptr<Client> connect_to(const ServerProcess& server, uint64_t buffer_
   o.server_addr = server.address();
   o.buffer_bytes = buffer_mb << 20;
   o.timeout_ms = 20000;
+  apply_test_transport(o.transport);
   return connect_client(o);
 }
 
@@ -75,7 +76,7 @@ std::map<std::string, std::string> fill(const ServerProcess& server, bool expect
 }  // namespace
 
 TEST_CASE("model: a full pool with --eviction none refuses and keeps every earlier value",
-          "[model][mockonly]") {
+          "[model]") {
   ServerProcess server({"--memory-mb", "8", "--eviction", "none"});
   auto stored = fill(server, true);
   auto c = connect_to(server);
@@ -94,7 +95,7 @@ TEST_CASE("model: a full pool with --eviction none refuses and keeps every earli
 }
 
 TEST_CASE("model: a full pool with --eviction lru evicts, every readable value is exact",
-          "[model][mockonly]") {
+          "[model]") {
   ServerProcess server({"--memory-mb", "8", "--eviction", "lru"});
   auto stored = fill(server, false);
   auto c = connect_to(server);
@@ -115,7 +116,7 @@ TEST_CASE("model: a full pool with --eviction lru evicts, every readable value i
 }
 
 TEST_CASE("model: seeded random put/get/delete/TTL from 4 clients matches the model",
-          "[model][mockonly]") {
+          "[model]") {
   const uint64_t seed = std::random_device{}();
   INFO("seed " << seed << " (each thread uses seed + its index)");
   std::printf("model test seed %llu\n", static_cast<unsigned long long>(seed));
