@@ -115,8 +115,7 @@ TEST_CASE("model: a full pool with --eviction lru evicts, every readable value i
   CHECK(readable > 0);
 }
 
-TEST_CASE("model: seeded random put/get/delete/TTL from 4 clients matches the model",
-          "[model]") {
+TEST_CASE("model: seeded random put/get/delete/TTL from 4 clients matches the model", "[model]") {
   const uint64_t seed = std::random_device{}();
   INFO("seed " << seed << " (each thread uses seed + its index)");
   std::printf("model test seed %llu\n", static_cast<unsigned long long>(seed));
