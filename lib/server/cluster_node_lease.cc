@@ -59,7 +59,7 @@ void ClusterNode::keepalive_loop() {
 
 bool ClusterNode::resume_after_expiry() {
   // etcd expires leases that ran out while it was unreachable (or paused) as soon as it is back.
-  // If the map has not moved on since, nobody else was given this node's slots: its values are
+  // If the controller has not acted on its absence, nobody else was given its slots: its values are
   // still the only copy and the latest, so it registers again and keeps serving them. A new
   // controller waits a grace period before it reassigns a missing node's slots (on_state), so
   // the nodes of a cluster that lost etcd for a while all get back in time.
@@ -68,16 +68,24 @@ bool ClusterNode::resume_after_expiry() {
   if (!r || r->entries.empty()) return false;
   v1::ClusterMap wire;
   if (!wire.ParseFromString(r->entries.front().value)) return false;
-  // The same map this node serves by, and it still lists this node: the controller has not
-  // acted on its disappearance (a map that did would drop it from the node list).
-  const uint64_t epoch = wire.epoch();
-  if (epoch != serving->epoch || serving->node(self_) == nullptr) return false;
+  // The controller has not acted on this node's disappearance: the map still lists it and still
+  // gives it every slot it owns in the map it serves by (a map that acted would drop it from the
+  // node list and hand its slots on). The epoch alone is not the test: a node joining just as
+  // etcd came back moves the map on without touching this node's slots.
+  auto current = cluster::from_proto(wire);
+  if (!current || current->node(self_) == nullptr || serving->node(self_) == nullptr) {
+    return false;
+  }
+  for (uint32_t slot = 0; slot < cluster::kSlots; ++slot) {
+    if (serving->owner_of(slot) == self_ && current->owner_of(slot) != self_) return false;
+  }
+  const uint64_t epoch = current->epoch;
   if (Status s = register_node(milliseconds(0)); !s.is_ok()) return false;
   mover_->reset_handoff();
   mover_->notify();
   KVRDMA_LOG_WARN(
-      "node {}'s lease expired while {} was unreachable; the map is still at epoch "
-      "{}, so it registered again and keeps serving its values",
+      "node {}'s lease expired while {} was unreachable; the map (epoch {}) still gives "
+      "it its slots, so it registered again and keeps serving its values",
       self_, meta_->describe(), epoch);
   return true;
 }
