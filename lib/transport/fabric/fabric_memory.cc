@@ -99,7 +99,7 @@ FabricLocalRegion::FabricLocalRegion(std::vector<std::shared_ptr<Rail>> rails, s
     : rails_(std::move(rails)), data_(data), size_(size), owned_(owned) {}
 
 FabricLocalRegion::~FabricLocalRegion() {
-  for (fid_mr* mr : mrs_) fi_close(&mr->fid);
+  for (fid_mr* mr : mrs_) close_fid(&mr->fid, "memory registration");
   if (owned_) munmap(data_, size_);
 }
 

@@ -104,7 +104,7 @@ Result<std::shared_ptr<Rail>> open_rail(const fi_info* info) {
     if (fi_control(&r->cq->fid, FI_GETWAIT, &fd) == 0 && fd >= 0) {
       r->wait_fd = fd;
     } else {
-      fi_close(&r->cq->fid);
+      close_fid(&r->cq->fid, "completion queue");
       r->cq = nullptr;
     }
   }
@@ -170,12 +170,19 @@ Result<std::vector<std::shared_ptr<Rail>>> open_provider(const std::string& prov
 
 Rail::~Rail() {
   // Reverse order of opening.
-  if (ep) fi_close(&ep->fid);
-  if (cq) fi_close(&cq->fid);
-  if (av) fi_close(&av->fid);
-  if (domain) fi_close(&domain->fid);
-  if (fabric) fi_close(&fabric->fid);
+  if (ep) close_fid(&ep->fid, "endpoint");
+  if (cq) close_fid(&cq->fid, "completion queue");
+  if (av) close_fid(&av->fid, "address vector");
+  if (domain) close_fid(&domain->fid, "domain");
+  if (fabric) close_fid(&fabric->fid, "fabric");
   if (info) fabric_api::freeinfo(info);
+}
+
+void close_fid(fid* f, std::string_view what) {
+  if (int rc = fi_close(f)) {
+    KVRDMA_LOG_WARN("libfabric refused to close its {}: {} ({})", what, fabric_api::strerror(-rc),
+                    rc);
+  }
 }
 
 Status fi_error(std::string_view call, int rc) {

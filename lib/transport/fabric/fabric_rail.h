@@ -65,6 +65,10 @@ struct Rail {
 // "<call> failed: <fi_strerror> (<rc>)", INTERNAL.
 Status fi_error(std::string_view call, int rc);
 
+// fi_close, with a warning naming `what` when the provider refuses (an object it still holds
+// stays open and its memory with it: the log says which).
+void close_fid(fid* f, std::string_view what);
+
 // Opens options.num_domains rails of the provider options.provider names (auto: efa,
 // verbs;ofi_rxm, shm, tcp;ofi_rxm — the first that opens). Rail i uses the i-th domain fi_getinfo
 // lists for that provider; with fewer domains than rails (one NIC) rails share a domain's NIC,

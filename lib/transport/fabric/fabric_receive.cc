@@ -97,7 +97,7 @@ ReceiveRing::~ReceiveRing() {
   std::lock_guard lock(rail_->mu);
   // The endpoint may still hold posted buffers until it closes: keep their memory until then.
   // The registration goes now, while its domain is open; a late receive into it fails cleanly.
-  if (mr_) fi_close(&mr_->fid);
+  if (mr_) close_fid(&mr_->fid, "receive buffers' registration");
   rail_->retired.push_back(storage_);
 }
 
