@@ -88,7 +88,10 @@ struct Nodes {
   }
   std::string addresses() const {
     std::string out;
-    for (const auto& [id, s] : live) out += (out.empty() ? "" : ",") + s->address();
+    for (const auto& [id, s] : live) {
+      if (!out.empty()) out += ',';
+      out += s->address();
+    }
     return out;
   }
 };
@@ -104,6 +107,23 @@ std::unique_ptr<Client> connect(const std::string& addrs) {
 }
 
 std::string value_of(int i) { return fmt::format("{:0>{}}", i, 100 + (i % 5) * 1000); }
+
+// Each key's replica lags: it holds old_value(key) and has applied nothing of the key's slot.
+template <typename OldValue>
+void lag_replicas(Nodes& n, const std::vector<std::string>& keys, OldValue old_value) {
+  auto m = n.map(n.live.begin()->first);
+  for (const std::string& k : keys) {
+    const uint32_t slot = cluster::slot_of(k);
+    const uint32_t replica = m->replica_of(slot, 0);
+    REQUIRE(replica != kNoNode);
+    ServerCore& core = ServerAccess::core(*n.live.at(replica));
+    REQUIRE(core.store->put(k, old_value(k), std::chrono::milliseconds(0)).is_ok());
+    std::vector<bool> slots(kSlots, false);
+    slots[slot] = true;
+    core.replication->versions()
+        .forget_where([&](std::string_view key) { return cluster::slot_of(key) == slot; }, &slots);
+  }
+}
 
 }  // namespace
 
@@ -239,20 +259,7 @@ TEST_CASE(
   SECTION("a replica that lags redirects what this client wrote by put_many") {
     put_all(old_values);
     put_all(new_values);
-    // Each key's replica lags: it holds the old value and has applied nothing of the slot.
-    auto m = n.map(1);
-    for (const std::string& k : keys) {
-      const uint32_t slot = cluster::slot_of(k);
-      const uint32_t replica = m->replica_of(slot, 0);
-      REQUIRE(replica != kNoNode);
-      ServerCore& core = ServerAccess::core(*n.live.at(replica));
-      REQUIRE(core.store->put(k, "old-" + k.substr(6), std::chrono::milliseconds(0)).is_ok());
-      std::vector<bool> slots(kSlots, false);
-      slots[slot] = true;
-      core.replication->versions()
-          .forget_where([&](std::string_view key) { return cluster::slot_of(key) == slot; },
-                        &slots);
-    }
+    lag_replicas(n, keys, [](const std::string& k) { return "old-" + k.substr(6); });
     for (int round = 0; round < 10; ++round) {
       for (size_t i = 0; i < keys.size(); ++i) {
         INFO("key " << keys[i] << " round " << round);
@@ -265,6 +272,56 @@ TEST_CASE(
         INFO("get_many key " << keys[i] << " round " << round);
         REQUIRE(many[i].is_ok());
         REQUIRE(many[i]->str() == new_values[i]);
+      }
+    }
+  }
+}
+
+TEST_CASE(
+    "replica node: async GETs spread over the copies by read_from, and read the client's own "
+    "writes at the primary",
+    "[replicas]") {
+  Nodes n;
+  for (uint32_t id : {1u, 2u}) n.start(id, 2);
+  REQUIRE(wait_until([&] { return n.replicated(2); }));
+  auto writer = connect(n.addresses());  // read_from any
+  // The keys node 1 owns: any read of them at node 2 is a replica's.
+  auto m = n.map(1);
+  std::vector<std::string> keys;
+  for (int i = 0; keys.size() < 16; ++i) {
+    std::string k = fmt::format("async-{}", i);
+    if (m->owner_of(cluster::slot_of(k)) == 1) keys.push_back(std::move(k));
+  }
+  auto new_value = [](const std::string& k) { return "new-" + k; };
+  for (const std::string& k : keys) REQUIRE(writer->put(k, new_value(k)).is_ok());
+
+  SECTION("a client that wrote nothing reads from both copies") {
+    auto reader = connect(n.addresses());
+    const uint64_t before = ServerAccess::core(*n.live.at(2)).counters.gets.load();
+    for (int round = 0; round < 10; ++round) {
+      std::vector<Pending> pending;
+      for (const std::string& k : keys) pending.push_back(reader->get_async(k));
+      for (size_t i = 0; i < keys.size(); ++i) {
+        INFO("key " << keys[i] << " round " << round);
+        auto got = pending[i].wait();
+        REQUIRE(got.is_ok());
+        REQUIRE(*got == new_value(keys[i]));
+      }
+    }
+    // 160 reads at random over owner and replica: never none at the replica (2^-160).
+    CHECK(ServerAccess::core(*n.live.at(2)).counters.gets.load() > before);
+  }
+
+  SECTION("the writer's own reads are never answered by a replica that lags") {
+    lag_replicas(n, keys, [](const std::string& k) { return "old-" + k; });
+    for (int round = 0; round < 10; ++round) {
+      std::vector<Pending> pending;
+      for (const std::string& k : keys) pending.push_back(writer->get_async(k));
+      for (size_t i = 0; i < keys.size(); ++i) {
+        INFO("key " << keys[i] << " round " << round);
+        auto got = pending[i].wait();
+        REQUIRE(got.is_ok());
+        REQUIRE(*got == new_value(keys[i]));
       }
     }
   }

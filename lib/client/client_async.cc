@@ -120,11 +120,17 @@ Result<std::string> Pending::wait() {
 }
 
 Result<std::pair<std::shared_ptr<NodeSession>, uint64_t>> Client::Impl::async_route(
-    std::string_view key) {
+    std::string_view key, bool read) {
   std::pair<std::shared_ptr<NodeSession>, uint64_t> route{home_, 0};
   if (cluster_) {
     auto map = current_map();
-    auto s = owner_session(*map, cluster::slot_of(key));
+    const uint32_t slot = cluster::slot_of(key);
+    // A GET spreads over the slot's copies by read_from, as a blocking one does, unless this
+    // client saw a write of the slot acknowledged: a channel request carries no min_version, so
+    // that read goes to the primary, which holds every acknowledged write (read-your-writes).
+    const bool wrote = !acked_.empty() && acked_[slot].load(std::memory_order_acquire) != 0;
+    const uint32_t id = read && !wrote ? read_node(*map, slot) : map->owner_of(slot);
+    auto s = copy_session(*map, slot, id);
     if (!s) return s.status();
     route = {std::move(*s), map->epoch};
   }
@@ -161,7 +167,7 @@ class Poster {
     st.impl = &impl_;
     st.deadline = std::chrono::steady_clock::now() + impl_.timeout();
     if (st.key.empty()) return blocking_.push_back(&st);
-    auto route = impl_.async_route(st.key);
+    auto route = impl_.async_route(st.key, st.op == ch::Op::kGet);
     std::shared_ptr<const SessionState> session = route ? route->first->current() : nullptr;
     if (!session || !session->channel || !session->channel->usable()) {
       return blocking_.push_back(&st);  // the blocking way also reports a routing failure

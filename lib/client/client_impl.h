@@ -62,9 +62,10 @@ class Client::Impl final : public client::BufferSource {
 
   // --- pipelining (client_async.cc) ---
   // The session a request for `key` goes to, opened, and the map epoch it was routed by: the
-  // owner's by the current map in cluster mode (0 and the home session otherwise).
+  // owner's by the current map in cluster mode (0 and the home session otherwise). A `read` of
+  // a slot this client has written nothing to goes where read_node sends it.
   Result<std::pair<std::shared_ptr<client::NodeSession>, uint64_t>> async_route(
-      std::string_view key);
+      std::string_view key, bool read);
   std::vector<ChannelUse> channel_use() const;
 
   // The session with the first server that answered (never null after connect succeeded).
@@ -128,9 +129,10 @@ class Client::Impl final : public client::BufferSource {
   // The session with node `id` at `address` (created on first use; replaced when the node's
   // address changed).
   Result<std::shared_ptr<client::NodeSession>> session_for(uint32_t id, const std::string& address);
-  // The session of the owner of `slot` by `map`; UNAVAILABLE when the map gives it no owner.
-  Result<std::shared_ptr<client::NodeSession>> owner_session(const cluster::SlotMap& map,
-                                                             uint32_t slot);
+  // The session of node `id`, the owner or a replica of `slot` by `map`; UNAVAILABLE when the
+  // map names no such node (kNoNode: the slot has no owner).
+  Result<std::shared_ptr<client::NodeSession>> copy_session(const cluster::SlotMap& map,
+                                                            uint32_t slot, uint32_t id);
   // Asks `first`, then every node the map names, then the seed list for the map, keeping the
   // highest epoch; installs it when newer than ours. Returns the map now in force. Without a
   // `first` (no refusal named an owner) and right after a refresh that found nothing newer, it

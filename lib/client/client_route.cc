@@ -75,12 +75,11 @@ Result<std::shared_ptr<NodeSession>> Client::Impl::session_for(uint32_t id,
   return s;
 }
 
-Result<std::shared_ptr<NodeSession>> Client::Impl::owner_session(const cluster::SlotMap& map,
-                                                                 uint32_t slot) {
-  const uint32_t owner = map.owner_of(slot);
-  const cluster::NodeInfo* node = owner == cluster::kNoNode ? nullptr : map.node(owner);
+Result<std::shared_ptr<NodeSession>> Client::Impl::copy_session(const cluster::SlotMap& map,
+                                                                uint32_t slot, uint32_t id) {
+  const cluster::NodeInfo* node = id == cluster::kNoNode ? nullptr : map.node(id);
   if (node == nullptr) return no_owner(slot, map.epoch);
-  return session_for(owner, node->address);
+  return session_for(id, node->address);
 }
 
 void Client::Impl::prune_sessions() {
@@ -252,16 +251,11 @@ auto Client::Impl::routed(std::string_view key, Op op, bool read)
     ~Replicated() { client::call_versions().replicated = false; }
   } replicated(map->has_replicas());
   uint32_t asked = read ? read_node(*map, slot) : map->owner_of(slot);
-  auto pick = [&]() -> Result<std::shared_ptr<NodeSession>> {
-    const cluster::NodeInfo* node = asked == cluster::kNoNode ? nullptr : map->node(asked);
-    if (node == nullptr) return no_owner(slot, map->epoch);
-    return session_for(asked, node->address);
-  };
-  auto s = pick();
+  auto s = copy_session(*map, slot, asked);
   if (!s) {
     map = refresh_map({}, map->epoch + 1);
     asked = read ? read_node(*map, slot) : map->owner_of(slot);
-    s = pick();
+    s = copy_session(*map, slot, asked);
     if (!s) return s.status();
   }
   auto r = op(**s, map->epoch);
