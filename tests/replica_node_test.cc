@@ -277,9 +277,44 @@ TEST_CASE(
   }
 }
 
+// Reads every key by one of the read paths that route by read_from, values in key order (an
+// error's text for a key that failed).
+std::vector<std::string> read_by(const std::string& how, Client& c,
+                                 const std::vector<std::string>& keys) {
+  std::vector<std::string> out;
+  if (how == "get_async") {
+    std::vector<Pending> pending;
+    for (const std::string& k : keys) pending.push_back(c.get_async(k));
+    for (Pending& p : pending) {
+      auto got = p.wait();
+      out.push_back(got ? *got : got.status().to_string());
+    }
+    return out;
+  }
+  auto mem = c.allocate(keys.size() * 4096);
+  REQUIRE(mem.is_ok());
+  auto at = [&](size_t i, uint64_t len) {
+    return std::string(reinterpret_cast<const char*>(mem->data()) + i * 4096, len);
+  };
+  if (how == "get_into") {
+    for (size_t i = 0; i < keys.size(); ++i) {
+      auto got = c.get_into(keys[i], *mem, i * 4096, 4096);
+      out.push_back(got ? at(i, *got) : got.status().to_string());
+    }
+    return out;
+  }
+  std::vector<GetIntoItem> items;
+  for (size_t i = 0; i < keys.size(); ++i) items.push_back({keys[i], &*mem, i * 4096, 4096});
+  auto got = c.get_many_into(items);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    out.push_back(got[i] ? at(i, *got[i]) : got[i].status().to_string());
+  }
+  return out;
+}
+
 TEST_CASE(
-    "replica node: async GETs spread over the copies by read_from, and read the client's own "
-    "writes at the primary",
+    "replica node: async and caller-memory GETs spread over the copies by read_from, and read "
+    "the client's own writes at the primary",
     "[replicas]") {
   Nodes n;
   for (uint32_t id : {1u, 2u}) n.start(id, 2);
@@ -287,41 +322,32 @@ TEST_CASE(
   auto writer = connect(n.addresses());  // read_from any
   // The keys node 1 owns: any read of them at node 2 is a replica's.
   auto m = n.map(1);
-  std::vector<std::string> keys;
+  std::vector<std::string> keys, want;
   for (int i = 0; keys.size() < 16; ++i) {
     std::string k = fmt::format("async-{}", i);
     if (m->owner_of(cluster::slot_of(k)) == 1) keys.push_back(std::move(k));
   }
-  auto new_value = [](const std::string& k) { return "new-" + k; };
-  for (const std::string& k : keys) REQUIRE(writer->put(k, new_value(k)).is_ok());
-
-  SECTION("a client that wrote nothing reads from both copies") {
-    auto reader = connect(n.addresses());
-    const uint64_t before = ServerAccess::core(*n.live.at(2)).counters.gets.load();
-    for (int round = 0; round < 10; ++round) {
-      std::vector<Pending> pending;
-      for (const std::string& k : keys) pending.push_back(reader->get_async(k));
-      for (size_t i = 0; i < keys.size(); ++i) {
-        INFO("key " << keys[i] << " round " << round);
-        auto got = pending[i].wait();
-        REQUIRE(got.is_ok());
-        REQUIRE(*got == new_value(keys[i]));
-      }
-    }
-    // 160 reads at random over owner and replica: never none at the replica (2^-160).
-    CHECK(ServerAccess::core(*n.live.at(2)).counters.gets.load() > before);
+  for (const std::string& k : keys) {
+    want.push_back("new-" + k);
+    REQUIRE(writer->put(k, want.back()).is_ok());
   }
 
-  SECTION("the writer's own reads are never answered by a replica that lags") {
-    lag_replicas(n, keys, [](const std::string& k) { return "old-" + k; });
-    for (int round = 0; round < 10; ++round) {
-      std::vector<Pending> pending;
-      for (const std::string& k : keys) pending.push_back(writer->get_async(k));
-      for (size_t i = 0; i < keys.size(); ++i) {
-        INFO("key " << keys[i] << " round " << round);
-        auto got = pending[i].wait();
-        REQUIRE(got.is_ok());
-        REQUIRE(*got == new_value(keys[i]));
+  for (std::string how : {"get_async", "get_into", "get_many_into"}) {
+    DYNAMIC_SECTION(how << ": a client that wrote nothing reads from both copies") {
+      auto reader = connect(n.addresses());
+      const uint64_t before = ServerAccess::core(*n.live.at(2)).counters.gets.load();
+      for (int round = 0; round < 10; ++round) {
+        INFO("round " << round);
+        REQUIRE(read_by(how, *reader, keys) == want);
+      }
+      // 160 reads at random over owner and replica: never none at the replica (2^-160).
+      CHECK(ServerAccess::core(*n.live.at(2)).counters.gets.load() > before);
+    }
+    DYNAMIC_SECTION(how << ": the writer's own reads are never answered by a lagging replica") {
+      lag_replicas(n, keys, [](const std::string& k) { return "old-" + k; });
+      for (int round = 0; round < 10; ++round) {
+        INFO("round " << round);
+        REQUIRE(read_by(how, *writer, keys) == want);
       }
     }
   }

@@ -3,6 +3,7 @@
 // slot's owner, and a refusal or a dead owner costs one map refresh and one retry.
 #include <fmt/format.h>
 
+#include <atomic>
 #include <future>
 #include <numeric>
 #include <random>
@@ -25,6 +26,18 @@ Status status_of(const Status& s) { return s; }
 template <class T>
 Status status_of(const Result<T>& r) {
   return r ? Status() : r.status();
+}
+
+// Runs one node's part of a batch read with the thread's slot_versions set to `acked` (each
+// item then carries this client's acknowledged version of its slot: read your writes at a
+// replica); null when the map keeps no replicas (every read is at a primary, and a batch may ride
+// the request channel, which carries no versions).
+template <class F>
+auto with_slot_versions(const std::atomic<uint64_t>* acked, F f) {
+  client::call_versions().slot_versions = acked;
+  auto got = f();
+  client::call_versions().slot_versions = nullptr;
+  return got;
 }
 
 Status empty_key() { return Status(Code::kInvalidArgument, "key is empty; give a non-empty key"); }
@@ -415,17 +428,10 @@ std::vector<Result<ValueView>> Client::Impl::get_many(std::span<const std::strin
   } else {
     std::vector<uint32_t> slots(keys.size());
     for (size_t i = 0; i < keys.size(); ++i) slots[i] = cluster::slot_of(keys[i]);
-    // Each item carries what this client saw acknowledged in its slot, so a replica that lags
-    // redirects it to the primary (as a GET's min_version).
-    // Only when the map keeps replicas: without them every read is at the primary, and the
-    // batch may ride the request channel (which carries no min_version).
-    const bool replicated = current_map()->has_replicas();
-    auto run = [this, replicated](NodeSession& s, std::span<const std::string_view> k,
-                                  uint64_t epoch) {
-      client::call_versions().slot_versions = replicated ? acked_.data() : nullptr;
-      auto got = s.get_many(k, epoch);
-      client::call_versions().slot_versions = nullptr;
-      return got;
+    // A replica that lags redirects an item this client wrote to the primary.
+    const auto* acked = current_map()->has_replicas() ? acked_.data() : nullptr;
+    auto run = [acked](NodeSession& s, std::span<const std::string_view> k, uint64_t epoch) {
+      return with_slot_versions(acked, [&] { return s.get_many(k, epoch); });
     };
     results = run_grouped<std::string_view, Result<ValueView>>(keys, slots, run, true);
   }
@@ -467,12 +473,13 @@ Result<ValueLocation> Client::Impl::locate(std::string_view key) {
   return out;
 }
 
-// Caller memory: routed as get / put / get_many / put_many are (each owner writes its keys into
-// their spots).
+// Caller memory: routed as get / put / get_many / put_many are (each owner, or for reads a
+// replica by read_from, writes its keys into their spots).
 Result<uint64_t> Client::Impl::get_into(const client::MemGet& item) {
   if (!cluster_) return home_->get_into(item, 0);
-  return routed(item.key,
-                [&item](NodeSession& s, uint64_t epoch) { return s.get_into(item, epoch); });
+  return routed(
+      item.key, [&item](NodeSession& s, uint64_t epoch) { return s.get_into(item, epoch); },
+      /*read=*/true);
 }
 
 Status Client::Impl::put_from(const client::MemPut& item, uint64_t ttl_ms) {
@@ -485,12 +492,11 @@ std::vector<Result<uint64_t>> Client::Impl::get_many_into(std::span<const client
   if (!cluster_) return home_->get_many_into(items, 0);
   std::vector<uint32_t> slots(items.size());
   for (size_t i = 0; i < items.size(); ++i) slots[i] = cluster::slot_of(items[i].key);
-  return run_grouped<client::MemGet, Result<uint64_t>>(items, slots,
-                                                       [](NodeSession& s,
-                                                          std::span<const client::MemGet> part,
-                                                          uint64_t epoch) {
-                                                         return s.get_many_into(part, epoch);
-                                                       });
+  const auto* acked = current_map()->has_replicas() ? acked_.data() : nullptr;
+  auto run = [acked](NodeSession& s, std::span<const client::MemGet> part, uint64_t epoch) {
+    return with_slot_versions(acked, [&] { return s.get_many_into(part, epoch); });
+  };
+  return run_grouped<client::MemGet, Result<uint64_t>>(items, slots, run, /*read=*/true);
 }
 
 std::vector<Status> Client::Impl::put_many_from(std::span<const client::MemPut> items,

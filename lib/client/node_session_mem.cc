@@ -10,6 +10,7 @@
 #include <future>
 #include <mutex>
 
+#include "client/call_versions.h"
 #include "client/node_session.h"
 #include "common/logging.h"
 #include "rpc/status_map.h"
@@ -156,6 +157,7 @@ Result<uint64_t> NodeSession::get_into_once(const SessionState& st, const MemGet
   req.set_dest_region(*id);
   req.set_dest_offset(item.offset);
   req.set_dest_capacity(item.capacity);
+  req.set_min_version(call_versions().min_version);
   // The server may write into the caller's memory from the moment the request leaves.
   transport::WriteExpectation incoming = transport_->expect_writes();
   v1::GetReply reply;
@@ -219,6 +221,7 @@ std::vector<Result<uint64_t>> NodeSession::get_many_into_once(const SessionState
         out->set_dest_region(ids[todo[end]]);
         out->set_dest_offset(it.offset);
         out->set_dest_capacity(it.capacity);
+        out->set_min_version(call_versions().min_version_of(it.key));
       }
       v1::GetManyReply reply;
       grpc::ClientContext ctx;
