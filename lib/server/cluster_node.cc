@@ -291,6 +291,7 @@ void ClusterNode::install(std::shared_ptr<const cluster::SlotMap> map) {
   const std::shared_ptr<const cluster::SlotMap> before = core_.cluster->map();
   if (map->epoch <= before->epoch) return;
   drop_slots(core_, slots_to_drop(*before, *map, self_, true), map->epoch);
+  if (filler_) filler_->map_installed(*before, *map);  // before the map is in force
   if (!core_.cluster->set_map(map)) return;
   drop_slots(core_, slots_to_drop(*before, *map, self_, false), map->epoch);
   MapCounts c = counts_for(*map, self_);

@@ -53,6 +53,8 @@ class ClusterNode {
 
   // For tests and stats.
   cluster::LeaseId lease() const;
+  // Keys this node copied into replicas by fills (live writes not counted); 0 without replicas.
+  uint64_t keys_filled() const { return filler_ ? filler_->keys_filled() : 0; }
   bool is_controller() const;
   // True while this node is the controller and has just taken over: it does not yet reassign
   // the slots of nodes missing from the registrations (takeover_grace()).

@@ -35,10 +35,43 @@ ReplicaFiller::~ReplicaFiller() { stop(); }
 
 void ReplicaFiller::notify() { loop_->notify(); }
 
+std::set<uint64_t> ReplicaFiller::fill_pairs(const cluster::SlotMap& m) const {
+  std::set<uint64_t> out;
+  for (uint32_t s = 0; s < kSlots && !m.owner.empty(); ++s) {
+    if (m.owner_of(s) != self_) continue;
+    // A slot moving out is not filled from here: the mover erases its keys here as they go
+    // over, so a fill would miss some, and the controller does not count fills of moving
+    // slots (rule 5). Its next owner fills the replicas once it owns the slot.
+    if (m.next_owner_of(s) != kNoNode) continue;
+    for (uint32_t i = 0; i < m.seats(); ++i) {
+      if (const uint32_t r = m.replica_of(s, i); r != kNoNode) out.insert(pair(s, r));
+    }
+  }
+  return out;
+}
+
+void ReplicaFiller::map_installed(const cluster::SlotMap& before, const cluster::SlotMap& next) {
+  const std::set<uint64_t> keep = next.has_replicas() ? fill_pairs(next) : std::set<uint64_t>{};
+  {
+    std::lock_guard lock(mu_);
+    if (next.epoch <= filled_epoch_) return;  // carried already (the same map by another path)
+    if (next.epoch == before.epoch + 1 && filled_epoch_ == before.epoch) {
+      std::erase_if(filled_, [&](uint64_t p) { return keep.count(p) == 0; });
+      std::erase_if(filling_, [&](uint64_t p) { return keep.count(p) == 0; });
+    } else {
+      filled_.clear();
+      filling_.clear();
+    }
+    filled_epoch_ = next.epoch;
+  }
+  loop_->notify();
+}
+
 void ReplicaFiller::reset() {
   {
     std::lock_guard lock(mu_);
     filled_.clear();
+    filling_.clear();  // a fill running now counts for nothing
     filled_written_ = 0;
   }
   loop_->notify();
@@ -51,34 +84,31 @@ bool ReplicaFiller::stopping() const { return loop_->stopping(); }
 ReplicaFiller::Outcome ReplicaFiller::round(const cluster::SlotMap& m) {
   if (!core_.cluster->serving() || m.owner.empty() || !m.has_replicas()) return Outcome::kIdle;
   std::map<uint32_t, std::vector<bool>> pending;  // replica -> slots to fill there
+  const std::set<uint64_t> present = fill_pairs(m);
   bool unready = false;
   {
     std::lock_guard lock(mu_);
-    // A fill counts only for the map it ran under: between two maps a replica may have left
-    // the slot and come back empty (it drops what it held when it joins), and this node need
-    // not have seen the map in between. filled/<id> = epoch then vouches for fills done in it.
-    if (m.epoch != filled_epoch_) {
+    // map_installed() carries the fills from map to map; it runs before a map is in force, so a
+    // map older than the fills' is one being replaced (the round after it looks again), and a
+    // newer one came some other way: whatever this node filled may be gone.
+    if (m.epoch < filled_epoch_) return Outcome::kIdle;
+    if (m.epoch > filled_epoch_) {
       filled_.clear();
+      filling_.clear();
       filled_epoch_ = m.epoch;
     }
-    std::set<uint64_t> present;
-    for (uint32_t s = 0; s < kSlots; ++s) {
-      if (m.owner_of(s) != self_) continue;
-      // A slot moving out is not filled from here: the mover erases its keys here as they go
-      // over, so a fill would miss some, and the controller does not count fills of moving
-      // slots (rule 5). Its next owner fills the replicas once it owns the slot.
-      if (m.next_owner_of(s) != kNoNode) continue;
-      for (uint32_t i = 0; i < m.seats(); ++i) {
-        const uint32_t r = m.replica_of(s, i);
-        if (r == kNoNode) continue;
-        present.insert(pair(s, r));
-        if (m.replica_ready_of(s, i)) continue;
-        unready = true;
-        if (filled_.count(pair(s, r)) > 0) continue;
-        auto& slots = pending[r];
-        if (slots.empty()) slots.assign(kSlots, false);
-        slots[s] = true;
-      }
+    for (uint64_t p : present) {
+      const uint32_t s = uint32_t(p >> 32), r = uint32_t(p);
+      bool ready = false;
+      for (uint32_t i = 0; i < m.seats(); ++i)
+        ready |= m.replica_of(s, i) == r && m.replica_ready_of(s, i);
+      if (ready) continue;
+      unready = true;
+      if (filled_.count(p) > 0) continue;
+      auto& slots = pending[r];
+      if (slots.empty()) slots.assign(kSlots, false);
+      slots[s] = true;
+      filling_.insert(p);
     }
     std::erase_if(filled_, [&](uint64_t p) { return present.count(p) == 0; });
     if (pending.empty()) {
@@ -93,20 +123,27 @@ ReplicaFiller::Outcome ReplicaFiller::round(const cluster::SlotMap& m) {
       return Outcome::kRetry;
     }
     std::lock_guard lock(mu_);
-    filled_written_ = m.epoch;
+    if (filled_epoch_ == m.epoch) filled_written_ = m.epoch;
     return Outcome::kIdle;
   }
   for (auto& [node, slots] : pending) {
     Status s = fill(m, node, slots);
+    std::lock_guard lock(mu_);
+    // What is still in filling_ kept its seat in every map installed meanwhile.
+    for (uint32_t slot = 0; slot < kSlots; ++slot) {
+      if (!slots[slot]) continue;
+      if (s.is_ok() && filling_.count(pair(slot, node)) > 0) filled_.insert(pair(slot, node));
+      filling_.erase(pair(slot, node));
+    }
     if (!s.is_ok()) {
+      filling_.clear();  // only this round's pairs: the next round lists them again
       if (!stopping())
         KVRDMA_LOG_WARN("filling replica node {}: {}; retrying", node, s.to_string());
       return Outcome::kRetry;
     }
-    std::lock_guard lock(mu_);
-    if (core_.cluster->map()->epoch != m.epoch) return Outcome::kProgress;  // fill again
-    for (uint32_t slot = 0; slot < kSlots; ++slot) {
-      if (slots[slot]) filled_.insert(pair(slot, node));
+    if (core_.cluster->map()->epoch != m.epoch) {
+      filling_.clear();  // the rest is listed again by the new map's round
+      return Outcome::kProgress;
     }
   }
   return Outcome::kProgress;  // the next round writes filled/<id>

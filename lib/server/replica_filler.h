@@ -3,8 +3,16 @@
 // its version and remaining TTL (large values by transport write from this node's pool into the
 // replica's), while clients keep reading and writing here; live writes reach the replica through
 // Replication meanwhile, and versions keep the two from undoing each other. Once every
-// unfilled replica of this node's slots is filled within one map epoch, `write_filled(epoch)`
-// tells the controller, which marks them ready in the next map (only if none came between).
+// unfilled replica of this node's slots is filled, `write_filled(epoch)` tells the controller,
+// which marks them ready in the next map (only if none came between).
+//
+// A fill holds from map to map while its replica keeps its seat of the slot in every map
+// installed here: a replica drops what it held of a slot only when it takes a seat it did not
+// have, and it takes a fill's pushes only at the pusher's map or a later one. map_installed()
+// carries the filled pairs (and those being filled) from a map to the one right after it; across
+// a gap (a map this node never installed) the replica may have left and come back empty, and
+// every fill starts again. Without the carry, each map that marked another node's replicas ready
+// restarted this node's finished fills (3x the bytes after a death, bench/README.md).
 //
 // Thread-safety: notify(), reset() and stop() may be called from any thread; the filling runs
 // on the filler's RoundLoop thread. mu_ guards the filled pairs; it is never held with the
@@ -35,7 +43,10 @@ class ReplicaFiller {
   ReplicaFiller(const ReplicaFiller&) = delete;
   ReplicaFiller& operator=(const ReplicaFiller&) = delete;
 
-  // A map was installed (or the node was fenced / registered again): look again.
+  // `next` is being installed over `before` (called before the map is in force): carries the
+  // fills (above), then looks again.
+  void map_installed(const cluster::SlotMap& before, const cluster::SlotMap& next);
+  // The node was fenced or registered again: look again.
   void notify();
   // Forgets what was filled and written (after the node was fenced or registered again).
   void reset();
@@ -52,6 +63,8 @@ class ReplicaFiller {
   Status fill(const cluster::SlotMap& m, uint32_t node, const std::vector<bool>& slots);
   bool stopping() const;
   static uint64_t pair(uint32_t slot, uint32_t node) { return (uint64_t{slot} << 32) | node; }
+  // The (slot, replica) pairs this node fills by `m`: its slots not moving out, every replica.
+  std::set<uint64_t> fill_pairs(const cluster::SlotMap& m) const;
 
   ServerCore& core_;
   const uint32_t self_;
@@ -59,8 +72,9 @@ class ReplicaFiller {
   std::atomic<uint64_t> keys_{0}, bytes_{0};
   mutable std::mutex mu_;
   uint64_t filled_written_ = 0;      // guarded by mu_: the epoch last written
-  std::set<uint64_t> filled_;        // guarded by mu_: (slot, replica) pairs filled in
-  uint64_t filled_epoch_ = 0;        // guarded by mu_: ... this map epoch
+  std::set<uint64_t> filled_;        // guarded by mu_: (slot, replica) pairs filled (or carried)
+  std::set<uint64_t> filling_;       // guarded by mu_: pairs whose fill runs now (carried too)
+  uint64_t filled_epoch_ = 0;        // guarded by mu_: ... for this map epoch (0: none)
   std::unique_ptr<RoundLoop> loop_;  // last: its thread runs round() on the members above
 };
 
