@@ -4,9 +4,10 @@ include_guard(GLOBAL)
 add_library(kvrdma_warnings INTERFACE)
 target_compile_options(kvrdma_warnings INTERFACE -Wall -Wextra -Werror)
 # GCC 12 at -O2/-O3 reports -Wrestrict on plain std::string concatenation inside libstdc++
-# (GCC bug 105329, a false positive); keep it a warning there, not an error.
+# (GCC bug 105329, a false positive on `"x" + std::string`: some 20 reports a
+# build that buried real warnings); off there. clang and GCC 13+ still check it.
 if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
-  target_compile_options(kvrdma_warnings INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-Wno-error=restrict>)
+  target_compile_options(kvrdma_warnings INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-Wno-restrict>)
 endif()
 
 # KVRDMA_FUZZ builds the libFuzzer targets (tests/fuzz); they need clang, and imply the
