@@ -141,12 +141,13 @@ void pipeline_worker(Client& client, Shared& sh, uint64_t keys, unsigned index,
   auto settle = [&](InFlight& f) {
     auto r = f.pending.wait();
     lat.push_back(static_cast<uint64_t>((SteadyClock::now() - f.start).count()));
-    const std::string name = key_name(f.key);
+    // The key's name only for an error: formatting it for every answer cost ~4% at 1.2M ops/s.
+    auto name = [&] { return key_name(f.key); };
     if (!r && !f.is_put && r.status().code() == Code::kNotFound) {
       sh.misses.fetch_add(1, std::memory_order_relaxed);
     } else if (!r) {
       sh.record_error(
-          r.status().with_context(fmt::format("{} {}", f.is_put ? "put" : "get", name)));
+          r.status().with_context(fmt::format("{} {}", f.is_put ? "put" : "get", name())));
     } else if (f.is_put) {
       sh.bytes.fetch_add(cfg.value_size, std::memory_order_relaxed);
     } else {
@@ -155,7 +156,7 @@ void pipeline_worker(Client& client, Shared& sh, uint64_t keys, unsigned index,
       if (f.op % kVerifyEvery == 0 && *r != sh.value_of(f.key)) {
         sh.record_error(
             Status(Code::kInternal, fmt::format("get {}: {} bytes returned differ from the {} put",
-                                                name, r->size(), cfg.value_size)));
+                                                name(), r->size(), cfg.value_size)));
       }
     }
     sh.done_ops.fetch_add(1, std::memory_order_relaxed);

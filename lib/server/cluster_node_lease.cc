@@ -83,6 +83,8 @@ bool ClusterNode::resume_after_expiry() {
   if (Status s = register_node(milliseconds(0)); !s.is_ok()) return false;
   mover_->reset_handoff();
   mover_->notify();
+  // filled/<id> went with the old lease: written again at the next round (the fills hold).
+  if (filler_) filler_->forget_written();
   KVRDMA_LOG_WARN(
       "node {}'s lease expired while {} was unreachable; the map (epoch {}) still gives "
       "it its slots, so it registered again and keeps serving its values",

@@ -67,6 +67,14 @@ void ReplicaFiller::map_installed(const cluster::SlotMap& before, const cluster:
   loop_->notify();
 }
 
+void ReplicaFiller::forget_written() {
+  {
+    std::lock_guard lock(mu_);
+    filled_written_ = 0;
+  }
+  loop_->notify();
+}
+
 void ReplicaFiller::reset() {
   {
     std::lock_guard lock(mu_);

@@ -46,8 +46,10 @@ class ReplicaFiller {
   // `next` is being installed over `before` (called before the map is in force): carries the
   // fills (above), then looks again.
   void map_installed(const cluster::SlotMap& before, const cluster::SlotMap& next);
-  // The node was fenced or registered again: look again.
+  // Look again (the node was fenced or registered again).
   void notify();
+  // filled/<id> is gone (it lived under a lease that expired): write it again, the fills kept.
+  void forget_written();
   // Forgets what was filled and written (after the node was fenced or registered again).
   void reset();
   void stop();
