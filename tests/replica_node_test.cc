@@ -19,6 +19,7 @@
 #include "kvrdma/client.h"
 #include "kvrdma/server.h"
 #include "server/cluster_node.h"
+#include "server/peer_session.h"
 #include "server/replication.h"
 #include "store/store.h"
 
@@ -373,6 +374,60 @@ TEST_CASE(
       }
     }
   }
+}
+
+TEST_CASE(
+    "replica node: before a fresh fill the replica drops what it holds of the slot; a ready "
+    "seat is never dropped",
+    "[replicas]") {
+  Nodes n;
+  for (uint32_t id : {1u, 2u}) n.start(id, 2);
+  REQUIRE(wait_until([&] { return n.replicated(2); }));
+  auto c = connect(n.addresses());
+  // Two keys node 1 owns in different slots; node 2 is their (ready) replica.
+  auto m = n.map(1);
+  std::vector<std::string> keys;
+  for (int i = 0; keys.size() < 2; ++i) {
+    std::string k = fmt::format("drop-{}", i);
+    const uint32_t slot = cluster::slot_of(k);
+    if (m->owner_of(slot) == 1 && (keys.empty() || slot != cluster::slot_of(keys[0]))) {
+      keys.push_back(std::move(k));
+    }
+  }
+  for (const std::string& k : keys) REQUIRE(c->put(k, "value-" + k).is_ok());
+  const uint32_t slot = cluster::slot_of(keys[0]);
+  ServerCore& replica = ServerAccess::core(*n.live.at(2));
+  auto from1 = PeerSession::open(ServerAccess::core(*n.live.at(1)), 1, *m->node(2),
+                                 std::chrono::steady_clock::now() + 5s);
+  REQUIRE(from1.is_ok());
+
+  // A ready seat: refused (retried until the deadline), nothing dropped.
+  Status refused =
+      (*from1)->drop_replica_slots({slot}, m->epoch, std::chrono::steady_clock::now() + 300ms);
+  CHECK_FALSE(refused.is_ok());
+  CHECK(replica.store->get(keys[0]).is_ok());
+
+  // The replica missed a delete while it had no seat (here: the key put back at it by hand),
+  // and its map now shows its seat of the slot not ready, as when it is given the seat again.
+  REQUIRE(c->del(keys[0]).is_ok());
+  REQUIRE(replica.store->put(keys[0], "stale", std::chrono::milliseconds(0)).is_ok());
+  auto unready = std::make_shared<cluster::SlotMap>(*replica.cluster->map());
+  unready->epoch += 100;
+  const int seat = unready->replica_seat(slot, 2);
+  REQUIRE(seat >= 0);
+  unready->replica_ready[size_t(slot) * unready->seats() + size_t(seat)] = 0;
+  REQUIRE(replica.cluster->set_map(unready));
+  // A sender whose map is newer than the replica's is refused too.
+  CHECK_FALSE(
+      (*from1)
+          ->drop_replica_slots({slot}, unready->epoch + 1, std::chrono::steady_clock::now() + 300ms)
+          .is_ok());
+  CHECK(replica.store->get(keys[0]).is_ok());
+  REQUIRE((*from1)
+              ->drop_replica_slots({slot}, m->epoch, std::chrono::steady_clock::now() + 5s)
+              .is_ok());
+  CHECK_FALSE(replica.store->get(keys[0]).is_ok());  // the stale key is gone
+  CHECK(replica.store->get(keys[1]).is_ok());        // another slot's key is not
 }
 
 TEST_CASE(

@@ -204,4 +204,20 @@ Status PeerSession::erase(std::string_view key, uint64_t epoch, Steady::time_poi
   });
 }
 
+Status PeerSession::drop_replica_slots(const std::vector<uint32_t>& slots, uint64_t epoch,
+                                       Steady::time_point deadline) {
+  return with_retries("dropping a replica's slots before a fill", deadline, [&](const State& st) {
+    v1::DropReplicaSlotsRequest req;
+    req.set_session_id(st.hello.session_id());
+    req.set_map_epoch(epoch);
+    for (uint32_t s : slots) req.add_slots(s);
+    v1::DropReplicaSlotsReply reply;
+    grpc::ClientContext ctx;
+    prepare(ctx, deadline);
+    grpc::Status s = stub_->DropReplicaSlots(&ctx, req, &reply);
+    if (s.error_code() == grpc::StatusCode::UNIMPLEMENTED) return Status();
+    return s.ok() ? Status() : rpc::from_grpc(s, "DropReplicaSlots");
+  });
+}
+
 }  // namespace kvrdma::server

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "cluster/slot_map.h"
 #include "kv_cache.grpc.pb.h"
@@ -49,6 +50,12 @@ class PeerSession {
   // Deletes `key` at the peer; OK whether or not it was there.
   Status erase(std::string_view key, uint64_t epoch, Steady::time_point deadline,
                uint64_t replica_version = 0);
+
+  // DropReplicaSlots at the peer: it drops what it holds of `slots` (its not-ready replica
+  // seats of slots this node owns by map `epoch`) before this node fills them. OK too when the
+  // peer predates the call (UNIMPLEMENTED): it then keeps what it holds, as before.
+  Status drop_replica_slots(const std::vector<uint32_t>& slots, uint64_t epoch,
+                            Steady::time_point deadline);
 
   const cluster::NodeInfo& peer() const { return peer_; }
 

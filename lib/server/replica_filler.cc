@@ -161,6 +161,24 @@ Status ReplicaFiller::fill(const cluster::SlotMap& m, uint32_t node,
                            const std::vector<bool>& slots) {
   const auto started = Steady::now();
   Replication& rep = *core_.replication;
+  // The replica drops what it holds of these slots first: it may hold keys deleted here while
+  // it had no seat (a map it never installed), which a fill alone would leave there. Live
+  // writes pushed meanwhile and every key listed below reach it after the drop.
+  {
+    const cluster::NodeInfo* peer = m.node(node);
+    if (peer == nullptr) return Status(Code::kUnavailable, fmt::format("node {} left", node));
+    auto session = rep.session(*peer);
+    if (!session) return session.status();
+    std::vector<uint32_t> list;
+    for (uint32_t s = 0; s < kSlots; ++s) {
+      if (slots[s]) list.push_back(s);
+    }
+    if (stopping() || !core_.cluster->serving()) {
+      return Status(Code::kUnavailable, "the node is stopping or lost its lease");
+    }
+    KVRDMA_RETURN_IF_ERROR(
+        (*session)->drop_replica_slots(list, m.epoch, Steady::now() + kCallTime));
+  }
   auto keys =
       core_.store->keys_where([&](std::string_view k) { return slots[cluster::slot_of(k)]; });
   std::atomic<uint64_t> copied{0}, bytes{0};

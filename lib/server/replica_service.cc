@@ -21,6 +21,25 @@ grpc::ServerUnaryReactor* finish(grpc::CallbackServerContext* ctx, const Status&
 
 }  // namespace
 
+grpc::ServerUnaryReactor* KvService::DropReplicaSlots(grpc::CallbackServerContext* ctx,
+                                                      const v1::DropReplicaSlotsRequest* req,
+                                                      v1::DropReplicaSlotsReply* reply) {
+  if (Status denied = authorize(ctx); !denied.is_ok()) return finish(ctx, denied);
+  if (core_.replication == nullptr) {
+    return finish(ctx, Status(Code::kFailedPrecondition,
+                              "DropReplicaSlots is for cluster nodes with replicas (--replicas "
+                              "2 or more); this server keeps none"));
+  }
+  auto session = core_.sessions->find(req->session_id());
+  if (!session) return finish(ctx, session.status());
+  BumpOnReturn changed(core_.changes);
+  auto dropped = core_.replication->drop_for_fill(**session, req->map_epoch(),
+                                                  std::span<const uint32_t>(req->slots().data(),
+                                                                            req->slots_size()));
+  if (dropped) reply->set_dropped(*dropped);
+  return finish(ctx, dropped.status());
+}
+
 Status KvService::admit_read(const Session* session, std::string_view key,
                              uint64_t min_version) const {
   KVRDMA_RETURN_IF_ERROR(admit(session, key, SlotOp::kRead).status());

@@ -302,6 +302,55 @@ Status Replication::apply_delete(const Session& from, const v1::DeleteRequest& r
   return Status();
 }
 
+Result<uint64_t> Replication::drop_for_fill(const Session& from, uint64_t pusher_epoch,
+                                            std::span<const uint32_t> slots) {
+  if (from.peer_node == 0) {
+    return Status(Code::kInvalidArgument,
+                  "DropReplicaSlots is for a cluster node filling its replicas, over a node "
+                  "session; a client never sends it");
+  }
+  if (!core_.cluster->serving()) {
+    return Status(Code::kUnavailable, fmt::format("node {} is not serving (lease lost)", self_));
+  }
+  if (slots.empty() || slots.size() > cluster::kSlots) {
+    return Status(Code::kInvalidArgument,
+                  fmt::format("DropReplicaSlots names {} slots; give 1 to {}", slots.size(),
+                              cluster::kSlots));
+  }
+  const uint32_t sender = from.peer_node - 1;
+  auto m = core_.cluster->map();
+  std::vector<bool> drop(cluster::kSlots, false);
+  for (uint32_t slot : slots) {
+    if (slot >= cluster::kSlots) {
+      return Status(Code::kInvalidArgument,
+                    fmt::format("slot {} is outside 0..{}", slot, cluster::kSlots - 1));
+    }
+    if (pusher_epoch > m->epoch) {
+      return refusal(*m, slot,
+                     fmt::format("node {} fills by map epoch {}, newer than this node's", sender,
+                                 pusher_epoch));
+    }
+    if (m->owner_of(slot) != sender) {
+      return refusal(*m, slot, fmt::format("node {} is not its owner", sender));
+    }
+    const int seat = m->replica_seat(slot, self_);
+    if (seat < 0) return refusal(*m, slot, "this node is not one of its replicas");
+    if (m->replica_ready_of(slot, static_cast<uint32_t>(seat))) {
+      return refusal(*m, slot, "this node's replica of it is ready: it keeps what it holds");
+    }
+    drop[slot] = true;
+  }
+  auto in = [&](std::string_view key) { return drop[cluster::slot_of(key)]; };
+  versions_.forget_where(in, &drop);
+  uint64_t dropped = 0;
+  for (const std::string& k : core_.store->keys_where(in)) dropped += core_.store->erase(k);
+  if (dropped > 0) {
+    KVRDMA_LOG_INFO("node {} dropped {} values of {} replica slots before node {} fills them",
+                    self_, dropped, slots.size(), sender);
+  }
+  return dropped;
+}
+
 std::optional<Replication::Copy> Replication::copy_for_fill(std::string_view key) {
   std::optional<Copy> out;
   versions_.with_key(key, [&](uint64_t current) -> uint64_t {

@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -82,6 +83,14 @@ class Replication {
   Status apply_commit(const Session& from, Reservation r);
   // The version the key is now at, or an error; existed tells whether a value was erased.
   Status apply_delete(const Session& from, const v1::DeleteRequest& req, bool* existed);
+  // DropReplicaSlots: before filling this node's replica seats of `slots` afresh, their owner
+  // has it drop what it holds of them (a replica that missed a map in which it had no seat
+  // missed the deletes made then; the fill alone would leave those keys). Admitted as a push
+  // (admit_push), and only for seats not ready in this node's map: a ready seat holds what its
+  // owner vouched for, and dropping it could lose the only other copy. All or nothing; the
+  // values dropped.
+  Result<uint64_t> drop_for_fill(const Session& from, uint64_t pusher_epoch,
+                                 std::span<const uint32_t> slots);
 
   // --- reads ---
   // A GET of `key` at a node that is not the slot's owner (a replica): OK when this node has

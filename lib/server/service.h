@@ -124,6 +124,9 @@ class KvService final : public kvrdma::v1::KvCache::CallbackService {
   grpc::ServerUnaryReactor* ReleaseRegion(grpc::CallbackServerContext* ctx,
                                           const v1::ReleaseRegionRequest* req,
                                           v1::ReleaseRegionReply* reply) override;
+  grpc::ServerUnaryReactor* DropReplicaSlots(grpc::CallbackServerContext* ctx,
+                                             const v1::DropReplicaSlotsRequest* req,
+                                             v1::DropReplicaSlotsReply* reply) override;
 
   // One GET, for Get, GetStream and the request channel (the caller checked the token, or the
   // session is the credential). The outcome when it is known at once (errors, misses, inline
