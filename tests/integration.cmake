@@ -38,6 +38,9 @@ foreach(provider tcp shm)
   endif()
   foreach(suite cli_test client_test transfer_test batch_test get_stream_test model_test
                 fault_test)
+    if(provider STREQUAL "shm" AND suite STREQUAL "fault_test")
+      continue()  # each of its cases kills a process mid-transfer: all [shm-unsafe]
+    endif()
     catch_discover_tests(${suite} TEST_PREFIX "${provider}/" TEST_SPEC "${spec}"
       EXTRA_ARGS --name ${suite}-${provider}
       PROPERTIES TIMEOUT 300 ENVIRONMENT KVRDMA_TEST_PROVIDER=${provider})

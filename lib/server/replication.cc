@@ -340,10 +340,18 @@ Result<uint64_t> Replication::drop_for_fill(const Session& from, uint64_t pusher
     }
     drop[slot] = true;
   }
+  // Values only, each under its key's order; versions and tombstones stay: a push from before
+  // the drop still in flight (a PutCommit whose PutBegin came first, say) must still be refused
+  // when a newer write or delete of its key was applied. The fill's versions are above all of
+  // them, so what it copies wins; a key it does not copy is gone at the primary.
   auto in = [&](std::string_view key) { return drop[cluster::slot_of(key)]; };
-  versions_.forget_where(in, &drop);
   uint64_t dropped = 0;
-  for (const std::string& k : core_.store->keys_where(in)) dropped += core_.store->erase(k);
+  for (const std::string& k : core_.store->keys_where(in)) {
+    versions_.with_key(k, [&](uint64_t) -> uint64_t {
+      dropped += core_.store->erase(k);
+      return 0;  // the version stays as it is
+    });
+  }
   if (dropped > 0) {
     KVRDMA_LOG_INFO("node {} dropped {} values of {} replica slots before node {} fills them",
                     self_, dropped, slots.size(), sender);

@@ -87,8 +87,8 @@ class Replication {
   // has it drop what it holds of them (a replica that missed a map in which it had no seat
   // missed the deletes made then; the fill alone would leave those keys). Admitted as a push
   // (admit_push), and only for seats not ready in this node's map: a ready seat holds what its
-  // owner vouched for, and dropping it could lose the only other copy. All or nothing; the
-  // values dropped.
+  // owner vouched for, and dropping it could lose the only other copy. All or nothing; drops
+  // values, keeps versions; returns the values dropped.
   Result<uint64_t> drop_for_fill(const Session& from, uint64_t pusher_epoch,
                                  std::span<const uint32_t> slots);
 
