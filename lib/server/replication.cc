@@ -19,9 +19,6 @@ constexpr int kWorkers = 16;
 // One attempt at a replica (PeerSession retries inside it); the map is looked at between them.
 constexpr auto kAttempt = std::chrono::milliseconds(500);
 constexpr auto kPause = std::chrono::milliseconds(20);
-// The low 40 bits of a version count writes within one map epoch; the epoch is above them, so a
-// later epoch's primary always issues higher versions than any earlier one.
-constexpr int kCounterBits = 40;
 
 }  // namespace
 
@@ -256,6 +253,7 @@ Status Replication::admit_push(const Session& from, std::string_view key,
 }
 
 bool Replication::moves_forward(std::string_view key, uint64_t current, uint64_t version) {
+  if (fenced_off(cluster::slot_of(key), version)) return false;  // from before a fill's drop
   if (version != current) return version > current;
   // The same write again (a fill after a live push, or a copy that left this node: moved out,
   // evicted) restores the value when it is gone; a delete's tombstone has a version no PUT shares.
@@ -295,6 +293,7 @@ Status Replication::apply_delete(const Session& from, const v1::DeleteRequest& r
       req.key(),
       [&](uint64_t current) -> uint64_t {
         if (current >= req.replica_version()) return 0;
+        if (fenced_off(cluster::slot_of(req.key()), req.replica_version())) return 0;
         *existed = core_.store->erase(req.key());
         return req.replica_version();  // a tombstone: an older PUT pushed late stays out
       },
@@ -318,6 +317,24 @@ Result<uint64_t> Replication::drop_for_fill(const Session& from, uint64_t pusher
                               cluster::kSlots));
   }
   const uint32_t sender = from.peer_node - 1;
+  // One at a time: a drop the sender gave up on (its deadline passed) and sent again must not
+  // still be erasing while the fill after the second one copies keys in.
+  std::lock_guard one(drop_mu_);
+  // Whether `slot` is still a seat of this node the sender may drop, by map `m`.
+  auto droppable = [&](const cluster::SlotMap& m, uint32_t slot) -> Status {
+    if (m.owner_of(slot) != sender) {
+      return refusal(m, slot, fmt::format("node {} is not its owner", sender));
+    }
+    const int seat = m.replica_seat(slot, self_);
+    if (seat < 0) return refusal(m, slot, "this node is not one of its replicas");
+    if (m.replica_ready_of(slot, static_cast<uint32_t>(seat))) {
+      return Status(Code::kFailedPrecondition,
+                    fmt::format("node {}'s replica of slot {} is ready in map epoch {}: it keeps "
+                                "what it holds",
+                                self_, slot, m.epoch));
+    }
+    return Status();
+  };
   auto m = core_.cluster->map();
   std::vector<bool> drop(cluster::kSlots, false);
   for (uint32_t slot : slots) {
@@ -330,23 +347,29 @@ Result<uint64_t> Replication::drop_for_fill(const Session& from, uint64_t pusher
                      fmt::format("node {} fills by map epoch {}, newer than this node's", sender,
                                  pusher_epoch));
     }
-    if (m->owner_of(slot) != sender) {
-      return refusal(*m, slot, fmt::format("node {} is not its owner", sender));
-    }
-    const int seat = m->replica_seat(slot, self_);
-    if (seat < 0) return refusal(*m, slot, "this node is not one of its replicas");
-    if (m->replica_ready_of(slot, static_cast<uint32_t>(seat))) {
-      return refusal(*m, slot, "this node's replica of it is ready: it keeps what it holds");
-    }
+    KVRDMA_RETURN_IF_ERROR(droppable(*m, slot));
     drop[slot] = true;
   }
-  // Values only, each under its key's order; versions and tombstones stay: a push from before
-  // the drop still in flight (a PutCommit whose PutBegin came first, say) must still be refused
-  // when a newer write or delete of its key was applied. The fill's versions are above all of
-  // them, so what it copies wins; a key it does not copy is gone at the primary.
+  // The fence first: from here no push issued before the sender's map `pusher_epoch` lands.
+  // Versions carry the epoch they were issued in (next_version), the fill's are above it.
+  const uint64_t fence = pusher_epoch << kCounterBits;
+  for (uint32_t slot : slots) {
+    uint64_t was = fence_[slot].load(std::memory_order_acquire);
+    while (was < fence && !fence_[slot].compare_exchange_weak(was, fence)) {
+    }
+  }
+  // Values only, each under its key's order; versions and tombstones stay.
   auto in = [&](std::string_view key) { return drop[cluster::slot_of(key)]; };
   uint64_t dropped = 0;
+  size_t seen = 0;
   for (const std::string& k : core_.store->keys_where(in)) {
+    if (++seen % 64 == 0) {  // still a not-ready seat: a promoted replica keeps its values
+      auto now = core_.cluster->map();
+      if (now != m) {
+        for (uint32_t slot : slots) KVRDMA_RETURN_IF_ERROR(droppable(*now, slot));
+        m = std::move(now);
+      }
+    }
     versions_.with_key(k, [&](uint64_t) -> uint64_t {
       dropped += core_.store->erase(k);
       return 0;  // the version stays as it is

@@ -38,6 +38,9 @@ namespace kvrdma::server {
 
 class Replication {
  public:
+  // The low 40 bits of a version count writes within one map epoch; the epoch is above them, so
+  // a later epoch's primary always issues higher versions than any earlier one.
+  static constexpr int kCounterBits = 40;
   using Steady = std::chrono::steady_clock;
   // The outcome of a replicated write and the version it was given (0 when not applied).
   using Done = std::function<void(Status, uint64_t version)>;
@@ -85,10 +88,14 @@ class Replication {
   Status apply_delete(const Session& from, const v1::DeleteRequest& req, bool* existed);
   // DropReplicaSlots: before filling this node's replica seats of `slots` afresh, their owner
   // has it drop what it holds of them (a replica that missed a map in which it had no seat
-  // missed the deletes made then; the fill alone would leave those keys). Admitted as a push
-  // (admit_push), and only for seats not ready in this node's map: a ready seat holds what its
-  // owner vouched for, and dropping it could lose the only other copy. All or nothing; drops
-  // values, keeps versions; returns the values dropped.
+  // missed the deletes made then; the fill alone would leave those keys). Admitted for a node
+  // session of the slots' owner by this node's map, a pusher map no newer than it, and seats
+  // not ready in it (a ready seat holds what its owner vouched for, and dropping it could lose
+  // the only other copy: FAILED_PRECONDITION, not retried). Drops values, keeps versions, and
+  // fences the slots: a push issued under a map before `pusher_epoch` (still in flight from
+  // before the drop) is not applied; the fill copies every such write again above the fence.
+  // One drop at a time, each stopping when the seat stops being a not-ready one mid-way (this
+  // node promoted, say); returns the values dropped.
   Result<uint64_t> drop_for_fill(const Session& from, uint64_t pusher_epoch,
                                  std::span<const uint32_t> slots);
 
@@ -146,12 +153,19 @@ class Replication {
   // Whether a pushed PUT at `version` applies over the key's `current` version (under its order).
   bool moves_forward(std::string_view key, uint64_t current, uint64_t version);
   Status refusal(const cluster::SlotMap& m, uint32_t slot, std::string_view why) const;
+  // Whether a push at `version` of a key of `slot` is below the slot's fill fence (not applied).
+  bool fenced_off(uint32_t slot, uint64_t version) const {
+    return version < fence_[slot].load(std::memory_order_acquire);
+  }
 
   ServerCore& core_;
   const uint32_t self_;
   VersionTable versions_;
   std::atomic<uint64_t> counter_{0};
   std::atomic<uint64_t> bytes_pushed_{0};
+  // Per slot: pushes at versions below it are not applied (drop_for_fill raises it).
+  std::vector<std::atomic<uint64_t>> fence_ = std::vector<std::atomic<uint64_t>>(cluster::kSlots);
+  std::mutex drop_mu_;  // one drop_for_fill at a time
 
   std::mutex mu_;
   std::condition_variable cv_;
