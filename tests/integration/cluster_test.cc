@@ -132,8 +132,12 @@ TEST_CASE("cluster: etcd stopped while running: the data path keeps serving on t
   int rounds = 0;
   while (Steady::now() < until && rounds < 200000) {
     std::string key = "during-outage-" + std::to_string(rounds % 50);
-    REQUIRE(c->put(key, versioned(key, rounds, 64)).is_ok());
+    INFO("round " << rounds << ", key " << key);
+    Status put = c->put(key, versioned(key, rounds, 64));
+    INFO(put.to_string());
+    REQUIRE(put.is_ok());
     auto v = c->get(key);
+    INFO(v.status().to_string());
     REQUIRE(v.is_ok());
     CHECK(version_of(key, v->str(), 64) == rounds);
     ++rounds;
